@@ -1,0 +1,63 @@
+"""Errors a user can cause, one type per kind.
+
+Why: the CLI prints ``str(error)`` of a :class:`TiefVisionError` as one line and exits
+non-zero, without a traceback. So every message must say what went wrong *and what to do*;
+anything that is not a ``TiefVisionError`` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ImageRejected",
+    "InputError",
+    "StorageAuthError",
+    "StorageError",
+    "StorageNotFound",
+    "StorageUnreachable",
+    "TiefVisionError",
+]
+
+
+class TiefVisionError(Exception):
+    """Base of every error caused by user input, settings or the environment."""
+
+
+class ConfigError(TiefVisionError):
+    """A setting or parameter is invalid; the message names it and what is allowed."""
+
+
+class InputError(TiefVisionError):
+    """An input path or file given by the user does not exist or cannot be used."""
+
+
+class StorageError(TiefVisionError):
+    """Storage failed in a way retrying will not fix. Never carries credentials."""
+
+
+class StorageUnreachable(StorageError):
+    """The storage endpoint does not answer (wrong URL, server down)."""
+
+
+class StorageAuthError(StorageError):
+    """The storage server refused the credentials or the bucket does not allow access."""
+
+
+class StorageNotFound(StorageError, KeyError):
+    """An object or bucket that must exist does not."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class ImageRejected(TiefVisionError):
+    """An image cannot be used; recorded as a reject with ``reason`` and the run goes on.
+
+    ``reason`` is a short stable code (see :data:`tiefvision_core.imaging.REJECT_REASONS`),
+    ``detail`` a human sentence.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
