@@ -1,0 +1,54 @@
+"""Ingest flow: list the source, inspect chunks in parallel, publish the manifest.
+
+plan_ingest ──► inspect_chunk × N (threads: hashing and decoding release the GIL)
+            └──────────────► publish_manifest ──► report_ingest
+"""
+
+from __future__ import annotations
+
+from prefect import flow, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.catalog import inspect_chunk, plan_ingest, publish_manifest, report_ingest
+from tiefvision_core.catalog import IngestSummary
+from tiefvision_core.config import load_settings
+
+__all__ = ["ingest"]
+
+
+@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def ingest(
+    images: str,
+    store: str | None = None,
+    metadata: str | None = None,
+    chunk_size: int = 256,
+    verify_hashes: bool = False,
+) -> IngestSummary:
+    """Bring a folder or S3 prefix of photos into the catalog manifest, incrementally.
+
+    Args:
+        images: the source: a local folder or ``s3://bucket/prefix``.
+        store: where the pipeline writes (default: ``TIEFVISION_STORE_URL``, else local).
+        metadata: optional CSV/Parquet with ``product_id``, ``category``, … per image.
+        chunk_size: images per parallel task; smaller = finer resume, more overhead.
+        verify_hashes: re-hash every image even when size and mtime/ETag are unchanged.
+    """
+    settings = load_settings(store_url=store)
+    plan = plan_ingest(
+        images,
+        settings.store_url,
+        chunk_size,
+        settings.workers,
+        verify_hashes,
+        settings.max_image_pixels,
+    )
+    staged = inspect_chunk.map(
+        unmapped(images),
+        unmapped(settings.store_url),
+        plan.chunks,
+        unmapped(verify_hashes),
+        unmapped(settings.max_image_pixels),
+    )
+    summary = publish_manifest(settings.store_url, plan, staged.result(), metadata)
+    report_ingest(summary)
+    return summary

@@ -1,0 +1,116 @@
+"""Prefect tasks around :mod:`tiefvision_core.catalog`: retries, logging, artifacts.
+
+Caching is off (``NO_CACHE``): resuming is done by the core's staged chunks, which are keyed
+by the exact input set, so Prefect never has to hash a plan or hold results.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.policies import RETRY_DELAYS, retry_transient
+from tasks.stores import get_source, get_store
+from tiefvision_core import catalog
+from tiefvision_core.catalog import IngestChunk, IngestPlan, IngestSummary
+
+__all__ = ["inspect_chunk", "plan_ingest", "publish_manifest", "report_ingest"]
+
+_RETRIES = {
+    "retries": len(RETRY_DELAYS),
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_condition_fn": retry_transient,
+    "cache_policy": NO_CACHE,
+}
+
+
+@task(name="plan-ingest", **_RETRIES)
+def plan_ingest(
+    source_url: str,
+    store_url: str,
+    chunk_size: int,
+    workers: int,
+    verify_hashes: bool,
+    max_pixels: int,
+) -> IngestPlan:
+    plan = catalog.plan_ingest(
+        get_source(source_url),
+        get_store(store_url),
+        chunk_size=chunk_size,
+        workers=workers,
+        verify_hashes=verify_hashes,
+        max_pixels=max_pixels,
+    )
+    get_run_logger().info(
+        "Listed %d objects in %s: %d chunks, %d no longer present",
+        plan.listed,
+        plan.source_uri,
+        len(plan.chunks),
+        len(plan.removed),
+    )
+    return plan
+
+
+@task(name="inspect-chunk", task_run_name="inspect-chunk-{chunk.chunk_id:.8}", **_RETRIES)
+def inspect_chunk(
+    source_url: str, store_url: str, chunk: IngestChunk, verify_hashes: bool, max_pixels: int
+) -> str:
+    """Hash and decode-check one chunk; returns the key of its staged Parquet file."""
+    return catalog.stage_chunk(
+        get_source(source_url),
+        get_store(store_url),
+        chunk,
+        verify_hashes=verify_hashes,
+        max_pixels=max_pixels,
+    )
+
+
+@task(name="publish-manifest", **_RETRIES)
+def publish_manifest(
+    store_url: str, plan: IngestPlan, staged_keys: list[str], metadata_path: str | None
+) -> IngestSummary:
+    """Assemble the new manifest, publish it as a version, then drop the staging files."""
+    store = get_store(store_url)
+    previous = catalog.read_manifest(store, plan.previous_version)
+    metadata = catalog.load_metadata(metadata_path) if metadata_path else None
+    frame = catalog.assemble_manifest(
+        catalog.read_staged(store, staged_keys), plan, previous=previous, metadata=metadata
+    )
+    published = catalog.publish_manifest(store, frame)
+    catalog.clear_staging(store)
+    return catalog.summarise(store, frame, published, plan.previous_version)
+
+
+@task(name="report-ingest", cache_policy=NO_CACHE)
+def report_ingest(summary: IngestSummary) -> None:
+    """Log the counts and publish them as a table artifact for the Prefect UI."""
+    rows = [
+        {"measure": name, "value": summary.as_dict()[name]}
+        for name in (
+            "images",
+            "new",
+            "changed",
+            "unchanged",
+            "removed",
+            "rejected",
+            "rejects_total",
+            "bytes_total",
+            "version",
+            "manifest_uri",
+            "rejects_uri",
+        )
+    ]
+    rows += [{"measure": f"rejected: {k}", "value": v} for k, v in summary.reject_reasons.items()]
+    create_table_artifact(
+        key="ingest-summary", table=rows, description=f"Catalog ingest {summary.version}"
+    )
+    get_run_logger().info(
+        "Ingest %s: %d images, %d new, %d changed, %d removed, %d rejected",
+        summary.version,
+        summary.images,
+        summary.new,
+        summary.changed,
+        summary.removed,
+        summary.rejected,
+    )

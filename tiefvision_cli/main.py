@@ -1,0 +1,160 @@
+"""The ``tiefvision`` command line: one subcommand per flow, plus ``demo`` and ``synth``.
+
+Scripts and schedulers depend on this contract (see docs/cli.md): errors a user can cause
+print one line saying what to do and exit with code 2; ``--debug`` shows the traceback.
+Flows are imported lazily so ``tiefvision --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tiefvision_core.errors import TiefVisionError
+
+app = typer.Typer(
+    name="tiefvision",
+    help="TiefVision: visual search for product catalogs, run as Prefect flows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Storage root: file:///dir or s3://bucket/prefix "
+        "(default: $TIEFVISION_STORE_URL, else the embedded local store).",
+    ),
+]
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect logs.")] = False,
+) -> None:
+    _state["debug"] = debug
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the catalog into.")],
+    products: Annotated[int, typer.Option(min=1, help="Number of products.")] = 24,
+    views: Annotated[int, typer.Option(min=1, help="Photos per product.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
+) -> None:
+    """Generate a synthetic catalog of studio-style product photos with true boxes."""
+    from tiefvision_core.synthetic import generate_catalog
+
+    images = generate_catalog(out, products=products, views=views, seed=seed)
+    console.print(f"Wrote {len(images)} images of {products} products to {out}")
+
+
+@app.command()
+def ingest(
+    images: Annotated[str, typer.Option("--images", help="Folder or s3://bucket/prefix.")],
+    store: StoreOption = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="CSV/Parquet with product_id, category… per image.")
+    ] = None,
+    verify_hashes: Annotated[
+        bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Ingest a folder or S3 prefix of photos into the catalog manifest (incremental)."""
+    from tiefvision_cli.report import print_ingest_summary
+
+    summary = _run_ingest(images, store, metadata, verify_hashes)
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print_ingest_summary(console, summary)
+
+
+def _run_ingest(
+    images: str, store: str | None, metadata: Path | None, verify_hashes: bool = False
+) -> object:
+    from flows.ingest import ingest as ingest_flow
+    from tiefvision_core.config import load_settings
+
+    settings = load_settings(store_url=store)  # fail fast, before Prefect starts
+    if metadata is not None and not metadata.is_file():
+        raise typer.BadParameter(
+            f"metadata file {metadata} does not exist", param_hint="--metadata"
+        )
+    return ingest_flow(
+        images=images,
+        store=settings.store_url,
+        metadata=str(metadata) if metadata else None,
+        verify_hashes=verify_hashes,
+    )
+
+
+@app.command()
+def demo(
+    images: Annotated[
+        str | None, typer.Option(help="Your own folder of photos (default: a synthetic catalog).")
+    ] = None,
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo writes its catalog and (default) store.")
+    ] = Path("tiefvision-demo"),
+    store: StoreOption = None,
+    products: Annotated[int, typer.Option(min=1, help="Synthetic products.")] = 24,
+    views: Annotated[int, typer.Option(min=1, help="Synthetic photos per product.")] = 4,
+) -> None:
+    """Run the main job end to end on the embedded default, or on --images DIR."""
+    from tiefvision_cli.report import print_ingest_summary
+    from tiefvision_core.synthetic import generate_catalog
+
+    workdir = workdir.resolve()
+    store = store or (workdir / "store").as_uri()
+    metadata = None
+    if images is None:
+        catalog_dir = workdir / "catalog"
+        console.print(f"Generating a synthetic catalog in {catalog_dir} …")
+        generate_catalog(catalog_dir, products=products, views=views, seed=0)
+        images, metadata = str(catalog_dir / "images"), catalog_dir / "products.csv"
+    console.print(f"Ingesting {images} into {store} …")
+    summary = _run_ingest(images, store, metadata)
+    print_ingest_summary(console, summary)
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except TiefVisionError as error:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as error:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        if isinstance(error, click.exceptions.Exit):
+            sys.exit(error.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Human-readable summaries for the terminal (the JSON forms live on the summaries)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from tiefvision_core.catalog import IngestSummary, read_rejects
+from tiefvision_core.storage import open_store
+
+__all__ = ["print_ingest_summary"]
+
+_SHOWN_REJECTS = 12
+
+
+def _size(num: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num < 1024 or unit == "GB":
+            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.1f} {unit}"
+        num /= 1024
+    return f"{num} B"
+
+
+def print_ingest_summary(console: Console, summary: IngestSummary) -> None:
+    table = Table(title=f"Catalog ingest — manifest {summary.version}", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, value in (
+        ("images (usable)", summary.images),
+        ("new", summary.new),
+        ("changed", summary.changed),
+        ("unchanged", summary.unchanged),
+        ("removed", summary.removed),
+        ("rejected this run", summary.rejected),
+        ("rejects in catalog", summary.rejects_total),
+        ("bytes", _size(summary.bytes_total)),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
+    if summary.rejects_total:
+        rejects = read_rejects(open_store(summary.store_url), summary.version)
+        shown = Table(title="Rejected images (reason)", title_justify="left")
+        shown.add_column("image")
+        shown.add_column("reason")
+        shown.add_column("detail", overflow="fold")
+        for row in rejects.slice(0, _SHOWN_REJECTS).to_pylist():
+            shown.add_row(row["rel_path"], row["reason"], row["detail"] or "")
+        console.print(shown)
+        if rejects.num_rows > _SHOWN_REJECTS:
+            console.print(f"… and {rejects.num_rows - _SHOWN_REJECTS} more")
+    console.print(f"Manifest: {summary.manifest_uri}")
+    console.print(f"Rejects:  {summary.rejects_uri}")

@@ -1,0 +1,151 @@
+"""Typed settings, read once from the environment and overridden by CLI flags.
+
+Why one object: every stage (CLI, flows, web) needs the same storage URL, credentials and
+device choice; reading ``os.environ`` in many places makes a nightly job's behaviour depend
+on import order. ``load_settings()`` validates everything at start, so a typo fails before
+any work is done, with a message that names the setting and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tiefvision_core.errors import ConfigError
+
+__all__ = ["Settings", "default_store_url", "load_settings", "normalise_store_url"]
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def default_store_url() -> str:
+    """The embedded local store: under ``$XDG_DATA_HOME`` so a nightly job finds it again."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return (base / "tiefvision" / "store").resolve().as_uri()
+
+
+def normalise_store_url(value: str) -> str:
+    """Accept ``file://…``, ``s3://bucket[/prefix]`` or a plain path (made absolute)."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    parsed = urlparse(value)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"{value!r} has no bucket: use s3://BUCKET[/PREFIX]")
+        return f"s3://{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"{value!r}: a file URL needs three slashes, e.g. file:///data/store")
+        return Path(parsed.path).resolve().as_uri()
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter = a Windows drive, not a scheme
+        raise ValueError(
+            f"{value!r}: scheme {parsed.scheme!r} is not supported; use file:// or s3://"
+        )
+    return Path(value).expanduser().resolve().as_uri()
+
+
+class Settings(BaseSettings):
+    """Everything a run needs to know about its environment.
+
+    Sources, strongest first: explicit overrides (CLI flags), ``TIEFVISION_*`` variables, the
+    standard ``AWS_*`` variables (so an existing S3/MinIO setup works unchanged), defaults.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TIEFVISION_", extra="forbid", populate_by_name=True, validate_default=True
+    )
+
+    store_url: str = Field(
+        default_factory=default_store_url,
+        description="Root of everything the pipeline writes: file:///dir or s3://bucket/prefix.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="Annotations database (SQLAlchemy URL); default: SQLite under the store.",
+    )
+    device: Device = Field(default="auto", description="Where models run: auto, cpu or cuda.")
+    encoder: str = Field(default="efficientnet_lite0", min_length=1, description="Encoder name.")
+    batch_size: int = Field(default=32, ge=1, le=4096, description="Images per forward pass.")
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        le=256,
+        description="Parallel workers for CPU-bound stages (decoding, hashing).",
+    )
+    max_image_pixels: int = Field(
+        default=80_000_000,
+        ge=1,
+        description="Decompression-bomb guard: larger images are rejected.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "s3_endpoint_url",
+            "TIEFVISION_S3_ENDPOINT_URL",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ENDPOINT_URL",
+        ),
+        description="S3-compatible endpoint (MinIO, rclone); unset for AWS itself.",
+    )
+    aws_access_key_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("aws_access_key_id", "AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    )
+    aws_region: str = Field(
+        default="us-east-1",
+        validation_alias=AliasChoices("aws_region", "AWS_REGION", "AWS_DEFAULT_REGION"),
+    )
+
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, value: str) -> str:
+        return normalise_store_url(value)
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http(s) URL such as http://127.0.0.1:9000")
+        return value.rstrip("/")
+
+
+_CLI_FLAGS = {"store_url": "store", "database_url": "database"}
+_ENV_NAMES = {
+    "s3_endpoint_url": "TIEFVISION_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL)",
+    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_region": "AWS_REGION",
+}
+
+
+def _describe(error: dict) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "settings"
+    flag = _CLI_FLAGS.get(field, field.replace("_", "-"))
+    name = _ENV_NAMES.get(field, f"TIEFVISION_{field.upper()} / --{flag}")
+    shown = "" if "secret" in field or "key" in field else f" (got {error.get('input')!r})"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"invalid setting {name}{shown}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; ``overrides`` (CLI flags) win; ``None`` overrides are ignored.
+
+    Raises :class:`ConfigError` naming every invalid setting and what it accepts.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e) for e in exc.errors())) from None

@@ -1,0 +1,402 @@
+"""One storage interface over a local directory and S3-compatible object storage.
+
+Why an interface of our own rather than raw boto3 or pyarrow.fs everywhere: every stage
+needs the same three guarantees, and they differ by backend —
+
+* **atomic publish**: a reader never sees a half-written object. Locally that is a write to
+  a hidden temporary file in the same directory plus ``os.replace``; on S3 a single PUT is
+  already all-or-nothing.
+* **transient errors retried** with backoff (botocore's standard retry mode), while a wrong
+  endpoint or wrong credentials fail *fast* at open with a message that says what to fix.
+* **credentials never in messages**: errors name the endpoint (with any user-info
+  stripped) and the bucket, never a key.
+
+Keys are always relative to the store root and use forward slashes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse, urlunparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tiefvision_core.errors import (
+    StorageAuthError,
+    StorageError,
+    StorageNotFound,
+    StorageUnreachable,
+)
+
+if TYPE_CHECKING:
+    from tiefvision_core.config import Settings
+
+__all__ = [
+    "LocalStore",
+    "ObjectInfo",
+    "S3Store",
+    "Store",
+    "open_store",
+    "redact_url",
+]
+
+_TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object. ``version_tag`` changes whenever the content may have changed
+    (local: size + mtime in ns; S3: the ETag), so incremental stages can skip re-reading."""
+
+    key: str
+    size: int
+    version_tag: str
+
+
+def redact_url(url: str) -> str:
+    """Drop user-info (``user:password@``) from a URL before it goes into any message."""
+    parsed = urlparse(url)
+    if parsed.username is None and parsed.password is None:
+        return url
+    host = parsed.hostname or ""
+    if parsed.port:
+        host = f"{host}:{parsed.port}"
+    return urlunparse(parsed._replace(netloc=host))
+
+
+def _check_key(key: str) -> str:
+    """Refuse keys that could escape the root (``..``) or are absolute."""
+    if not key or key.startswith("/") or "\\" in key:
+        raise ValueError(f"invalid storage key {key!r}")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] in (".", ".."):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
+class Store(ABC):
+    """Object storage rooted at ``url``. Subclasses implement the byte-level primitives;
+    Parquet and pointer helpers are shared so both backends behave the same."""
+
+    url: str
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` at ``key`` atomically (all or nothing, last writer wins)."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read a whole object; :class:`StorageNotFound` if absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Objects under ``prefix`` (recursive), sorted by key; temporary files hidden."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; absent objects are fine (idempotent)."""
+
+    @abstractmethod
+    def uri(self, key: str = "") -> str:
+        """A full URI for ``key`` (for records and messages)."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove everything under ``prefix``; returns how many objects went."""
+        keys = [info.key for info in self.list(prefix)]
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    # -- Parquet -------------------------------------------------------------------------
+    def write_parquet(self, key: str, table: pa.Table, *, compression: str = "zstd") -> None:
+        """Serialise in memory and publish atomically: readers see the old file or the new."""
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression=compression)
+        self.put_bytes(key, sink.getvalue())
+
+    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(pa.BufferReader(self.get_bytes(key)), columns=columns)
+
+    def read_parquet_dataset(self, prefix: str, columns: list[str] | None = None) -> pa.Table:
+        """All ``*.parquet`` under ``prefix`` as one table (empty table if none)."""
+        tables = [
+            self.read_parquet(info.key, columns)
+            for info in self.list(prefix)
+            if info.key.endswith(".parquet")
+        ]
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables, promote_options="default")
+
+    # -- pointers (CURRENT files) ----------------------------------------------------------
+    def publish_pointer(self, key: str, value: str) -> None:
+        """Switch a pointer such as ``indexes/<space>/CURRENT`` atomically."""
+        self.put_bytes(key, value.encode("utf-8"))
+
+    def read_pointer(self, key: str) -> str | None:
+        """The pointer's value, or ``None`` when it was never published."""
+        try:
+            return self.get_bytes(key).decode("utf-8").strip()
+        except StorageNotFound:
+            return None
+
+
+class LocalStore(Store):
+    """A directory on local disk: the embedded default, and any local source folder."""
+
+    def __init__(self, root: str | Path, *, create: bool = True) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise StorageNotFound(f"folder {self.root} does not exist: check the path")
+        self.url = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise StorageNotFound(f"{self.uri(key)} does not exist") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # S3 semantics: a prefix is a string prefix, so "a/b" also matches "a/bc"; walk the
+        # deepest folder that can hold every match and filter by key below.
+        if not prefix or prefix.endswith("/"):
+            base = self.root / prefix
+        else:
+            base = (self.root / prefix).parent
+        if not base.is_dir():
+            return
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                key = path.relative_to(self.root).as_posix()
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:  # removed while listing
+                    continue
+                found.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}"))
+        yield from sorted(found, key=lambda info: info.key)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str = "") -> str:
+        return (self.root / key).as_uri() if key else self.url
+
+    def local_path(self, key: str) -> Path:
+        """The file behind ``key``; only local stores have one."""
+        return self._path(key)
+
+
+class S3Store(Store):
+    """A bucket (and optional prefix) on AWS S3, MinIO or any S3-compatible server."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        region: str = "us-east-1",
+        max_attempts: int = 8,
+        check: bool = True,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise StorageError(f"{url!r} is not an s3://BUCKET[/PREFIX] URL")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.endpoint = redact_url(endpoint_url) if endpoint_url else "AWS S3"
+        session = boto3.session.Session(
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            region_name=region,
+        )
+
+        def client(attempts: int, connect_timeout: float) -> object:
+            return session.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                config=Config(
+                    retries={"max_attempts": attempts, "mode": "standard"},
+                    connect_timeout=connect_timeout,
+                    read_timeout=60,
+                    s3={"addressing_style": "path"},
+                    signature_version="s3v4",
+                ),
+            )
+
+        # Work client: patient (standard mode retries connection errors, throttling and 5xx
+        # with exponential backoff). Probe client: impatient, so a wrong endpoint fails fast.
+        self._client = client(max_attempts, 5.0)
+        if check:
+            self._check(client(2, 2.0))
+
+    def _check(self, probe: object) -> None:
+        try:
+            probe.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except Exception as exc:
+            raise self._translate(exc, self.url) from None
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _relative(self, full_key: str) -> str:
+        return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
+
+    def _translate(self, exc: Exception, what: str) -> StorageError:
+        """Map boto errors to our types with messages that never include credentials."""
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+        where = f"{what} at {self.endpoint}"
+        if isinstance(exc, NoCredentialsError):
+            return StorageAuthError(
+                f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return StorageNotFound(f"{what} does not exist")
+            if code == "NoSuchBucket":
+                return StorageNotFound(
+                    f"bucket {self.bucket!r} does not exist at {self.endpoint}: create it first"
+                )
+            if code in (
+                "SignatureDoesNotMatch",
+                "InvalidAccessKeyId",
+                "AccessDenied",
+                "403",
+                "InvalidToken",
+                "ExpiredToken",
+            ):
+                return StorageAuthError(
+                    f"S3 refused the credentials for {where} ({code}): check AWS_ACCESS_KEY_ID "
+                    "and AWS_SECRET_ACCESS_KEY, and that they may access the bucket"
+                )
+            return StorageError(f"S3 error {code} for {where}")
+        if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
+            return StorageUnreachable(
+                f"cannot reach the S3 endpoint {self.endpoint}: check TIEFVISION_S3_ENDPOINT_URL "
+                "and that the server is running"
+            )
+        return StorageError(f"S3 request for {where} failed ({type(exc).__name__})")
+
+    def _call(self, what: str, method: str, **kwargs: object) -> dict:
+        try:
+            return getattr(self._client, method)(**kwargs)
+        except Exception as exc:
+            raise self._translate(exc, what) from None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._call(self.uri(key), "put_object", Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        response = self._call(self.uri(key), "get_object", Bucket=self.bucket, Key=self._key(key))
+        try:
+            return response["Body"].read()
+        except Exception as exc:  # connection dropped mid-body: retry once, then report
+            try:
+                again = self._call(
+                    self.uri(key), "get_object", Bucket=self.bucket, Key=self._key(key)
+                )
+                return again["Body"].read()
+            except Exception:
+                raise self._translate(exc, self.uri(key)) from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call(self.uri(key), "head_object", Bucket=self.bucket, Key=self._key(key))
+        except StorageNotFound:
+            return False
+        return True
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        token: str | None = None
+        while True:
+            kwargs: dict[str, object] = {"Bucket": self.bucket, "Prefix": full}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call(self.uri(prefix), "list_objects_v2", **kwargs)
+            for item in page.get("Contents", []):
+                key = self._relative(item["Key"])
+                if key.endswith("/") or posixpath.basename(key).startswith("."):
+                    continue
+                yield ObjectInfo(key, int(item["Size"]), str(item.get("ETag", "")).strip('"'))
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+
+    def delete(self, key: str) -> None:
+        self._call(self.uri(key), "delete_object", Bucket=self.bucket, Key=self._key(key))
+
+    def uri(self, key: str = "") -> str:
+        return f"{self.url}/{key}" if key else self.url
+
+
+def open_store(url: str, settings: Settings | None = None, *, create: bool = True) -> Store:
+    """Open the store at ``url`` (``file://``, ``s3://`` or a plain path).
+
+    S3 endpoint and credentials come from ``settings`` (or the environment when not given).
+    ``create=False`` is for *sources* the user names: a missing folder is an error, not a
+    new empty catalog.
+    """
+    from tiefvision_core.config import load_settings, normalise_store_url
+
+    settings = settings or load_settings()
+    normal = normalise_store_url(url)
+    if normal.startswith("s3://"):
+        secret = settings.aws_secret_access_key
+        key_id = settings.aws_access_key_id
+        return S3Store(
+            normal,
+            endpoint_url=settings.s3_endpoint_url,
+            access_key_id=key_id.get_secret_value() if key_id else None,
+            secret_access_key=secret.get_secret_value() if secret else None,
+            region=settings.aws_region,
+        )
+    return LocalStore(Path(urlparse(normal).path), create=create)
