@@ -71,15 +71,7 @@ def publish_manifest(
     store_url: str, plan: IngestPlan, staged_keys: list[str], metadata_path: str | None
 ) -> IngestSummary:
     """Assemble the new manifest, publish it as a version, then drop the staging files."""
-    store = get_store(store_url)
-    previous = catalog.read_manifest(store, plan.previous_version)
-    metadata = catalog.load_metadata(metadata_path) if metadata_path else None
-    frame = catalog.assemble_manifest(
-        catalog.read_staged(store, staged_keys), plan, previous=previous, metadata=metadata
-    )
-    published = catalog.publish_manifest(store, frame)
-    catalog.clear_staging(store)
-    return catalog.summarise(store, frame, published, plan.previous_version)
+    return catalog.finish_ingest(get_store(store_url), plan, staged_keys, metadata_path)
 
 
 @task(name="report-ingest", cache_policy=NO_CACHE)

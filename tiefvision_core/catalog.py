@@ -44,7 +44,9 @@ __all__ = [
     "ManifestVersion",
     "assemble_manifest",
     "clear_staging",
+    "finish_ingest",
     "image_id_for",
+    "ingest_catalog",
     "inspect_chunk",
     "load_metadata",
     "plan_ingest",
@@ -449,3 +451,42 @@ def summarise(
         rejects_uri=published.rejects_uri,
         reject_reasons={str(k): int(v) for k, v in reasons.items()},
     )
+
+
+def finish_ingest(
+    store: Store, plan: IngestPlan, staged_keys: Sequence[str], metadata: str | Path | None = None
+) -> IngestSummary:
+    """Assemble the next manifest from staged chunks, publish it, then drop the staging."""
+    previous = read_manifest(store, plan.previous_version)
+    frame = assemble_manifest(
+        read_staged(store, staged_keys),
+        plan,
+        previous=previous,
+        metadata=load_metadata(metadata) if metadata else None,
+    )
+    published = publish_manifest(store, frame)
+    clear_staging(store)
+    return summarise(store, frame, published, plan.previous_version)
+
+
+def ingest_catalog(
+    source: Store,
+    store: Store,
+    *,
+    metadata: str | Path | None = None,
+    chunk_size: int = 256,
+    verify_hashes: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> IngestSummary:
+    """The whole ingest in one process: the Python API behind ``tiefvision ingest``.
+
+    The Prefect flow runs the same three steps with the chunks in parallel.
+    """
+    plan = plan_ingest(
+        source, store, chunk_size=chunk_size, verify_hashes=verify_hashes, max_pixels=max_pixels
+    )
+    keys = [
+        stage_chunk(source, store, chunk, verify_hashes=verify_hashes, max_pixels=max_pixels)
+        for chunk in plan.chunks
+    ]
+    return finish_ingest(store, plan, keys, metadata)
