@@ -88,14 +88,19 @@ def ingest(
 def _run_ingest(
     images: str, store: str | None, metadata: Path | None, verify_hashes: bool = False
 ) -> object:
-    from flows.ingest import ingest as ingest_flow
     from tiefvision_core.config import load_settings
+    from tiefvision_core.errors import InputError
+    from tiefvision_core.storage import open_store
 
-    settings = load_settings(store_url=store)  # fail fast, before Prefect starts
+    # Fail fast, before Prefect starts: settings, the source, the store and the metadata.
+    settings = load_settings(store_url=store)
+    open_store(images, settings, create=False)
+    open_store(settings.store_url, settings)
     if metadata is not None and not metadata.is_file():
-        raise typer.BadParameter(
-            f"metadata file {metadata} does not exist", param_hint="--metadata"
-        )
+        raise InputError(f"metadata file {metadata} does not exist: check --metadata")
+
+    from flows.ingest import ingest as ingest_flow
+
     return ingest_flow(
         images=images,
         store=settings.store_url,
