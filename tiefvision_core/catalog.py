@@ -99,7 +99,8 @@ def image_id_for(rel_path: str) -> str:
     """
     normal = unicodedata.normalize("NFC", rel_path)
     ascii_ = unicodedata.normalize("NFKD", normal).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_.replace("/", "__")).strip("-.")[:80]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_.replace("/", "__"))
+    slug = re.sub(r"\.{2,}", ".", slug).strip("-._")[:80]
     digest = hashlib.sha1(normal.encode("utf-8")).hexdigest()[:8]
     return f"{slug}-{digest}" if slug else digest
 

@@ -72,10 +72,8 @@ def test_rerun_reports_nothing_new_and_reads_nothing(stores, monkeypatch) -> Non
     source, store = stores
     first = ingest_catalog(source, store)
     reads: list[str] = []
-    original = type(source).get_bytes
-    monkeypatch.setattr(
-        type(source), "get_bytes", lambda self, key: reads.append(key) or original(self, key)
-    )
+    original = source.get_bytes
+    monkeypatch.setattr(source, "get_bytes", lambda key: reads.append(key) or original(key))
     second = ingest_catalog(source, store)
     assert (second.new, second.changed, second.removed, second.rejected) == (0, 0, 0, 0)
     assert second.unchanged == 4 and second.previous_version == first.version

@@ -1,0 +1,168 @@
+"""Safe image decoding: the only way bytes from a catalog become pixels.
+
+Why one module: catalogs contain every kind of bad and odd file — empty uploads, HTML error
+pages saved as ``.jpg``, truncated transfers, decompression bombs, CMYK and 16-bit scans,
+palette PNGs with transparency, phone photos rotated by EXIF. Each stage must treat them the
+same way, so a file is judged once, here, by its *content* (never its name), and a bad one
+becomes :class:`ImageRejected` with a stable reason code instead of an exception that stops a
+nightly run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tiefvision_core.errors import ImageRejected
+
+__all__ = ["DEFAULT_MAX_PIXELS", "REJECT_REASONS", "ImageInfo", "decode_image", "inspect_image"]
+
+log = logging.getLogger(__name__)
+
+#: Decompression-bomb guard: 80 MP covers a 10k×8k studio shot, refuses crafted headers.
+DEFAULT_MAX_PIXELS = 80_000_000
+
+REJECT_REASONS: dict[str, str] = {
+    "empty_file": "the file has zero bytes",
+    "not_an_image": "the content is not an image format we can read (text, HTML, PDF, …)",
+    "truncated": "the image data ends early (incomplete upload or copy)",
+    "corrupt": "the format is recognised but its data cannot be decoded",
+    "too_many_pixels": "more pixels than the configured limit (decompression-bomb guard)",
+}
+
+_WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What ingest records about a decodable image."""
+
+    width: int  # after EXIF orientation: what a person (and a box annotator) sees
+    height: int
+    format: str  # decided by content, e.g. "JPEG", "PNG", "WEBP"
+    mode: str  # the original Pillow mode, e.g. "CMYK", "I;16", "P"
+    warnings: tuple[str, ...] = ()
+
+
+def _classify(error: Exception) -> ImageRejected:
+    message = str(error) or type(error).__name__
+    lowered = message.lower()
+    if isinstance(error, Image.DecompressionBombError):
+        return ImageRejected("too_many_pixels", message)
+    if "truncated" in lowered or "end of file" in lowered or "premature end" in lowered:
+        return ImageRejected("truncated", message)
+    if isinstance(error, EOFError):
+        return ImageRejected("truncated", f"unexpected end of data ({message})")
+    return ImageRejected("corrupt", message)
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (header only) and enforce the pixel limit before any pixel is decoded."""
+    if not data:
+        raise ImageRejected("empty_file", REJECT_REASONS["empty_file"])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejected("not_an_image", "no image format recognises this content") from None
+    except Exception as error:  # Pillow raises many types for broken headers
+        raise _classify(error) from None
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageRejected("corrupt", f"invalid size {width}×{height}")
+    if width * height > max_pixels:
+        raise ImageRejected(
+            "too_many_pixels", f"{width}×{height} = {width * height:,} pixels > {max_pixels:,}"
+        )
+    return image
+
+
+def _load(image: Image.Image) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()
+    except Exception as error:
+        raise _classify(error) from None
+
+
+def _orient(image: Image.Image) -> tuple[Image.Image, tuple[str, ...]]:
+    """Apply EXIF orientation; a broken EXIF block is ignored with a warning, not a reject."""
+    try:
+        return ImageOps.exif_transpose(image), ()
+    except Exception as error:
+        note = f"broken EXIF ignored: {type(error).__name__}: {error}"
+        return image, (note,)
+
+
+def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Decode every pixel (so truncation is caught) and report size, format and mode.
+
+    Raises :class:`ImageRejected` with a code from :data:`REJECT_REASONS`.
+    """
+    image = _open(data, max_pixels)
+    fmt, mode = image.format or "UNKNOWN", image.mode
+    _load(image)
+    orientation_warning: tuple[str, ...] = ()
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except Exception as error:
+        orientation = 1
+        orientation_warning = (f"broken EXIF ignored: {type(error).__name__}: {error}",)
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):  # the transposing orientations swap the sides
+        width, height = height, width
+    return ImageInfo(width, height, fmt, mode, orientation_warning)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB for a CNN: 16-bit scaled (not clipped), transparency over white."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        if mode == "F":
+            top = max(1.0, float(array.max(initial=1.0)))
+        gray = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, _WHITE)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
+) -> Image.Image:
+    """Decode to an oriented 8-bit RGB image, ready for a CNN.
+
+    ``max_side`` bounds the longer side; for JPEG the decoder itself downscales (``draft``),
+    so a 40 MP photo never occupies 40 MP of memory.
+    """
+    image = _open(data, max_pixels)
+    if max_side is not None and image.format == "JPEG":
+        image.draft("RGB", (max_side, max_side))
+    _load(image)
+    oriented, notes = _orient(image)
+    for note in notes:
+        log.warning(note)
+    try:
+        rgb = _to_rgb(oriented)
+    except Exception as error:
+        raise _classify(error) from None
+    if max_side is not None and max(rgb.size) > max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return rgb
