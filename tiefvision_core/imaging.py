@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from tiefvision_core.errors import ImageRejected
 
@@ -36,6 +37,9 @@ REJECT_REASONS: dict[str, str] = {
 }
 
 _WHITE = (255, 255, 255)
+#: ``warnings.catch_warnings`` swaps process-global state; ingest decodes in threads, so the
+#: (cheap) header and EXIF parsing that records warnings is serialised. Pixel decoding is not.
+_WARNINGS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,37 @@ class ImageInfo:
     warnings: tuple[str, ...] = ()
 
 
-def _classify(error: Exception) -> ImageRejected:
+#: Leading bytes of the formats Pillow reads; content that starts like an image but that no
+#: decoder accepts is *corrupt*, not "not an image".
+_SIGNATURES = {
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
+
+
+def _sniff(data: bytes) -> str | None:
+    """The format the content claims by its signature, or ``None``."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _SIGNATURES.items() if data.startswith(magic)), None)
+
+
+def _declared_truncation(data: bytes) -> bool:
+    """Formats that state their own length (RIFF/WebP) tell truncation apart from damage."""
+    if data[:4] == b"RIFF" and len(data) >= 8:
+        return len(data) < int.from_bytes(data[4:8], "little") + 8
+    return False
+
+
+def _classify(error: Exception, data: bytes) -> ImageRejected:
     message = str(error) or type(error).__name__
+    if _declared_truncation(data):
+        return ImageRejected("truncated", f"data ends early ({message})")
     lowered = message.lower()
     if isinstance(error, Image.DecompressionBombError):
         return ImageRejected("too_many_pixels", message)
@@ -61,18 +94,30 @@ def _classify(error: Exception) -> ImageRejected:
     return ImageRejected("corrupt", message)
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Open (header only) and enforce the pixel limit before any pixel is decoded."""
+def _exif_notes(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:
+    return tuple(f"broken EXIF ignored: {w.message}" for w in caught if "EXIF" in str(w.message))
+
+
+def _open(data: bytes, max_pixels: int) -> tuple[Image.Image, tuple[str, ...]]:
+    """Open (header only) and enforce the pixel limit before any pixel is decoded.
+
+    Also returns notes on EXIF damage that Pillow reports as warnings while parsing headers.
+    """
     if not data:
         raise ImageRejected("empty_file", REJECT_REASONS["empty_file"])
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageRejected("not_an_image", "no image format recognises this content") from None
+        claimed = _sniff(data)
+        if claimed is None:
+            raise ImageRejected("not_an_image", "no image format recognises this content") from None
+        if _declared_truncation(data):
+            raise ImageRejected("truncated", f"{claimed} data ends early") from None
+        raise ImageRejected("corrupt", f"starts like {claimed} but cannot be parsed") from None
     except Exception as error:  # Pillow raises many types for broken headers
-        raise _classify(error) from None
+        raise _classify(error, data) from None
     width, height = image.size
     if width <= 0 or height <= 0:
         raise ImageRejected("corrupt", f"invalid size {width}×{height}")
@@ -80,25 +125,35 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejected(
             "too_many_pixels", f"{width}×{height} = {width * height:,} pixels > {max_pixels:,}"
         )
-    return image
+    return image, _exif_notes(caught)
 
 
-def _load(image: Image.Image) -> None:
+def _load(image: Image.Image, data: bytes) -> None:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image.load()
+        image.load()
     except Exception as error:
-        raise _classify(error) from None
+        if _declared_truncation(data):
+            raise ImageRejected("truncated", f"{image.format} data ends early ({error})") from None
+        raise _classify(error, data) from None
+
+
+_TRANSPOSE = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
 
 
 def _orient(image: Image.Image) -> tuple[Image.Image, tuple[str, ...]]:
     """Apply EXIF orientation; a broken EXIF block is ignored with a warning, not a reject."""
-    try:
-        return ImageOps.exif_transpose(image), ()
-    except Exception as error:
-        note = f"broken EXIF ignored: {type(error).__name__}: {error}"
-        return image, (note,)
+    orientation, notes = _orientation(image)
+    for method in _TRANSPOSE.get(orientation, ()):
+        image = image.transpose(method)
+    return image, notes
 
 
 def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
@@ -106,19 +161,30 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
 
     Raises :class:`ImageRejected` with a code from :data:`REJECT_REASONS`.
     """
-    image = _open(data, max_pixels)
+    image, open_notes = _open(data, max_pixels)
     fmt, mode = image.format or "UNKNOWN", image.mode
-    _load(image)
-    orientation_warning: tuple[str, ...] = ()
-    try:
-        orientation = int(image.getexif().get(0x0112, 1))
-    except Exception as error:
-        orientation = 1
-        orientation_warning = (f"broken EXIF ignored: {type(error).__name__}: {error}",)
+    _load(image, data)
+    orientation, notes = _orientation(image)
+    notes = open_notes + notes
     width, height = image.size
     if orientation in (5, 6, 7, 8):  # the transposing orientations swap the sides
         width, height = height, width
-    return ImageInfo(width, height, fmt, mode, orientation_warning)
+    return ImageInfo(width, height, fmt, mode, notes)
+
+
+def _orientation(image: Image.Image) -> tuple[int, tuple[str, ...]]:
+    """The EXIF orientation (1 when absent or unreadable) and notes on a broken EXIF block.
+
+    Pillow reports some EXIF damage as a ``UserWarning`` rather than an exception; both
+    become notes, since a bad EXIF block never makes the pixels unusable.
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            orientation = int(image.getexif().get(0x0112, 1))
+        except Exception as error:
+            return 1, (f"broken EXIF ignored: {type(error).__name__}: {error}",)
+    return (orientation if 1 <= orientation <= 8 else 1), _exif_notes(caught)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -152,17 +218,17 @@ def decode_image(
     ``max_side`` bounds the longer side; for JPEG the decoder itself downscales (``draft``),
     so a 40 MP photo never occupies 40 MP of memory.
     """
-    image = _open(data, max_pixels)
+    image, open_notes = _open(data, max_pixels)
     if max_side is not None and image.format == "JPEG":
         image.draft("RGB", (max_side, max_side))
-    _load(image)
+    _load(image, data)
     oriented, notes = _orient(image)
-    for note in notes:
+    for note in open_notes + notes:
         log.warning(note)
     try:
         rgb = _to_rgb(oriented)
     except Exception as error:
-        raise _classify(error) from None
+        raise _classify(error, data) from None
     if max_side is not None and max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return rgb
