@@ -35,7 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 
 constraints: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^tiefvision' > constraints.txt.new
+	head -2 constraints.txt > constraints.txt.new
+	$(BIN)/python -m pip freeze --exclude-editable | grep -vi '^tiefvision' >> constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 clean:

@@ -53,6 +53,13 @@ def test_unreachable_s3_endpoint_fails_fast(tmp_path: Path) -> None:
     assert "cannot reach" in line and "secret-never-shown" not in result.stderr
 
 
+def test_metadata_without_key_column(tmp_path: Path) -> None:
+    meta = tmp_path / "meta.csv"
+    meta.write_text("sku,product_id\n1,2\n")
+    line = _one_line_error(_run("ingest", "--images", str(tmp_path), "--metadata", str(meta)))
+    assert "no key column" in line and "image" in line
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = _run("--debug", "ingest", "--images", str(tmp_path / "nope"))
     assert result.returncode != 0 and "Traceback" in result.stderr

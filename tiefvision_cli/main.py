@@ -46,7 +46,9 @@ def _main(
 ) -> None:
     _state["debug"] = debug
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        # Quiet the terminal only: the Prefect API (and so the UI) still gets every log line,
+        # and a failing run's traceback goes there, not over the user's one-line error.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 @app.command()
@@ -88,16 +90,16 @@ def ingest(
 def _run_ingest(
     images: str, store: str | None, metadata: Path | None, verify_hashes: bool = False
 ) -> object:
+    from tiefvision_core.catalog import load_metadata
     from tiefvision_core.config import load_settings
-    from tiefvision_core.errors import InputError
     from tiefvision_core.storage import open_store
 
     # Fail fast, before Prefect starts: settings, the source, the store and the metadata.
     settings = load_settings(store_url=store)
     open_store(images, settings, create=False)
     open_store(settings.store_url, settings)
-    if metadata is not None and not metadata.is_file():
-        raise InputError(f"metadata file {metadata} does not exist: check --metadata")
+    if metadata is not None:
+        load_metadata(metadata)  # raises InputError naming what is wrong with the file
 
     from flows.ingest import ingest as ingest_flow
 
@@ -139,26 +141,17 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point: user errors become one line and exit code 2."""
+    """Console-script entry point: user errors become one line and exit code 2.
+
+    Usage errors (unknown option, missing argument) are handled by Typer itself (exit 2).
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except TiefVisionError as error:
         if _state["debug"]:
             raise
         err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as error:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Exit):
-            sys.exit(error.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -38,9 +38,7 @@ def _photo(size: tuple[int, int] = (48, 32)) -> Image.Image:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    )
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _bomb_png(side: int = 20_000) -> bytes:
