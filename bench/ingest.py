@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -50,16 +51,22 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=500)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--size", default="960x1200", help="WxH of the photos (catalog photos are ~1000 px)"
+    )
     parser.add_argument("--cache", type=Path, default=Path("bench/results/catalog"))
     args = parser.parse_args()
 
     from tiefvision_core.synthetic import generate_catalog
 
-    catalog = args.cache / f"{args.products}x{args.views}"
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    catalog = args.cache / f"{args.products}x{args.views}-{width}x{height}"
     images = catalog / "images"
     if not images.is_dir():
         print(f"generating {args.products * args.views} synthetic images in {catalog} …")
-        generate_catalog(catalog, products=args.products, views=args.views, seed=0)
+        generate_catalog(
+            catalog, products=args.products, views=args.views, seed=0, size=(width, height)
+        )
     total = sum(1 for p in images.rglob("*") if p.is_file())
     mbytes = sum(p.stat().st_size for p in images.rglob("*") if p.is_file()) / 2**20
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from tasks.catalog import inspect_chunk, plan_ingest, publish_manifest, report_ingest
 from tiefvision_core.catalog import IngestSummary
@@ -42,13 +43,14 @@ def ingest(
         verify_hashes,
         settings.max_image_pixels,
     )
+    # quote(): the plan holds one entry per image; Prefect need not walk it looking for futures.
     staged = inspect_chunk.map(
         unmapped(images),
         unmapped(settings.store_url),
-        plan.chunks,
+        [quote(chunk) for chunk in plan.chunks],
         unmapped(verify_hashes),
         unmapped(settings.max_image_pixels),
     )
-    summary = publish_manifest(settings.store_url, plan, staged.result(), metadata)
+    summary = publish_manifest(settings.store_url, quote(plan), staged.result(), metadata)
     report_ingest(summary)
     return summary

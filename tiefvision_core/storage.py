@@ -46,6 +46,7 @@ __all__ = [
     "S3Store",
     "Store",
     "open_store",
+    "read_object",
     "redact_url",
 ]
 
@@ -266,6 +267,7 @@ class S3Store(Store):
                     read_timeout=60,
                     s3={"addressing_style": "path"},
                     signature_version="s3v4",
+                    response_checksum_validation="when_required",
                 ),
             )
 
@@ -400,3 +402,28 @@ def open_store(url: str, settings: Settings | None = None, *, create: bool = Tru
             region=settings.aws_region,
         )
     return LocalStore(Path(urlparse(normal).path), create=create)
+
+
+_OBJECT_STORES: dict[tuple[int, str], Store] = {}
+
+
+def read_object(uri: str, settings: Settings | None = None) -> bytes:
+    """Read one object by its full URI, as recorded in the manifest's ``source_uri``.
+
+    Used by decoding workers, which may be forked processes: stores are cached per process
+    (a boto3 client must not cross a fork). Raises :class:`StorageNotFound` when it is gone.
+    """
+    from urllib.parse import unquote
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        root = f"s3://{parsed.netloc}"
+        key = (os.getpid(), root)
+        if key not in _OBJECT_STORES:
+            _OBJECT_STORES[key] = open_store(root, settings)
+        return _OBJECT_STORES[key].get_bytes(parsed.path.lstrip("/"))
+    path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise StorageNotFound(f"{uri} does not exist") from None

@@ -96,11 +96,15 @@ def test_reader_never_sees_a_partial_object(store: Store) -> None:
     versions = [bytes([n]) * 300_000 for n in range(1, 6)]
     store.put_bytes("big.bin", versions[0])
     seen: list[bytes] = []
+    errors: list[Exception] = []
     stop = threading.Event()
 
     def read() -> None:
         while not stop.is_set():
-            seen.append(store.get_bytes("big.bin"))
+            try:
+                seen.append(store.get_bytes("big.bin"))
+            except Exception as exc:  # a failed read is a failure of the guarantee too
+                errors.append(exc)
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -109,6 +113,7 @@ def test_reader_never_sees_a_partial_object(store: Store) -> None:
             store.put_bytes("big.bin", data)
     stop.set()
     reader.join()
+    assert not errors, errors
     assert seen, "the reader never ran"
     assert all(data in versions for data in seen)
 
