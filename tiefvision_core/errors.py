@@ -10,12 +10,14 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ImageRejected",
+    "IncompatibleModel",
     "InputError",
     "StorageAuthError",
     "StorageError",
     "StorageNotFound",
     "StorageUnreachable",
     "TiefVisionError",
+    "WeightsNotFound",
 ]
 
 
@@ -25,6 +27,18 @@ class TiefVisionError(Exception):
 
 class ConfigError(TiefVisionError):
     """A setting or parameter is invalid; the message names it and what is allowed."""
+
+
+class WeightsNotFound(TiefVisionError):
+    """Pretrained weights are not on this machine; the message says where to put them.
+
+    Never answered by a silent fallback to random weights: features from a random network
+    look like features, so a missing file would otherwise surface only as bad search results.
+    """
+
+
+class IncompatibleModel(TiefVisionError):
+    """A stored model or encoding was made with another encoder version than requested."""
 
 
 class InputError(TiefVisionError):

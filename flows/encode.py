@@ -1,0 +1,83 @@
+"""Encoding flow: CNN feature maps of every catalog image not yet encoded, as Parquet shards.
+
+plan_encoding ──► encode_shard × N (one after another: each already fills the device)
+              └──────────────────► summary ──► report_encoding
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from prefect import flow, unmapped
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.encoding import encode_shard, get_runtime, plan_encoding, report_encoding
+from tasks.progress import advance, start_progress
+from tasks.stores import get_store
+from tiefvision_core.catalog_encoding import EncodeSummary, summarise_encoding
+from tiefvision_core.config import load_settings
+from tiefvision_core.encoding import RuntimeConfig
+
+__all__ = ["encode"]
+
+
+@flow(name="encode", task_runner=ThreadPoolTaskRunner(max_workers=1))
+def encode(
+    store: str | None = None,
+    encoder: str | None = None,
+    weights: str = "default",
+    device: Literal["auto", "cpu", "cuda"] | None = None,
+    batch_size: int | None = None,
+    shard_size: int = 256,
+    flips: bool = False,
+    dtype: Literal["float16", "float32"] = "float16",
+    kind: Literal["grid"] = "grid",
+    compile: bool = False,
+) -> EncodeSummary:
+    """Encode catalog images that have no encoding for (sha256, encoder version, box) yet.
+
+    Args:
+        store: storage root (default: ``TIEFVISION_STORE_URL``, else the local store).
+        encoder: encoder name (default ``TIEFVISION_ENCODER``: efficientnet_lite0).
+        weights: "default" (pretrained, offline), "none" (random, on purpose) or a .pth path.
+        device: auto, cpu or cuda.
+        batch_size: images per forward pass; empty = measured per device.
+        shard_size: images per Parquet shard (the unit of resume).
+        flips: also store each crop's horizontal mirror (a free positive for training).
+        dtype: float16 (half the storage) or float32 vectors.
+        kind: which crop to encode: "grid" = box (whole image) resized to the canonical grid.
+        compile: torch.compile the model (worth it for long GPU runs).
+    """
+    settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
+    config = RuntimeConfig(
+        encoder=settings.encoder,
+        weights=weights,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        threads=settings.workers,
+        compile=compile,
+        max_pixels=settings.max_image_pixels,
+    )
+    started = time.perf_counter()
+    plan = plan_encoding(settings.store_url, config, kind, shard_size, flips, dtype)
+    progress = start_progress("encode", plan.images, f"Encoding with {config.encoder}")
+    advance(progress, "encode", plan.already_encoded)
+    results = encode_shard.map(
+        unmapped(settings.store_url),
+        unmapped(config),
+        unmapped(plan),
+        list(plan.shards),
+        unmapped(flips),
+        unmapped(dtype),
+        unmapped(progress),
+    ).result()
+    summary = summarise_encoding(
+        get_store(settings.store_url),
+        get_runtime(config),
+        plan,
+        results,
+        time.perf_counter() - started,
+    )
+    report_encoding(summary)
+    return summary

@@ -1,0 +1,129 @@
+"""Prefect tasks around :mod:`tiefvision_core.catalog_encoding`.
+
+The model is built once per process (:func:`get_runtime`) from a small, hashable
+:class:`RuntimeConfig`; tasks exchange the plan (a work-list key and shard slices), never
+tensors or tables of the catalog.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.policies import RETRY_DELAYS, retry_transient
+from tasks.progress import advance
+from tasks.stores import get_store
+from tiefvision_core import catalog_encoding, encoding_store
+from tiefvision_core.catalog_encoding import EncodeSummary
+from tiefvision_core.encoding import EncodingRuntime, RuntimeConfig
+from tiefvision_core.encoding_store import EncodePlan, ShardResult, ShardSpec, VectorDType
+
+__all__ = ["encode_shard", "get_runtime", "plan_encoding", "report_encoding"]
+
+_RETRIES = {
+    "retries": len(RETRY_DELAYS),
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_condition_fn": retry_transient,
+    "cache_policy": NO_CACHE,
+}
+
+
+@lru_cache(maxsize=2)
+def get_runtime(config: RuntimeConfig) -> EncodingRuntime:
+    """One model per process and configuration: building and tuning it takes seconds."""
+    return config.build()
+
+
+@task(name="plan-encoding", **_RETRIES)
+def plan_encoding(
+    store_url: str,
+    config: RuntimeConfig,
+    kind: str,
+    shard_size: int,
+    flips: bool,
+    dtype: VectorDType,
+) -> EncodePlan:
+    plan = encoding_store.plan_encoding(
+        get_store(store_url),
+        get_runtime(config).encoder,
+        kind=kind,
+        shard_size=shard_size,
+        flips=flips,
+        dtype=dtype,
+    )
+    get_run_logger().info(
+        "%d usable images, %d already encoded, %d to encode in %d shards under %s",
+        plan.images,
+        plan.already_encoded,
+        plan.to_encode,
+        len(plan.shards),
+        plan.prefix,
+    )
+    return plan
+
+
+@task(name="encode-shard", task_run_name="encode-shard-{spec.shard_id:.8}", **_RETRIES)
+def encode_shard(
+    store_url: str,
+    config: RuntimeConfig,
+    plan: EncodePlan,
+    spec: ShardSpec,
+    flips: bool,
+    dtype: VectorDType,
+    progress_id: str | None = None,
+) -> ShardResult:
+    """Decode, encode and write one shard (skipped when an earlier run wrote it)."""
+    result = catalog_encoding.encode_shard(
+        get_store(store_url),
+        get_runtime(config),
+        plan,
+        spec,
+        flips=flips,
+        dtype=dtype,
+        on_batch=lambda done: advance(progress_id, "encode", done),
+    )
+    if result.rejected:
+        get_run_logger().warning(
+            "%s: %d images rejected %s", result.key, result.rejected, dict(result.reject_reasons)
+        )
+    return result
+
+
+@task(name="report-encoding", cache_policy=NO_CACHE)
+def report_encoding(summary: EncodeSummary) -> None:
+    """Log the run and publish its summary table as an artifact."""
+    rows = [
+        {"measure": name, "value": str(summary.as_dict()[name])}
+        for name in (
+            "images",
+            "already_encoded",
+            "encoded",
+            "rejected",
+            "images_per_s",
+            "seconds",
+            "device",
+            "batch_size",
+            "channels_last",
+            "encoder_version",
+            "shards_written",
+            "shards_skipped",
+            "shards_uri",
+        )
+    ]
+    rows += [
+        {"measure": f"rejected: {k}", "value": str(v)} for k, v in summary.reject_reasons.items()
+    ]
+    create_table_artifact(
+        key="encode-summary", table=rows, description=f"Encoding with {summary.encoder_version}"
+    )
+    get_run_logger().info(
+        "Encoded %d images (%d rejected) at %.1f images/s on %s into %s",
+        summary.encoded,
+        summary.rejected,
+        summary.images_per_s,
+        summary.device,
+        summary.shards_uri,
+    )

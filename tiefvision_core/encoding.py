@@ -1,0 +1,442 @@
+"""Encoding core: pixels → feature maps, for one image or a stream of thousands.
+
+Two ways to encode, both from the same encoder:
+
+* **fixed grid** (:func:`crop_pixels`): a box of the image is resized to the encoder's
+  canonical square (224×224), so every crop of every image yields the same H×W grid —
+  what similarity compares position by position.
+* **whole image** (:func:`whole_pixels`): the image keeps its aspect ratio and the network
+  runs fully convolutionally, one encoding per position — what the locator slides over.
+
+:class:`EncodingRuntime` streams many crops through a model as fast as the device allows:
+decoding in ``DataLoader`` worker processes, batched forward in ``inference_mode``, a batch
+size and memory layout chosen by measurement, autocast and non-blocking copies on CUDA, and
+a batch that runs out of GPU memory split in half instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from tiefvision_core.encoders import Encoder, get_encoder
+from tiefvision_core.errors import ConfigError, ImageRejected, StorageNotFound
+from tiefvision_core.imaging import DEFAULT_MAX_PIXELS, decode_image
+from tiefvision_core.storage import read_object
+
+__all__ = [
+    "Box",
+    "CropRequest",
+    "EncodedBatch",
+    "EncodingRuntime",
+    "RuntimeConfig",
+    "crop_pixels",
+    "encode_crops",
+    "encode_whole",
+    "l2_normalise_positions",
+    "resolve_device",
+    "whole_pixels",
+]
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom, in pixels of the oriented image
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when present; ``cuda`` without a GPU fails with what to do."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    """HWC uint8 PIL → CHW uint8 tensor (no float conversion: that happens on the device)."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def crop_pixels(
+    image: Image.Image, box: Box | None, size: int, *, flip: bool = False
+) -> torch.Tensor:
+    """The fixed-grid input: ``box`` of ``image`` resized to ``size``×``size`` (uint8 CHW).
+
+    ``box=None`` is the whole image. The box is clipped to the image; an empty box is a bug
+    upstream, so it raises rather than encoding nothing.
+    """
+    width, height = image.size
+    left, top, right, bottom = box if box is not None else (0, 0, width, height)
+    left, top = max(0, int(left)), max(0, int(top))
+    right, bottom = min(width, int(right)), min(height, int(bottom))
+    if right <= left or bottom <= top:
+        raise ValueError(f"empty crop box {box} for a {width}×{height} image")
+    crop = image.crop((left, top, right, bottom)).resize((size, size), Image.Resampling.BILINEAR)
+    if flip:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return _to_tensor(crop)
+
+
+def whole_pixels(image: Image.Image, *, max_side: int, multiple: int) -> tuple[torch.Tensor, float]:
+    """The fully-convolutional input: aspect kept, longer side ≤ ``max_side``, both sides a
+    multiple of the encoder's stride (so positions tile the image exactly).
+
+    Returns the uint8 tensor and the scale from original pixels to input pixels.
+    """
+    width, height = image.size
+    scale = min(1.0, max_side / max(width, height))
+    new_w = max(multiple, round(width * scale / multiple) * multiple)
+    new_h = max(multiple, round(height * scale / multiple) * multiple)
+    resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    return _to_tensor(resized), new_w / width
+
+
+def l2_normalise_positions(maps: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Unit length along channels at every position of (N, C, H, W) maps.
+
+    Why per position: the seed's similarity is the mean cosine of corresponding positions,
+    so each position must weigh the same whatever its activation energy.
+    """
+    return maps / maps.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+@torch.inference_mode()
+def encode_crops(
+    encoder: Encoder,
+    images: Sequence[Image.Image],
+    boxes: Sequence[Box | None],
+    *,
+    flip: bool = False,
+) -> torch.Tensor:
+    """Fixed-grid encodings of a few crops (N, C, H, W) on the encoder's device; the simple
+    API for a query image. Catalogs go through :class:`EncodingRuntime`."""
+    size = encoder.preprocessing.crop_size
+    batch = torch.stack(
+        [crop_pixels(im, box, size, flip=flip) for im, box in zip(images, boxes, strict=True)]
+    )
+    return encoder.encode_maps(batch.to(encoder.device)).float()
+
+
+@torch.inference_mode()
+def encode_whole(
+    encoder: Encoder, image: Image.Image, *, max_side: int = 1024
+) -> tuple[torch.Tensor, float]:
+    """Whole-image encoding (1, C, H', W') and the scale from original pixels to the input."""
+    pixels, scale = whole_pixels(image, max_side=max_side, multiple=encoder.geometry.stride)
+    return encoder.encode_maps(pixels.unsqueeze(0).to(encoder.device)).float(), scale
+
+
+# -- streaming many crops ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropRequest:
+    """One image to encode: where its bytes are, what they must hash to, which box.
+
+    ``width``/``height`` are the oriented size recorded at ingest; ``box`` is in those pixels
+    (``None`` = the whole image).
+    """
+
+    image_id: str
+    sha256: str
+    uri: str
+    width: int
+    height: int
+    box: Box | None = None
+
+    @property
+    def full_box(self) -> Box:
+        return self.box if self.box is not None else (0, 0, self.width, self.height)
+
+    def decode_side(self, crop_size: int) -> int | None:
+        """The longest side to decode at so the box still covers ≥ ``crop_size`` pixels:
+        a 4000-px photo of a 1000-px box decodes at a quarter of its pixels (JPEG draft)."""
+        left, top, right, bottom = self.full_box
+        shortest = max(1, min(right - left, bottom - top))
+        side = int(np.ceil(max(self.width, self.height) * crop_size / shortest))
+        return None if side >= max(self.width, self.height) else side
+
+
+@dataclass
+class EncodedBatch:
+    """Output of one forward pass: maps for the decodable requests, reasons for the rest."""
+
+    requests: list[CropRequest]
+    maps: np.ndarray  # (n, C, H, W) float32, rows aligned with ``requests``
+    flipped: np.ndarray  # (n,) bool
+    rejects: list[tuple[CropRequest, str, str]]  # request, reason, detail
+
+
+class _CropDataset(Dataset):
+    """Reads, verifies and decodes one request per item, in a worker process.
+
+    A bad item returns its reason instead of raising: one vanished or changed file must not
+    stop the other 255 of its shard.
+    """
+
+    def __init__(self, requests: Sequence[CropRequest], size: int, max_pixels: int) -> None:
+        self.requests, self.size, self.max_pixels = list(requests), size, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str, str]:
+        request = self.requests[index]
+        try:
+            data = read_object(request.uri)
+        except StorageNotFound:
+            return index, None, "vanished", "the file is gone since ingest; rerun ingest"
+        if hashlib.sha256(data).hexdigest() != request.sha256:
+            return (
+                index,
+                None,
+                "changed_since_ingest",
+                "the bytes differ from the manifest; rerun ingest",
+            )
+        try:
+            image = decode_image(
+                data, max_pixels=self.max_pixels, max_side=request.decode_side(self.size)
+            )
+            scale = image.size[0] / request.width
+            box = tuple(round(v * scale) for v in request.full_box)
+            return index, crop_pixels(image, box, self.size), "", ""
+        except ImageRejected as rejected:
+            return index, None, rejected.reason, rejected.detail
+        except ValueError as error:
+            return index, None, "bad_box", str(error)
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str, str]]) -> tuple:
+    good = [(i, t) for i, t, _, _ in items if t is not None]
+    bad = [(i, reason, detail) for i, t, reason, detail in items if t is None]
+    pixels = torch.stack([t for _, t in good]) if good else None
+    return [i for i, _ in good], pixels, bad
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything that decides how encodings are computed; small, hashable, loggable.
+
+    Flows pass this (not a model) to tasks; each process builds its runtime once from it.
+    ``batch_size=None`` means "measure the best one for this device".
+    """
+
+    encoder: str = "efficientnet_lite0"
+    weights: str = "default"
+    device: str = "auto"
+    batch_size: int | None = None
+    threads: int | None = None
+    workers: int | None = None
+    compile: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def build(self) -> EncodingRuntime:
+        return EncodingRuntime(
+            get_encoder(self.encoder, self.weights),
+            device=self.device,
+            batch_size=self.batch_size,
+            threads=self.threads,
+            workers=self.workers,
+            compile=self.compile,
+            max_pixels=self.max_pixels,
+        )
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    batch_size: int
+    channels_last: bool
+    images_per_s: float
+
+
+_TUNE_CACHE: dict[tuple, LayoutChoice] = {}
+
+
+def _tune_cache_file() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "tiefvision" / "layout-choices.json"
+
+
+class EncodingRuntime:
+    """An encoder placed on a device, with the fastest batch size and layout for it.
+
+    Why measured: on a small CPU the best batch is small (cache-resident activations) and
+    channels-last often wins; on a GPU it is large. A fixed "batch 32" is 4× slower on this
+    2-core machine than batch 4 channels-last. Choices are cached per encoder version,
+    device and thread count in ``~/.cache/tiefvision``.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        device: str = "auto",
+        batch_size: int | None = None,
+        threads: int | None = None,
+        workers: int | None = None,
+        compile: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.cuda = self.device.type == "cuda"
+        if not self.cuda and threads:
+            torch.set_num_threads(threads)
+        cores = threads or torch.get_num_threads()
+        # CPU: one decoding process is enough to feed a forward pass that uses every core.
+        self.workers = (
+            workers if workers is not None else (min(8, os.cpu_count() or 1) if self.cuda else 1)
+        )
+        self.max_pixels = max_pixels
+        self.encoder = encoder.to(self.device)
+        self.amp_dtype = (
+            torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        choice = self._choose_layout(batch_size, cores)
+        self.batch_size, self.channels_last = choice.batch_size, choice.channels_last
+        if self.channels_last:
+            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        self._model: Callable[[torch.Tensor], torch.Tensor] = self.encoder.encode_maps
+        if compile:
+            self._model = torch.compile(self.encoder.encode_maps, dynamic=False)
+        self.max_forward = self.batch_size  # shrinks when CUDA runs out of memory
+
+    # -- batch size and layout, by measurement --------------------------------------------
+    def _choose_layout(self, batch_size: int | None, cores: int) -> LayoutChoice:
+        sizes = (
+            [batch_size]
+            if batch_size
+            else ([8, 16, 32, 64, 128] if self.cuda else [1, 2, 4, 8, 16])
+        )
+        key = (self.encoder.version, str(self.device), cores, torch.__version__, tuple(sizes))
+        if key in _TUNE_CACHE:
+            return _TUNE_CACHE[key]
+        disk = _tune_cache_file()
+        disk_key = json.dumps(key)
+        try:
+            stored = json.loads(disk.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        if disk_key in stored:
+            choice = LayoutChoice(**stored[disk_key])
+        else:
+            choice = max(
+                (self._measure(size, layout) for size in sizes for layout in (False, True)),
+                key=lambda c: c.images_per_s,
+            )
+            stored[disk_key] = choice.__dict__
+            try:
+                disk.parent.mkdir(parents=True, exist_ok=True)
+                tmp = disk.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(stored, indent=1))
+                os.replace(tmp, disk)
+            except OSError:
+                log.warning("could not cache the layout choice in %s", disk)
+        log.info(
+            "encoder %s on %s: batch %d, %s (%.1f images/s measured)",
+            self.encoder.name,
+            self.device,
+            choice.batch_size,
+            "channels_last" if choice.channels_last else "NCHW",
+            choice.images_per_s,
+        )
+        _TUNE_CACHE[key] = choice
+        return choice
+
+    def _measure(self, batch_size: int, channels_last: bool, seconds: float = 0.6) -> LayoutChoice:
+        size = self.encoder.preprocessing.crop_size
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = self.encoder.to(memory_format=memory_format)
+        batch = torch.randint(
+            0, 255, (batch_size, 3, size, size), dtype=torch.uint8, device=self.device
+        )
+        batch = batch.contiguous(memory_format=memory_format)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, self.amp_dtype, enabled=self.cuda),
+        ):
+            model.encode_maps(batch)  # warm-up: allocations, kernel selection
+            self._sync()
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds or done < 2 * batch_size:
+                model.encode_maps(batch)
+                done += batch_size
+            self._sync()
+        self.encoder.to(memory_format=torch.contiguous_format)
+        return LayoutChoice(batch_size, channels_last, done / (time.perf_counter() - started))
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, S, S) on the host → float32 maps on the host; halves on CUDA OOM."""
+        outputs = []
+        start = 0
+        while start < len(pixels):
+            part = pixels[start : start + self.max_forward]
+            try:
+                outputs.append(self._forward_once(part))
+                start += len(part)
+            except torch.cuda.OutOfMemoryError:
+                if self.max_forward == 1:
+                    raise
+                self.max_forward = max(1, self.max_forward // 2)
+                torch.cuda.empty_cache()
+                log.warning("CUDA out of memory: forward batch halved to %d", self.max_forward)
+        return torch.cat(outputs)
+
+    def _forward_once(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, self.amp_dtype, enabled=self.cuda),
+        ):
+            maps = self._model(x)
+        return maps.float().cpu()
+
+    def stream(
+        self, requests: Sequence[CropRequest], *, flips: bool = False
+    ) -> Iterator[EncodedBatch]:
+        """Decode (in worker processes) and encode ``requests`` batch by batch, in order.
+
+        With ``flips`` each decoded crop is also encoded mirrored (flipped on the device: the
+        image is decoded once).
+        """
+        dataset = _CropDataset(requests, self.encoder.preprocessing.crop_size, self.max_pixels)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.workers,
+            collate_fn=_collate,
+            pin_memory=self.cuda,
+            prefetch_factor=4 if self.workers else None,
+        )
+        for indices, pixels, bad in loader:
+            rejects = [(dataset.requests[i], reason, detail) for i, reason, detail in bad]
+            if pixels is None:
+                yield EncodedBatch([], np.empty((0,)), np.empty((0,), bool), rejects)
+                continue
+            maps = self.forward(pixels)
+            chosen = [dataset.requests[i] for i in indices]
+            flipped = np.zeros(len(chosen), bool)
+            if flips:
+                maps = torch.cat([maps, self.forward(pixels.flip(3))])
+                chosen = chosen + chosen
+                flipped = np.concatenate([flipped, np.ones(len(indices), bool)])
+            yield EncodedBatch(chosen, maps.numpy(), flipped, rejects)
