@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## demo: synthetic catalog -> ingest into a local store -> summary
+## demo: synthetic catalog -> ingest into a local store -> encode -> summaries
 demo: $(STAMP)
 	$(BIN)/tiefvision demo --workdir $(DEMO_DIR)
 
@@ -33,6 +33,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/encode.py
 
 constraints: $(STAMP)
 	head -2 constraints.txt > constraints.txt.new

@@ -162,3 +162,11 @@ def _fresh_store_cache() -> Iterator[None]:
     get_store.cache_clear()
     get_source.cache_clear()
     yield
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The default encoder with its shipped ImageNet weights (built once: it takes seconds)."""
+    from tiefvision_core.encoders import get_encoder
+
+    return get_encoder("efficientnet_lite0")

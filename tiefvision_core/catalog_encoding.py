@@ -75,7 +75,7 @@ def encode_shard(
             yield batch
 
     table, encoded, rejected, reasons = build_shard(runtime.encoder, batches(), dtype=dtype)
-    store.write_parquet(key, table, compression="zstd")
+    store.write_parquet(key, table, plain_columns=("vector",))
     return ShardResult(
         key,
         encoded,

