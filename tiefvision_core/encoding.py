@@ -19,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -161,13 +163,13 @@ class CropRequest:
     def full_box(self) -> Box:
         return self.box if self.box is not None else (0, 0, self.width, self.height)
 
-    def decode_side(self, crop_size: int) -> int | None:
-        """The longest side to decode at so the box still covers ≥ ``crop_size`` pixels:
-        a 4000-px photo of a 1000-px box decodes at a quarter of its pixels (JPEG draft)."""
+    def decode_min_side(self, crop_size: int) -> int:
+        """The shorter image side to decode at so the box still spans ≥ ``crop_size`` pixels
+        on its shorter side: a 4000×3000 photo of a 1000-px box decodes at 1/4 (JPEG draft).
+        Orientation-free, since it bounds the shorter side whichever way the photo turns."""
         left, top, right, bottom = self.full_box
-        shortest = max(1, min(right - left, bottom - top))
-        side = int(np.ceil(max(self.width, self.height) * crop_size / shortest))
-        return None if side >= max(self.width, self.height) else side
+        shortest_box = max(1, min(right - left, bottom - top))
+        return int(np.ceil(min(self.width, self.height) * crop_size / shortest_box))
 
 
 @dataclass
@@ -208,7 +210,7 @@ class _CropDataset(Dataset):
             )
         try:
             image = decode_image(
-                data, max_pixels=self.max_pixels, max_side=request.decode_side(self.size)
+                data, max_pixels=self.max_pixels, min_side=request.decode_min_side(self.size)
             )
             scale = image.size[0] / request.width
             box = tuple(round(v * scale) for v in request.full_box)
@@ -217,6 +219,18 @@ class _CropDataset(Dataset):
             return index, None, rejected.reason, rejected.detail
         except ValueError as error:
             return index, None, "bad_box", str(error)
+
+
+@cache
+def _decoding_context() -> multiprocessing.context.BaseContext:
+    """Decoding workers start from a fork server that has this module (torch, Pillow)
+    loaded: cheap to start for every shard, and never forked from a process whose other
+    threads (Prefect's API client, CUDA) may hold locks — a plain ``fork`` after a Prefect
+    flow had run in the same process killed the workers at start.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def _collate(items: list[tuple[int, torch.Tensor | None, str, str]]) -> tuple:
@@ -426,6 +440,7 @@ class EncodingRuntime:
             collate_fn=_collate,
             pin_memory=self.cuda,
             prefetch_factor=4 if self.workers else None,
+            multiprocessing_context=_decoding_context() if self.workers else None,
         )
         for indices, pixels, bad in loader:
             rejects = [(dataset.requests[i], reason, detail) for i, reason, detail in bad]

@@ -211,16 +211,24 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
+    min_side: int | None = None,
 ) -> Image.Image:
     """Decode to an oriented 8-bit RGB image, ready for a CNN.
 
-    ``max_side`` bounds the longer side; for JPEG the decoder itself downscales (``draft``),
-    so a 40 MP photo never occupies 40 MP of memory.
+    ``max_side`` bounds the longer side (resampled), so a 40 MP photo never occupies 40 MP
+    of memory. ``min_side`` lets a JPEG decoder skip detail nobody will use: it decodes at
+    the smallest DCT scale (1/2, 1/4, 1/8) whose shorter side is still ≥ ``min_side``, with
+    no resampling afterwards — for a catalog photo encoded at 224 pixels that is ~8× less
+    decoding work than full size (the caller resizes to its exact input anyway).
     """
     image, open_notes = _open(data, max_pixels)
-    if max_side is not None and image.format == "JPEG":
-        image.draft("RGB", (max_side, max_side))
+    draft_side = min_side or max_side
+    if image.format == "JPEG" and draft_side:
+        image.draft("RGB", (draft_side, draft_side))
     _load(image, data)
     oriented, notes = _orient(image)
     for note in open_notes + notes:

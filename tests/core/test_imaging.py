@@ -133,3 +133,13 @@ def test_no_other_exception_escapes_for_damaged_bytes() -> None:
             assert rejected.reason in REJECT_REASONS
             outcomes["rejected"] += 1
     assert outcomes["rejected"] > 50  # the damage was real
+
+
+def test_min_side_decodes_jpeg_at_a_reduced_scale_without_going_below() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (960, 1200), (10, 200, 30)).save(buffer, "JPEG")
+    assert decode_image(buffer.getvalue(), min_side=224).size == (240, 300)  # 1/4 scale
+    assert decode_image(buffer.getvalue(), min_side=250).size == (480, 600)  # 1/4 too small
+    png = io.BytesIO()
+    Image.new("RGB", (960, 1200)).save(png, "PNG")
+    assert decode_image(png.getvalue(), min_side=224).size == (960, 1200)  # no DCT scaling
