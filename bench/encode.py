@@ -5,11 +5,13 @@ All three measured in the same run, on the same synthetic catalog photos (960×1
 * **naive loop** — open each image with PIL, preprocess, forward one image at a time;
 * **bound** — model forward alone on pre-decoded, pre-resized tensors, at the best batch
   size and memory format of a sweep (what the flow could reach if decoding were free);
-* **flow** — the Prefect ``encode`` flow: planning, DataLoader decoding, batched forward,
-  Parquet shards written atomically. The model is built and tuned by a warm-up run first
-  (a nightly worker keeps it), so the timed run is planning + encoding + writing.
+* **flow** — the Prefect ``encode`` flow: planning, decoding and batched forward (on a
+  multi-core CPU: one single-threaded process per core; on a GPU: DataLoader workers feeding
+  the device), Parquet shards written atomically. The models are built and tuned by a
+  warm-up run first (a nightly worker keeps them), so the timed run is planning + encoding
+  + writing.
 
-Peak RSS of the flow process (and of its decoding workers) is sampled while it runs; the
+Memory of every encoding process (RSS each, PSS summed) is sampled while it runs; the
 catalog is made of ``--images`` entries (symlinks repeat the generated photos under other
 names, so every entry is a distinct image to encode).
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import threading
@@ -32,10 +33,32 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+def _encoding_processes() -> list[int]:
+    """This process and its descendants, except the Prefect server (its own service)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        if b"uvicorn" in cmdline:
+            parents.pop(int(stat.parent.name))
+    tree, frontier = [os.getpid()], [os.getpid()]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
+
+
+def _memory_mib(pid: int, field: str) -> float:
+    """``Rss`` or ``Pss`` of one process (Pss shares common pages out: sums honestly)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return 0.0
 
 
@@ -130,7 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         warm = tmp / "warm"
-        build_catalog(generated / "images", warm / "images", 8)
+        build_catalog(generated / "images", warm / "images", RuntimeConfig().pool_min_images)
         ingest(images=str(warm / "images"), store=(warm / "store").as_uri())
         encode(
             store=(warm / "store").as_uri(),
@@ -144,13 +167,16 @@ def main() -> None:
         store = (tmp / "store").as_uri()
         ingest(images=str(catalog), store=store)
 
-        samples: list[tuple[float, float]] = []
+        samples: list[tuple[float, float, float, float]] = []  # t, main RSS, max RSS, Σ PSS
         stop = threading.Event()
 
         def sample() -> None:
             start = time.perf_counter()
             while not stop.is_set():
-                samples.append((time.perf_counter() - start, _rss_mib()))
+                pids = _encoding_processes()
+                rss = [_memory_mib(pid, "Rss") for pid in pids]
+                pss = sum(_memory_mib(pid, "Pss") for pid in pids)
+                samples.append((time.perf_counter() - start, rss[0], max(rss), pss))
                 stop.wait(0.5)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -166,15 +192,13 @@ def main() -> None:
         sampler.join()
 
     # After the flow, so the sweep's large batches do not inflate the flow's memory figures.
-    peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    peak_workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     files = sorted((generated / "images").rglob("*.jpg"))[: args.naive]
     naive = naive_loop(files, runtime.encoder.to(memory_format=torch.contiguous_format))
     sweep = bound_sweep(runtime)
     best = max(sweep, key=lambda c: c.images_per_s)
 
     flow_rate = summary.encoded / wall
-    quarter = [rss for t, rss in samples if t <= wall / 4]
+    quarter = [s for s in samples if s[0] <= wall / 4]
     print(f"catalog: {summary.encoded} images encoded, {summary.rejected} rejected, {wall:.1f}s")
     print("bound sweep (forward only, images/s):")
     for choice in sweep:
@@ -194,9 +218,14 @@ def main() -> None:
     print(f"ratio flow/naive       : {flow_rate / naive:7.2f}x   (target >= 2.00x)")
     print(f"ratio flow/bound       : {flow_rate / best.images_per_s:7.2f}x   (target >= 0.75x)")
     print(
-        f"RSS: first quarter max {max(quarter, default=0):.0f} MiB, whole run max "
-        f"{max((r for _, r in samples), default=0):.0f} MiB; peak main {peak_self:.0f} MiB, "
-        f"peak decoding worker {peak_workers:.0f} MiB   (target < 2048 MiB, flat)"
+        "memory (MiB, sampled every 0.5 s; encoding processes = this one, its fork server"
+        " and encoding/decoding processes):\n"
+        f"  main process RSS   : first quarter max {max(q[1] for q in quarter):.0f}, "
+        f"whole run max {max(q[1] for q in samples):.0f}\n"
+        f"  largest process RSS: first quarter max {max(q[2] for q in quarter):.0f}, "
+        f"whole run max {max(q[2] for q in samples):.0f}   (target < 2048, flat)\n"
+        f"  all encoding processes, sum of PSS: first quarter max "
+        f"{max(q[3] for q in quarter):.0f}, whole run max {max(q[3] for q in samples):.0f}"
     )
 
 

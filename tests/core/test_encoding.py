@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -15,7 +16,9 @@ from tiefvision_core.catalog import ingest_catalog
 from tiefvision_core.catalog_encoding import encode_catalog
 from tiefvision_core.encoders import get_encoder
 from tiefvision_core.encoding import (
+    CropRequest,
     EncodingRuntime,
+    RuntimeConfig,
     crop_pixels,
     encode_crops,
     encode_whole,
@@ -176,3 +179,37 @@ def test_pretrained_features_beat_random_on_retrieval(tmp_path, lite0) -> None:
         scores[name] = _precision_at_1(maps.numpy(), products)
     assert scores["pretrained"] >= 0.6, scores
     assert scores["pretrained"] >= scores["random"] + 0.2, scores
+
+
+def test_cpu_process_pool_encodes_like_the_loader_path(encoded_store, lite0) -> None:
+    """The multi-core CPU path (one single-threaded process per core, each decoding and
+    encoding whole batches) gives the same rows, in order, as the DataLoader path."""
+    store, _, _ = encoded_store
+    manifest = store.read_parquet(
+        "catalog/manifest/" + store.read_pointer("catalog/manifest/CURRENT") + ".parquet"
+    )
+    requests = [
+        CropRequest(r["image_id"], r["sha256"], r["source_uri"], r["width"], r["height"])
+        for r in manifest.to_pylist()
+    ]
+    requests.append(replace(requests[0], image_id="gone", uri=requests[0].uri + ".missing"))
+    config = RuntimeConfig(device="cpu", batch_size=2, cpu_processes=2, pool_min_images=1)
+    pooled = config.build()
+    try:
+        batches = list(pooled.stream(requests, flips=True))
+        assert pooled._pool is not None and pooled._pool.processes == 2
+    finally:
+        pooled.close()
+    loader = EncodingRuntime(lite0, device="cpu", batch_size=2, workers=0)
+    expected = list(loader.stream(requests, flips=True))
+    assert [r.image_id for b in batches for r in b.requests] == [
+        r.image_id for b in expected for r in b.requests
+    ]
+    assert [b.flipped.tolist() for b in batches] == [b.flipped.tolist() for b in expected]
+    assert [(r.image_id, why) for b in batches for r, why, _ in b.rejects] == [("gone", "vanished")]
+    np.testing.assert_allclose(
+        np.concatenate([b.maps for b in batches if len(b.requests)]),
+        np.concatenate([b.maps for b in expected if len(b.requests)]),
+        rtol=1e-4,
+        atol=1e-4,
+    )
