@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= tiefvision-demo
 
-.PHONY: install demo test lint format bench constraints clean
+.PHONY: install demo test lint format bench constraints clean postgres
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tiefvision demo --workdir $(DEMO_DIR)
 
-## test: lint + the whole pytest suite (slow end-to-end tests included)
-test: $(STAMP) lint
-	$(BIN)/python -m pytest
+## test: lint + the whole pytest suite (slow end-to-end tests included); the annotation
+## tests need PostgreSQL binaries (installed by `postgres`), so a missing server fails the run
+test: $(STAMP) lint postgres
+	TIEFVISION_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
+
+## postgres: install PostgreSQL from Debian packages when missing (the tests start their own
+## throwaway server on loopback; nothing is configured system-wide)
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	echo "Installing PostgreSQL (Debian package) for the tests ..."; \
+	$$SUDO apt-get update && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

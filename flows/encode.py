@@ -12,12 +12,11 @@ from typing import Literal
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._runtime import runtime_config
 from tasks.encoding import encode_shard, get_runtime, plan_encoding, report_encoding
 from tasks.progress import advance, start_progress
 from tasks.stores import get_store
 from tiefvision_core.catalog_encoding import EncodeSummary, summarise_encoding
-from tiefvision_core.config import load_settings
-from tiefvision_core.encoding import RuntimeConfig
 
 __all__ = ["encode"]
 
@@ -49,16 +48,7 @@ def encode(
         kind: which crop to encode: "grid" = box (whole image) resized to the canonical grid.
         compile: torch.compile the model (worth it for long GPU runs).
     """
-    settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
-    config = RuntimeConfig(
-        encoder=settings.encoder,
-        weights=weights,
-        device=settings.device,
-        batch_size=settings.batch_size,
-        threads=settings.workers,
-        compile=compile,
-        max_pixels=settings.max_image_pixels,
-    )
+    settings, config = runtime_config(store, encoder, weights, device, batch_size, compile)
     started = time.perf_counter()
     plan = plan_encoding(settings.store_url, config, kind, shard_size, flips, dtype)
     progress = start_progress("encode", plan.images, f"Encoding with {config.encoder}")

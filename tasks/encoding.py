@@ -11,9 +11,8 @@ from functools import lru_cache
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
-from tasks.policies import RETRY_DELAYS, retry_transient
+from tasks.policies import NO_CACHE, RETRYING
 from tasks.progress import advance
 from tasks.stores import get_store
 from tiefvision_core import catalog_encoding, encoding_store
@@ -23,13 +22,6 @@ from tiefvision_core.encoding_store import EncodePlan, ShardResult, ShardSpec, V
 
 __all__ = ["encode_shard", "get_runtime", "plan_encoding", "report_encoding"]
 
-_RETRIES = {
-    "retries": len(RETRY_DELAYS),
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_condition_fn": retry_transient,
-    "cache_policy": NO_CACHE,
-}
-
 
 @lru_cache(maxsize=2)
 def get_runtime(config: RuntimeConfig) -> EncodingRuntime:
@@ -37,7 +29,7 @@ def get_runtime(config: RuntimeConfig) -> EncodingRuntime:
     return config.build()
 
 
-@task(name="plan-encoding", **_RETRIES)
+@task(name="plan-encoding", **RETRYING)
 def plan_encoding(
     store_url: str,
     config: RuntimeConfig,
@@ -65,7 +57,7 @@ def plan_encoding(
     return plan
 
 
-@task(name="encode-shard", task_run_name="encode-shard-{spec.shard_id:.8}", **_RETRIES)
+@task(name="encode-shard", task_run_name="encode-shard-{spec.shard_id:.8}", **RETRYING)
 def encode_shard(
     store_url: str,
     config: RuntimeConfig,

@@ -170,3 +170,95 @@ def lite0():
     from tiefvision_core.encoders import get_encoder
 
     return get_encoder("efficientnet_lite0")
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+def _postgres_bindir() -> Path | None:
+    """The newest Debian-installed PostgreSQL, else whatever ``initdb`` is on PATH."""
+    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
+    found.sort(key=lambda bindir: int(bindir.parent.name) if bindir.parent.name.isdigit() else 0)
+    if found:
+        return found[-1]
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+def _as_postgres_user(root: Path) -> list[str]:
+    """initdb refuses to run as root: there, run the server as the Debian ``postgres`` user."""
+    if os.geteuid() != 0:
+        return []
+    import pwd
+
+    try:
+        user = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.fail("running as root and there is no 'postgres' user to run PostgreSQL as")
+    for path in (root, *root.rglob("*")):
+        os.chown(path, user.pw_uid, user.pw_gid)
+    if shutil.which("runuser"):
+        return ["runuser", "-u", "postgres", "--"]
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server on loopback (trust auth) with a database ``tiefvision``;
+    yields its SQLAlchemy URL. Skipped without PostgreSQL, unless TIEFVISION_REQUIRE_POSTGRES=1
+    (``make test`` sets it, after installing PostgreSQL when missing)."""
+    bindir = _postgres_bindir()
+    if bindir is None:
+        message = (
+            "PostgreSQL binaries (initdb, pg_ctl) not found: run `make postgres` "
+            "(apt-get install postgresql)"
+        )
+        if os.environ.get("TIEFVISION_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    import psycopg
+
+    root = Path(tempfile.mkdtemp(prefix="tiefvision-pg-"))
+    data, sockets, log = root / "data", root / "sock", root / "server.log"
+    sockets.mkdir()
+    as_user = _as_postgres_user(root)
+
+    def run(*args: str | Path) -> None:
+        done = subprocess.run(
+            [*as_user, *map(str, args)], cwd=root, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            server_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            pytest.fail(f"{args[0]} failed: {done.stdout}{done.stderr}{server_log}")
+
+    run(bindir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8")
+    port = _free_port()
+    options = f"-h 127.0.0.1 -p {port} -k {sockets} -F"  # -F: no fsync, a test server
+    run(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start")
+    try:
+        admin = f"host=127.0.0.1 port={port} user=postgres dbname=postgres"
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute("CREATE DATABASE tiefvision")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/tiefvision"
+    finally:
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            cwd=root,
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db_url(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server, dropped afterwards."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    url = make_url(postgres_url)
+    admin = f"host={url.host} port={url.port} user={url.username} dbname=postgres"
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

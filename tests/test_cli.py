@@ -91,3 +91,66 @@ def test_demo_prints_summary_and_where_output_is(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "images (usable)" in result.stdout and "Manifest:" in result.stdout
     assert (tmp_path / "demo" / "store" / "catalog" / "manifest" / "CURRENT").is_file()
+
+
+@pytest.fixture
+def ingested(tmp_path: Path) -> tuple[Path, str]:
+    """A small synthetic catalog ingested into a local store: (catalog folder, store URL)."""
+    from tiefvision_core.catalog import ingest_catalog
+    from tiefvision_core.storage import LocalStore
+    from tiefvision_core.synthetic import generate_catalog
+
+    out = tmp_path / "cat"
+    generate_catalog(out, products=2, views=2, size=(120, 150))
+    ingest_catalog(LocalStore(out / "images", create=False), LocalStore(tmp_path / "store"))
+    return out, (tmp_path / "store").as_uri()
+
+
+def test_import_boxes_reports_refused_lines(ingested: tuple[Path, str], tmp_path: Path) -> None:
+    out, store = ingested
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text((out / "boxes.csv").read_text() + "p0009/view-1.jpg,1,1,5,5\n")
+    result = _run("import-boxes", str(boxes), "--store", store, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["imported"], report["updated"], report["unchanged"]) == (4, 0, 0)
+    assert [(r["line"], r["image"]) for r in report["refused"]] == [(6, "p0009/view-1.jpg")]
+    assert (tmp_path / "store" / "annotations.sqlite").is_file()
+
+    again = _run("import-boxes", str(boxes), "--store", store)
+    assert again.returncode == 0, again.stderr
+    assert "0 imported, 0 updated, 4 unchanged, 1 refused" in again.stdout
+    assert "p0009/view-1.jpg" in again.stdout and "unknown image" in again.stdout
+    strict = _run("import-boxes", str(boxes), "--store", store, "--strict")
+    assert strict.returncode == 1
+
+
+def test_import_triplets_cli(ingested: tuple[Path, str], tmp_path: Path) -> None:
+    _, store = ingested
+    triplets = tmp_path / "t.csv"
+    triplets.write_text(
+        "reference,positive,negative\np0000/view-1.jpg,p0000/view-2.jpg,p0001/view-1.jpg\n"
+    )
+    result = _run("import-triplets", str(triplets), "--store", store, "--json")
+    assert result.returncode == 0, result.stderr
+    assert (json.loads(result.stdout)["imported"], json.loads(result.stdout)["refused"]) == (1, [])
+
+
+def test_import_errors_are_one_line(ingested: tuple[Path, str], tmp_path: Path) -> None:
+    _, store = ingested
+    bad = tmp_path / "bad.csv"
+    bad.write_text("image,left,top\nx,1,2\n")
+    line = _one_line_error(_run("import-boxes", str(bad), "--store", store))
+    assert "image,left,top,right,bottom" in line
+    line = _one_line_error(_run("import-boxes", str(tmp_path / "nope.csv"), "--store", store))
+    assert "does not exist" in line
+    empty = (tmp_path / "empty-store").as_uri()
+    line = _one_line_error(_run("import-triplets", str(bad), "--store", empty))
+    assert "tiefvision ingest" in line
+    line = _one_line_error(_run("import-boxes", str(bad), "--store", "s3://bucket/prefix"))
+    assert "TIEFVISION_DATABASE_URL" in line
+    secret = "pw-Zq77-never-shown"
+    database = f"postgresql+psycopg://tv:{secret}@127.0.0.1:9/tv"
+    result = _run("import-boxes", str(bad), "--store", store, "--database", database)
+    line = _one_line_error(result)
+    assert "cannot open the annotations database" in line and secret not in result.stderr

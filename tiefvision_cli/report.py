@@ -16,7 +16,14 @@ from tiefvision_core.storage import open_store
 if TYPE_CHECKING:  # torch is heavy: import the type only for checkers
     from tiefvision_core.catalog_encoding import EncodeSummary
 
-__all__ = ["print_encode_summary", "print_ingest_summary", "progress_bar"]
+__all__ = [
+    "print_box_scores",
+    "print_encode_summary",
+    "print_ingest_summary",
+    "print_locate_summary",
+    "print_locator_run",
+    "progress_bar",
+]
 
 _SHOWN_REJECTS = 12
 
@@ -112,3 +119,63 @@ def print_encode_summary(console: Console, summary: EncodeSummary) -> None:
     for reason, count in summary.reject_reasons.items():
         console.print(f"  rejected ({reason}): {count}")
     console.print(f"Shards: {summary.shards_uri}")
+
+
+def _measures(title: str, rows: list[tuple[str, object]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, value in rows:
+        table.add_row(label, str(value))
+    return table
+
+
+def print_box_scores(console: Console, title: str, rows: list[dict[str, object]]) -> None:
+    """Locator and baselines side by side: mean IoU and the shares above 0.5 and 0.7."""
+    table = Table(title=title, title_justify="left")
+    for column in ("boxes", "mean IoU", "IoU ≥ 0.5", "IoU ≥ 0.7"):
+        table.add_column(column, justify="left" if column == "boxes" else "right")
+    for row in rows:
+        table.add_row(
+            str(row["boxes"]),
+            f"{row['mean_iou']:.3f}",
+            f"{row['share_iou_05']:.1%}",
+            f"{row['share_iou_07']:.1%}",
+        )
+    console.print(table)
+
+
+def print_locator_run(console: Console, run: dict[str, object]) -> None:
+    evaluation = run["evaluation"]
+    console.print(
+        _measures(
+            f"Locator training — {run['version']}",
+            [
+                ("crops dataset", run["dataset_id"]),
+                ("epochs (best)", f"{run['epochs']} ({run['best_epoch']})"),
+                ("stopped early", run["stopped_early"]),
+                ("held-out images", evaluation["images"]),
+                ("fallbacks (no position ≥ threshold)", evaluation["fallbacks"]),
+            ],
+        )
+    )
+    print_box_scores(console, "Held-out boxes vs baselines", run["evaluation_table"])
+    console.print(f"Model:    {run['model_uri']}")
+    console.print(f"Pictures: {run['grid_uri']}\n          {run['histogram_uri']}")
+
+
+def print_locate_summary(console: Console, summary: dict[str, object]) -> None:
+    console.print(
+        _measures(
+            f"Box inference — locator {summary['locator_version']}",
+            [
+                ("images in catalog", summary["images"]),
+                ("already located", summary["already_located"]),
+                ("located now", summary["located"]),
+                ("fell back to whole image", summary["fallback"]),
+                ("rejected now", summary["rejected"]),
+                ("seconds", summary["seconds"]),
+            ],
+        )
+    )
+    console.print(f"Boxes: {summary['boxes_uri']}")

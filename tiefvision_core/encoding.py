@@ -53,6 +53,7 @@ __all__ = [
     "encode_whole",
     "l2_normalise_positions",
     "resolve_device",
+    "whole_input_size",
     "whole_pixels",
 ]
 
@@ -97,16 +98,30 @@ def crop_pixels(
     return _to_tensor(crop)
 
 
-def whole_pixels(image: Image.Image, *, max_side: int, multiple: int) -> tuple[torch.Tensor, float]:
-    """The fully-convolutional input: aspect kept, longer side ≤ ``max_side``, both sides a
-    multiple of the encoder's stride (so positions tile the image exactly).
+def whole_input_size(width: int, height: int, *, side: int, multiple: int) -> tuple[int, int]:
+    """The fully-convolutional input size of a ``width``×``height`` image: aspect kept, the
+    longer side ``side``, both sides a multiple of the encoder's stride (so positions tile
+    the input exactly). A pure function of the manifest's size, so whoever maps positions
+    back to pixels later computes the same numbers without the image.
+    """
+    scale = side / max(width, height)
+    return (
+        max(multiple, round(width * scale / multiple) * multiple),
+        max(multiple, round(height * scale / multiple) * multiple),
+    )
 
-    Returns the uint8 tensor and the scale from original pixels to input pixels.
+
+def whole_pixels(
+    image: Image.Image, *, side: int, multiple: int, upscale: bool = True
+) -> tuple[torch.Tensor, float]:
+    """The fully-convolutional input (uint8 CHW) and the scale from original to input pixels.
+
+    ``upscale=False`` caps the longer side at the image's own (``side`` is then a maximum).
     """
     width, height = image.size
-    scale = min(1.0, max_side / max(width, height))
-    new_w = max(multiple, round(width * scale / multiple) * multiple)
-    new_h = max(multiple, round(height * scale / multiple) * multiple)
+    if not upscale:
+        side = min(side, max(width, height))
+    new_w, new_h = whole_input_size(width, height, side=side, multiple=multiple)
     resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     return _to_tensor(resized), new_w / width
 
@@ -142,7 +157,9 @@ def encode_whole(
     encoder: Encoder, image: Image.Image, *, max_side: int = 1024
 ) -> tuple[torch.Tensor, float]:
     """Whole-image encoding (1, C, H', W') and the scale from original pixels to the input."""
-    pixels, scale = whole_pixels(image, max_side=max_side, multiple=encoder.geometry.stride)
+    pixels, scale = whole_pixels(
+        image, side=max_side, multiple=encoder.geometry.stride, upscale=False
+    )
     return encoder.encode_maps(pixels.unsqueeze(0).to(encoder.device)).float(), scale
 
 
@@ -154,7 +171,9 @@ class CropRequest:
     """One image to encode: where its bytes are, what they must hash to, which box.
 
     ``width``/``height`` are the oriented size recorded at ingest; ``box`` is in those pixels
-    (``None`` = the whole image).
+    (``None`` = the whole image). ``whole_side`` asks for the fully-convolutional encoding of
+    the whole image instead, its longer side resized to that many pixels (see
+    :func:`whole_input_size`): what the locator slides over.
     """
 
     image_id: str
@@ -163,15 +182,28 @@ class CropRequest:
     width: int
     height: int
     box: Box | None = None
+    whole_side: int | None = None
 
     @property
     def full_box(self) -> Box:
         return self.box if self.box is not None else (0, 0, self.width, self.height)
 
+    def whole_size(self, multiple: int) -> tuple[int, int]:
+        """The input size of a ``whole_side`` request."""
+        if self.whole_side is None:
+            raise ValueError("not a whole-image request")
+        return whole_input_size(self.width, self.height, side=self.whole_side, multiple=multiple)
+
     def decode_min_side(self, crop_size: int) -> int:
         """The shorter image side to decode at so the box still spans ≥ ``crop_size`` pixels
         on its shorter side: a 4000×3000 photo of a 1000-px box decodes at 1/4 (JPEG draft).
         Orientation-free, since it bounds the shorter side whichever way the photo turns."""
+        if self.whole_side is not None:
+            return int(
+                np.ceil(
+                    min(self.width, self.height) * self.whole_side / max(self.width, self.height)
+                )
+            )
         left, top, right, bottom = self.full_box
         shortest_box = max(1, min(right - left, bottom - top))
         return int(np.ceil(min(self.width, self.height) * crop_size / shortest_box))
@@ -194,8 +226,11 @@ class _CropDataset(Dataset):
     stop the other 255 of its shard.
     """
 
-    def __init__(self, requests: Sequence[CropRequest], size: int, max_pixels: int) -> None:
+    def __init__(
+        self, requests: Sequence[CropRequest], size: int, max_pixels: int, multiple: int
+    ) -> None:
         self.requests, self.size, self.max_pixels = list(requests), size, max_pixels
+        self.multiple = multiple
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -217,6 +252,10 @@ class _CropDataset(Dataset):
             image = decode_image(
                 data, max_pixels=self.max_pixels, min_side=request.decode_min_side(self.size)
             )
+            if request.whole_side is not None:
+                size = request.whole_size(self.multiple)
+                resized = image.resize(size, Image.Resampling.BILINEAR)
+                return index, _to_tensor(resized), "", ""
             scale = image.size[0] / request.width
             box = tuple(round(v * scale) for v in request.full_box)
             return index, crop_pixels(image, box, self.size), "", ""
@@ -238,11 +277,21 @@ def _decoding_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def _collate(items: list[tuple[int, torch.Tensor | None, str, str]]) -> tuple:
-    good = [(i, t) for i, t, _, _ in items if t is not None]
+_Groups = list[tuple[list[int], torch.Tensor]]
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str, str]]) -> tuple[_Groups, list]:
+    """Decoded items stacked by input shape (fixed-grid crops: one group; whole images of
+    several aspect ratios: one group per shape), and the failures with their reasons."""
+    by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    for i, tensor, _, _ in items:
+        if tensor is not None:
+            by_shape.setdefault(tuple(tensor.shape), []).append((i, tensor))
+    groups = [
+        ([i for i, _ in good], torch.stack([t for _, t in good])) for good in by_shape.values()
+    ]
     bad = [(i, reason, detail) for i, t, reason, detail in items if t is None]
-    pixels = torch.stack([t for _, t in good]) if good else None
-    return [i for i, _ in good], pixels, bad
+    return groups, bad
 
 
 @dataclass(frozen=True)
@@ -451,12 +500,13 @@ class EncodingRuntime:
             results = pool.map_batches(requests, self.batch_size, flips)
         else:
             results = self._loader_batches(requests, flips)
-        for chosen, maps, rejects in results:
-            flipped = np.zeros(len(chosen), bool)
-            if flips and len(chosen):
-                chosen = chosen + chosen
-                flipped = np.concatenate([flipped, np.ones(len(flipped), bool)])
-            yield EncodedBatch(chosen, maps, flipped, rejects)
+        for parts in results:
+            for chosen, maps, rejects in parts:
+                flipped = np.zeros(len(chosen), bool)
+                if flips and len(chosen):
+                    chosen = chosen + chosen
+                    flipped = np.concatenate([flipped, np.ones(len(flipped), bool)])
+                yield EncodedBatch(chosen, maps, flipped, rejects)
 
     def _cpu_pool(self, images: int) -> _EncoderPool | None:
         """The CPU process pool, started on the first stream big enough to repay its start
@@ -468,9 +518,19 @@ class EncodingRuntime:
                 self._pool_config = None  # a GPU or a single core: never ask again
         return self._pool
 
-    def _loader_batches(self, requests: Sequence[CropRequest], flips: bool) -> Iterator[_Encoded]:
+    def _dataset(self, requests: Sequence[CropRequest]) -> _CropDataset:
+        return _CropDataset(
+            requests,
+            self.encoder.preprocessing.crop_size,
+            self.max_pixels,
+            self.encoder.geometry.stride,
+        )
+
+    def _loader_batches(
+        self, requests: Sequence[CropRequest], flips: bool
+    ) -> Iterator[list[_Encoded]]:
         """Decoding in DataLoader worker processes, forward here (the GPU path)."""
-        dataset = _CropDataset(requests, self.encoder.preprocessing.crop_size, self.max_pixels)
+        dataset = self._dataset(requests)
         loader = DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -480,8 +540,8 @@ class EncodingRuntime:
             prefetch_factor=4 if self.workers else None,
             multiprocessing_context=_decoding_context() if self.workers else None,
         )
-        for indices, pixels, bad in loader:
-            yield _encode_collated(self, dataset.requests, indices, pixels, bad, flips)
+        for groups, bad in loader:
+            yield _encode_collated(self, dataset.requests, groups, bad, flips)
 
     def close(self) -> None:
         """Stop the CPU encoding processes (they also stop with this process)."""
@@ -495,19 +555,20 @@ _Encoded = tuple[list[CropRequest], np.ndarray, list[tuple[CropRequest, str, str
 def _encode_collated(
     runtime: EncodingRuntime,
     requests: Sequence[CropRequest],
-    indices: list[int],
-    pixels: torch.Tensor | None,
+    groups: _Groups,
     bad: list[tuple[int, str, str]],
     flips: bool,
-) -> _Encoded:
-    """Forward one decoded batch (and its mirror); rejects keep their reasons."""
+) -> list[_Encoded]:
+    """Forward each same-shape group of one decoded batch (and its mirror); rejects keep
+    their reasons and travel with the first part."""
     rejects = [(requests[i], reason, detail) for i, reason, detail in bad]
-    if pixels is None:
-        return [], np.empty((0,), np.float32), rejects
-    maps = runtime.forward(pixels)
-    if flips:
-        maps = torch.cat([maps, runtime.forward(pixels.flip(3))])
-    return [requests[i] for i in indices], maps.numpy(), rejects
+    parts: list[_Encoded] = []
+    for indices, pixels in groups:
+        maps = runtime.forward(pixels)
+        if flips:
+            maps = torch.cat([maps, runtime.forward(pixels.flip(3))])
+        parts.append(([requests[i] for i in indices], maps.numpy(), rejects if not parts else []))
+    return parts or [([], np.empty((0,), np.float32), rejects)]
 
 
 _PROCESS_RUNTIME: list[EncodingRuntime] = []
@@ -543,11 +604,11 @@ def _exit_with_owner(owner_pid: int) -> None:
             os._exit(1)
 
 
-def _encode_in_process(requests: list[CropRequest], flips: bool) -> _Encoded:
+def _encode_in_process(requests: list[CropRequest], flips: bool) -> list[_Encoded]:
     runtime = _PROCESS_RUNTIME[0]
-    dataset = _CropDataset(requests, runtime.encoder.preprocessing.crop_size, runtime.max_pixels)
-    indices, pixels, bad = _collate([dataset[i] for i in range(len(dataset))])
-    return _encode_collated(runtime, requests, indices, pixels, bad, flips)
+    dataset = runtime._dataset(requests)
+    groups, bad = _collate([dataset[i] for i in range(len(dataset))])
+    return _encode_collated(runtime, requests, groups, bad, flips)
 
 
 class _EncoderPool:
@@ -583,9 +644,9 @@ class _EncoderPool:
 
     def map_batches(
         self, requests: Sequence[CropRequest], batch_size: int, flips: bool
-    ) -> Iterator[_Encoded]:
+    ) -> Iterator[list[_Encoded]]:
         """Batches in order, ``2 × processes`` in flight so no process waits for work."""
-        pending: deque[Future[_Encoded]] = deque()
+        pending: deque[Future[list[_Encoded]]] = deque()
         batches = (list(requests[i : i + batch_size]) for i in range(0, len(requests), batch_size))
         for batch in batches:
             pending.append(self._executor.submit(_encode_in_process, batch, flips))

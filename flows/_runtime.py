@@ -1,0 +1,29 @@
+"""Settings → the encoding runtime configuration, shared by every flow that encodes."""
+
+from __future__ import annotations
+
+from tiefvision_core.config import Settings, load_settings
+from tiefvision_core.encoding import RuntimeConfig
+
+__all__ = ["runtime_config"]
+
+
+def runtime_config(
+    store: str | None,
+    encoder: str | None,
+    weights: str,
+    device: str | None,
+    batch_size: int | None,
+    compile: bool = False,
+) -> tuple[Settings, RuntimeConfig]:
+    """Settings from flags and environment, and the runtime every encoding task builds."""
+    settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
+    return settings, RuntimeConfig(
+        encoder=settings.encoder,
+        weights=weights,
+        device=settings.device,
+        batch_size=settings.batch_size,
+        threads=settings.workers,
+        compile=compile,
+        max_pixels=settings.max_image_pixels,
+    )

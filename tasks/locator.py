@@ -1,0 +1,230 @@
+"""Prefect tasks for the locator: annotation snapshot, crops dataset, training, box
+inference. Thin: each wraps one core function and adds retries, logs and artifacts.
+
+Tasks exchange small references (store URLs, plans, dataset ids, model versions); maps and
+weights stay on storage and are opened where they are used.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks.encoding import get_runtime
+from tasks.policies import NO_CACHE, RETRYING
+from tasks.progress import advance
+from tasks.stores import get_store
+from tiefvision_core import crops as crops_core
+from tiefvision_core import locator_store
+from tiefvision_core.annotations import Snapshot, open_annotations, read_snapshot
+from tiefvision_core.config import load_settings
+from tiefvision_core.crops import CropConfig, CropDataset, CropPlan, PartSpec
+from tiefvision_core.encoding import RuntimeConfig
+from tiefvision_core.locator_runs import LocatorRun, fit_locator
+from tiefvision_core.locator_store import LocatePlan, LocateShard
+from tiefvision_core.locator_training import TrainConfig
+
+__all__ = [
+    "build_crop_part",
+    "export_box_snapshot",
+    "finish_crops",
+    "locate_shard",
+    "plan_crops",
+    "plan_locate",
+    "report_crops",
+    "report_locate",
+    "train_locator_heads",
+]
+
+
+@task(name="export-box-snapshot", **RETRYING)
+def export_box_snapshot(store_url: str) -> Snapshot:
+    """Freeze the boxes as a content-addressed Parquet file (credentials from the env)."""
+    settings = load_settings(store_url=store_url)
+    annotations = open_annotations(settings)
+    try:
+        snapshot = annotations.export_snapshot(get_store(store_url), "boxes")
+    finally:
+        annotations.close()
+    get_run_logger().info("%d boxes in snapshot %s", snapshot.rows, snapshot.key)
+    return snapshot
+
+
+@task(name="plan-crops", **RETRYING)
+def plan_crops(
+    store_url: str, config: RuntimeConfig, snapshot: Snapshot, crop_config: CropConfig
+) -> CropPlan:
+    store = get_store(store_url)
+    plan = crops_core.plan_crops(
+        store,
+        get_runtime(config).encoder,
+        read_snapshot(store, snapshot.key),
+        snapshot_key=snapshot.key,
+        snapshot_digest=snapshot.digest,
+        config=crop_config,
+    )
+    get_run_logger().info(
+        "crops dataset %s: %d annotated images (%d train, %d test, %d stale) in %d parts",
+        plan.dataset_id,
+        plan.images,
+        plan.train_images,
+        plan.test_images,
+        plan.stale,
+        len(plan.parts),
+    )
+    return plan
+
+
+@task(name="encode-crop-part", task_run_name="encode-crop-part-{spec.part_id:.8}", **RETRYING)
+def build_crop_part(
+    store_url: str,
+    config: RuntimeConfig,
+    plan: CropPlan,
+    spec: PartSpec,
+    scales: tuple[int, ...],
+    progress_id: str | None = None,
+) -> dict[str, object]:
+    result = crops_core.build_part(get_store(store_url), get_runtime(config), plan, spec, scales)
+    advance(progress_id, "crops", spec.stop - spec.start)
+    return result
+
+
+@task(name="finish-crops", **RETRYING)
+def finish_crops(
+    store_url: str, config: RuntimeConfig, plan: CropPlan, crop_config: CropConfig
+) -> CropDataset:
+    return crops_core.finish_crops(
+        get_store(store_url), get_runtime(config).encoder, plan, crop_config
+    )
+
+
+@task(name="report-crops", cache_policy=NO_CACHE)
+def report_crops(dataset: CropDataset) -> None:
+    rows = [{"measure": f"images: {k}", "value": str(v)} for k, v in dataset.images.items()]
+    rows += [{"measure": f"windows: {k}", "value": str(v)} for k, v in dataset.windows.items()]
+    rows += [
+        {"measure": "rejected maps", "value": str(dataset.rejected)},
+        {"measure": "scales", "value": str(list(dataset.scales))},
+        {"measure": "annotation snapshot", "value": dataset.snapshot_key},
+        {"measure": "encoder version", "value": dataset.encoder_version},
+    ]
+    create_table_artifact(
+        key="crops-summary", table=rows, description=f"Crops dataset {dataset.dataset_id}"
+    )
+
+
+@task(name="train-locator-heads", cache_policy=NO_CACHE)
+def train_locator_heads(
+    store_url: str,
+    dataset_id: str,
+    train_config: TrainConfig,
+    threshold: float,
+    device: str,
+) -> LocatorRun:
+    """Train, evaluate on held-out photos, save; per-epoch metrics go to the log and an
+    artifact, the held-out pictures to the model's folder (linked from an artifact)."""
+    store = get_store(store_url)
+    logger = get_run_logger()
+    dataset = crops_core.read_dataset(store, dataset_id)
+    _, run = fit_locator(
+        store,
+        dataset,
+        config=train_config,
+        threshold=threshold,
+        device=device,
+        on_epoch=lambda m: logger.info(
+            "epoch %d: train loss %.4f, test loss %.4f, test accuracy %.3f, box error %.3f",
+            m.epoch,
+            m.train_loss,
+            m.test_loss,
+            m.test_accuracy,
+            m.test_box_error,
+        ),
+    )
+    create_table_artifact(
+        key="locator-epochs", table=run.metrics, description=f"Locator {run.version}: epochs"
+    )
+    create_table_artifact(
+        key="locator-evaluation",
+        table=run.evaluation_table,
+        description=f"Locator {run.version}: held-out boxes vs baselines",
+    )
+    create_markdown_artifact(
+        key="locator-pictures",
+        markdown=(
+            f"**Locator {run.version}** (best epoch {run.best_epoch} of {run.epochs})\n\n"
+            f"- held-out boxes (true green, predicted red): [{run.grid_uri}]({run.grid_uri})\n"
+            f"- IoU histogram: [{run.histogram_uri}]({run.histogram_uri})\n"
+        ),
+    )
+    return run
+
+
+@task(name="plan-locate", **RETRYING)
+def plan_locate(
+    store_url: str, config: RuntimeConfig, version: str | None, shard_size: int
+) -> LocatePlan:
+    store = get_store(store_url)
+    model = locator_store.load_locator(
+        store, version, encoder_version=get_runtime(config).encoder.version
+    )
+    plan = locator_store.plan_locate(store, model, shard_size=shard_size)
+    get_run_logger().info(
+        "locator %s: %d images, %d already located, %d to locate in %d shards",
+        model.version,
+        plan.images,
+        plan.already_located,
+        plan.to_locate,
+        len(plan.shards),
+    )
+    return plan
+
+
+@task(name="locate-shard", task_run_name="locate-shard-{shard.shard_id:.8}", **RETRYING)
+def locate_shard(
+    store_url: str,
+    config: RuntimeConfig,
+    version: str,
+    plan: LocatePlan,
+    shard: LocateShard,
+    progress_id: str | None = None,
+) -> dict[str, object]:
+    store = get_store(store_url)
+    runtime = get_runtime(config)
+    model = _model(store_url, version, runtime.encoder.version)
+    return locator_store.locate_shard(
+        store,
+        runtime,
+        model,
+        plan,
+        shard,
+        on_image=lambda n: advance(progress_id, "locate", n),
+    )
+
+
+_MODELS: dict[tuple[str, str], locator_store.LocatorModel] = {}
+
+
+def _model(store_url: str, version: str, encoder_version: str) -> locator_store.LocatorModel:
+    key = (store_url, version)
+    if key not in _MODELS:
+        _MODELS[key] = locator_store.load_locator(
+            get_store(store_url), version, encoder_version=encoder_version
+        )
+    return _MODELS[key]
+
+
+@task(name="report-locate", cache_policy=NO_CACHE)
+def report_locate(summary: dict[str, object]) -> None:
+    create_table_artifact(
+        key="locate-summary",
+        table=[{"measure": k, "value": str(v)} for k, v in summary.items()],
+        description=f"Boxes of locator {summary['locator_version']}",
+    )
+    get_run_logger().info(
+        "located %s images (%s fell back to the whole image, %s rejected) into %s",
+        summary["located"],
+        summary["fallback"],
+        summary["rejected"],
+        summary["boxes_uri"],
+    )
