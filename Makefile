@@ -44,6 +44,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/encode.py
+	$(BIN)/python bench/locator.py
 
 constraints: $(STAMP)
 	head -2 constraints.txt > constraints.txt.new

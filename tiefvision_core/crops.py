@@ -440,8 +440,9 @@ def load_samples(store: Store, dataset: CropDataset) -> list[MapSample]:
         targets = torch.zeros(rows, cols, 4)
         group = by_key.get((row["image_id"], row["side"]))
         if group is not None:
-            r, c = group["row"].to_numpy(), group["col"].to_numpy()
-            labels[r, c] = torch.tensor(group["label"].to_numpy().copy(), dtype=torch.int8)
+            r = torch.tensor(group["row"].to_numpy(np.int64))
+            c = torch.tensor(group["col"].to_numpy(np.int64))
+            labels[r, c] = torch.tensor(group["label"].to_numpy(np.int8))
             targets[r, c] = torch.from_numpy(
                 np.stack(group["target"].to_numpy()).astype(np.float32)
             )
