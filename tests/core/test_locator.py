@@ -309,16 +309,16 @@ def test_crop_of_a_window_encodes_like_the_whole_maps_window(lite0) -> None:
         )
 
     by_shift = {(dr, dc): mean_cosine(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
-    # Measured: aligned ≈ 0.74, the best shifted ≈ 0.65 (padding differs at the crop's rim).
-    assert by_shift[0, 0] > 0.70
+    # Measured: aligned 0.72, the best shift 0.64 (padding differs at the crop's rim).
+    assert by_shift[0, 0] > 0.68
     assert max(by_shift, key=by_shift.get) == (0, 0)
     assert by_shift[0, 0] - by_shift[0, 1] > 0.05
     assert by_shift[0, 0] - max(v for k, v in by_shift.items() if k != (0, 0)) > 0.04
-    # The window at head position (0, 0): the crop is the input's top-left 224 square.
+    # The window at head position (0, 0), the input's top-left 224 square (measured 0.84 vs 0.61).
     with torch.inference_mode():
         corner = lite0.encode_maps(crop_pixels(resized, (0, 0, 224, 224), 224)[None]).float()[0]
     aligned = _cosine_grid(corner, whole[:, :kh, :kw])
-    assert aligned > 0.8
+    assert aligned > 0.78
     assert aligned - _cosine_grid(corner, whole[:, :kh, 1 : 1 + kw]) > 0.15
 
 
