@@ -31,7 +31,7 @@ def encode(
     shard_size: int = 256,
     flips: bool = False,
     dtype: Literal["float16", "float32"] = "float16",
-    kind: Literal["grid"] = "grid",
+    kind: Literal["grid", "box"] = "grid",
     compile: bool = False,
 ) -> EncodeSummary:
     """Encode catalog images that have no encoding for (sha256, encoder version, box) yet.
@@ -45,7 +45,8 @@ def encode(
         shard_size: images per Parquet shard (the unit of resume).
         flips: also store each crop's horizontal mirror (a free positive for training).
         dtype: float16 (half the storage) or float32 vectors.
-        kind: which crop to encode: "grid" = box (whole image) resized to the canonical grid.
+        kind: which crop to encode on the canonical grid: "grid" = the whole image, "box" =
+            the current locator's box (the whole image where there is none).
         compile: torch.compile the model (worth it for long GPU runs).
     """
     settings, config = runtime_config(store, encoder, weights, device, batch_size, compile)

@@ -91,6 +91,11 @@ def test_demo_prints_summary_and_where_output_is(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "images (usable)" in result.stdout and "Manifest:" in result.stdout
     assert (tmp_path / "demo" / "store" / "catalog" / "manifest" / "CURRENT").is_file()
+    # Too small for the locator and Deep Ranking: both say so, search still runs.
+    assert "Skipping the locator" in result.stdout and "Skipping Deep Ranking" in result.stdout
+    assert "mAP@10" in result.stdout
+    report = (tmp_path / "demo" / "search-report.html").read_text()
+    assert report.count("<tr>") == 8 and "data:image/jpeg;base64," in report
 
 
 @pytest.fixture

@@ -235,7 +235,42 @@ def demo(
             "(20 or more), then run `tiefvision train-locator` and `tiefvision locate`."
         )
         return
-    _demo_locator(store, catalog_dir)
+    annotated = (products // 2) * views
+    if annotated >= 20:
+        _demo_locator(store, catalog_dir)
+    else:
+        console.print(
+            f"Skipping the locator: half of the catalog is {annotated} annotated photos, and "
+            "training needs 20 (use --products/--views for a larger catalog); search uses "
+            "whole photos."
+        )
+    _demo_search(store, workdir, supervised=products >= 8)
+
+
+def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
+    """Index the located crops, train Deep Ranking on the products, and compare."""
+    from tiefvision_cli.report import print_retrieval, print_similarity_run
+    from tiefvision_core.encoders import get_encoder
+    from tiefvision_core.index_store import open_index
+    from tiefvision_core.search_report import compare_spaces, search_report_html
+    from tiefvision_core.storage import open_store
+
+    console.print("Indexing the located crops (unsupervised space) …")
+    version = _run_rebuild_index(store)
+    console.print(f"unsupervised index {version['version']}: {version['size']} photos")
+    if supervised:
+        console.print("Training Deep Ranking on same-product triplets (supervised space) …")
+        print_similarity_run(console, _run_train_triplets(store))
+    else:
+        console.print("Skipping Deep Ranking: it needs 8 or more products (--products).")
+    target = open_store(store)
+    print_retrieval(console, compare_spaces(target, get_encoder("efficientnet_lite0")))
+    report = workdir / "search-report.html"
+    space = "supervised" if supervised else "unsupervised"
+    report.write_text(
+        search_report_html(target, open_index(target, space), title="TiefVision demo")
+    )
+    console.print(f"Search report (queries and their top results): {report}")
 
 
 def _demo_locator(store: str, catalog_dir: Path) -> None:
@@ -501,6 +536,185 @@ def print_located(
             f"{image}: box left={left} top={top} right={right} bottom={bottom}, "
             f"score {located.score:.3f}, {how}; locator {model.version}"
         )
+
+
+@app.command("rebuild-index")
+def rebuild_index(
+    store: StoreOption = None,
+    space: Annotated[str, typer.Option(help="unsupervised or supervised.")] = "unsupervised",
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    index_kind: Annotated[
+        str, typer.Option(help="auto, exact, hnsw or ivfpq (compressed).")
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Encode the catalog's box crops (incremental) and publish a new index version."""
+    version = _run_rebuild_index(
+        store, space=space, encoder=encoder, device=device, index_kind=index_kind
+    )
+    if as_json:
+        print(json.dumps(version))
+        return
+    check = version["self_check"]
+    console.print(
+        f"{version['space']} index {version['version']}: {version['size']} photos, "
+        f"{version['kind']} search over {version['dimension']} numbers each, built in "
+        f"{version['build_seconds']:.1f} s; self-check {check['found_first']}/"
+        f"{check['queries']} found themselves first\nIndex: {version['uri']}"
+    )
+
+
+def _run_rebuild_index(
+    store: str | None,
+    *,
+    space: str = "unsupervised",
+    encoder: str | None = None,
+    device: str | None = None,
+    index_kind: str = "auto",
+) -> dict[str, object]:
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.index_store import space_prefix
+    from tiefvision_core.storage import open_store
+
+    settings = load_settings(store_url=store, encoder=encoder, device=device)
+    open_store(settings.store_url, settings)
+    space_prefix(space)
+    if index_kind not in ("auto", "exact", "hnsw", "ivfpq"):
+        raise ConfigError(f"--index-kind {index_kind!r}: choose auto, exact, hnsw or ivfpq")
+
+    from flows.rebuild_index import rebuild_index as rebuild_flow
+    from tiefvision_cli.report import progress_bar
+
+    with progress_bar(console):
+        version = rebuild_flow(
+            store=settings.store_url,
+            space=space,
+            encoder=settings.encoder,
+            device=settings.device,
+            index_kind=index_kind,
+        )
+    return version.as_dict()
+
+
+@app.command()
+def search(
+    image: Annotated[
+        Path | None, typer.Argument(help="A photo to search with (or use --id).")
+    ] = None,
+    image_id: Annotated[
+        str | None, typer.Option("--id", help="Search with a catalog photo's id.")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="Results.")] = 10,
+    space: Annotated[str, typer.Option(help="unsupervised or supervised.")] = "unsupervised",
+    where: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="Only results with COLUMN=VALUE (e.g. category=dress)."),
+    ] = None,
+    store: StoreOption = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Find the catalog photos most similar to a photo or to a catalog image id."""
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.index_store import open_index
+    from tiefvision_core.search import search_by_id, search_by_image
+    from tiefvision_core.storage import open_store
+
+    if (image is None) == (image_id is None):
+        raise ConfigError("give either a photo file or --id ID (not both)")
+    filters = {}
+    for item in where or []:
+        column, sep, value = item.partition("=")
+        if not sep or not column:
+            raise ConfigError(f"--filter {item!r}: write COLUMN=VALUE, e.g. category=dress")
+        filters[column] = value
+    settings = load_settings(store_url=store, encoder=encoder)
+    target = open_store(settings.store_url, settings)
+    opened = open_index(target, space)
+    if image_id is not None:
+        result = search_by_id(opened, image_id, k=k, where=filters)
+    else:
+        from tiefvision_core.encoders import get_encoder
+        from tiefvision_core.errors import InputError
+
+        if not image.is_file():
+            raise InputError(f"image {image} does not exist: check the path")
+        result = search_by_image(
+            target, opened, get_encoder(settings.encoder), image.read_bytes(), k=k, where=filters
+        )
+    if as_json:
+        print(json.dumps(result.as_dict()))
+        return
+    from tiefvision_cli.report import print_search_result
+
+    print_search_result(console, result)
+
+
+@app.command("train-triplets")
+def train_triplets(
+    store: StoreOption = None,
+    database: DatabaseOption = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    margin: Annotated[float, typer.Option(min=0.001, max=2.0, help="Hinge-loss margin.")] = 0.1,
+    max_epochs: Annotated[int, typer.Option(min=1, help="Upper bound on epochs.")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+) -> None:
+    """Train the supervised similarity (Deep Ranking) and rebuild the supervised index."""
+    run = _run_train_triplets(
+        store,
+        database=database,
+        encoder=encoder,
+        device=device,
+        margin=margin,
+        max_epochs=max_epochs,
+    )
+    if as_json:
+        print(json.dumps(run))
+        return
+    from tiefvision_cli.report import print_similarity_run
+
+    print_similarity_run(console, run)
+
+
+def _run_train_triplets(
+    store: str | None,
+    *,
+    database: str | None = None,
+    encoder: str | None = None,
+    device: str | None = None,
+    margin: float = 0.1,
+    max_epochs: int = 30,
+) -> dict[str, object]:
+    from tiefvision_core.annotations import database_url_for
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.storage import open_store
+
+    settings = load_settings(store_url=store, database_url=database, encoder=encoder, device=device)
+    open_store(settings.store_url, settings)
+    database_url_for(settings)
+    if database:  # the flow reads it from the environment: never a (logged) parameter
+        os.environ["TIEFVISION_DATABASE_URL"] = database
+
+    from flows.train_triplets import train_triplets as train_flow
+    from tiefvision_cli.report import progress_bar
+
+    with progress_bar(console):
+        run = train_flow(
+            store=settings.store_url,
+            encoder=settings.encoder,
+            device=settings.device,
+            margin=margin,
+            max_epochs=max_epochs,
+        )
+    return run.as_dict()
 
 
 def main() -> None:

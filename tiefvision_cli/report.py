@@ -22,6 +22,9 @@ __all__ = [
     "print_ingest_summary",
     "print_locate_summary",
     "print_locator_run",
+    "print_retrieval",
+    "print_search_result",
+    "print_similarity_run",
     "progress_bar",
 ]
 
@@ -179,3 +182,52 @@ def print_locate_summary(console: Console, summary: dict[str, object]) -> None:
         )
     )
     console.print(f"Boxes: {summary['boxes_uri']}")
+
+
+def print_search_result(console: Console, result: object) -> None:
+    table = Table(
+        title=f"{result.space} index {result.index_version}"
+        + (f" — query box {result.query_box}" if result.query_box else ""),
+        title_justify="left",
+    )
+    for column in ("#", "image_id", "score", "box"):
+        table.add_column(column, justify="right" if column in ("#", "score") else "left")
+    for rank, hit in enumerate(result.results, 1):
+        table.add_row(str(rank), hit.image_id, f"{hit.score:.4f}", str(hit.box))
+    console.print(table)
+
+
+def print_similarity_run(console: Console, run: dict[str, object]) -> None:
+    table = Table(
+        title=f"Deep Ranking — {run['version']} (best epoch {run['best_epoch']} of "
+        f"{run['epochs']}; {run['test_products']} held-out products)",
+        title_justify="left",
+    )
+    for column in ("space", "held-out triplet accuracy", "held-out mAP@10"):
+        table.add_column(column, justify="left" if column == "space" else "right")
+    table.add_row(
+        "unsupervised", f"{run['unsupervised_accuracy']:.3f}", f"{run['unsupervised_map10']:.3f}"
+    )
+    table.add_row(
+        "supervised", f"{run['supervised_accuracy']:.3f}", f"{run['supervised_map10']:.3f}"
+    )
+    console.print(table)
+    console.print(f"Model: {run['model_uri']}")
+
+
+def print_retrieval(console: Console, rows: list[dict[str, object]]) -> None:
+    """Retrieval quality side by side (same product = relevant)."""
+    table = Table(title="Retrieval (same product = relevant)", title_justify="left")
+    for column in ("crop", "space", "photos", "queries", "P@1", "P@5", "mAP@10"):
+        table.add_column(column, justify="right" if column[0] in "qPm" else "left")
+    for row in rows:
+        table.add_row(
+            str(row["crop"]),
+            str(row["space"]),
+            str(row["photos"]),
+            str(row["queries"]),
+            f"{row['precision_at_1']:.3f}",
+            f"{row['precision_at_5']:.3f}",
+            f"{row['map_at_10']:.3f}",
+        )
+    console.print(table)

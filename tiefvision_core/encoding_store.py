@@ -45,8 +45,10 @@ __all__ = [
     "vectors_as_maps",
 ]
 
-#: ``grid``: the box (whole image until a locator exists) resized to the canonical square.
-KINDS = ("grid",)
+#: ``grid``: the whole image resized to the canonical square. ``box``: the product's box from
+#: the current locator (the whole image where there is no locator or no box yet) resized to
+#: the canonical square — what similarity search compares.
+KINDS = ("grid", "box")
 VectorDType = Literal["float16", "float32"]
 _PLAN_COLUMNS = ("image_id", "sha256", "uri", "width", "height", "box")
 _KEY_COLUMNS = ["image_id", "sha256", "box"]
@@ -139,9 +141,11 @@ def plan_encoding(
         raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
     usable = manifest.filter(pc.equal(manifest["status"], "ok"))
     done = encoded_keys(store, prefix)
+    located = _located_boxes(store) if kind == "box" else {}
     rows = []
     for row in usable.select(["image_id", "sha256", "source_uri", "width", "height"]).to_pylist():
-        box = (0, 0, int(row["width"]), int(row["height"]))
+        whole = (0, 0, int(row["width"]), int(row["height"]))
+        box = located.get((row["image_id"], row["sha256"]), whole)
         if (row["image_id"], row["sha256"], box) not in done:
             rows.append({**row, "uri": row.pop("source_uri"), "box": list(box)})
     rows.sort(key=lambda r: r["image_id"])
@@ -160,6 +164,20 @@ def plan_encoding(
         shard_id = hashlib.sha256(ident.encode()).hexdigest()[:24]
         shards.append(ShardSpec(shard_id, start, start + len(part)))
     return EncodePlan(prefix, plan_key, tuple(shards), usable.num_rows, usable.num_rows - len(rows))
+
+
+def _located_boxes(store: Store) -> dict[tuple[str, str], tuple[int, int, int, int]]:
+    """(image_id, sha256) → box of the current locator (fallback rows are the whole image
+    already); empty when no locator exists yet."""
+    from tiefvision_core.locator_store import latest_boxes
+
+    boxes = latest_boxes(store)
+    if boxes is None or boxes.empty:
+        return {}
+    coords = boxes[["left", "top", "right", "bottom"]].astype(int).itertuples(index=False)
+    return {
+        (i, s): tuple(b) for i, s, b in zip(boxes["image_id"], boxes["sha256"], coords, strict=True)
+    }
 
 
 def load_requests(store: Store, plan_key: str, spec: ShardSpec) -> list[CropRequest]:
@@ -302,7 +320,28 @@ def read_encodings(
             current = pc.binary_join_element_wise(ok["image_id"], ok["sha256"], "\0")
             keys = pc.binary_join_element_wise(table["image_id"], table["sha256"], "\0")
             table = table.filter(pc.is_in(keys, value_set=current))
+    if kind == "box":
+        table = _current_boxes_only(store, table)
     return table.sort_by([("image_id", "ascending"), ("flipped", "ascending")])
+
+
+def _current_boxes_only(store: Store, table: pa.Table) -> pa.Table:
+    """A photo re-located by a newer locator keeps its old rows on storage; only the rows of
+    its current box (the whole image when it has none) count."""
+    manifest = read_manifest(store)
+    if manifest is None:
+        return table
+    expected = {
+        (r["image_id"], r["sha256"]): (0, 0, int(r["width"]), int(r["height"]))
+        for r in manifest.select(["image_id", "sha256", "width", "height"]).to_pylist()
+    }
+    expected.update(_located_boxes(store))
+    keys = zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True)
+    keep = [
+        expected.get(key) == _box_tuple(box)
+        for key, box in zip(keys, table["box"].to_pylist(), strict=True)
+    ]
+    return table.filter(pa.array(keep, pa.bool_()))
 
 
 def vectors_as_maps(table: pa.Table) -> np.ndarray:

@@ -1,0 +1,81 @@
+"""Deep Ranking flow: box crops (incremental) → triplets → projection → supervised index.
+
+encode(kind="box", flips) ──► export_triplet_snapshot ──► train_projection ──► rebuild_index
+                              (annotated triplets,        (hinge loss, mined      (supervised
+                               frozen)                     negatives, held-out     space)
+                                                           products, early stop)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+
+from flows._runtime import runtime_config
+from flows.encode import encode
+from flows.rebuild_index import rebuild_index
+from tasks.search import export_triplet_snapshot, train_projection
+from tiefvision_core.deep_ranking import DeepRankingConfig
+from tiefvision_core.errors import ConfigError
+from tiefvision_core.similarity_training import SimilarityRun
+
+__all__ = ["train_triplets"]
+
+
+@flow(name="train-triplets")
+def train_triplets(
+    store: str | None = None,
+    encoder: str | None = None,
+    weights: str = "default",
+    device: Literal["auto", "cpu", "cuda"] | None = None,
+    margin: float = 0.1,
+    max_epochs: int = 30,
+    learning_rate: float = 1e-3,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    rebuild: bool = True,
+) -> SimilarityRun:
+    """Train the supervised similarity (Deep Ranking) and rebuild its index.
+
+    Args:
+        store: storage root (default: ``TIEFVISION_STORE_URL``, else the local store).
+        encoder: encoder name (default ``TIEFVISION_ENCODER``: efficientnet_lite0).
+        weights: encoder weights: "default" (pretrained, offline), "none", or a .pth path.
+        device: auto, cpu or cuda (encoding).
+        margin: hinge-loss margin on the mean-cosine similarity.
+        max_epochs: upper bound on epochs (early stopping on held-out triplet accuracy).
+        learning_rate: Adam learning rate.
+        test_fraction: share of products held out (all their photos).
+        seed: split and training seed.
+        rebuild: publish a new supervised index with the trained model.
+    """
+    if not 0.0 < margin <= 2.0:
+        raise ConfigError(f"margin {margin}: choose a value in (0, 2] (similarities are cosines)")
+    settings, config = runtime_config(store, encoder, weights, device, None)
+    encode(
+        store=settings.store_url,
+        encoder=settings.encoder,
+        weights=weights,
+        device=settings.device,
+        kind="box",
+        flips=True,
+    )
+    snapshot = export_triplet_snapshot(settings.store_url)
+    ranking = DeepRankingConfig(
+        margin=margin,
+        max_epochs=max_epochs,
+        learning_rate=learning_rate,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    run = train_projection(settings.store_url, config, snapshot, ranking)
+    if rebuild:
+        rebuild_index(
+            store=settings.store_url,
+            space="supervised",
+            encoder=settings.encoder,
+            weights=weights,
+            device=settings.device,
+        )
+    return run

@@ -1,0 +1,112 @@
+"""Prefect tasks for indexes: build a space's new version (self-checked, switched
+atomically) and report it."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from tasks.encoding import get_runtime
+from tasks.policies import NO_CACHE, RETRYING
+from tasks.stores import get_store
+from tiefvision_core import search
+from tiefvision_core.annotations import Snapshot, open_annotations, read_snapshot
+from tiefvision_core.config import load_settings
+from tiefvision_core.deep_ranking import DeepRankingConfig
+from tiefvision_core.encoding import RuntimeConfig
+from tiefvision_core.index import IndexConfig
+from tiefvision_core.index_store import IndexVersion
+from tiefvision_core.similarity_training import SimilarityRun, fit_similarity
+
+__all__ = [
+    "build_space_index",
+    "export_triplet_snapshot",
+    "report_index",
+    "train_projection",
+]
+
+
+@task(name="build-space-index", **RETRYING)
+def build_space_index(
+    store_url: str, config: RuntimeConfig, space: str, index_config: IndexConfig, keep: int
+) -> IndexVersion:
+    version = search.rebuild_space(
+        get_store(store_url), get_runtime(config).encoder, space, config=index_config, keep=keep
+    )
+    get_run_logger().info(
+        "%s index %s: %d vectors, %s, built in %.1f s, self-check %s",
+        space,
+        version.version,
+        version.size,
+        version.kind,
+        version.build_seconds,
+        version.self_check,
+    )
+    return version
+
+
+@task(name="report-index", cache_policy=NO_CACHE)
+def report_index(version: IndexVersion) -> None:
+    rows = [
+        {"measure": name, "value": str(value)}
+        for name, value in version.as_dict().items()
+        if name != "self_check"
+    ]
+    rows.append({"measure": "self check", "value": str(version.self_check)})
+    create_table_artifact(
+        key=f"index-{version.space}", table=rows, description=f"{version.space} index"
+    )
+
+
+@task(name="export-triplet-snapshot", **RETRYING)
+def export_triplet_snapshot(store_url: str) -> Snapshot:
+    """Freeze the annotated triplets (credentials for the database from the environment)."""
+    annotations = open_annotations(load_settings(store_url=store_url))
+    try:
+        return annotations.export_snapshot(get_store(store_url), "triplets")
+    finally:
+        annotations.close()
+
+
+@task(name="train-projection", cache_policy=NO_CACHE)
+def train_projection(
+    store_url: str, config: RuntimeConfig, snapshot: Snapshot, ranking: DeepRankingConfig
+) -> SimilarityRun:
+    """Deep Ranking on the box crops; per-epoch metrics logged and published."""
+    store = get_store(store_url)
+    logger = get_run_logger()
+    triplets = read_snapshot(store, snapshot.key) if snapshot.rows else None
+    run = fit_similarity(
+        store,
+        get_runtime(config).encoder,
+        triplets=triplets,
+        snapshot=snapshot.as_dict(),
+        config=ranking,
+        on_epoch=lambda e: logger.info(
+            "epoch %d: train loss %.4f, held-out loss %.4f, held-out triplet accuracy %.3f",
+            e.epoch,
+            e.train_loss,
+            e.test_loss,
+            e.test_accuracy,
+        ),
+    )
+    create_table_artifact(
+        key="deep-ranking-epochs", table=run.metrics, description=f"Deep Ranking {run.version}"
+    )
+    create_table_artifact(
+        key="deep-ranking-evaluation",
+        table=[
+            {
+                "space": "unsupervised",
+                "held-out triplet accuracy": run.unsupervised_accuracy,
+                "held-out mAP@10": run.unsupervised_map10,
+            },
+            {
+                "space": f"supervised {run.version}",
+                "held-out triplet accuracy": run.supervised_accuracy,
+                "held-out mAP@10": run.supervised_map10,
+            },
+        ],
+        description=f"Loss curves: {run.model_uri}loss-curves.png",
+    )
+    return run

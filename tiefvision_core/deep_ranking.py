@@ -1,0 +1,233 @@
+"""Deep Ranking: a projection of the grid encodings trained on triplets (H, H+, H−) so that
+sim(H, H+) beats sim(H, H−) by a margin.
+
+* The network is the seed's: a 1×1 convolution over the encoder's channels, initialised to
+  the identity, so before training it *is* the unsupervised space (a test checks the
+  rankings are equal) and training can only start from there.
+* Similarity in both spaces is the same function: per-position L2 normalisation, mean of
+  cosines over the grid (``similarity.similarity_vectors``), so one index code serves both.
+* Loss: ``max(0, margin − sim(H, H+) + sim(H, H−))`` on normalised outputs.
+* Triplets: H+ = another view of the same product (the catalog's ``product_id``) or H
+  mirrored (free); H− = another product, mined where the *unsupervised* space ranks it too
+  high (the errors worth fixing), plus the hardest other product in the batch. Annotated
+  triplets from the database join the training set.
+* Held-out: whole products (all their photos) are kept out of training; early stopping and
+  the reported accuracy use triplets among them only.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "DeepRankingConfig",
+    "EpochReport",
+    "ProjectionNet",
+    "TrainedProjection",
+    "hinge_loss",
+    "make_triplets",
+    "mine_negatives",
+    "split_products",
+    "train_projection",
+    "triplet_accuracy",
+]
+
+
+class ProjectionNet(nn.Module):
+    """1×1 convolution C → C initialised to the identity (the seed's network)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.conv(maps)
+
+
+def embed(net: nn.Module, maps: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) → (N, H·W·C) unit vectors whose inner product is the mean cosine."""
+    out = net(maps)
+    n, _, h, w = out.shape
+    out = out / out.norm(dim=1, keepdim=True).clamp_min(1e-6) / (h * w) ** 0.5
+    return out.permute(0, 2, 3, 1).reshape(n, -1)
+
+
+def hinge_loss(sim_pos: torch.Tensor, sim_neg: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean of ``max(0, margin − sim(H, H+) + sim(H, H−))``."""
+    return torch.clamp(margin - sim_pos + sim_neg, min=0).mean()
+
+
+def split_products(products: Sequence[str], test_fraction: float, seed: int) -> set[str]:
+    """The held-out products (seeded; at least one when there are two or more)."""
+    unique = sorted(set(products))
+    random.Random(hashlib.sha256(f"{seed}".encode()).digest()).shuffle(unique)
+    n_test = max(1, round(len(unique) * test_fraction)) if len(unique) >= 2 else 0
+    return set(unique[:n_test])
+
+
+def mine_negatives(vectors: np.ndarray, labels: np.ndarray, per_anchor: int) -> list[list[int]]:
+    """For each row, the ``per_anchor`` rows of other labels that rank highest by inner
+    product: the unsupervised space's most confusing wrong answers."""
+    scores = np.asarray(vectors, np.float32) @ np.asarray(vectors, np.float32).T
+    scores[labels[:, None] == labels[None, :]] = -np.inf
+    top = np.argsort(-scores, axis=1)[:, :per_anchor]
+    return [[int(j) for j in row if np.isfinite(scores[i, j])] for i, row in enumerate(top)]
+
+
+def make_triplets(
+    labels: np.ndarray, rows: Sequence[int], rng: random.Random, negatives: list[list[int]]
+) -> list[tuple[int, int, int]]:
+    """One (anchor, positive, negative) per anchor in ``rows``: positive = another photo of
+    the product (−1 = the anchor mirrored when it has none), negative from ``negatives``."""
+    by_label: dict[object, list[int]] = {}
+    for row in rows:
+        by_label.setdefault(labels[row], []).append(row)
+    triplets = []
+    for row in rows:
+        others = [r for r in by_label[labels[row]] if r != row]
+        positive = rng.choice(others) if others else -1
+        pool = [r for r in negatives[row] if r in set(rows)] or [
+            r for r in rows if labels[r] != labels[row]
+        ]
+        if pool:
+            triplets.append((row, positive, rng.choice(pool)))
+    return triplets
+
+
+@dataclass(frozen=True)
+class DeepRankingConfig:
+    margin: float = 0.1
+    max_epochs: int = 30
+    patience: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    mined_negatives: int = 10
+    test_fraction: float = 0.25
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float
+    seconds: float
+
+
+@dataclass
+class TrainedProjection:
+    net: ProjectionNet
+    unsupervised_accuracy: float
+    history: list[EpochReport] = field(default_factory=list)
+    best_epoch: int = 0  # 0: no epoch beat the identity, which is kept
+    best_accuracy: float = 0.0
+
+    def metrics(self) -> list[dict[str, float]]:
+        return [asdict(e) for e in self.history]
+
+
+def _tensor(maps: np.ndarray, rows: Sequence[int], flipped: np.ndarray | None) -> torch.Tensor:
+    """Maps of ``rows``; row −k−1 means the mirror of row k (stored flip when present,
+    else the map mirrored along its width)."""
+    out = []
+    for r in rows:
+        if r >= 0:
+            out.append(torch.from_numpy(np.asarray(maps[r], np.float32)))
+        elif flipped is not None:
+            out.append(torch.from_numpy(np.asarray(flipped[-r - 1], np.float32)))
+        else:
+            out.append(torch.from_numpy(np.asarray(maps[-r - 1], np.float32)).flip(-1))
+    return torch.stack(out)
+
+
+def _similarities(net, maps, flipped, triplets) -> tuple[torch.Tensor, torch.Tensor]:
+    anchors = embed(net, _tensor(maps, [a for a, _, _ in triplets], flipped))
+    positives = embed(
+        net, _tensor(maps, [p if p >= 0 else -a - 1 for a, p, _ in triplets], flipped)
+    )
+    negatives = embed(net, _tensor(maps, [n for _, _, n in triplets], flipped))
+    return (anchors * positives).sum(1), (anchors * negatives).sum(1)
+
+
+@torch.no_grad()
+def triplet_accuracy(net, maps, flipped, triplets, margin: float = 0.1) -> tuple[float, float]:
+    """(share with sim(H, H+) > sim(H, H−), mean hinge loss at ``margin``)."""
+    if not triplets:
+        return 0.0, 0.0
+    net.eval()
+    pos, neg = _similarities(net, maps, flipped, triplets)
+    return float((pos > neg).float().mean()), float(hinge_loss(pos, neg, margin))
+
+
+def train_projection(
+    maps: np.ndarray,
+    labels: np.ndarray,
+    train_rows: Sequence[int],
+    test_triplets: list[tuple[int, int, int]],
+    *,
+    flipped: np.ndarray | None = None,
+    negatives: list[list[int]],
+    extra_triplets: Sequence[tuple[int, int, int]] = (),
+    config: DeepRankingConfig | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> TrainedProjection:
+    """Train the projection; keep the epoch with the best held-out triplet accuracy."""
+    config = config or DeepRankingConfig()
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    net = ProjectionNet(maps.shape[1])
+    before, _ = triplet_accuracy(net, maps, flipped, test_triplets)
+    result = TrainedProjection(net, before)
+    _, before_loss = triplet_accuracy(net, maps, flipped, test_triplets, config.margin)
+    best = ((before, -before_loss), copy.deepcopy(net.state_dict()))
+    optimiser = torch.optim.Adam(
+        net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    for epoch in range(1, config.max_epochs + 1):
+        started = time.perf_counter()
+        net.train()
+        triplets = make_triplets(labels, train_rows, rng, negatives) + list(extra_triplets)
+        rng.shuffle(triplets)
+        total = 0.0
+        for start in range(0, len(triplets), config.batch_size):
+            batch = triplets[start : start + config.batch_size]
+            pos, neg = _similarities(net, maps, flipped, batch)
+            loss = hinge_loss(pos, neg, config.margin)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        accuracy, test_loss = triplet_accuracy(net, maps, flipped, test_triplets, config.margin)
+        report = EpochReport(
+            epoch,
+            round(total / max(1, len(triplets)), 5),
+            round(test_loss, 5),
+            round(accuracy, 4),
+            round(time.perf_counter() - started, 2),
+        )
+        result.history.append(report)
+        if on_epoch:
+            on_epoch(report)
+        if (accuracy, -test_loss) > best[0]:  # accuracy first, held-out loss breaks ties
+            best = ((accuracy, -test_loss), copy.deepcopy(net.state_dict()))
+            result.best_epoch = epoch
+        elif epoch - result.best_epoch >= config.patience:
+            break
+    net.load_state_dict(best[1])
+    net.eval()
+    result.best_accuracy = best[0][0]
+    return result

@@ -1,0 +1,181 @@
+"""Vector indexes with FAISS: exact while it fits, ANN + exact re-ranking beyond.
+
+One index version holds, for N crops of one space (D numbers each, see ``similarity``):
+
+* ``vectors.npy`` — the full vectors, float16, read memory-mapped: query-by-id and the
+  exact re-ranking read only the rows they need;
+* ``index.faiss`` — either an exact inner-product index over the full vectors (small
+  catalogs: ``N·D·4`` bytes under ``exact_max_bytes``), or an ANN index (HNSW, or IVF-PQ
+  for the compressed option) over a compact representation;
+* ``projection.npy`` — the compact representation's per-position projection (C → c),
+  fitted on the data: the top eigenvectors of the positions' second-moment matrix, so
+  inner products are preserved as well as ``c`` dimensions allow (no centring: the score
+  is an inner product, not a distance to the mean).
+
+ANN search returns ``rerank`` candidates which are re-scored with the full vectors, so the
+reported scores are always exact similarities and the ranking among candidates is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+__all__ = ["IndexConfig", "VectorIndex", "build_index", "fit_projection"]
+
+IndexKind = Literal["exact", "hnsw", "ivfpq"]
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How an index is built; saved in its metadata."""
+
+    exact_max_bytes: int = 1 << 30  # float32 full vectors searched exactly up to 1 GiB
+    kind: Literal["auto", "exact", "hnsw", "ivfpq"] = "auto"
+    compact_channels: int = 64
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    ivf_lists: int | None = None  # default: ~4·sqrt(N)
+    pq_bytes: int = 64  # IVF-PQ code size per vector (the compressed option)
+    ivf_probe: int = 32
+    rerank: int = 100
+    sample_for_training: int = 50_000
+
+    def choose(self, n: int, dim: int) -> IndexKind:
+        if self.kind != "auto":
+            return self.kind
+        return "exact" if n * dim * 4 <= self.exact_max_bytes else "hnsw"
+
+
+def fit_projection(vectors: np.ndarray, grid: tuple[int, int, int], channels: int) -> np.ndarray:
+    """(C, c) projection of position vectors preserving inner products best (top
+    eigenvectors of their second-moment matrix), fitted on the rows of ``vectors``."""
+    c_full = grid[2]
+    positions = np.asarray(vectors, np.float32).reshape(-1, c_full)
+    moment = positions.T @ positions / max(1, len(positions))
+    _, eigenvectors = np.linalg.eigh(moment.astype(np.float64))
+    keep = min(channels, c_full)
+    return np.ascontiguousarray(eigenvectors[:, ::-1][:, :keep].astype(np.float32))
+
+
+def _compact(vectors: np.ndarray, grid: tuple[int, int, int], projection: np.ndarray):
+    h, w, c_full = grid
+    positions = np.asarray(vectors, np.float32).reshape(len(vectors), h * w, c_full)
+    return np.ascontiguousarray((positions @ projection).reshape(len(vectors), -1))
+
+
+def _batches(n: int, size: int) -> Iterable[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+@dataclass(frozen=True)
+class BuiltIndex:
+    kind: IndexKind
+    index: faiss.Index
+    projection: np.ndarray | None
+    config: IndexConfig
+
+
+def build_index(
+    vectors: np.ndarray, grid: tuple[int, int, int], config: IndexConfig | None = None
+) -> BuiltIndex:
+    """Build the FAISS index for ``vectors`` (N, D) (float16 or float32, may be a memmap);
+    ``grid`` = (H, W, C) of the flattened layout."""
+    config = config or IndexConfig()
+    n, dim = vectors.shape
+    kind = config.choose(n, dim)
+    if kind == "exact":
+        index = faiss.IndexFlatIP(dim)
+        for part in _batches(n, 4096):
+            index.add(np.ascontiguousarray(vectors[part], np.float32))
+        return BuiltIndex("exact", index, None, config)
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(n, size=min(n, config.sample_for_training), replace=False))
+    projection = fit_projection(vectors[sample], grid, config.compact_channels)
+    compact_dim = projection.shape[1] * grid[0] * grid[1]
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(compact_dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        index.hnsw.efSearch = config.hnsw_ef_search
+    else:
+        lists = config.ivf_lists or max(1, min(n // 39, int(4 * np.sqrt(n))))
+        quantizer = faiss.IndexFlatIP(compact_dim)
+        sub = config.pq_bytes
+        while compact_dim % sub:
+            sub //= 2
+        index = faiss.IndexIVFPQ(quantizer, compact_dim, lists, sub, 8, faiss.METRIC_INNER_PRODUCT)
+        index.train(_compact(vectors[sample], grid, projection))
+        index.nprobe = min(lists, config.ivf_probe)
+    for part in _batches(n, 4096):
+        index.add(_compact(vectors[part], grid, projection))
+    return BuiltIndex(kind, index, projection, config)
+
+
+class VectorIndex:
+    """One index version opened for search: FAISS index + memory-mapped full vectors."""
+
+    def __init__(
+        self,
+        *,
+        kind: IndexKind,
+        index: faiss.Index,
+        vectors: np.ndarray,
+        grid: tuple[int, int, int],
+        projection: np.ndarray | None,
+        config: IndexConfig,
+    ) -> None:
+        self.kind, self.index, self.vectors = kind, index, vectors
+        self.grid, self.projection, self.config = grid, projection, config
+
+    @classmethod
+    def load(cls, folder: Path, metadata: dict) -> VectorIndex:
+        config = IndexConfig(**metadata["config"])
+        index = faiss.read_index(str(folder / "index.faiss"))
+        if metadata["kind"] == "hnsw":
+            index.hnsw.efSearch = config.hnsw_ef_search
+        elif metadata["kind"] == "ivfpq":
+            index.nprobe = min(index.nlist, config.ivf_probe)
+        projection_file = folder / "projection.npy"
+        return cls(
+            kind=metadata["kind"],
+            index=index,
+            vectors=np.load(folder / "vectors.npy", mmap_mode="r"),
+            grid=tuple(metadata["grid"]),
+            projection=np.load(projection_file) if projection_file.exists() else None,
+            config=config,
+        )
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def search(
+        self, queries: np.ndarray, k: int, *, candidates: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (scores, rows) per query; scores are exact similarities. Rows are -1
+        where fewer than ``k`` results exist."""
+        queries = np.atleast_2d(np.asarray(queries, np.float32))
+        k = min(k, len(self))
+        if self.kind == "exact":
+            scores, rows = self.index.search(queries, k)
+            return scores, rows
+        wanted = min(len(self), max(k, candidates or self.config.rerank))
+        _, found = self.index.search(_compact(queries, self.grid, self.projection), wanted)
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_rows = np.full((len(queries), k), -1, np.int64)
+        for q, rows in enumerate(found):
+            rows = rows[rows >= 0]
+            exact = np.asarray(self.vectors[np.sort(rows)], np.float32) @ queries[q]
+            order = np.argsort(-exact)[:k]
+            out_scores[q, : len(order)] = exact[order]
+            out_rows[q, : len(order)] = np.sort(rows)[order]
+        return out_scores, out_rows
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": self.kind, "size": len(self), "config": asdict(self.config)}

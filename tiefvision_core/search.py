@@ -1,0 +1,266 @@
+"""Similarity search: build a space's vectors from stored encodings, and query it by image id
+or by a photo (locate → crop → encode → search).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tiefvision_core.catalog import read_manifest
+from tiefvision_core.encoders import Encoder
+from tiefvision_core.encoding import encode_crops
+from tiefvision_core.encoding_store import read_encodings, vectors_as_maps
+from tiefvision_core.errors import IncompatibleModel, InputError
+from tiefvision_core.imaging import decode_image
+from tiefvision_core.index import IndexConfig
+from tiefvision_core.index_store import IndexVersion, OpenedIndex, publish_index
+from tiefvision_core.similarity import similarity_vectors
+from tiefvision_core.storage import Store
+
+__all__ = [
+    "SearchHit",
+    "SearchResult",
+    "catalog_rows",
+    "query_box",
+    "rebuild_space",
+    "search_by_id",
+    "search_by_image",
+    "space_transform",
+    "space_vectors",
+]
+
+_ID_COLUMNS = ["image_id", "sha256", "box"]
+_METADATA_COLUMNS = ("product_id", "category")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    image_id: str
+    score: float
+    box: list[int]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    space: str
+    index_version: str
+    results: list[SearchHit]
+    query_box: list[int] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        data = {
+            "index_version": self.index_version,
+            "space": self.space,
+            "results": [asdict(hit) for hit in self.results],
+        }
+        if self.query_box is not None:
+            data["query_box"] = self.query_box
+        return data
+
+
+def catalog_rows(store: Store, encoder: Encoder) -> pa.Table:
+    """The current box-crop encodings (no mirrors) of the catalog, one row per photo."""
+    table = read_encodings(
+        store,
+        encoder.name,
+        encoder.version,
+        kind="box",
+        columns=[*_ID_COLUMNS, "vector", "grid_h", "grid_w", "channels"],
+    )
+    if table.num_rows == 0:
+        raise InputError(
+            "no box-crop encodings for this encoder yet: run `tiefvision rebuild-index`, "
+            "which encodes them first"
+        )
+    return table.filter(pc.invert(table["flipped"]))
+
+
+def _chunks(table: pa.Table, size: int = 512) -> Iterator[pa.Table]:
+    for start in range(0, table.num_rows, size):
+        yield table.slice(start, size)
+
+
+def space_vectors(
+    table: pa.Table, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Flat mean-cosine vectors (float16) of every row, computed chunk by chunk, after
+    ``transform`` of the maps (the supervised projection) when given."""
+    grid = (int(table["grid_h"][0].as_py()), int(table["grid_w"][0].as_py()))
+    channels = int(table["channels"][0].as_py())
+    out = np.empty((table.num_rows, grid[0] * grid[1] * channels), np.float16)
+    done = 0
+    for part in _chunks(table):
+        maps = vectors_as_maps(part)
+        vectors = similarity_vectors(transform(maps) if transform else maps)
+        out[done : done + len(vectors)] = vectors
+        done += len(vectors)
+    return out, (grid[0], grid[1], channels)
+
+
+def id_frame(store: Store, table: pa.Table) -> pd.DataFrame:
+    """Row → image_id, sha256, box, and the manifest's product_id/category when present
+    (category is a search filter; product_id is the evaluation's ground truth)."""
+    frame = table.select(_ID_COLUMNS).to_pandas()
+    frame["box"] = frame["box"].map(lambda b: [int(v) for v in b])
+    manifest = read_manifest(store)
+    if manifest is not None:
+        extra = [c for c in _METADATA_COLUMNS if c in manifest.column_names]
+        if extra:
+            meta = manifest.select(["image_id", *extra]).to_pandas()
+            frame = frame.merge(meta, on="image_id", how="left")
+    return frame
+
+
+def _hits(
+    opened: OpenedIndex,
+    scores: np.ndarray,
+    rows: np.ndarray,
+    k: int,
+    exclude: str | None,
+    where: dict[str, str] | None,
+) -> list[SearchHit]:
+    hits = []
+    for score, row in zip(scores, rows, strict=True):
+        if row < 0:
+            continue
+        record = opened.ids.iloc[int(row)]
+        if exclude is not None and record["image_id"] == exclude:
+            continue
+        if where and any(str(record.get(c)) != v for c, v in where.items()):
+            continue
+        hits.append(SearchHit(record["image_id"], round(float(score), 6), _ints(record["box"])))
+        if len(hits) == k:
+            break
+    return hits
+
+
+def _ints(box: object) -> list[int]:
+    return [int(v) for v in box]
+
+
+def _check_filter(opened: OpenedIndex, where: dict[str, str] | None) -> None:
+    for column in where or {}:
+        if column not in opened.ids.columns or column in ("box",):
+            raise InputError(
+                f"cannot filter on {column!r}: the index knows "
+                f"{', '.join(c for c in opened.ids.columns if c != 'box')}"
+            )
+
+
+def _search(opened: OpenedIndex, query: np.ndarray, k: int, exclude, where) -> list[SearchHit]:
+    _check_filter(opened, where)
+    wanted = k + (exclude is not None)
+    if where:
+        wanted = max(wanted * 10, opened.index.config.rerank)
+    scores, rows = opened.index.search(query[None, :], wanted, candidates=wanted)
+    return _hits(opened, scores[0], rows[0], k, exclude, where)
+
+
+def search_by_id(
+    opened: OpenedIndex,
+    image_id: str,
+    *,
+    k: int = 10,
+    include_self: bool = False,
+    where: dict[str, str] | None = None,
+) -> SearchResult:
+    """Neighbours of a catalog photo, from its stored vector (no encoding needed)."""
+    row = opened.row_of(image_id)
+    query = np.asarray(opened.index.vectors[row], np.float32)
+    hits = _search(opened, query, k, None if include_self else image_id, where)
+    return SearchResult(opened.space, opened.version, hits, _ints(opened.ids.iloc[row]["box"]))
+
+
+def query_box(store: Store, encoder: Encoder, image) -> list[int]:
+    """Where the product is in an uploaded photo: the current locator when it was trained
+    on this encoder, else the whole photo (never a wrong-space box)."""
+    from tiefvision_core.locator_store import LOCATOR_CURRENT, load_locator, locate_image
+
+    if store.read_pointer(LOCATOR_CURRENT) is None:
+        return [0, 0, image.width, image.height]
+    try:
+        model = load_locator(store, encoder_version=encoder.version)
+    except IncompatibleModel:
+        return [0, 0, image.width, image.height]
+    return _ints(locate_image(model, encoder, image).box)
+
+
+def search_by_image(
+    store: Store,
+    opened: OpenedIndex,
+    encoder: Encoder,
+    data: bytes,
+    *,
+    k: int = 10,
+    where: dict[str, str] | None = None,
+) -> SearchResult:
+    """Neighbours of an uploaded photo: decoded safely, located, cropped, encoded on the
+    canonical grid, (projected for a supervised space) and searched."""
+    source = opened.metadata.get("source", {})
+    if source.get("encoder_version") not in (None, encoder.version):
+        raise IncompatibleModel(
+            f"the {opened.space} index {opened.version} holds {source['encoder_version']} "
+            f"vectors, but the query was encoded with {encoder.version}"
+        )
+    image = decode_image(data)
+    box = query_box(store, encoder, image)
+    maps = encode_crops(encoder, [image], [tuple(box)]).cpu().numpy()
+    transform = space_transform(store, opened.space, encoder, source.get("model_version"))
+    if transform is not None:
+        maps = transform(maps)
+    query = similarity_vectors(maps)[0]
+    return SearchResult(opened.space, opened.version, _search(opened, query, k, None, where), box)
+
+
+def space_transform(
+    store: Store, space: str, encoder: Encoder, model_version: str | None = None
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """How a space turns encoder maps into its grid encodings: nothing for the
+    unsupervised space, the trained projection for the supervised one."""
+    if space != "supervised":
+        return None
+    from tiefvision_core.similarity_training import load_projection, projected_maps
+
+    net, _ = load_projection(store, encoder.version, model_version)
+    return lambda maps: projected_maps(net, maps)
+
+
+def rebuild_space(
+    store: Store,
+    encoder: Encoder,
+    space: str = "unsupervised",
+    *,
+    config: IndexConfig | None = None,
+    keep: int = 3,
+) -> IndexVersion:
+    """A new version of ``space``'s index from the current box-crop encodings (through the
+    current similarity model for the supervised space)."""
+    source: dict[str, object] = {
+        "encoder": encoder.name,
+        "encoder_version": encoder.version,
+        "kind": "box",
+    }
+    if space == "supervised":
+        from tiefvision_core.similarity_training import CURRENT
+
+        source["model_version"] = store.read_pointer(CURRENT)
+    transform = space_transform(store, space, encoder, source.get("model_version"))
+    table = catalog_rows(store, encoder)
+    vectors, grid = space_vectors(table, transform)
+    return publish_index(
+        store,
+        space,
+        vectors,
+        id_frame(store, table),
+        grid=grid,
+        source=source,
+        config=config,
+        keep=keep,
+    )
