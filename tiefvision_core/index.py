@@ -53,13 +53,23 @@ class IndexConfig:
         return "exact" if n * dim * 4 <= self.exact_max_bytes else "hnsw"
 
 
-def fit_projection(vectors: np.ndarray, grid: tuple[int, int, int], channels: int) -> np.ndarray:
+def fit_projection(
+    vectors: np.ndarray,
+    grid: tuple[int, int, int],
+    channels: int,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
     """(C, c) projection of position vectors preserving inner products best (top
-    eigenvectors of their second-moment matrix), fitted on the rows of ``vectors``."""
+    eigenvectors of their second-moment matrix), fitted on the rows of ``vectors`` (or the
+    given ``rows`` of it), read in chunks: memory stays flat for any sample size."""
     c_full = grid[2]
-    positions = np.asarray(vectors, np.float32).reshape(-1, c_full)
-    moment = positions.T @ positions / max(1, len(positions))
-    _, eigenvectors = np.linalg.eigh(moment.astype(np.float64))
+    rows = np.arange(len(vectors)) if rows is None else np.asarray(rows)
+    moment = np.zeros((c_full, c_full), np.float64)
+    for part in _batches(len(rows), 1024):
+        positions = np.asarray(vectors[rows[part]], np.float32).reshape(-1, c_full)
+        moment += positions.T @ positions
+    moment /= max(1, len(rows) * (grid[0] * grid[1]))
+    _, eigenvectors = np.linalg.eigh(moment)
     keep = min(channels, c_full)
     return np.ascontiguousarray(eigenvectors[:, ::-1][:, :keep].astype(np.float32))
 
@@ -98,7 +108,7 @@ def build_index(
         return BuiltIndex("exact", index, None, config)
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(n, size=min(n, config.sample_for_training), replace=False))
-    projection = fit_projection(vectors[sample], grid, config.compact_channels)
+    projection = fit_projection(vectors, grid, config.compact_channels, rows=sample)
     compact_dim = projection.shape[1] * grid[0] * grid[1]
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(compact_dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -111,7 +121,13 @@ def build_index(
         while compact_dim % sub:
             sub //= 2
         index = faiss.IndexIVFPQ(quantizer, compact_dim, lists, sub, 8, faiss.METRIC_INNER_PRODUCT)
-        index.train(_compact(vectors[sample], grid, projection))
+        training = np.concatenate(  # in chunks: never the float32 full sample at once
+            [
+                _compact(vectors[sample[part]], grid, projection)
+                for part in _batches(len(sample), 4096)
+            ]
+        )
+        index.train(training)
         index.nprobe = min(lists, config.ivf_probe)
     for part in _batches(n, 4096):
         index.add(_compact(vectors[part], grid, projection))
