@@ -20,7 +20,7 @@ from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.imaging import decode_image
 from tiefvision_core.index import IndexConfig
 from tiefvision_core.index_store import IndexVersion, OpenedIndex, publish_index
-from tiefvision_core.similarity import similarity_vectors
+from tiefvision_core.similarity import similarity_grid, similarity_vectors
 from tiefvision_core.storage import Store
 
 __all__ = [
@@ -90,18 +90,22 @@ def _chunks(table: pa.Table, size: int = 512) -> Iterator[pa.Table]:
 def space_vectors(
     table: pa.Table, transform: Callable[[np.ndarray], np.ndarray] | None = None
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Flat mean-cosine vectors (float16) of every row, computed chunk by chunk, after
-    ``transform`` of the maps (the supervised projection) when given."""
-    grid = (int(table["grid_h"][0].as_py()), int(table["grid_w"][0].as_py()))
-    channels = int(table["channels"][0].as_py())
-    out = np.empty((table.num_rows, grid[0] * grid[1] * channels), np.float16)
+    """Flat mean-cosine vectors (float16) of every row on the similarity grid, computed
+    chunk by chunk, after ``transform`` of the maps (the supervised projection) when given.
+    Returns them with the grid (H, W, C) they were measured on."""
+    out, grid = None, (0, 0, 0)
     done = 0
     for part in _chunks(table):
-        maps = vectors_as_maps(part)
-        vectors = similarity_vectors(transform(maps) if transform else maps)
+        maps = similarity_grid(vectors_as_maps(part))
+        maps = transform(maps) if transform else maps
+        if out is None:
+            grid = (maps.shape[2], maps.shape[3], maps.shape[1])
+            out = np.empty((table.num_rows, int(np.prod(grid))), np.float16)
+        vectors = similarity_vectors(maps)
         out[done : done + len(vectors)] = vectors
         done += len(vectors)
-    return out, (grid[0], grid[1], channels)
+    assert out is not None, "catalog_rows never returns an empty table"
+    return out, grid
 
 
 def id_frame(store: Store, table: pa.Table) -> pd.DataFrame:
@@ -211,7 +215,7 @@ def search_by_image(
         )
     image = decode_image(data)
     box = query_box(store, encoder, image)
-    maps = encode_crops(encoder, [image], [tuple(box)]).cpu().numpy()
+    maps = similarity_grid(encode_crops(encoder, [image], [tuple(box)]).cpu().numpy())
     transform = space_transform(store, opened.space, encoder, source.get("model_version"))
     if transform is not None:
         maps = transform(maps)

@@ -21,7 +21,7 @@ from tiefvision_core.imaging import decode_image
 from tiefvision_core.index_store import OpenedIndex
 from tiefvision_core.retrieval import ranked_neighbours, retrieval_scores
 from tiefvision_core.search import search_by_id
-from tiefvision_core.similarity import similarity_vectors
+from tiefvision_core.similarity import similarity_grid, similarity_vectors
 from tiefvision_core.storage import Store, read_object
 
 __all__ = ["compare_spaces", "search_report_html"]
@@ -30,7 +30,7 @@ __all__ = ["compare_spaces", "search_report_html"]
 def _maps(store: Store, encoder: Encoder, kind: str) -> tuple[list[str], np.ndarray]:
     table = read_encodings(store, encoder.name, encoder.version, kind=kind)
     table = table.filter(pc.invert(table["flipped"]))
-    return table["image_id"].to_pylist(), vectors_as_maps(table)
+    return table["image_id"].to_pylist(), similarity_grid(vectors_as_maps(table))
 
 
 def compare_spaces(store: Store, encoder: Encoder) -> list[dict[str, object]]:

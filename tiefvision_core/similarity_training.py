@@ -39,7 +39,7 @@ from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding_store import read_encodings, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.retrieval import ranked_neighbours, retrieval_scores
-from tiefvision_core.similarity import similarity_vectors
+from tiefvision_core.similarity import similarity_grid, similarity_vectors
 from tiefvision_core.storage import Store
 
 __all__ = ["SimilarityRun", "fit_similarity", "load_projection", "projected_maps"]
@@ -75,12 +75,12 @@ def _encodings(store: Store, encoder: Encoder):
     plain = table.filter(pc.invert(table["flipped"]))
     mirrored = table.filter(table["flipped"])
     ids = plain["image_id"].to_pylist()
-    maps = vectors_as_maps(plain)
+    maps = similarity_grid(vectors_as_maps(plain))
     flipped = None
     if mirrored.num_rows:
         order = {image_id: i for i, image_id in enumerate(mirrored["image_id"].to_pylist())}
         if all(i in order for i in ids):
-            all_flipped = vectors_as_maps(mirrored)
+            all_flipped = similarity_grid(vectors_as_maps(mirrored))
             flipped = all_flipped[[order[i] for i in ids]]
     return ids, maps, flipped
 
@@ -213,6 +213,7 @@ def fit_similarity(
         "encoder": encoder.name,
         "encoder_version": encoder.version,
         "channels": int(maps.shape[1]),
+        "similarity_grid": [int(maps.shape[2]), int(maps.shape[3])],
         "annotations": snapshot,
         "triplets": {
             "annotated_train": len(extra_train),

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from tiefvision_core.similarity import global_pool_vectors, mean_cosine, similarity_vectors
+from tiefvision_core.similarity import (
+    global_pool_vectors,
+    mean_cosine,
+    similarity_grid,
+    similarity_vectors,
+)
 
 
 @pytest.mark.parametrize(("h", "w"), [(3, 3), (2, 4)])
@@ -92,3 +98,25 @@ def test_global_pool_vectors_is_the_normalised_mean_over_positions() -> None:
 def test_global_pool_of_zero_map_is_zero_not_nan() -> None:
     pooled = global_pool_vectors(np.zeros((1, 8, 2, 2), np.float32))
     np.testing.assert_array_equal(pooled, 0.0)
+
+
+@pytest.mark.parametrize(("h", "w"), [(7, 7), (7, 10), (14, 9), (2, 9), (3, 3)])
+def test_similarity_grid_is_adaptive_average_pooling(h: int, w: int) -> None:
+    maps = np.random.default_rng(17).normal(size=(2, 8, h, w)).astype(np.float32)
+    want = torch.nn.functional.adaptive_avg_pool2d(
+        torch.from_numpy(maps), (min(h, 3), min(w, 3))
+    ).numpy()
+    got = similarity_grid(maps, 3)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_similarity_grid_commutes_with_a_1x1_projection() -> None:
+    """Why the supervised space may be trained and served on pooled maps: pooling then
+    projecting is projecting then pooling."""
+    maps = np.random.default_rng(18).normal(size=(3, 8, 7, 7)).astype(np.float32)
+    conv = torch.nn.Conv2d(8, 8, 1)
+    with torch.no_grad():
+        pooled_first = conv(torch.from_numpy(similarity_grid(maps))).numpy()
+        projected_first = similarity_grid(conv(torch.from_numpy(maps)).numpy())
+    np.testing.assert_allclose(pooled_first, projected_first, atol=1e-5)
