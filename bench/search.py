@@ -6,22 +6,24 @@ All measured in the same run, on the same vectors and queries:
   (memory-mapped, read in blocks of 2,048 rows, float32 matrix-vector product per block),
   one query at a time; the same scan with all queries at once (one pass, matrix-matrix
   products) gives the ground truth for recall and the batched throughput of exact search;
-* **hnsw** — ``build_index`` with the default auto configuration (beyond 1 GiB of float32
-  vectors: HNSW over the per-position PCA compact representation, ``rerank`` candidates
-  re-scored exactly from the memory-mapped full vectors), opened the way ``open_index``
-  opens it (``VectorIndex.load`` on the version folder);
+* **hnsw** — ``build_index`` with HNSW, what the default auto configuration picks beyond
+  1 GiB of float32 vectors (100,000 × 11,520 × 4 B = 4.3 GiB): HNSW over the per-position
+  PCA compact representation, ``rerank`` candidates re-scored exactly from the memory-mapped
+  full vectors, opened the way ``open_index`` opens it (``VectorIndex.load`` on the version
+  folder);
 * **ivfpq** — the compressed option, ``IndexConfig(kind="ivfpq")``, same re-ranking.
 
 Vectors are synthetic but shaped like the default space: ``H·W·C`` numbers (EfficientNet-
-Lite0: 7×7×1280 = 62,720), non-negative per-position channel vectors with a decaying channel
-spectrum, grouped in clusters with a continuous latent variation inside each cluster, then
+Lite0 on the 3×3 similarity grid: 3×3×1280 = 11,520), non-negative per-position channel
+vectors with a decaying channel spectrum, grouped in clusters with a continuous latent
+variation inside each cluster, then
 per-position L2-normalised and scaled by ``1/sqrt(H·W)`` by ``similarity_vectors``; written
 in chunks straight into a float16 ``.npy`` on disk. Queries are held-out vectors from the
 same clusters (never indexed). Every phase runs in a fresh process, so its peak RSS is its
 own; anonymous memory (``RssAnon``) is reported apart from page-cache pages of the mapped
 vector file (``RssFile``), which the kernel can drop.
 
-    python bench/search.py [--vectors 100000] [--queries 200] [--dim-grid 7 7 1280]
+    python bench/search.py [--vectors 100000] [--queries 200] [--dim-grid 3 3 1280]
                            [--workdir bench/results/search] [--path direct|publish]
 
 ``--path direct`` builds with ``build_index`` on the generated file and loads the version
@@ -399,7 +401,7 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--baseline-queries", type=int, default=5, help="timed one by one")
-    parser.add_argument("--dim-grid", type=int, nargs=3, default=[7, 7, 1280])
+    parser.add_argument("--dim-grid", type=int, nargs=3, default=[3, 3, 1280])
     parser.add_argument("--workdir", type=Path, default=Path("bench/results/search"))
     parser.add_argument("--path", choices=("direct", "publish"), default="direct")
     parser.add_argument("--kinds", nargs="+", default=["hnsw", "ivfpq"])
@@ -435,7 +437,7 @@ def main() -> None:
     }
     base_config = replace(IndexConfig(), **{k: v for k, v in knobs.items() if v is not None})
     configs = {
-        "hnsw": asdict(base_config),  # kind "auto": HNSW beyond exact_max_bytes
+        "hnsw": asdict(replace(base_config, kind="hnsw")),  # what "auto" picks beyond 1 GiB
         "ivfpq": asdict(replace(base_config, kind="ivfpq")),
     }
     wall = time.perf_counter()

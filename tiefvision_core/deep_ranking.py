@@ -77,13 +77,35 @@ def split_products(products: Sequence[str], test_fraction: float, seed: int) -> 
     return set(unique[:n_test])
 
 
-def mine_negatives(vectors: np.ndarray, labels: np.ndarray, per_anchor: int) -> list[list[int]]:
+def mine_negatives(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    per_anchor: int,
+    *,
+    neighbours: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    block: int = 1024,
+) -> list[list[int]]:
     """For each row, the ``per_anchor`` rows of other labels that rank highest by inner
-    product: the unsupervised space's most confusing wrong answers."""
-    scores = np.asarray(vectors, np.float32) @ np.asarray(vectors, np.float32).T
-    scores[labels[:, None] == labels[None, :]] = -np.inf
-    top = np.argsort(-scores, axis=1)[:, :per_anchor]
-    return [[int(j) for j in row if np.isfinite(scores[i, j])] for i, row in enumerate(top)]
+    product: the unsupervised space's most confusing wrong answers.
+
+    ``neighbours(queries, k)`` → (len(queries), k) row numbers (−1 = none) is the current
+    index answering for the same rows (what a big catalog uses); without it the rows are
+    scanned exactly, ``block`` queries at a time so memory stays O(block · N).
+    """
+    labels = np.asarray(labels)
+    out: list[list[int]] = []
+    for start in range(0, len(vectors), block):
+        queries = np.asarray(vectors[start : start + block], np.float32)
+        if neighbours is not None:
+            found = neighbours(queries, min(len(vectors), per_anchor * 4 + 8))
+        else:
+            scores = queries @ np.asarray(vectors, np.float32).T
+            found = np.argsort(-scores, axis=1)[:, : per_anchor * 4 + 8]
+        for offset, rows in enumerate(found):
+            own = labels[start + offset]
+            picked = [int(r) for r in rows if r >= 0 and labels[r] != own]
+            out.append(picked[:per_anchor])
+    return out
 
 
 def make_triplets(

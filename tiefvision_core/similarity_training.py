@@ -85,6 +85,31 @@ def _encodings(store: Store, encoder: Encoder):
     return ids, maps, flipped
 
 
+def _index_neighbours(
+    store: Store, encoder: Encoder, ids: list[str], dimension: int
+) -> Callable[[np.ndarray, int], np.ndarray] | None:
+    """The current unsupervised index as a neighbour search over the training rows (its
+    rows renumbered to ``ids``; rows it lacks are dropped), when it holds this encoder's
+    vectors on the same similarity grid; else None (the rows are scanned exactly)."""
+    from tiefvision_core.index_store import open_index, space_prefix
+
+    if store.read_pointer(space_prefix("unsupervised") + "CURRENT") is None:
+        return None
+    opened = open_index(store, "unsupervised")
+    source = opened.metadata.get("source", {})
+    stored_dimension = opened.index.vectors.shape[1]
+    if source.get("encoder_version") != encoder.version or stored_dimension != dimension:
+        return None
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    to_row = np.array([position.get(i, -1) for i in opened.ids["image_id"]], np.int64)
+
+    def neighbours(queries: np.ndarray, k: int) -> np.ndarray:
+        _, rows = opened.index.search(queries, k)
+        return np.where(rows >= 0, to_row[np.maximum(rows, 0)], -1)
+
+    return neighbours
+
+
 def _labels(store: Store, ids: list[str]) -> np.ndarray:
     manifest = read_manifest(store)
     if manifest is None or "product_id" not in manifest.column_names:
@@ -179,7 +204,13 @@ def fit_similarity(
             f"Deep Ranking needs at least 2 products on each side of the split; the catalog "
             f"has {len(set(labels))} products: add products or lower the test fraction"
         )
-    negatives = mine_negatives(similarity_vectors(maps), labels, config.mined_negatives)
+    unsupervised = similarity_vectors(maps)
+    negatives = mine_negatives(
+        unsupervised,
+        labels,
+        config.mined_negatives,
+        neighbours=_index_neighbours(store, encoder, ids, unsupervised.shape[1]),
+    )
     test_triplets = make_triplets(labels, test_rows, random.Random(config.seed + 1), negatives)
     rows = {image_id: i for i, image_id in enumerate(ids)}
     extra_train, extra_test, dropped = _annotated(triplets, rows, split)

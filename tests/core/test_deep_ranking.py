@@ -95,3 +95,28 @@ def test_training_learns_a_direction_the_encoder_mixes_up() -> None:
     accuracy, _ = triplet_accuracy(result.net, maps, None, test)
     assert accuracy == result.best_accuracy
     assert result.best_accuracy >= result.unsupervised_accuracy + 0.2, result.metrics()
+
+
+def test_mining_through_an_index_matches_the_exact_scan() -> None:
+    """What a big catalog does (the current index answers) picks the same negatives as the
+    exact scan, block by block."""
+    from tiefvision_core.index import IndexConfig, build_index
+
+    rng = np.random.default_rng(4)
+    labels = np.array([f"p{i // 3}" for i in range(60)])
+    centres = rng.normal(size=(20, 8, 2, 2))
+    maps = centres[np.arange(60) // 3] + 0.8 * rng.normal(size=(60, 8, 2, 2))
+    vectors = similarity_vectors(maps.astype(np.float32))
+    index = build_index(vectors, (2, 2, 8), IndexConfig(kind="exact")).index
+
+    def neighbours(queries: np.ndarray, k: int) -> np.ndarray:
+        return index.search(queries, k)[1]
+
+    exact = mine_negatives(vectors, labels, 4, block=7)
+    assert mine_negatives(vectors, labels, 4, neighbours=neighbours) == exact
+    assert all(len(row) == 4 for row in exact)
+    assert all(labels[j] != labels[i] for i, row in enumerate(exact) for j in row)
+    # The first negative is the best-scoring photo of another product.
+    scores = vectors @ vectors.T
+    scores[labels[:, None] == labels[None, :]] = -np.inf
+    assert [row[0] for row in exact] == list(np.argmax(scores, axis=1))
