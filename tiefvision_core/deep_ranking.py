@@ -31,8 +31,11 @@ from torch import nn
 __all__ = [
     "DeepRankingConfig",
     "EpochReport",
+    "HeldOutFit",
     "ProjectionNet",
     "TrainedProjection",
+    "fit_held_out",
+    "held_out_split",
     "hinge_loss",
     "make_triplets",
     "mine_negatives",
@@ -253,3 +256,72 @@ def train_projection(
     net.eval()
     result.best_accuracy = best[0][0]
     return result
+
+
+@dataclass
+class HeldOutFit:
+    """A projection trained with whole products held out, and how both spaces rank them."""
+
+    trained: TrainedProjection
+    test_triplets: list[tuple[int, int, int]]
+    unsupervised_map10: float
+    supervised_map10: float
+
+
+def held_out_split(labels: np.ndarray, config: DeepRankingConfig) -> np.ndarray:
+    """Row mask of the held-out products; refuses a split with < 2 products on a side."""
+    held_out = split_products(labels, config.test_fraction, config.seed)
+    split = np.array([label in held_out for label in labels])
+    if len(set(labels[~split])) < 2 or len(set(labels[split])) < 2:
+        raise ValueError(
+            f"Deep Ranking needs at least 2 products on each side of the split; the catalog "
+            f"has {len(set(labels))} products: add products or lower the test fraction"
+        )
+    return split
+
+
+def fit_held_out(
+    maps: np.ndarray,
+    labels: np.ndarray,
+    split: np.ndarray,
+    *,
+    flipped: np.ndarray | None = None,
+    config: DeepRankingConfig | None = None,
+    neighbours: Callable[[np.ndarray, int], np.ndarray] | None = None,
+    extra_train: Sequence[tuple[int, int, int]] = (),
+    extra_test: Sequence[tuple[int, int, int]] = (),
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> HeldOutFit:
+    """Mine negatives in the unsupervised space, train on the products outside ``split``,
+    stop early on triplets among the held-out ones, and score both spaces there (mAP@10,
+    same product = relevant)."""
+    from tiefvision_core.retrieval import ranked_neighbours, retrieval_scores
+    from tiefvision_core.similarity import similarity_vectors
+
+    config = config or DeepRankingConfig()
+    train_rows = [int(i) for i in np.flatnonzero(~split)]
+    test_rows = [int(i) for i in np.flatnonzero(split)]
+    unsupervised = similarity_vectors(maps)
+    negatives = mine_negatives(unsupervised, labels, config.mined_negatives, neighbours=neighbours)
+    test_triplets = make_triplets(labels, test_rows, random.Random(config.seed + 1), negatives)
+    test_triplets += list(extra_test)
+    trained = train_projection(
+        maps,
+        labels,
+        train_rows,
+        test_triplets,
+        flipped=flipped,
+        negatives=negatives,
+        extra_triplets=extra_train,
+        config=config,
+        on_epoch=on_epoch,
+    )
+    with torch.no_grad():
+        supervised = embed(trained.net, torch.from_numpy(np.asarray(maps[test_rows], np.float32)))
+
+    def map10(vectors: np.ndarray) -> float:
+        return retrieval_scores(ranked_neighbours(vectors, 10), labels[test_rows]).map_at_10
+
+    return HeldOutFit(
+        trained, test_triplets, map10(unsupervised[test_rows]), map10(supervised.numpy())
+    )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -29,17 +28,13 @@ from tiefvision_core.deep_ranking import (
     DeepRankingConfig,
     EpochReport,
     ProjectionNet,
-    embed,
-    make_triplets,
-    mine_negatives,
-    split_products,
-    train_projection,
+    fit_held_out,
+    held_out_split,
 )
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding_store import read_encodings, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
-from tiefvision_core.retrieval import ranked_neighbours, retrieval_scores
-from tiefvision_core.similarity import similarity_grid, similarity_vectors
+from tiefvision_core.similarity import similarity_grid
 from tiefvision_core.storage import Store
 
 __all__ = ["SimilarityRun", "fit_similarity", "load_projection", "projected_maps"]
@@ -178,10 +173,6 @@ def projected_maps(net: ProjectionNet, maps: np.ndarray, batch: int = 256) -> np
     return np.concatenate(out) if out else np.asarray(maps, np.float32)
 
 
-def _map10(vectors: np.ndarray, labels: np.ndarray) -> float:
-    return retrieval_scores(ranked_neighbours(vectors, 10), labels).map_at_10
-
-
 def fit_similarity(
     store: Store,
     encoder: Encoder,
@@ -195,42 +186,27 @@ def fit_similarity(
     config = config or DeepRankingConfig()
     ids, maps, flipped = _encodings(store, encoder)
     labels = _labels(store, ids)
-    held_out = split_products(labels, config.test_fraction, config.seed)
-    split = np.array([label in held_out for label in labels])
-    train_rows = [i for i in range(len(ids)) if not split[i]]
-    test_rows = [i for i in range(len(ids)) if split[i]]
-    if len(set(labels[train_rows])) < 2 or len(set(labels[test_rows])) < 2:
-        raise InputError(
-            f"Deep Ranking needs at least 2 products on each side of the split; the catalog "
-            f"has {len(set(labels))} products: add products or lower the test fraction"
-        )
-    unsupervised = similarity_vectors(maps)
-    negatives = mine_negatives(
-        unsupervised,
-        labels,
-        config.mined_negatives,
-        neighbours=_index_neighbours(store, encoder, ids, unsupervised.shape[1]),
-    )
-    test_triplets = make_triplets(labels, test_rows, random.Random(config.seed + 1), negatives)
+    try:
+        split = held_out_split(labels, config)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    held_out = set(labels[split])
     rows = {image_id: i for i, image_id in enumerate(ids)}
     extra_train, extra_test, dropped = _annotated(triplets, rows, split)
-    test_triplets += extra_test
-    trained = train_projection(
+    dimension = maps.shape[1] * maps.shape[2] * maps.shape[3]
+    fit = fit_held_out(
         maps,
         labels,
-        train_rows,
-        test_triplets,
+        split,
         flipped=flipped,
-        negatives=negatives,
-        extra_triplets=extra_train,
         config=config,
+        neighbours=_index_neighbours(store, encoder, ids, dimension),
+        extra_train=extra_train,
+        extra_test=extra_test,
         on_epoch=on_epoch,
     )
-    test_maps, test_labels = maps[test_rows], labels[test_rows]
-    unsupervised_map = _map10(similarity_vectors(test_maps), test_labels)
-    with torch.no_grad():
-        supervised = embed(trained.net, torch.from_numpy(np.asarray(test_maps, np.float32)))
-    supervised_map = _map10(supervised.numpy(), test_labels)
+    trained, test_triplets = fit.trained, fit.test_triplets
+    unsupervised_map, supervised_map = fit.unsupervised_map10, fit.supervised_map10
 
     buffer = io.BytesIO()
     torch.save(trained.net.state_dict(), buffer)
@@ -275,7 +251,7 @@ def fit_similarity(
     store.publish_pointer(CURRENT, version)
     return SimilarityRun(
         version=version,
-        train_products=len(set(labels[train_rows])),
+        train_products=len(set(labels[~split])),
         test_products=len(held_out),
         test_triplets=len(test_triplets),
         annotated_triplets=metadata["triplets"],
