@@ -92,10 +92,25 @@ def test_demo_prints_summary_and_where_output_is(tmp_path: Path) -> None:
     assert "images (usable)" in result.stdout and "Manifest:" in result.stdout
     assert (tmp_path / "demo" / "store" / "catalog" / "manifest" / "CURRENT").is_file()
     # Too small for the locator and Deep Ranking: both say so, search still runs.
-    assert "Skipping the locator" in result.stdout and "Skipping Deep Ranking" in result.stdout
+    assert "Locator skipped" in result.stdout and "Deep Ranking skipped" in result.stdout
+    assert "Pipeline stages: ingest" in result.stdout
     assert "mAP@10" in result.stdout
     report = (tmp_path / "demo" / "search-report.html").read_text()
     assert report.count("<tr>") == 8 and "data:image/jpeg;base64," in report
+
+
+@pytest.mark.slow
+def test_demo_on_your_own_photos_indexes_them_without_product_ids(tmp_path: Path) -> None:
+    from tiefvision_core.synthetic import generate_catalog
+
+    generate_catalog(tmp_path / "mine", products=3, views=2, size=(120, 150))
+    images = tmp_path / "mine" / "images"
+    result = _run("demo", "--images", str(images), "--workdir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert "search uses whole photos" in result.stdout
+    assert "retrieval scores skipped" in result.stdout
+    report = (tmp_path / "demo" / "search-report.html").read_text()
+    assert report.count("<tr>") == 6 and "p0002/view-2.jpg" in report
 
 
 @pytest.fixture

