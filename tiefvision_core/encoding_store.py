@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -33,6 +33,7 @@ from tiefvision_core.storage import Store
 __all__ = [
     "KINDS",
     "EncodePlan",
+    "RowKey",
     "ShardResult",
     "ShardSpec",
     "VectorDType",
@@ -41,6 +42,7 @@ __all__ = [
     "load_requests",
     "plan_encoding",
     "read_encodings",
+    "row_keys",
     "shard_prefix",
     "vectors_as_maps",
 ]
@@ -108,17 +110,24 @@ def _box_tuple(value: object) -> tuple[int, int, int, int]:
     return tuple(int(v) for v in value)  # type: ignore[return-value]
 
 
-def encoded_keys(store: Store, prefix: str) -> set[tuple[str, str, tuple[int, int, int, int]]]:
+RowKey = tuple[str, str, tuple[int, int, int, int]]  # image_id, sha256, box
+
+
+def row_keys(table: pa.Table) -> list[RowKey]:
+    """(image_id, sha256, box) of every row of a table with those columns."""
+    return [
+        (image_id, sha, _box_tuple(box))
+        for image_id, sha, box in zip(*(table[c].to_pylist() for c in _KEY_COLUMNS), strict=True)
+    ]
+
+
+def encoded_keys(store: Store, prefix: str) -> set[RowKey]:
     """(image_id, sha256, box) of every row already stored under ``prefix`` (rejects too)."""
-    done: set[tuple[str, str, tuple[int, int, int, int]]] = set()
+    done: set[RowKey] = set()
     for info in store.list(prefix):
         name = info.key.rsplit("/", 1)[-1]
         if name.startswith("shard-") and name.endswith(".parquet"):
-            table = store.read_parquet(info.key, columns=_KEY_COLUMNS)
-            for image_id, sha, box in zip(
-                *(table[c].to_pylist() for c in _KEY_COLUMNS), strict=True
-            ):
-                done.add((image_id, sha, _box_tuple(box)))
+            done.update(row_keys(store.read_parquet(info.key, columns=_KEY_COLUMNS)))
     return done
 
 
@@ -294,21 +303,32 @@ def read_encodings(
     kind: str = "grid",
     columns: list[str] | None = None,
     current_only: bool = True,
+    only: Collection[RowKey] | None = None,
 ) -> pa.Table:
     """All encoded rows (rejects excluded) of one encoder version.
 
     ``current_only`` keeps rows whose (image_id, sha256) is usable in the current manifest,
-    so images that changed or were removed since they were encoded drop out.
+    so images that changed or were removed since they were encoded drop out. ``only`` keeps
+    the rows of these (image_id, sha256, box) keys: each shard's key columns are read first,
+    and the other columns (the vectors) only from shards that hold one of them — an
+    incremental index update reads the encodings of what changed, not of the catalog.
     """
     prefix = shard_prefix(encoder, kind, version)
     wanted = (
         None if columns is None else sorted({*columns, "image_id", "sha256", "flipped", "reason"})
     )
-    tables = [
-        store.read_parquet(info.key, wanted)
-        for info in store.list(prefix)
-        if info.key.rsplit("/", 1)[-1].startswith("shard-")
-    ]
+    wanted_keys = None if only is None else set(only)
+    tables = []
+    for info in store.list(prefix):
+        if not info.key.rsplit("/", 1)[-1].startswith("shard-"):
+            continue
+        if wanted_keys is None:
+            tables.append(store.read_parquet(info.key, wanted))
+            continue
+        keys = row_keys(store.read_parquet(info.key, _KEY_COLUMNS))
+        hit = pa.array([key in wanted_keys for key in keys], pa.bool_())
+        if pc.any(hit).as_py():
+            tables.append(store.read_parquet(info.key, wanted).filter(hit))
     if not tables:
         return pa.table({})
     table = pa.concat_tables(tables)

@@ -26,7 +26,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
-__all__ = ["IndexConfig", "VectorIndex", "build_index", "fit_projection"]
+__all__ = ["IndexConfig", "VectorIndex", "build_index", "fit_projection", "update_index"]
 
 IndexKind = Literal["exact", "hnsw", "ivfpq"]
 
@@ -102,18 +102,13 @@ def build_index(
     n, dim = vectors.shape
     kind = config.choose(n, dim)
     if kind == "exact":
-        index = faiss.IndexFlatIP(dim)
-        for part in _batches(n, 4096):
-            index.add(np.ascontiguousarray(vectors[part], np.float32))
-        return BuiltIndex("exact", index, None, config)
+        return BuiltIndex("exact", _flat(vectors), None, config)
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(n, size=min(n, config.sample_for_training), replace=False))
     projection = fit_projection(vectors, grid, config.compact_channels, rows=sample)
     compact_dim = projection.shape[1] * grid[0] * grid[1]
     if kind == "hnsw":
-        index = faiss.IndexHNSWFlat(compact_dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = config.hnsw_ef_construction
-        index.hnsw.efSearch = config.hnsw_ef_search
+        index = _empty_hnsw(compact_dim, config)
     else:
         lists = config.ivf_lists or max(1, min(n // 39, int(4 * np.sqrt(n))))
         quantizer = faiss.IndexFlatIP(compact_dim)
@@ -129,9 +124,86 @@ def build_index(
         )
         index.train(training)
         index.nprobe = min(lists, config.ivf_probe)
-    for part in _batches(n, 4096):
-        index.add(_compact(vectors[part], grid, projection))
+    _add_compact(index, vectors, grid, projection)
     return BuiltIndex(kind, index, projection, config)
+
+
+def _flat(vectors: np.ndarray) -> faiss.Index:
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    for part in _batches(len(vectors), 4096):
+        index.add(np.ascontiguousarray(vectors[part], np.float32))
+    return index
+
+
+def _empty_hnsw(dim: int, config: IndexConfig) -> faiss.Index:
+    index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = config.hnsw_ef_construction
+    index.hnsw.efSearch = config.hnsw_ef_search
+    return index
+
+
+def _add_compact(
+    index: faiss.Index,
+    vectors: np.ndarray,
+    grid: tuple[int, int, int],
+    projection: np.ndarray,
+    start: int = 0,
+) -> None:
+    """Add rows ``start:`` of ``vectors`` (their ids = their row numbers)."""
+    for part in _batches(len(vectors) - start, 4096):
+        rows = slice(start + part.start, start + part.stop)
+        index.add(_compact(vectors[rows], grid, projection))
+
+
+def update_index(previous: VectorIndex, vectors: np.ndarray, kept: np.ndarray) -> BuiltIndex:
+    """An index over ``vectors`` that reuses what ``previous`` learnt, without retraining.
+
+    ``vectors`` must hold the previous rows ``kept`` (their old row numbers, ascending) first,
+    in that order, then the new rows. Per kind:
+
+    * exact — a flat copy of the vectors (there is nothing to learn);
+    * hnsw — the same projection, a fresh graph over all compact vectors: HNSW cannot
+      delete, and tombstones would keep removed photos as graph hops and cost a filter on
+      every query; linking N compact vectors costs a fraction of encoding the changes;
+    * ivfpq — the trained coarse quantizer and PQ codebooks, the stored codes of kept rows
+      (removed rows dropped with ``remove_ids``, kept rows renumbered in place), codes
+      computed for the new rows only.
+    """
+    kept = np.asarray(kept, np.int64)
+    if len(kept) and np.any(np.diff(kept) <= 0):
+        raise ValueError("kept rows must be old row numbers in ascending order")
+    config, grid = previous.config, previous.grid
+    if previous.kind == "exact":
+        return BuiltIndex("exact", _flat(vectors), None, config)
+    projection = previous.projection
+    assert projection is not None, "ANN indexes always have a projection"
+    if previous.kind == "hnsw":
+        index = _empty_hnsw(projection.shape[1] * grid[0] * grid[1], config)
+        _add_compact(index, vectors, grid, projection)
+        return BuiltIndex("hnsw", index, projection, config)
+    index = faiss.clone_index(previous.index)
+    renumber = np.full(len(previous), -1, np.int64)
+    renumber[kept] = np.arange(len(kept))
+    gone = np.flatnonzero(renumber < 0)
+    if len(gone):
+        index.remove_ids(faiss.IDSelectorBatch(gone))
+    _renumber_lists(faiss.extract_index_ivf(index), renumber)
+    _add_compact(index, vectors, grid, projection, start=len(kept))
+    index.nprobe = previous.index.nprobe
+    return BuiltIndex("ivfpq", index, projection, config)
+
+
+def _renumber_lists(index: faiss.IndexIVF, renumber: np.ndarray) -> None:
+    """Rewrite the ids stored in every inverted list through ``renumber`` (old → new)."""
+    lists = index.invlists
+    for number in range(index.nlist):
+        size = lists.list_size(number)
+        if not size:
+            continue
+        ids = faiss.rev_swig_ptr(lists.get_ids(number), size).copy()
+        codes = faiss.rev_swig_ptr(lists.get_codes(number), size * lists.code_size).copy()
+        new_ids = np.ascontiguousarray(renumber[ids])
+        lists.update_entries(number, 0, size, faiss.swig_ptr(new_ids), faiss.swig_ptr(codes))
 
 
 class VectorIndex:

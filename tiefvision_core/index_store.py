@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tiefvision_core.errors import InputError
-from tiefvision_core.index import IndexConfig, VectorIndex, build_index
+from tiefvision_core.index import BuiltIndex, IndexConfig, VectorIndex, build_index
 from tiefvision_core.storage import LocalStore, Store
 
 __all__ = [
@@ -89,33 +90,48 @@ def _self_check(index: VectorIndex, sample: int = 50) -> dict[str, object]:
 def publish_index(
     store: Store,
     space: str,
-    vectors: np.ndarray,
+    vectors: np.ndarray | Sequence[np.ndarray],
     ids: pd.DataFrame,
     *,
     grid: tuple[int, int, int],
     source: dict[str, object],
     config: IndexConfig | None = None,
     keep: int = 3,
+    build: Callable[[np.ndarray], BuiltIndex] | None = None,
+    training: dict[str, int] | None = None,
 ) -> IndexVersion:
     """Build, self-check, write and switch ``indexes/<space>/CURRENT`` to a new version.
 
-    ``vectors`` (N, D) rows align with ``ids`` (image_id first). Nothing is published when
-    the self-check fails.
+    ``vectors`` (N, D) — or blocks of rows written one after another (reused rows, then
+    new ones) — align with ``ids`` (image_id first). ``build`` makes the FAISS index from
+    the stored vectors (default: :func:`build_index`, trained afresh; an incremental update
+    passes one that reuses the previous version's training). ``training`` records how many
+    rows the ANN training saw and how many were added, changed or removed since, which is
+    what the next update decides on (default: a fresh build). Nothing is published when the
+    self-check fails.
     """
     prefix = space_prefix(space)
-    if len(vectors) == 0:
+    blocks = [vectors] if isinstance(vectors, np.ndarray) else list(vectors)
+    rows = sum(len(block) for block in blocks)
+    if rows == 0:
         raise InputError(f"nothing to index in space {space}: run `tiefvision encode` first")
     config = config or IndexConfig()
+    build = build or (lambda stored: build_index(stored, grid, config))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tiefvision-index-") as tmp:
         folder = Path(tmp)
+        shape = (rows, int(blocks[0].shape[1]))
         stored = np.lib.format.open_memmap(
-            folder / "vectors.npy", mode="w+", dtype=np.float16, shape=vectors.shape
+            folder / "vectors.npy", mode="w+", dtype=np.float16, shape=shape
         )
-        for start in range(0, len(vectors), 4096):
-            stored[start : start + 4096] = vectors[start : start + 4096]
+        done = 0
+        for block in blocks:
+            for start in range(0, len(block), 4096):
+                part = block[start : start + 4096]
+                stored[done : done + len(part)] = part
+                done += len(part)
         stored.flush()
-        built = build_index(stored, grid, config)
+        built = build(stored)
         faiss.write_index(built.index, str(folder / "index.faiss"))
         if built.projection is not None:
             np.save(folder / "projection.npy", built.projection)
@@ -123,10 +139,11 @@ def publish_index(
             "space": space,
             "kind": built.kind,
             "grid": list(grid),
-            "size": len(vectors),
-            "dimension": int(vectors.shape[1]),
-            "config": asdict(config),
+            "size": rows,
+            "dimension": shape[1],
+            "config": asdict(built.config),
             "source": source,
+            "training": training or {"rows": rows, "churn": 0},
             "created_at": datetime.now(UTC).isoformat(),
         }
         opened = VectorIndex.load(folder, metadata)
@@ -152,8 +169,8 @@ def publish_index(
         space,
         version,
         built.kind,
-        len(vectors),
-        int(vectors.shape[1]),
+        rows,
+        shape[1],
         round(seconds, 3),
         check,
         store.uri(f"{prefix}{version}/"),

@@ -4,7 +4,7 @@ or by a photo (locate → crop → encode → search).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from tiefvision_core.catalog import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding import encode_crops
-from tiefvision_core.encoding_store import read_encodings, vectors_as_maps
+from tiefvision_core.encoding_store import RowKey, read_encodings, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.imaging import decode_image
 from tiefvision_core.index import IndexConfig
@@ -31,6 +31,7 @@ __all__ = [
     "rebuild_space",
     "search_by_id",
     "search_by_image",
+    "space_source",
     "space_transform",
     "space_vectors",
 ]
@@ -65,21 +66,44 @@ class SearchResult:
         return data
 
 
-def catalog_rows(store: Store, encoder: Encoder) -> pa.Table:
-    """The current box-crop encodings (no mirrors) of the catalog, one row per photo."""
+def catalog_rows(
+    store: Store,
+    encoder: Encoder,
+    *,
+    vectors: bool = True,
+    only: Collection[RowKey] | None = None,
+) -> pa.Table:
+    """The current box-crop encodings (no mirrors) of the catalog, one row per photo.
+
+    ``vectors=False`` reads the keys (image_id, sha256, box) alone; ``only`` reads the rows
+    of these keys alone (see :func:`read_encodings`)."""
+    extra = ["vector", "grid_h", "grid_w", "channels"] if vectors else []
     table = read_encodings(
         store,
         encoder.name,
         encoder.version,
         kind="box",
-        columns=[*_ID_COLUMNS, "vector", "grid_h", "grid_w", "channels"],
+        columns=[*_ID_COLUMNS, *extra],
+        only=only,
     )
     if table.num_rows == 0:
+        if only is not None:
+            return table
         raise InputError(
             "no box-crop encodings for this encoder yet: run `tiefvision rebuild-index`, "
             "which encodes them first"
         )
-    return table.filter(pc.invert(table["flipped"]))
+    table = table.filter(pc.invert(table["flipped"]))
+    # One row per photo (its current bytes and box), whichever runs wrote it: an index must
+    # not hold a photo twice.
+    first: dict[tuple, int] = {}
+    for row, key in enumerate(
+        zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True)
+    ):
+        first.setdefault(key, row)
+    if len(first) < table.num_rows:
+        table = table.take(pa.array(sorted(first.values()), pa.int64()))
+    return table
 
 
 def _chunks(table: pa.Table, size: int = 512) -> Iterator[pa.Table]:
@@ -236,6 +260,21 @@ def space_transform(
     return lambda maps: projected_maps(net, maps)
 
 
+def space_source(store: Store, encoder: Encoder, space: str) -> dict[str, object]:
+    """What a space's vectors are computed from, as recorded in an index version: vectors
+    of another encoder version or similarity model are not comparable."""
+    source: dict[str, object] = {
+        "encoder": encoder.name,
+        "encoder_version": encoder.version,
+        "kind": "box",
+    }
+    if space == "supervised":
+        from tiefvision_core.similarity_training import CURRENT
+
+        source["model_version"] = store.read_pointer(CURRENT)
+    return source
+
+
 def rebuild_space(
     store: Store,
     encoder: Encoder,
@@ -246,15 +285,7 @@ def rebuild_space(
 ) -> IndexVersion:
     """A new version of ``space``'s index from the current box-crop encodings (through the
     current similarity model for the supervised space)."""
-    source: dict[str, object] = {
-        "encoder": encoder.name,
-        "encoder_version": encoder.version,
-        "kind": "box",
-    }
-    if space == "supervised":
-        from tiefvision_core.similarity_training import CURRENT
-
-        source["model_version"] = store.read_pointer(CURRENT)
+    source = space_source(store, encoder, space)
     transform = space_transform(store, space, encoder, source.get("model_version"))
     table = catalog_rows(store, encoder)
     vectors, grid = space_vectors(table, transform)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -171,6 +172,29 @@ class Store(ABC):
         except StorageNotFound:
             return None
 
+    # -- exclusive create (locks) -----------------------------------------------------------
+    def put_if_absent(self, key: str, data: bytes, *, settle_s: float = 1.0) -> bool:
+        """Create ``key`` only when no object is there; True when this call created it.
+
+        ``data`` must be unique to the caller (a lock holder's token). The protocol for
+        backends without an atomic create: look, write, wait ``settle_s``, read back. Two
+        callers that both looked before either wrote both read back the later write, so
+        exactly one keeps it, provided look-to-write takes less than ``settle_s`` (reads
+        after writes are consistent on S3 and MinIO).
+        """
+        if self.exists(key) or not self._put_new(key, data):
+            return False
+        time.sleep(settle_s)
+        try:
+            return self.get_bytes(key) == data
+        except StorageNotFound:
+            return False
+
+    def _put_new(self, key: str, data: bytes) -> bool:
+        """The write of :meth:`put_if_absent`; False when the backend refused (key exists)."""
+        self.put_bytes(key, data)
+        return True
+
 
 class LocalStore(Store):
     """A directory on local disk: the embedded default, and any local source folder."""
@@ -204,6 +228,32 @@ class LocalStore(Store):
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
             raise StorageNotFound(f"{self.uri(key)} does not exist") from None
+
+    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
+        """Straight from the file: only the footer and the wanted columns are read (a
+        shard's key columns without its vectors)."""
+        try:
+            with pq.ParquetFile(self._path(key)) as parquet:
+                return parquet.read(columns=columns)
+        except (FileNotFoundError, IsADirectoryError):
+            raise StorageNotFound(f"{self.uri(key)} does not exist") from None
+
+    def put_if_absent(self, key: str, data: bytes, *, settle_s: float = 1.0) -> bool:
+        """Atomic: the complete file is hard-linked into place, which fails if one is there."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -367,6 +417,44 @@ class S3Store(Store):
             except Exception:
                 raise self._translate(exc, self.uri(key)) from None
 
+    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
+        """With ``columns``: ranged GETs for the footer and those columns only (a shard's
+        key columns without its vectors); without: one GET of the whole object."""
+        if columns is None:
+            return super().read_parquet(key)
+        head = self._call(self.uri(key), "head_object", Bucket=self.bucket, Key=self._key(key))
+        reader = _RangeReader(self, key, int(head["ContentLength"]))
+        with pq.ParquetFile(reader) as parquet:
+            return parquet.read(columns=columns)
+
+    def _get_range(self, key: str, start: int, stop: int) -> bytes:
+        response = self._call(
+            self.uri(key),
+            "get_object",
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Range=f"bytes={start}-{stop - 1}",
+        )
+        return response["Body"].read()
+
+    def _put_new(self, key: str, data: bytes) -> bool:
+        """A conditional PUT (``If-None-Match: *``): atomic on AWS S3 and MinIO; servers that
+        ignore the condition (rclone's) are covered by :meth:`put_if_absent`'s read-back."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise self._translate(exc, self.uri(key)) from None
+        except Exception as exc:
+            raise self._translate(exc, self.uri(key)) from None
+        return True
+
     def exists(self, key: str) -> bool:
         try:
             self._call(self.uri(key), "head_object", Bucket=self.bucket, Key=self._key(key))
@@ -396,6 +484,38 @@ class S3Store(Store):
 
     def uri(self, key: str = "") -> str:
         return f"{self.url}/{key}" if key else self.url
+
+
+class _RangeReader(io.RawIOBase):
+    """A read-only, seekable file over one S3 object: each read is one ranged GET (Parquet
+    reads its footer, then the column chunks it needs)."""
+
+    def __init__(self, store: S3Store, key: str, size: int) -> None:
+        super().__init__()
+        self._store, self._key, self._size, self._pos = store, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        stop = min(self._size, self._pos + len(buffer))
+        if stop <= self._pos:
+            return 0
+        data = self._store._get_range(self._key, self._pos, stop)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 def open_store(url: str, settings: Settings | None = None, *, create: bool = True) -> Store:

@@ -1,0 +1,122 @@
+"""Nightly incremental reindex: the catalog's changes, through every stage, into every
+live index — one run at a time per store.
+
+lock ──► ingest ──► plan ──► locate ──► encode(kind="box", flips) ──► update index × space
+(store   (new,      (locator? (current    (only crops without an        (reused vectors for
+ lock)    changed,   spaces?)  locator,    encoding: new and changed     unchanged rows, new
+          removed)            new photos)  photos)                       ones projected; update
+                                                                         or rebuild, published)
+                                                                     ──► report (artifact)
+
+Cost follows the change: ingest decodes new bytes only, locate and encode skip what they
+already did, and each index reuses its live version's vectors (see
+``tiefvision_core.index_update``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from prefect import flow
+
+from flows._results import FLOW_RESULTS
+from flows._runtime import runtime_config
+from flows.encode import encode
+from flows.ingest import ingest
+from flows.locate import locate
+from tasks.reindex import plan_reindex, reindex_lock, report_reindex, update_space_index
+from tiefvision_core.index_update import UpdatePolicy
+from tiefvision_core.reindex import ReindexSummary, StageClock
+
+__all__ = ["reindex"]
+
+
+@flow(name="reindex", **FLOW_RESULTS)
+def reindex(
+    images: str,
+    store: str | None = None,
+    metadata: str | None = None,
+    encoder: str | None = None,
+    weights: str = "default",
+    device: Literal["auto", "cpu", "cuda"] | None = None,
+    batch_size: int | None = None,
+    shard_size: int = 256,
+    index_kind: Literal["auto", "exact", "hnsw", "ivfpq"] | None = None,
+    keep: int = 3,
+    max_churn: float = 0.2,
+    max_growth: float = 2.0,
+    lock_timeout: float = 600.0,
+    lock_ttl: float = 120.0,
+    verify_hashes: bool = False,
+) -> ReindexSummary:
+    """Bring the catalog, its boxes, encodings and every live index up to the source.
+
+    Args:
+        images: the source: a local folder or ``s3://bucket/prefix``.
+        store: storage root (default: ``TIEFVISION_STORE_URL``, else the local store).
+        metadata: optional CSV/Parquet with ``product_id``, ``category``, … per image.
+        encoder: encoder name (default ``TIEFVISION_ENCODER``: efficientnet_lite0).
+        weights: encoder weights: "default" (pretrained, offline), "none", or a .pth path.
+        device: auto, cpu or cuda.
+        batch_size: images per forward pass; empty = measured per device.
+        shard_size: photos per locate part and encoding shard (the unit of resume).
+        index_kind: force an index kind; empty = keep each live index's configuration
+            (auto for a first build).
+        keep: index versions kept on storage (the live one included).
+        max_churn: rebuild an ANN index when more than this share of the rows its training
+            saw were added, changed or removed since.
+        max_growth: rebuild an ANN index when the catalog grew or shrank by this factor
+            since its training.
+        lock_timeout: seconds to wait for a reindex already running on this store.
+        lock_ttl: seconds without a heartbeat after which a holder counts as dead.
+        verify_hashes: re-hash every image, even when size and mtime/ETag are unchanged.
+    """
+    started = time.perf_counter()
+    settings, config = runtime_config(store, encoder, weights, device, batch_size)
+    policy = UpdatePolicy(max_churn=max_churn, max_growth=max_growth)
+    url, clock = settings.store_url, StageClock()
+    runtime = {
+        "store": url,
+        "encoder": settings.encoder,
+        "weights": weights,
+        "device": settings.device,
+        "batch_size": settings.batch_size,
+        "shard_size": shard_size,
+    }
+    with reindex_lock(url, lock_timeout, lock_ttl) as lock:
+        with clock("ingest"):
+            catalog = ingest(
+                images=images, store=url, metadata=metadata, verify_hashes=verify_hashes
+            )
+        plan = plan_reindex(url)
+        located = None
+        if plan.locator:
+            with clock("locate"):
+                located = locate(**runtime)
+        with clock("encode"):
+            encoded = encode(**runtime, kind="box", flips=True)
+        updates = []
+        for space in plan.spaces:
+            lock.check()  # never switch a pointer once another run took the lock
+            with clock(f"index {space}"):
+                updates.append(update_space_index(url, config, space, index_kind, policy, keep))
+    summary = ReindexSummary(
+        store_url=url,
+        manifest_version=catalog.version,
+        images=catalog.images,
+        new=catalog.new,
+        changed=catalog.changed,
+        removed=catalog.removed,
+        rejected=catalog.rejected,
+        locator_version=plan.locator,
+        located=int(located["located"]) if located else 0,
+        encoded=encoded.encoded,
+        encode_rejected=encoded.rejected,
+        indexes=tuple(updates),
+        stages=clock.seconds,
+        lock_waited_s=round(lock.waited_s, 3),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    report_reindex(summary)
+    return summary

@@ -1,0 +1,111 @@
+"""Prefect tasks of the nightly reindex: the store's lock, the plan, one space's index
+update, the run summary. Thin: the decisions live in ``tiefvision_core.index_update``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from tasks.encoding import get_runtime
+from tasks.policies import EPHEMERAL, RETRYING
+from tasks.stores import get_store
+from tiefvision_core import reindex as core
+from tiefvision_core.encoding import RuntimeConfig
+from tiefvision_core.index_update import IndexUpdate, UpdatePolicy, update_space
+from tiefvision_core.reindex import ReindexPlan, ReindexSummary
+from tiefvision_core.store_lock import LockHolder, StoreLock
+
+__all__ = ["plan_reindex", "reindex_lock", "report_reindex", "update_space_index"]
+
+
+@contextmanager
+def reindex_lock(store_url: str, timeout_s: float, ttl_s: float) -> Iterator[StoreLock]:
+    """Hold the store's reindex lock for the ``with`` block (waiting up to ``timeout_s``
+    for a running reindex; ``LockBusy`` when it does not finish in time)."""
+    logger = get_run_logger()
+    label = f"reindex flow run {flow_run.get_name() or '?'} ({flow_run.get_id() or 'no id'})"
+    lock = StoreLock(get_store(store_url), core.LOCK_NAME, label=label, ttl_s=ttl_s)
+
+    def waiting(holder: LockHolder) -> None:
+        logger.warning(
+            "another reindex is running: %s; waiting up to %.0f s",
+            holder.describe(time.time()),
+            timeout_s,
+        )
+
+    with lock.hold(timeout_s, waiting) as waited:
+        logger.info("holding %s (waited %.1f s)", lock.key, waited)
+        yield lock
+
+
+@task(name="plan-reindex", **RETRYING)
+def plan_reindex(store_url: str) -> ReindexPlan:
+    plan = core.plan_reindex(get_store(store_url))
+    get_run_logger().info(
+        "locator: %s; similarity model: %s; spaces: %s",
+        plan.locator or "none (whole photos are encoded, locate skipped)",
+        plan.similarity_model or "none",
+        ", ".join(plan.spaces),
+    )
+    return plan
+
+
+@task(name="update-space-index", task_run_name="update-index-{space}", **RETRYING)
+def update_space_index(
+    store_url: str,
+    config: RuntimeConfig,
+    space: str,
+    index_kind: str | None,
+    policy: UpdatePolicy,
+    keep: int,
+) -> IndexUpdate:
+    """Bring one space's index up to the catalog; the update-or-rebuild choice is logged
+    with its reason."""
+    update = update_space(
+        get_store(store_url),
+        get_runtime(config).encoder,
+        space,
+        index_kind=index_kind,
+        policy=policy,
+        keep=keep,
+    )
+    get_run_logger().info(
+        "%s index: %s (%s); %s → %s, %d rows (%d new, %d changed, %d removed, "
+        "%d vectors computed) in %.1f s",
+        space,
+        update.action,
+        update.reason,
+        update.before or "none",
+        update.after,
+        update.size,
+        update.new,
+        update.changed,
+        update.removed,
+        update.vectors_computed,
+        update.seconds,
+    )
+    return update
+
+
+@task(name="report-reindex", **EPHEMERAL)
+def report_reindex(summary: ReindexSummary) -> None:
+    create_markdown_artifact(
+        key="reindex-summary",
+        markdown=core.reindex_markdown(summary),
+        description=f"Reindex of {summary.store_url}",
+    )
+    get_run_logger().info(
+        "reindex: %d new, %d changed, %d removed, %d rejected; %d encoded; %s in %.1f s",
+        summary.new,
+        summary.changed,
+        summary.removed,
+        summary.rejected,
+        summary.encoded,
+        ", ".join(f"{u.space} {u.action} → {u.after}" for u in summary.indexes),
+        summary.seconds,
+    )

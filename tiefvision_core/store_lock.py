@@ -1,0 +1,276 @@
+"""A lock object on storage: one run of a job at a time per store, whoever starts it.
+
+Why on storage rather than a Prefect global concurrency limit: what two reindex runs fight
+over is the store (encodings, index versions, ``CURRENT`` pointers), and every writer of the
+store sees this object — runs of any Prefect server or worker, and CLI runs in Prefect's
+ephemeral mode, which have no shared server at all. And a killed holder must not block the
+next night: a Prefect lease outlives a killed run by at least its minimum duration (60 s),
+and in ephemeral mode it lives in the memory of a server that dies with the run, so the
+slot would never come back. Here:
+
+* the holder rewrites the lock's heartbeat every ``ttl_s / 4``; a lock whose heartbeat is
+  older than ``ttl_s`` is stale and is broken by the next run;
+* a lock whose holder process ran in this machine's process space (same host, boot and PID
+  namespace) and is gone is stale at once — a SIGKILLed run is recovered immediately;
+* creation is atomic (:meth:`Store.put_if_absent`), and the holder checks it still owns the
+  lock before publishing (:meth:`StoreLock.check`), so a holder whose lock was broken while
+  it was frozen never switches a pointer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tiefvision_core.errors import StorageNotFound, TiefVisionError
+from tiefvision_core.storage import Store
+
+__all__ = ["LockBusy", "LockHolder", "LockLost", "StoreLock", "lock_key"]
+
+LOCK_PREFIX = "locks/"
+_log = logging.getLogger(__name__)
+
+
+class LockBusy(TiefVisionError):
+    """Another run holds the lock and did not finish within the wait."""
+
+
+class LockLost(TiefVisionError):
+    """The lock was broken while held (heartbeats stopped for longer than its TTL)."""
+
+
+def lock_key(name: str) -> str:
+    return f"{LOCK_PREFIX}{name}.json"
+
+
+def _process_space() -> str:
+    """Where a PID names the same process as here: host, boot and PID namespace. Empty when
+    unknown (no /proc): then only the heartbeat decides."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return f"{socket.gethostname()}|{boot}|{namespace}"
+
+
+def _process_gone(pid: int) -> bool:
+    """True when ``pid`` (in this PID namespace) is no longer running (or is a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
+
+
+def _stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """What the lock object says about the run holding it."""
+
+    owner: str  # a random token per acquisition
+    label: str  # what holds it, for people: the flow run's name and id
+    host: str
+    pid: int
+    process_space: str
+    started_at: float  # epoch seconds
+    heartbeat_at: float
+    ttl_s: float
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LockHolder:
+        return cls(**json.loads(data))
+
+    def stale_reason(self, now: float, here: str) -> str | None:
+        """Why the lock may be broken, or None while its holder may still be running."""
+        age = now - self.heartbeat_at
+        if age > self.ttl_s:
+            return f"no heartbeat for {age:.0f} s (TTL {self.ttl_s:.0f} s)"
+        if here and self.process_space == here and _process_gone(self.pid):
+            return f"its process {self.pid} on {self.host} is gone"
+        return None
+
+    def describe(self, now: float) -> str:
+        return (
+            f"{self.label} on {self.host} (pid {self.pid}), started {_stamp(self.started_at)}, "
+            f"last heartbeat {now - self.heartbeat_at:.0f} s ago"
+        )
+
+
+class StoreLock:
+    """A named lock on a store, held by this process while :meth:`hold` is open."""
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        *,
+        label: str,
+        ttl_s: float = 120.0,
+        poll_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl_s <= 0 or poll_s <= 0:
+            raise ValueError("ttl_s and poll_s must be positive")
+        self.store, self.name, self.key, self.label = store, name, lock_key(name), label
+        self.ttl_s, self.poll_s, self._clock = ttl_s, poll_s, clock
+        self._holder: LockHolder | None = None
+        self._lost: str | None = None
+        self.waited_s = 0.0  # how long the last acquire waited
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read(self) -> tuple[bytes, LockHolder] | None:
+        try:
+            data = self.store.get_bytes(self.key)
+        except StorageNotFound:
+            return None
+        try:
+            return data, LockHolder.from_bytes(data)
+        except (ValueError, TypeError):  # not ours or damaged: treat as long dead
+            return data, LockHolder("?", "an unreadable lock", "?", 0, "", 0.0, 0.0, 0.0)
+
+    def holder(self) -> LockHolder | None:
+        found = self._read()
+        return None if found is None else found[1]
+
+    # -- acquiring -------------------------------------------------------------------------
+    def acquire(
+        self, timeout_s: float, on_wait: Callable[[LockHolder], None] | None = None
+    ) -> float:
+        """Take the lock, waiting up to ``timeout_s`` for a live holder; returns the seconds
+        waited. Stale locks are broken on the way. Raises :class:`LockBusy` naming the
+        holder when the wait runs out."""
+        started = time.monotonic()
+        here = _process_space()
+        told = False
+        while True:
+            now = self._clock()
+            mine = LockHolder(
+                uuid.uuid4().hex,
+                self.label,
+                socket.gethostname(),
+                os.getpid(),
+                here,
+                now,
+                now,
+                self.ttl_s,
+            )
+            if self.store.put_if_absent(self.key, mine.to_bytes()):
+                self._holder = mine
+                self._lost = None
+                self._start_heartbeat()
+                self.waited_s = time.monotonic() - started
+                return self.waited_s
+            found = self._read()
+            if found is None:  # released between our look and our read: try again now
+                continue
+            data, other = found
+            reason = other.stale_reason(self._clock(), here)
+            if reason is not None:
+                _log.warning("breaking stale lock %s held by %s: %s", self.key, other.label, reason)
+                self._break(data)
+                continue
+            waited = time.monotonic() - started
+            if waited >= timeout_s:
+                raise LockBusy(
+                    f"another {self.name} is running: {other.describe(self._clock())} (lock "
+                    f"{self.store.uri(self.key)}); gave up after waiting {waited:.0f} s. Try "
+                    "again when it has finished, or wait longer (--lock-timeout)"
+                )
+            if on_wait is not None and not told:
+                on_wait(other)
+                told = True
+            time.sleep(min(self.poll_s, max(0.0, timeout_s - waited)))
+
+    def _break(self, seen: bytes) -> None:
+        """Delete the stale lock unless it changed since we judged it (another run broke
+        and took it in between)."""
+        try:
+            if self.store.get_bytes(self.key) == seen:
+                self.store.delete(self.key)
+        except StorageNotFound:
+            pass
+
+    # -- holding ---------------------------------------------------------------------------
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, name="store-lock", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            holder = self._holder
+            if holder is None:
+                return
+            try:
+                found = self._read()
+                if found is None or found[1].owner != holder.owner:
+                    who = "nobody" if found is None else found[1].label
+                    self._lost = f"the lock was broken while this run held it (now: {who})"
+                    return
+                beat = LockHolder(**{**asdict(holder), "heartbeat_at": self._clock()})
+                self.store.put_bytes(self.key, beat.to_bytes())
+            except Exception as error:  # storage hiccup: try again at the next beat
+                _log.warning("lock heartbeat for %s failed: %s", self.key, error)
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` when the lock is no longer this run's: call it before
+        anything that must not happen twice at once (switching a pointer)."""
+        if self._holder is None:
+            raise LockLost(f"{self.key} is not held by this run")
+        if self._lost is None:
+            found = self._read()
+            if found is None or found[1].owner != self._holder.owner:
+                self._lost = "the lock was broken while this run held it"
+        if self._lost is not None:
+            raise LockLost(
+                f"{self._lost}; this run stops before publishing. Start it again: finished "
+                "work is reused"
+            )
+
+    def release(self) -> None:
+        """Stop the heartbeat and delete the lock if it is still ours."""
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=10)
+        holder, self._holder = self._holder, None
+        if holder is None:
+            return
+        found = self._read()
+        if found is not None and found[1].owner == holder.owner:
+            self.store.delete(self.key)
+
+    @contextmanager
+    def hold(
+        self, timeout_s: float, on_wait: Callable[[LockHolder], None] | None = None
+    ) -> Iterator[float]:
+        """``with lock.hold(600) as waited:`` — acquire, yield the seconds waited, release."""
+        waited = self.acquire(timeout_s, on_wait)
+        try:
+            yield waited
+        finally:
+            self.release()
