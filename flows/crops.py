@@ -12,6 +12,7 @@ from typing import Literal
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
 from tasks.locator import (
     build_crop_part,
@@ -26,7 +27,7 @@ from tiefvision_core.crops import DEFAULT_SCALES, CropConfig, CropDataset
 __all__ = ["crops"]
 
 
-@flow(name="crops", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="crops", task_runner=ThreadPoolTaskRunner(max_workers=1), **FLOW_RESULTS)
 def crops(
     store: str | None = None,
     encoder: str | None = None,

@@ -10,6 +10,7 @@ from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
+from flows._results import FLOW_RESULTS
 from tasks.catalog import inspect_chunk, plan_ingest, publish_manifest, report_ingest
 from tiefvision_core.catalog import IngestSummary
 from tiefvision_core.config import load_settings
@@ -17,7 +18,7 @@ from tiefvision_core.config import load_settings
 __all__ = ["ingest"]
 
 
-@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4), **FLOW_RESULTS)
 def ingest(
     images: str,
     store: str | None = None,

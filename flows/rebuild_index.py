@@ -12,6 +12,7 @@ from typing import Literal
 
 from prefect import flow
 
+from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
 from flows.encode import encode
 from tasks.search import build_space_index, report_index
@@ -21,7 +22,7 @@ from tiefvision_core.index_store import IndexVersion
 __all__ = ["rebuild_index"]
 
 
-@flow(name="rebuild-index")
+@flow(name="rebuild-index", **FLOW_RESULTS)
 def rebuild_index(
     store: str | None = None,
     space: Literal["unsupervised", "supervised"] = "unsupervised",

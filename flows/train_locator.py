@@ -11,6 +11,7 @@ from typing import Literal
 
 from prefect import flow
 
+from flows._results import FLOW_RESULTS
 from flows.crops import crops
 from tasks.locator import train_locator_heads
 from tasks.stores import get_store
@@ -22,7 +23,7 @@ from tiefvision_core.locator_training import TrainConfig
 __all__ = ["train_locator"]
 
 
-@flow(name="train-locator")
+@flow(name="train-locator", **FLOW_RESULTS)
 def train_locator(
     store: str | None = None,
     encoder: str | None = None,

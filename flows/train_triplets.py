@@ -12,6 +12,7 @@ from typing import Literal
 
 from prefect import flow
 
+from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
 from flows.encode import encode
 from flows.rebuild_index import rebuild_index
@@ -23,7 +24,7 @@ from tiefvision_core.similarity_training import SimilarityRun
 __all__ = ["train_triplets"]
 
 
-@flow(name="train-triplets")
+@flow(name="train-triplets", **FLOW_RESULTS)
 def train_triplets(
     store: str | None = None,
     encoder: str | None = None,

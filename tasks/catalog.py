@@ -1,31 +1,24 @@
 """Prefect tasks around :mod:`tiefvision_core.catalog`: retries, logging, artifacts.
 
-Caching is off (``NO_CACHE``): resuming is done by the core's staged chunks, which are keyed
-by the exact input set, so Prefect never has to hash a plan or hold results.
+Caching and result persistence are off (``EPHEMERAL``): resuming is done by the core's
+staged chunks, which are keyed by the exact input set, so Prefect never has to hash a plan
+or hold results.
 """
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
-from tasks.policies import RETRY_DELAYS, retry_transient
+from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_source, get_store
 from tiefvision_core import catalog
 from tiefvision_core.catalog import IngestChunk, IngestPlan, IngestSummary
 
 __all__ = ["inspect_chunk", "plan_ingest", "publish_manifest", "report_ingest"]
 
-_RETRIES = {
-    "retries": len(RETRY_DELAYS),
-    "retry_delay_seconds": RETRY_DELAYS,
-    "retry_condition_fn": retry_transient,
-    "cache_policy": NO_CACHE,
-}
 
-
-@task(name="plan-ingest", **_RETRIES)
+@task(name="plan-ingest", **RETRYING)
 def plan_ingest(
     source_url: str,
     store_url: str,
@@ -52,7 +45,7 @@ def plan_ingest(
     return plan
 
 
-@task(name="inspect-chunk", task_run_name="inspect-chunk-{chunk.chunk_id:.8}", **_RETRIES)
+@task(name="inspect-chunk", task_run_name="inspect-chunk-{chunk.chunk_id:.8}", **RETRYING)
 def inspect_chunk(
     source_url: str, store_url: str, chunk: IngestChunk, verify_hashes: bool, max_pixels: int
 ) -> str:
@@ -66,7 +59,7 @@ def inspect_chunk(
     )
 
 
-@task(name="publish-manifest", **_RETRIES)
+@task(name="publish-manifest", **RETRYING)
 def publish_manifest(
     store_url: str, plan: IngestPlan, staged_keys: list[str], metadata_path: str | None
 ) -> IngestSummary:
@@ -74,7 +67,7 @@ def publish_manifest(
     return catalog.finish_ingest(get_store(store_url), plan, staged_keys, metadata_path)
 
 
-@task(name="report-ingest", cache_policy=NO_CACHE)
+@task(name="report-ingest", **EPHEMERAL)
 def report_ingest(summary: IngestSummary) -> None:
     """Log the counts and publish them as a table artifact for the Prefect UI."""
     rows = [

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.encoding import get_runtime
-from tasks.policies import NO_CACHE, RETRYING
+from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
 from tasks.stores import get_store
 from tiefvision_core import crops as crops_core
@@ -98,7 +98,7 @@ def finish_crops(
     )
 
 
-@task(name="report-crops", cache_policy=NO_CACHE)
+@task(name="report-crops", **EPHEMERAL)
 def report_crops(dataset: CropDataset) -> None:
     rows = [{"measure": f"images: {k}", "value": str(v)} for k, v in dataset.images.items()]
     rows += [{"measure": f"windows: {k}", "value": str(v)} for k, v in dataset.windows.items()]
@@ -113,7 +113,7 @@ def report_crops(dataset: CropDataset) -> None:
     )
 
 
-@task(name="train-locator-heads", cache_policy=NO_CACHE)
+@task(name="train-locator-heads", **EPHEMERAL)
 def train_locator_heads(
     store_url: str,
     dataset_id: str,
@@ -214,7 +214,7 @@ def _model(store_url: str, version: str, encoder_version: str) -> locator_store.
     return _MODELS[key]
 
 
-@task(name="report-locate", cache_policy=NO_CACHE)
+@task(name="report-locate", **EPHEMERAL)
 def report_locate(summary: dict[str, object]) -> None:
     create_table_artifact(
         key="locate-summary",

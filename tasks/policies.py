@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tiefvision_core.errors import ConfigError, InputError, StorageAuthError, StorageNotFound
 
-__all__ = ["NO_CACHE", "RETRYING", "RETRY_DELAYS", "retry_transient"]
+__all__ = ["EPHEMERAL", "NO_CACHE", "RETRYING", "RETRY_DELAYS", "retry_transient"]
 
 #: Backoff between task retries, in seconds (botocore already retries single requests).
 RETRY_DELAYS = [2, 8, 30]
@@ -26,11 +26,16 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(error, _USER_ERRORS)
 
 
-#: Task options for work that touches storage: transient failures retried with backoff, no
-#: result caching (results are references to what is on storage, which is the cache).
+#: Options for every task: no result caching (results are references to what is on storage,
+#: which is the cache) and no result persistence. A task left at Prefect's default would
+#: inherit its flow's ``persist_result=True`` (see flows._results) and write its return value,
+#: a plan with one entry per image for some tasks, to result storage on every run.
+EPHEMERAL: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+
+#: Task options for work that touches storage: transient failures retried with backoff.
 RETRYING: dict[str, Any] = {
     "retries": len(RETRY_DELAYS),
     "retry_delay_seconds": RETRY_DELAYS,
     "retry_condition_fn": retry_transient,
-    "cache_policy": NO_CACHE,
+    **EPHEMERAL,
 }

@@ -7,7 +7,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from tasks.encoding import get_runtime
-from tasks.policies import NO_CACHE, RETRYING
+from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
 from tiefvision_core import search
 from tiefvision_core.annotations import Snapshot, open_annotations, read_snapshot
@@ -45,7 +45,7 @@ def build_space_index(
     return version
 
 
-@task(name="report-index", cache_policy=NO_CACHE)
+@task(name="report-index", **EPHEMERAL)
 def report_index(version: IndexVersion) -> None:
     rows = [
         {"measure": name, "value": str(value)}
@@ -68,7 +68,7 @@ def export_triplet_snapshot(store_url: str) -> Snapshot:
         annotations.close()
 
 
-@task(name="train-projection", cache_policy=NO_CACHE)
+@task(name="train-projection", **EPHEMERAL)
 def train_projection(
     store_url: str, config: RuntimeConfig, snapshot: Snapshot, ranking: DeepRankingConfig
 ) -> SimilarityRun:
