@@ -1,6 +1,7 @@
 """Encoding flow: CNN feature maps of every catalog image not yet encoded, as Parquet shards.
 
-plan_encoding ──► encode_shard × N (one after another: each already fills the device)
+plan_encoding ──► encode_shard × N (one after another: each already fills the device;
+              │                   in parallel on Dask workers with TIEFVISION_TASK_RUNNER=dask)
               └──────────────────► summary ──► report_encoding
 """
 
@@ -10,9 +11,10 @@ import time
 from typing import Literal
 
 from prefect import flow, unmapped
-from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
+from flows._scale_out import SettingsTaskRunner, gather, gpu_request
 from tasks.encoding import encode_shard, get_runtime, plan_encoding, report_encoding
 from tasks.progress import advance, start_progress
 from tasks.stores import get_store
@@ -21,7 +23,7 @@ from tiefvision_core.catalog_encoding import EncodeSummary, summarise_encoding
 __all__ = ["encode"]
 
 
-@flow(name="encode", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="encode", task_runner=SettingsTaskRunner(max_workers=1), **FLOW_RESULTS)
 def encode(
     store: str | None = None,
     encoder: str | None = None,
@@ -54,15 +56,17 @@ def encode(
     plan = plan_encoding(settings.store_url, config, kind, shard_size, flips, dtype)
     progress = start_progress("encode", plan.images, f"Encoding with {config.encoder}")
     advance(progress, "encode", plan.already_encoded)
-    results = encode_shard.map(
-        unmapped(settings.store_url),
-        unmapped(config),
-        unmapped(plan),
-        list(plan.shards),
-        unmapped(flips),
-        unmapped(dtype),
-        unmapped(progress),
-    ).result()
+    with gpu_request():
+        futures = encode_shard.map(
+            unmapped(settings.store_url),
+            unmapped(config),
+            unmapped(plan),
+            list(plan.shards),
+            unmapped(flips),
+            unmapped(dtype),
+            unmapped(progress),
+        )
+    results = gather(futures, plan.shards, progress, "encode")
     summary = summarise_encoding(
         get_store(settings.store_url),
         get_runtime(config),

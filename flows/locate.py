@@ -3,6 +3,7 @@
 plan_locate ──► locate_shard × N ──► report_locate
 (incremental:    (whole-image maps at every scale → heads → positions with
  image + sha256)  P ≥ threshold averaged; none → whole image, fallback=true)
+                 (one after another, or on Dask workers: TIEFVISION_TASK_RUNNER=dask)
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import time
 from typing import Literal
 
 from prefect import flow, unmapped
-from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
+from flows._scale_out import SettingsTaskRunner, gather, gpu_request
 from tasks.locator import locate_shard, plan_locate, report_locate
 from tasks.progress import advance, start_progress
 from tasks.stores import get_store
@@ -21,7 +23,7 @@ from tasks.stores import get_store
 __all__ = ["locate"]
 
 
-@flow(name="locate", task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="locate", task_runner=SettingsTaskRunner(max_workers=1), **FLOW_RESULTS)
 def locate(
     store: str | None = None,
     encoder: str | None = None,
@@ -48,14 +50,16 @@ def locate(
     version = plan.prefix.rstrip("/").rsplit("/", 1)[-1]
     progress = start_progress("locate", plan.images, f"Locating products with {version}")
     advance(progress, "locate", plan.already_located)
-    results = locate_shard.map(
-        unmapped(settings.store_url),
-        unmapped(config),
-        unmapped(version),
-        unmapped(plan),
-        list(plan.shards),
-        unmapped(progress),
-    ).result()
+    with gpu_request():
+        futures = locate_shard.map(
+            unmapped(settings.store_url),
+            unmapped(config),
+            unmapped(version),
+            unmapped(plan),
+            list(plan.shards),
+            unmapped(progress),
+        )
+    results = gather(futures, plan.shards, progress, "locate")
     summary = {
         "locator_version": version,
         "images": plan.images,

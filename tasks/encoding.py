@@ -7,26 +7,54 @@ tensors or tables of the catalog.
 
 from __future__ import annotations
 
+import os
+import sys
+from dataclasses import replace
 from functools import lru_cache
 
+import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from tasks.policies import NO_CACHE, RETRYING
+from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
 from tasks.stores import get_store
 from tiefvision_core import catalog_encoding, encoding_store
 from tiefvision_core.catalog_encoding import EncodeSummary
-from tiefvision_core.encoding import EncodingRuntime, RuntimeConfig
+from tiefvision_core.encoding import EncodingRuntime, RuntimeConfig, resolve_device
 from tiefvision_core.encoding_store import EncodePlan, ShardResult, ShardSpec, VectorDType
 
-__all__ = ["encode_shard", "get_runtime", "plan_encoding", "report_encoding"]
+__all__ = ["encode_shard", "for_this_process", "get_runtime", "plan_encoding", "report_encoding"]
 
 
 @lru_cache(maxsize=2)
 def get_runtime(config: RuntimeConfig) -> EncodingRuntime:
     """One model per process and configuration: building and tuning it takes seconds."""
-    return config.build()
+    return for_this_process(config).build()
+
+
+def for_this_process(config: RuntimeConfig) -> RuntimeConfig:
+    """The flow's configuration, fitted to a Dask worker when this process is one.
+
+    Why: the engine already runs one worker process per slot of the machine, so a runtime
+    there must not start its own pool of encoding processes on top (workers × cores
+    processes fighting for the cores) and must use only the threads the worker was given:
+    ``OMP_NUM_THREADS``, which Dask's nanny sets (1 unless the cluster says otherwise). On
+    the CPU it decodes in the encoding thread, like each process of the local pool does; on
+    a GPU it keeps its decoding processes where the worker may start them.
+    """
+    distributed = sys.modules.get("distributed")  # not imported: certainly not a Dask worker
+    if distributed is None:
+        return config
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return config
+    threads = int(os.environ.get("OMP_NUM_THREADS") or torch.get_num_threads())
+    cuda = resolve_device(config.device).type == "cuda"
+    return replace(
+        config, threads=max(1, threads), cpu_processes=0, workers=config.workers if cuda else 0
+    )
 
 
 @task(name="plan-encoding", **RETRYING)
@@ -84,7 +112,7 @@ def encode_shard(
     return result
 
 
-@task(name="report-encoding", cache_policy=NO_CACHE)
+@task(name="report-encoding", **EPHEMERAL)
 def report_encoding(summary: EncodeSummary) -> None:
     """Log the run and publish its summary table as an artifact."""
     rows = [

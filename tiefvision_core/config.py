@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tiefvision_core.errors import ConfigError
@@ -21,6 +28,10 @@ from tiefvision_core.errors import ConfigError
 __all__ = ["Settings", "default_store_url", "load_settings", "normalise_store_url"]
 
 Device = Literal["auto", "cpu", "cuda"]
+TaskRunnerName = Literal["default", "dask"]
+
+#: Address schemes a Dask scheduler listens on (``dask scheduler`` prints ``tcp://…:8786``).
+DASK_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
 
 
 def default_store_url() -> str:
@@ -88,6 +99,26 @@ class Settings(BaseSettings):
         ge=1,
         description="Decompression-bomb guard: larger images are rejected.",
     )
+    task_runner: TaskRunnerName = Field(
+        default="default",
+        description=(
+            "Where the encode and locate flows run their shards: default (this process, one "
+            "after another) or dask (a Dask cluster, through prefect-dask)."
+        ),
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Scheduler of an existing Dask cluster; unset = a temporary local one.",
+    )
+    dask_workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description=(
+            "Workers of the temporary local Dask cluster; unset = one per GPU, else one per "
+            "CPU worker (TIEFVISION_WORKERS)."
+        ),
+    )
     s3_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -115,6 +146,43 @@ class Settings(BaseSettings):
     def _check_store_url(cls, value: str) -> str:
         return normalise_store_url(value)
 
+    @field_validator("dask_address")
+    @classmethod
+    def _check_dask_address(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """``host:port`` or ``scheme://host:port``; a dashboard URL (http) is a common slip."""
+        value = (value or "").strip().rstrip("/")
+        if not value:
+            return None
+        if info.data.get("task_runner", "dask") != "dask":
+            raise ValueError("is only used with TIEFVISION_TASK_RUNNER=dask")
+        address = value if "://" in value else f"tcp://{value}"
+        parsed = urlparse(address)
+        if parsed.scheme in ("http", "https"):
+            raise ValueError(
+                "that looks like the dashboard; give the scheduler's address, "
+                "e.g. tcp://scheduler:8786"
+            )
+        if parsed.scheme not in DASK_SCHEMES or not parsed.netloc:
+            raise ValueError(
+                "must be a Dask scheduler address such as tcp://scheduler:8786 "
+                f"(schemes: {', '.join(DASK_SCHEMES)})"
+            )
+        return address
+
+    @field_validator("dask_workers")
+    @classmethod
+    def _check_dask_workers(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is None:
+            return None
+        if info.data.get("task_runner", "dask") != "dask":
+            raise ValueError("is only used with TIEFVISION_TASK_RUNNER=dask")
+        if info.data.get("dask_address"):
+            raise ValueError(
+                "sizes the temporary local cluster; the cluster at TIEFVISION_DASK_ADDRESS "
+                "has its own workers"
+            )
+        return value
+
     @field_validator("s3_endpoint_url")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
@@ -128,6 +196,10 @@ class Settings(BaseSettings):
 
 _CLI_FLAGS = {"store_url": "store", "database_url": "database"}
 _ENV_NAMES = {
+    # Environment only: no command-line flag chooses the engine.
+    "task_runner": "TIEFVISION_TASK_RUNNER",
+    "dask_address": "TIEFVISION_DASK_ADDRESS",
+    "dask_workers": "TIEFVISION_DASK_WORKERS",
     "s3_endpoint_url": "TIEFVISION_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL)",
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",

@@ -52,6 +52,7 @@ __all__ = [
     "encode_crops",
     "encode_whole",
     "l2_normalise_positions",
+    "may_start_processes",
     "resolve_device",
     "whole_input_size",
     "whole_pixels",
@@ -265,6 +266,13 @@ class _CropDataset(Dataset):
             return index, None, "bad_box", str(error)
 
 
+def may_start_processes() -> bool:
+    """Whether this process may start child processes: a daemonic one may not (Python
+    refuses), e.g. a Dask worker under its nanny or a ``multiprocessing.Pool`` worker. There
+    the runtime decodes in its own thread instead of in worker processes."""
+    return not multiprocessing.current_process().daemon
+
+
 @cache
 def _decoding_context() -> multiprocessing.context.BaseContext:
     """Decoding workers start from a fork server that has this module (torch, Pillow)
@@ -374,6 +382,11 @@ class EncodingRuntime:
         self.workers = (
             workers if workers is not None else (min(8, os.cpu_count() or 1) if self.cuda else 1)
         )
+        if self.workers and not may_start_processes():
+            log.info(
+                "daemonic process: decoding in the encoding thread, not in %d workers", self.workers
+            )
+            self.workers = 0
         self.max_pixels = max_pixels
         self.encoder = encoder.to(self.device)
         self.amp_dtype = (
@@ -633,7 +646,7 @@ class _EncoderPool:
 
     @classmethod
     def for_cpu(cls, config: RuntimeConfig, runtime: EncodingRuntime) -> _EncoderPool | None:
-        if runtime.cuda:
+        if runtime.cuda or not may_start_processes():
             return None
         processes = (
             config.cpu_processes
