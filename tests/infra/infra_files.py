@@ -1,0 +1,143 @@
+"""Readers for the files under infra/: what the tests compare with the code.
+
+Why parse instead of grep: YAML anchors and merge keys (compose.yaml) and Dockerfile line
+continuations make text search miss or double-count; the tests should see exactly what
+Docker Compose, kubectl and docker build see.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from functools import cache
+from pathlib import Path
+
+import yaml
+from pydantic import AliasChoices
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+K8S = INFRA / "k8s"
+
+# `${NAME}`, `${NAME:-default}`, `${NAME:?message}`; `$${...}` is an escaped dollar.
+_INTERPOLATION = re.compile(r"(?<!\$)\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+_PREFECT_YAML_ENV = re.compile(r"\{\{\s*\$(\w+)\s*\}\}")
+
+
+@cache
+def compose() -> dict:
+    return yaml.safe_load((INFRA / "compose.yaml").read_text())
+
+
+def compose_interpolations() -> dict[str, str]:
+    """Variables compose.yaml takes from the shell or infra/.env, with their defaults."""
+    found: dict[str, str] = {}
+    for name, _op, default in _INTERPOLATION.findall((INFRA / "compose.yaml").read_text()):
+        found.setdefault(name, default)
+    return found
+
+
+def interpolate(value: str) -> str:
+    """What compose passes for ``value`` when only defaults are used (required: a dummy)."""
+    return _INTERPOLATION.sub(lambda m: m[3] if m[2].endswith("-") else "dummy", str(value))
+
+
+def command_words(service: dict, key: str = "command") -> list[str]:
+    value = service.get(key) or []
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+
+def option(words: list[str], flag: str) -> str | None:
+    """The value after ``flag`` in an argument list (``--pool tiefvision-cpu``)."""
+    return words[words.index(flag) + 1] if flag in words else None
+
+
+@cache
+def k8s_documents() -> tuple[tuple[str, dict], ...]:
+    """(file name, object) for every manifest kustomization.yaml lists, in its order."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return tuple(
+        (name, doc)
+        for name in kustomization["resources"]
+        for doc in yaml.safe_load_all((K8S / name).read_text())
+        if doc
+    )
+
+
+def k8s_containers() -> list[dict]:
+    return [
+        container
+        for _, doc in k8s_documents()
+        if doc["kind"] == "Deployment"
+        for container in doc["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+@cache
+def prefect_yaml() -> dict:
+    return yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+
+
+def prefect_yaml_env() -> set[str]:
+    """Variables deployments/prefect.yaml reads: Prefect's ``{{ $NAME }}`` and the
+    ``env: NAME`` entries of TiefVision's deploy-time build step."""
+
+    def env_entries(node: object) -> set[str]:
+        if isinstance(node, dict):
+            own = {node["env"]} if isinstance(node.get("env"), str) else set()
+            return own.union(*(env_entries(value) for value in node.values()))
+        if isinstance(node, list):
+            return set().union(*(env_entries(item) for item in node))
+        return set()
+
+    text = (ROOT / "deployments" / "prefect.yaml").read_text()
+    return set(_PREFECT_YAML_ENV.findall(text)) | env_entries(prefect_yaml())
+
+
+def settings_env_names() -> set[str]:
+    """Every environment variable Settings reads: its aliases, else prefix + field name."""
+    from tiefvision_core.config import Settings
+
+    prefix = Settings.model_config["env_prefix"]
+    names: set[str] = set()
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {choice.upper() for choice in alias.choices if isinstance(choice, str)}
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:
+            names.add(f"{prefix}{field_name}".upper())
+    return names
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of infra/Dockerfile, continuations joined, comments dropped."""
+    lines = [
+        line
+        for line in (INFRA / "Dockerfile").read_text().splitlines()
+        if not line.lstrip().startswith("#")
+    ]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    return [
+        (parts[0].upper(), parts[1] if len(parts) > 1 else "")
+        for parts in (line.strip().split(None, 1) for line in joined.splitlines() if line.strip())
+    ]
+
+
+def dockerfile_env_names() -> set[str]:
+    names: set[str] = set()
+    for instruction, args in dockerfile():
+        if instruction == "ENV":
+            names |= {word.split("=", 1)[0] for word in shlex.split(args) if "=" in word}
+    return names
+
+
+def dockerfile_copy_sources() -> list[str]:
+    """Sources of COPY instructions that read the build context (not ``--from`` a stage)."""
+    sources: list[str] = []
+    for instruction, args in dockerfile():
+        words = shlex.split(args)
+        if instruction in ("COPY", "ADD") and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words if not w.startswith("--")][:-1]
+    return sources
