@@ -119,6 +119,27 @@ class Settings(BaseSettings):
             "CPU worker (TIEFVISION_WORKERS)."
         ),
     )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Bearer token the web service's write endpoints (boxes, triplets, flow runs) "
+            "require; unset = open in development, refused in production."
+        ),
+    )
+    production: bool = Field(
+        default=False,
+        description="Production mode: the web service refuses writes unless api_token is set.",
+    )
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest photo the web service accepts for search by upload, in bytes.",
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins allowed to call the web API from a browser; "
+        "empty = CORS off (same origin only).",
+    )
     s3_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -183,6 +204,16 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("api_token")
+    @classmethod
+    def _check_api_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty variable means no token; a short one is guessable."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 24`)")
+        return SecretStr(value.get_secret_value().strip())
+
     @field_validator("s3_endpoint_url")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
@@ -200,6 +231,10 @@ _ENV_NAMES = {
     "task_runner": "TIEFVISION_TASK_RUNNER",
     "dask_address": "TIEFVISION_DASK_ADDRESS",
     "dask_workers": "TIEFVISION_DASK_WORKERS",
+    "api_token": "TIEFVISION_API_TOKEN",
+    "production": "TIEFVISION_PRODUCTION",
+    "max_upload_bytes": "TIEFVISION_MAX_UPLOAD_BYTES",
+    "cors_origins": "TIEFVISION_CORS_ORIGINS",
     "s3_endpoint_url": "TIEFVISION_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL)",
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
@@ -211,7 +246,8 @@ def _describe(error: dict) -> str:
     field = str(error["loc"][0]) if error.get("loc") else "settings"
     flag = _CLI_FLAGS.get(field, field.replace("_", "-"))
     name = _ENV_NAMES.get(field, f"TIEFVISION_{field.upper()} / --{flag}")
-    shown = "" if "secret" in field or "key" in field else f" (got {error.get('input')!r})"
+    hidden = any(word in field for word in ("secret", "key", "token"))
+    shown = "" if hidden else f" (got {error.get('input')!r})"
     message = error["msg"].removeprefix("Value error, ")
     return f"invalid setting {name}{shown}: {message}"
 

@@ -1,0 +1,116 @@
+"""The web application: ``create_app(settings)`` wires the API, the pages and the limits.
+
+Why a factory: tests, the benchmark and ``tiefvision serve`` each build an app over their
+own store and settings (token, production mode, upload cap), with nothing global.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from tiefvision_core.config import Settings
+from tiefvision_core.encoders import Encoder
+from tiefvision_core.errors import (
+    ConfigError,
+    ImageRejected,
+    IncompatibleModel,
+    InputError,
+    StorageError,
+    StorageNotFound,
+    TiefVisionError,
+)
+from tiefvision_web import api, pages
+from tiefvision_web.state import WebState
+from tiefvision_web.uploads import BodySizeLimit, rejected_as_http
+
+__all__ = ["create_app"]
+
+STATIC = Path(__file__).parent / "static"
+
+#: Sent with every response: no MIME sniffing by the browser, no framing by other sites,
+#: no referrer leaking ids to other origins, scripts and images from this origin only.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+def _error_status(error: TiefVisionError) -> int:
+    if isinstance(error, StorageNotFound):
+        return 404
+    if isinstance(error, IncompatibleModel):
+        return 409
+    if isinstance(error, InputError):
+        return 422
+    if isinstance(error, StorageError | ConfigError):
+        return 503
+    return 400
+
+
+def create_app(
+    settings: Settings, *, reload_interval: float = 1.0, encoder: Encoder | None = None
+) -> FastAPI:
+    """The TiefVision web service over ``settings.store_url``.
+
+    ``reload_interval``: how often (seconds, at most) the ``CURRENT`` pointers of the
+    catalog and the indexes are read to pick up a new version. ``encoder``: an encoder
+    already built in this process (default: built from ``settings.encoder`` on the first
+    upload; building one takes seconds).
+    """
+    state = WebState(settings, reload_interval=reload_interval, encoder=encoder)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="TiefVision",
+        summary="Visual search over a product catalog: search, images, annotations, flows.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.web = state
+
+    @app.exception_handler(TiefVisionError)
+    async def _tiefvision_error(_request: Request, error: TiefVisionError) -> JSONResponse:
+        if isinstance(error, ImageRejected):
+            http = rejected_as_http(error)
+            return JSONResponse({"detail": http.detail}, status_code=http.status_code)
+        return JSONResponse({"detail": str(error)}, status_code=_error_status(error))
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.url.path.startswith(("/docs", "/redoc", "/openapi")):
+            response.headers.setdefault("Content-Security-Policy", CSP)
+        return response
+
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off by default: the pages are same-origin
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

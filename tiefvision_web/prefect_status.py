@@ -1,0 +1,69 @@
+"""Deployments and recent flow runs from the configured Prefect server, for the status page.
+
+Why through ``tiefvision_cli.orchestration``: it is the one place that talks to a
+configured server and turns "no PREFECT_API_URL", "server down" and "no such deployment"
+into one line saying what to do; the web service shows those lines instead of failing.
+Without ``PREFECT_API_URL`` nothing is imported or contacted (Prefect would otherwise start
+a throw-away in-process server).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tiefvision_core.errors import TiefVisionError
+
+__all__ = ["prefect_configured", "prefect_status"]
+
+
+def prefect_configured() -> bool:
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    from prefect.settings import get_current_settings
+
+    return bool(get_current_settings().api.url)
+
+
+def prefect_status(runs: int = 10) -> dict[str, Any]:
+    """``{"configured", "deployments", "runs"}`` (or ``"error"`` with what to do)."""
+    if not _profile_has_url():
+        return {
+            "configured": False,
+            "deployments": [],
+            "runs": [],
+            "error": "no Prefect server configured (set PREFECT_API_URL to show runs and "
+            "trigger deployments)",
+        }
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from tiefvision_cli.orchestration import _deployment_names, _server
+
+    try:
+        with _server() as client:
+            deployments = _deployment_names(client)
+            recent = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=runs)
+            by_id = {d.id: name for name, d in deployments.items()}
+    except TiefVisionError as error:
+        return {"configured": True, "deployments": [], "runs": [], "error": str(error)}
+    return {
+        "configured": True,
+        "deployments": sorted(deployments),
+        "runs": [
+            {
+                "name": run.name,
+                "deployment": by_id.get(run.deployment_id),
+                "state": run.state.type.value if run.state else None,
+                "start_time": run.start_time.isoformat() if run.start_time else None,
+                "seconds": round(run.total_run_time.total_seconds(), 1),
+            }
+            for run in recent
+        ],
+    }
+
+
+def _profile_has_url() -> bool:
+    try:
+        return prefect_configured()
+    except Exception:
+        return False

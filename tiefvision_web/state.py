@@ -1,0 +1,101 @@
+"""What one running web service holds: settings, the store, the live catalog and indexes,
+the annotations database and (once a photo is uploaded) the encoder.
+
+Why lazily: the service must start in a second and answer ``/api/health`` even on a store
+where nothing was built yet; the encoder (seconds to build) is needed only for search by
+upload, the annotations database only by the editors.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from tiefvision_core.catalog import CURRENT_KEY as MANIFEST_CURRENT
+from tiefvision_core.catalog import read_manifest
+from tiefvision_core.config import Settings
+from tiefvision_core.errors import InputError
+from tiefvision_core.index_store import SPACES, OpenedIndex, open_index
+from tiefvision_core.storage import Store, open_store
+from tiefvision_web.catalog_view import CatalogView
+from tiefvision_web.live_pointer import LivePointer
+
+if TYPE_CHECKING:
+    from tiefvision_core.annotations import AnnotationStore
+    from tiefvision_core.encoders import Encoder
+
+__all__ = ["WebState"]
+
+NO_CATALOG = "nothing was ingested into this store yet: run `tiefvision ingest --images DIR`"
+
+
+class WebState:
+    """Shared by every request; each member is safe to use from many threads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reload_interval: float = 1.0,
+        encoder: Encoder | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store: Store = open_store(settings.store_url, settings)
+        self.catalog: LivePointer[CatalogView] = LivePointer(
+            self.store,
+            MANIFEST_CURRENT,
+            self._load_catalog,
+            lambda: InputError(NO_CATALOG),
+            interval=reload_interval,
+        )
+        self.indexes: dict[str, LivePointer[OpenedIndex]] = {
+            space: LivePointer(
+                self.store,
+                f"indexes/{space}/CURRENT",
+                lambda version, space=space: open_index(self.store, space, version),
+                lambda space=space: InputError(
+                    f"there is no {space} index yet: build it with "
+                    f"`tiefvision rebuild-index --space {space}`"
+                ),
+                interval=reload_interval,
+            )
+            for space in SPACES
+        }
+        self._lock = threading.Lock()
+        self._annotations: AnnotationStore | None = None
+        self._encoder: Encoder | None = encoder
+        self.thumbnails: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
+        self.thumbnail_lock = threading.Lock()
+
+    def _load_catalog(self, version: str) -> CatalogView:
+        manifest = read_manifest(self.store, version)
+        if manifest is None:  # pragma: no cover - the pointer named it a moment ago
+            raise InputError(NO_CATALOG)
+        return CatalogView(version, manifest)
+
+    @property
+    def annotations(self) -> AnnotationStore:
+        """The annotations database (opened, and migrated, on first use)."""
+        if self._annotations is None:
+            with self._lock:
+                if self._annotations is None:
+                    from tiefvision_core.annotations import open_annotations
+
+                    self._annotations = open_annotations(self.settings)
+        return self._annotations
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder the indexes were built with (built on first upload)."""
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    from tiefvision_core.encoders import get_encoder
+
+                    self._encoder = get_encoder(self.settings.encoder)
+        return self._encoder
+
+    def close(self) -> None:
+        if self._annotations is not None:
+            self._annotations.close()
