@@ -251,11 +251,6 @@ def demo(
             evaluation.table(),
         )
     _demo_search(store, workdir, supervised=run.similarity is not None)
-    console.print(
-        f"Web UI: tiefvision serve --store {store}  then open http://127.0.0.1:8000/",
-        markup=False,
-        soft_wrap=True,
-    )
 
 
 def _print_pipeline(run) -> None:
@@ -608,6 +603,108 @@ def _run_rebuild_index(
 
 
 @app.command()
+def reindex(
+    images: Annotated[str, typer.Option("--images", help="Folder or s3://bucket/prefix.")],
+    store: StoreOption = None,
+    metadata: Annotated[
+        Path | None, typer.Option(help="CSV/Parquet with product_id, category… per image.")
+    ] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
+    ] = None,
+    weights: Annotated[
+        str, typer.Option(help="default (pretrained, offline), none, or a .pth path.")
+    ] = "default",
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Images per forward pass (default: measured per device)."),
+    ] = None,
+    shard_size: Annotated[
+        int, typer.Option(min=1, help="Photos per locate part and encoding shard.")
+    ] = 256,
+    index_kind: Annotated[
+        str | None,
+        typer.Option(help="auto, exact, hnsw or ivfpq (default: keep each live index's kind)."),
+    ] = None,
+    lock_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for a reindex already running.")
+    ] = 600.0,
+    lock_ttl: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds without a heartbeat after which a holder is dead."),
+    ] = 120.0,
+    verify_hashes: Annotated[
+        bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """The nightly incremental reindex: ingest, locate and encode what is new or changed,
+    drop what was removed, update every live index (one run at a time per store)."""
+    from tiefvision_core.catalog import load_metadata
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.storage import open_store
+
+    if index_kind not in (None, "auto", "exact", "hnsw", "ivfpq"):
+        raise ConfigError(f"--index-kind {index_kind!r}: choose auto, exact, hnsw or ivfpq")
+    # Fail fast, before Prefect starts: settings, the source, the store and the metadata.
+    settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
+    open_store(images, settings, create=False)
+    open_store(settings.store_url, settings)
+    if metadata is not None:
+        load_metadata(metadata)
+
+    from flows.reindex import reindex as reindex_flow
+    from tiefvision_cli.report import progress_bar
+
+    with progress_bar(console, enabled=not as_json):
+        summary = reindex_flow(
+            images=images,
+            store=settings.store_url,
+            metadata=str(metadata) if metadata else None,
+            encoder=settings.encoder,
+            weights=weights,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            shard_size=shard_size,
+            index_kind=index_kind,
+            lock_timeout=lock_timeout,
+            lock_ttl=lock_ttl,
+            verify_hashes=verify_hashes,
+        )
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        _print_reindex(summary)
+
+
+def _print_reindex(summary) -> None:
+    """The run summary in a few lines: changes, work per stage, index versions."""
+    located = (
+        f"{summary.located} located with {summary.locator_version}"
+        if summary.locator_version
+        else "no locator: whole photos"
+    )
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.stages.items())
+    lines = [
+        f"Reindex of {summary.store_url} (manifest {summary.manifest_version}): "
+        f"{summary.images} photos",
+        f"  new {summary.new}, changed {summary.changed}, removed {summary.removed}, "
+        f"rejected {summary.rejected + summary.encode_rejected}",
+        f"  {located}; {summary.encoded} encoded (each with its mirror)",
+        f"  stages: {stages}; total {summary.seconds:.1f} s "
+        f"(waited {summary.lock_waited_s:.1f} s for the lock)",
+    ]
+    for update in summary.indexes:
+        lines.append(
+            f"  {update.space} index: {update.before or 'none'} → {update.after} "
+            f"({update.action}: {update.reason}); {update.size} photos, "
+            f"{update.vectors_computed} vectors computed"
+        )
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def search(
     image: Annotated[
         Path | None, typer.Argument(help="A photo to search with (or use --id).")
@@ -835,38 +932,6 @@ def trigger(
         )
     if failed:
         raise typer.Exit(1)
-
-
-@app.command()
-def serve(
-    host: Annotated[
-        str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
-    store: StoreOption = None,
-    database: DatabaseOption = None,
-) -> None:
-    """Run the web service: search API (OpenAPI at /docs) and pages (gallery, search by
-    photo, box and triplet editors, status)."""
-    import uvicorn
-
-    from tiefvision_core.config import load_settings
-    from tiefvision_web import create_app
-
-    settings = load_settings(store_url=store, database_url=database)
-    web_app = create_app(settings)  # opens the store: a wrong URL fails here, in one line
-    if settings.api_token is None and not settings.production and host not in _LOOPBACK:
-        err_console.print(
-            f"warning: listening on {escape(host)} without TIEFVISION_API_TOKEN: anyone who "
-            "can reach it can edit annotations and start flows",
-            highlight=False,
-        )
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    console.print(f"TiefVision web UI on http://{shown}:{port}/ (API docs: /docs)", markup=False)
-    uvicorn.run(web_app, host=host, port=port, log_level="info")
-
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def main() -> None:

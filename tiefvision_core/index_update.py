@@ -259,8 +259,20 @@ def _keys_table(keys: Sequence[RowKey]) -> pa.Table:
     )
 
 
+def _cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Cells as comparable text: a box read back from Parquet is an ndarray of numpy ints,
+    one built from row keys a list of ints — equal boxes must compare equal."""
+
+    def text(value: object) -> str:
+        if isinstance(value, list | tuple | np.ndarray):
+            return str(np.asarray(value).tolist())
+        return str(value)
+
+    return frame.map(text)
+
+
 def _same_frame(a: pd.DataFrame, b: pd.DataFrame) -> bool:
-    return list(a.columns) == list(b.columns) and a.astype(str).equals(b.astype(str))
+    return list(a.columns) == list(b.columns) and _cells(a).equals(_cells(b))
 
 
 def update_space(
