@@ -251,6 +251,11 @@ def demo(
             evaluation.table(),
         )
     _demo_search(store, workdir, supervised=run.similarity is not None)
+    console.print(
+        f"Web UI: tiefvision serve --store {store}  then open http://127.0.0.1:8000/",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _print_pipeline(run) -> None:
@@ -932,6 +937,38 @@ def trigger(
         )
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    store: StoreOption = None,
+    database: DatabaseOption = None,
+) -> None:
+    """Run the web service: search API (OpenAPI at /docs) and pages (gallery, search by
+    photo, box and triplet editors, status)."""
+    import uvicorn
+
+    from tiefvision_core.config import load_settings
+    from tiefvision_web import create_app
+
+    settings = load_settings(store_url=store, database_url=database)
+    web_app = create_app(settings)  # opens the store: a wrong URL fails here, in one line
+    if settings.api_token is None and not settings.production and host not in _LOOPBACK:
+        err_console.print(
+            f"warning: listening on {escape(host)} without TIEFVISION_API_TOKEN: anyone who "
+            "can reach it can edit annotations and start flows",
+            highlight=False,
+        )
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    console.print(f"TiefVision web UI on http://{shown}:{port}/ (API docs: /docs)", markup=False)
+    uvicorn.run(web_app, host=host, port=port, log_level="info")
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def main() -> None:
