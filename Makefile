@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= tiefvision-demo
 
-.PHONY: install demo test lint format bench constraints clean postgres
+.PHONY: install demo test lint format bench constraints clean postgres chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,9 @@ demo: $(STAMP)
 	$(BIN)/tiefvision demo --workdir $(DEMO_DIR)
 
 ## test: lint + the whole pytest suite (slow end-to-end tests included); the annotation
-## tests need PostgreSQL binaries (installed by `postgres`), so a missing server fails the run
-test: $(STAMP) lint postgres
+## tests need PostgreSQL binaries (installed by `postgres`), so a missing server fails the run;
+## the web pages' browser tests need Debian's Chromium (installed by `chromium`)
+test: $(STAMP) lint postgres chromium
 	TIEFVISION_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
 
 ## postgres: install PostgreSQL from Debian packages when missing (the tests start their own
@@ -32,6 +33,15 @@ postgres:
 	echo "Installing PostgreSQL (Debian package) for the tests ..."; \
 	$$SUDO apt-get update && \
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+
+## chromium: install Debian's Chromium when missing, for the browser tests (Playwright drives
+## /usr/bin/chromium; `playwright install` and its browser downloads are never used)
+chromium:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	echo "Installing Chromium (Debian package) for the browser tests ..."; \
+	$$SUDO apt-get update && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,223 @@
+"""The web pages in a real browser: Debian's Chromium driven by Playwright, against the
+service running under uvicorn on a loopback port, over a real indexed store and a real
+SQLite annotations database. Each test leaves a screenshot in ``test-output/``.
+
+Chromium comes from the Debian package (``make chromium``); ``playwright install`` and its
+browser downloads are never used.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tiefvision_core.annotations import AnnotationStore
+from tiefvision_web import create_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+_ALL_LOADED = (
+    "() => [...document.querySelectorAll('IMAGES')].every(i => i.complete && i.naturalWidth > 0)"
+)
+_EXPECTED_4XX = "the server responded with a status of 4"
+SHOTS = Path(__file__).resolve().parents[2] / "test-output"
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("web-browser") / "annotations.sqlite"
+
+
+@pytest.fixture(scope="module")
+def server(indexed_catalog, database, lite0) -> Iterator[str]:
+    """The service under uvicorn in a background thread; yields its base URL."""
+    import uvicorn
+
+    app = create_app(indexed_catalog.settings(database), encoder=lite0)
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium is missing: run `make chromium` (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A fresh page; JavaScript errors and failed requests fail the test; a screenshot of
+    the final state is saved under test-output/ (also when the test fails)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)  # search by upload encodes on a busy CPU
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+
+    def console(message) -> None:
+        # A 4xx the page shows as a message is tested for explicitly; anything else (a
+        # script error, a blocked resource, a 5xx) is a problem.
+        if message.type == "error" and _EXPECTED_4XX not in message.text:
+            problems.append(f"console: {message.text}")
+
+    page.on("console", console)
+    yield page
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+    assert not problems, problems
+
+
+def test_gallery_click_shows_similar_images_with_scores_and_boxes(server, page) -> None:
+    page.goto(server + "/")
+    thumbs = page.locator("#gallery .thumb")
+    assert thumbs.count() == 18
+    clicked = thumbs.nth(2).get_attribute("data-id")
+    thumbs.nth(2).click()
+    hits = page.locator("#hits .hit")
+    hits.first.wait_for()
+    assert hits.count() == 12
+    ids = [hits.nth(n).get_attribute("data-id") for n in range(hits.count())]
+    assert clicked not in ids
+    scores = [float(hits.nth(n).get_attribute("data-score")) for n in range(hits.count())]
+    assert scores == sorted(scores, reverse=True)
+    assert page.locator("#hits .hit .box").count() == 12  # every result has its box drawn
+    assert page.locator("#query .box").count() == 1
+    assert "results from the unsupervised index" in page.locator("#message").inner_text()
+    # Every result image loaded (natural width > 0), through the API.
+    page.wait_for_function(_ALL_LOADED.replace("IMAGES", "#hits img"))
+
+
+def test_upload_a_photo_and_see_results(server, page, indexed_catalog) -> None:
+    photo = sorted(indexed_catalog.photos.rglob("*.jpg"))[7]
+    page.goto(server + "/search")
+    page.set_input_files("#photo", str(photo))
+    hits = page.locator("#hits .hit")
+    hits.first.wait_for()
+    assert hits.count() == 12
+    assert float(hits.first.get_attribute("data-score")) > 0.99  # it finds itself first
+    assert page.locator("#query .box").count() == 1  # the located box on the upload
+    page.wait_for_function(_ALL_LOADED.replace("IMAGES", "#results img"))
+
+
+def test_upload_of_a_non_image_says_what_is_wrong(server, page, tmp_path) -> None:
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("<html>not a photo</html>")
+    page.goto(server + "/search")
+    with page.expect_response(lambda r: r.url.endswith("/api/search?k=12&space=unsupervised")):
+        page.set_input_files("#photo", str(fake))
+    message = page.locator("#message")
+    assert "not an image" in message.inner_text()
+    assert "error" in (message.get_attribute("class") or "")
+
+
+def test_draw_a_box_and_it_is_stored(server, page, database) -> None:
+    page.goto(server + "/boxes")  # redirects to the first image without a box
+    editor = page.locator("#editor")
+    image_id = editor.get_attribute("data-id")
+    width, height = (
+        int(editor.get_attribute("data-width")),
+        int(editor.get_attribute("data-height")),
+    )
+    page.wait_for_function("() => document.getElementById('photo').naturalWidth > 0")
+    shown = page.locator("#photo").bounding_box()
+    start = (shown["x"] + 0.2 * shown["width"], shown["y"] + 0.25 * shown["height"])
+    end = (shown["x"] + 0.7 * shown["width"], shown["y"] + 0.8 * shown["height"])
+    page.locator("#reset").click()
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=8)
+    page.mouse.up()
+    assert page.locator("#box").is_visible()
+    # Adjust: drag the bottom-right corner further out.
+    corner = (shown["x"] + 0.9 * shown["width"], shown["y"] + 0.9 * shown["height"])
+    page.mouse.move(*end)
+    page.mouse.down()
+    page.mouse.move(*corner, steps=5)
+    page.mouse.up()
+    page.locator("#save").click()
+    page.locator("#message", has_text="Saved box").wait_for()
+    with AnnotationStore(f"sqlite:///{database}") as annotations:
+        record = annotations.get_box(image_id)
+    assert record is not None and record.source == "web"
+    expected = (0.2 * width, 0.25 * height, 0.9 * width, 0.9 * height)
+    assert all(abs(got - want) <= 3 for got, want in zip(record.box, expected, strict=True)), (
+        record.box,
+        expected,
+    )
+    # The editor moves on: the next unannotated image is another one.
+    following = page.locator("#next").get_attribute("href")
+    assert following and image_id not in following
+    page.goto(server + "/boxes")
+    assert page.locator("#editor").get_attribute("data-id") != image_id
+
+
+def test_pick_positive_and_negative_and_the_triplet_is_stored(server, page, database) -> None:
+    page.goto(server + "/triplets")
+    reference = page.locator("#reference").get_attribute("data-id")
+    hits = page.locator("#hits .hit")
+    hits.first.wait_for()
+    save = page.locator("#save")
+    assert save.is_disabled()
+    positive, negative = hits.nth(0), hits.nth(4)
+    positive.click()
+    negative.click()
+    assert "positive" in positive.get_attribute("class")
+    assert "negative" in negative.get_attribute("class")
+    blue = positive.evaluate("e => getComputedStyle(e).borderTopColor")
+    red = negative.evaluate("e => getComputedStyle(e).borderTopColor")
+    assert blue == "rgb(21, 101, 192)" and red == "rgb(198, 40, 40)"
+    ids = positive.get_attribute("data-id"), negative.get_attribute("data-id")
+    page.screenshot(path=str(SHOTS / "triplet-picked.png"), full_page=True)
+    save.click()
+    page.locator("#message", has_text="Saved triplet").wait_for()
+    with AnnotationStore(f"sqlite:///{database}") as annotations:
+        stored = annotations.triplets()
+    rows = stored[(stored["reference"] == reference)]
+    assert [tuple(r) for r in rows[["positive", "negative"]].itertuples(index=False)] == [ids]
+
+
+def test_status_page_shows_versions_and_counts(server, page, indexed_catalog) -> None:
+    from tiefvision_core.storage import open_store
+
+    page.goto(server + "/status")
+    live = open_store(indexed_catalog.store_url).read_pointer("indexes/unsupervised/CURRENT")
+    assert live in page.content()
+    assert page.locator("#count-ok").inner_text() == "18"
