@@ -632,6 +632,16 @@ def reindex(
         str | None,
         typer.Option(help="auto, exact, hnsw or ivfpq (default: keep each live index's kind)."),
     ] = None,
+    max_churn: Annotated[
+        float,
+        typer.Option(
+            min=0.001, help="Rebuild an ANN index when this share of its trained rows changed."
+        ),
+    ] = 0.2,
+    max_growth: Annotated[
+        float,
+        typer.Option(min=1.001, help="Rebuild an ANN index when the catalog grew/shrank this ×."),
+    ] = 2.0,
     lock_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for a reindex already running.")
     ] = 600.0,
@@ -673,6 +683,8 @@ def reindex(
             batch_size=settings.batch_size,
             shard_size=shard_size,
             index_kind=index_kind,
+            max_churn=max_churn,
+            max_growth=max_growth,
             lock_timeout=lock_timeout,
             lock_ttl=lock_ttl,
             verify_hashes=verify_hashes,
