@@ -49,15 +49,8 @@ def _requests(catalog: Path, crop: str):
     return requests, labels
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--products", type=int, default=120)
-    parser.add_argument("--views", type=int, default=4)
-    parser.add_argument("--crop", choices=("truth", "whole"), default="truth")
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
-
-    from tiefvision_core.deep_ranking import DeepRankingConfig, fit_held_out, held_out_split
+def _encode(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid maps of every photo and of its mirror (similarity grid), and product labels."""
     from tiefvision_core.encoding import RuntimeConfig
     from tiefvision_core.similarity import similarity_grid
     from tiefvision_core.synthetic import generate_catalog
@@ -67,7 +60,6 @@ def main() -> None:
         generate_catalog(catalog, products=args.products, views=args.views, seed=args.seed)
         requests, labels = _requests(catalog, args.crop)
         runtime = RuntimeConfig().build()
-        started = time.perf_counter()
         plain, mirrored = {}, {}
         for batch in runtime.stream(requests, flips=True):
             for request, fmap, flipped in zip(
@@ -75,11 +67,36 @@ def main() -> None:
             ):
                 (mirrored if flipped else plain)[request.image_id] = fmap
         runtime.close()
-        encode_seconds = time.perf_counter() - started
     ids = sorted(plain)
-    maps = similarity_grid(np.stack([plain[i] for i in ids]))
-    flipped = similarity_grid(np.stack([mirrored[i] for i in ids]))
-    label_array = np.array([labels[i] for i in ids])
+    return (
+        similarity_grid(np.stack([plain[i] for i in ids])),
+        similarity_grid(np.stack([mirrored[i] for i in ids])),
+        np.array([labels[i] for i in ids]),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--products", type=int, default=120)
+    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--crop", choices=("truth", "whole"), default="truth")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--cache", type=Path, help="An .npz of the encodings: written once, then reused."
+    )
+    args = parser.parse_args()
+
+    from tiefvision_core.deep_ranking import DeepRankingConfig, fit_held_out, held_out_split
+
+    started = time.perf_counter()
+    if args.cache and args.cache.is_file():
+        cached = np.load(args.cache)
+        maps, flipped, label_array = cached["maps"], cached["flipped"], cached["labels"]
+    else:
+        maps, flipped, label_array = _encode(args)
+        if args.cache:
+            np.savez(args.cache, maps=maps, flipped=flipped, labels=label_array)
+    encode_seconds = time.perf_counter() - started
     config = DeepRankingConfig()
     split = held_out_split(label_array, config)
     started = time.perf_counter()
@@ -87,7 +104,7 @@ def main() -> None:
     train_seconds = time.perf_counter() - started
     trained = fit.trained
     print(
-        f"{len(ids)} photos of {args.products} products ({args.crop} crops), "
+        f"{len(label_array)} photos of {args.products} products ({args.crop} crops), "
         f"{int(split.sum())} photos of {len(set(label_array[split]))} held-out products, "
         f"{len(fit.test_triplets)} held-out triplets; encoding {encode_seconds:.0f} s, "
         f"training {train_seconds:.0f} s ({len(trained.history)} epochs, best "
