@@ -962,6 +962,11 @@ def serve(
 ) -> None:
     """Run the web service: search API (OpenAPI at /docs) and pages (gallery, search by
     photo, box and triplet editors, status)."""
+    # The service's parallelism is its requests (a thread each). A multi-threaded OpenBLAS
+    # turns the tiny per-query products (e.g. 9×1280 @ 1280×64 for an ANN index) into
+    # spin-waits: 70-140 ms instead of < 1 ms on a busy 2-core machine. Set before numpy loads.
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import uvicorn
 
     from tiefvision_core.config import load_settings
