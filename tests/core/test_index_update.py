@@ -218,7 +218,9 @@ def test_first_build_and_a_new_vector_space_rebuild_from_encodings() -> None:
     assert (first.action, first.reuse_vectors) == ("rebuild", False)
     assert "first build" in first.reason
     index = live("exact")
-    encoder = decide_update(index, delta(1000), {**SOURCE, "encoder_version": "enc-2"}, index.config)
+    encoder = decide_update(
+        index, delta(1000), {**SOURCE, "encoder_version": "enc-2"}, index.config
+    )
     assert (encoder.action, encoder.reuse_vectors) == ("rebuild", False)
     assert "encoder changed (enc-1 → enc-2)" in encoder.reason
     model = decide_update(index, delta(1000), {**SOURCE, "model_version": "m2"}, index.config)
