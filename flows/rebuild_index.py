@@ -42,7 +42,7 @@ def rebuild_index(
         weights: encoder weights: "default" (pretrained, offline), "none", or a .pth path.
         device: auto, cpu or cuda.
         batch_size: images per forward pass; empty = measured per device.
-        index_kind: auto (exact while the vectors fit 1 GiB, else HNSW + exact re-ranking),
+        index_kind: auto (exact while the vectors fit 64 MiB, else HNSW + exact re-ranking),
             or force exact, hnsw or ivfpq (compressed).
         keep: index versions kept on storage (the live one included).
     """

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tiefvision_core.store_lock import LockBusy, LockHolder, LockLost, StoreLock, _process_space
 from tiefvision_core.storage import Store
+from tiefvision_core.store_lock import LockBusy, LockHolder, LockLost, StoreLock, _process_space
 
 KEY = "locks/reindex.json"
 
