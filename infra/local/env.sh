@@ -8,7 +8,8 @@
 # by a deployment and a command typed in this shell see the same store, database and server.
 # Everything lives under $TIEFVISION_LOCAL_STATE (default ~/.local/state/tiefvision); the S3
 # credentials are generated there once (rclone accepts any key pair it is started with).
-# Ports: TIEFVISION_LOCAL_S3_PORT (9000, like MinIO) and TIEFVISION_LOCAL_PREFECT_PORT (4200).
+# Ports: TIEFVISION_LOCAL_S3_PORT (9000, like MinIO), TIEFVISION_LOCAL_PREFECT_PORT (4200)
+# and TIEFVISION_LOCAL_WEB_PORT (8000, `tiefvision serve`; set it to "off" to not start it).
 
 TIEFVISION_LOCAL_STATE="${TIEFVISION_LOCAL_STATE:-$HOME/.local/state/tiefvision}"
 # Absolute, so the SQLite URL below and the servers' working directories do not depend on $PWD.
@@ -17,6 +18,7 @@ TIEFVISION_LOCAL_STATE="$(cd "$TIEFVISION_LOCAL_STATE" && pwd)"
 export TIEFVISION_LOCAL_STATE
 export TIEFVISION_LOCAL_S3_PORT="${TIEFVISION_LOCAL_S3_PORT:-9000}"
 export TIEFVISION_LOCAL_PREFECT_PORT="${TIEFVISION_LOCAL_PREFECT_PORT:-4200}"
+export TIEFVISION_LOCAL_WEB_PORT="${TIEFVISION_LOCAL_WEB_PORT:-8000}"
 export TIEFVISION_LOCAL_BUCKET="${TIEFVISION_LOCAL_BUCKET:-tiefvision}"
 
 if [ ! -s "$TIEFVISION_LOCAL_STATE/credentials" ]; then

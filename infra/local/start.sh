@@ -5,7 +5,9 @@
 #   - `tiefvision setup-prefect`: flow-result storage on that S3 and the process work pools
 #     tiefvision-cpu and tiefvision-gpu (on one machine both are processes here; a GPU, if
 #     any, is used through TIEFVISION_DEVICE=auto),
-#   - one process worker per pool.
+#   - one process worker per pool,
+#   - the web service (`tiefvision serve`) on 127.0.0.1:$TIEFVISION_LOCAL_WEB_PORT, unless
+#     that is "off".
 # Then `source infra/local/env.sh` points the CLIs at it; infra/local/stop.sh stops it.
 # Idempotent: a service that is already running is left alone. Returns once every service
 # answers, so scripts (and tests) can use the stack right away.
@@ -88,11 +90,21 @@ for pool in "${POOLS[@]}"; do
   wait_until "worker-${pool#tiefvision-}" 180 "a worker online in $pool" worker_online "$pool"
 done
 
+# On loopback without a token: a development server, writes open to this machine's users.
+WEB_URL=
+if [ "$TIEFVISION_LOCAL_WEB_PORT" != off ]; then
+  WEB_URL="http://127.0.0.1:$TIEFVISION_LOCAL_WEB_PORT"
+  launch web "$TIEFVISION_LOCAL_WEB_PORT" \
+    "$(tool tiefvision)" serve --host 127.0.0.1 --port "$TIEFVISION_LOCAL_WEB_PORT"
+  wait_until web 120 "the web service" http_ok "$WEB_URL/api/health"
+fi
+
 cat <<MSG
 
 TiefVision local stack is up (state: $TIEFVISION_LOCAL_STATE)
   S3 endpoint   $TIEFVISION_S3_ENDPOINT_URL   store $TIEFVISION_STORE_URL
   Prefect UI    $PREFECT_URL
+  Web UI        ${WEB_URL:-not started (TIEFVISION_LOCAL_WEB_PORT=off)}
 Next:  source infra/local/env.sh && tiefvision ingest --images DIR
        TIEFVISION_IMAGES=DIR prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml
        tiefvision trigger ingest/on-demand --param images=DIR --wait

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Stop what infra/local/start.sh started (worker first, storage last), process group by
-# process group, so no flow run, uvicorn or rclone child is left behind. Data stays in the
-# state directory; delete that directory to start from scratch.
+# Stop what infra/local/start.sh started (web service and workers first, storage last),
+# process group by process group, so no flow run, uvicorn or rclone child is left behind.
+# Data stays in the state directory; delete that directory to start from scratch.
 set -euo pipefail
 # shellcheck source=infra/local/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,6 +26,6 @@ stop_service() {
   echo "$name: stopped"
 }
 
-for name in worker-gpu worker-cpu prefect-server s3; do
+for name in web worker-gpu worker-cpu prefect-server s3; do
   stop_service "$name"
 done

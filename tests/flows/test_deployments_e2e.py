@@ -1,9 +1,13 @@
 """Deployments end to end, as an operator runs them: a real Prefect server on loopback, the
 real S3 server, ``tiefvision setup-prefect``, ``prefect deploy`` of deployments/prefect.yaml,
-a process worker on ``tiefvision-cpu``, and ``tiefvision trigger reindex --wait``.
+a process worker on ``tiefvision-cpu``, and ``tiefvision trigger reindex --wait``; then the
+web service's ``POST /api/flows/{name}/run`` (what the status page's buttons call) against
+the same server and worker.
 
 Every Prefect and TiefVision step runs as its own process with its own environment (as a
-worker would), so nothing here depends on this test process's Prefect settings.
+worker would), so nothing here depends on this test process's Prefect settings; the web
+app alone runs in this process (FastAPI's test client), with its Prefect API pointed at the
+test server for the length of its test.
 
 Only the CPU pool has a worker here (no GPU, no Kubernetes): the nightly ``reindex``
 deployment is on ``tiefvision-cpu`` and runs ingest, locate and encode as subflows inside
@@ -273,3 +277,92 @@ def test_trigger_says_what_to_do_on_a_wrong_deployment_or_parameter(stack: Stack
         {**stack.env, "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api"},
     )
     assert down.returncode == 2 and "does not answer" in down.stderr
+
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _flow_run_ids(api: str, deployment_id: str) -> set[str]:
+    body = {"deployments": {"id": {"any_": [deployment_id]}}}
+    return {run["id"] for run in httpx.post(f"{api}/flow_runs/filter", json=body).json()}
+
+
+def _wait_final(api: str, flow_run_id: str, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        run = httpx.get(f"{api}/flow_runs/{flow_run_id}").json()
+        if run["state"] and run["state"]["type"] in FINAL_STATES:
+            return run
+        if time.monotonic() > deadline:
+            pytest.fail(f"flow run {flow_run_id} not final in {seconds} s: {run['state']}")
+        time.sleep(1)
+
+
+def test_web_api_starts_a_deployment_run_on_the_worker(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``POST /api/flows/{name}/run`` of the web service (what the status page's buttons
+    call) against the same server and worker: refused without the token, otherwise a run
+    of the right deployment that the worker takes to Completed; the status page sees it."""
+    from fastapi.testclient import TestClient
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tiefvision_core.config import Settings
+    from tiefvision_web import create_app
+
+    token = "e2e-web-token-0123456789"
+    settings = Settings(
+        store_url=stack.store_url,
+        database_url=f"sqlite:///{stack.logs / 'web-annotations.sqlite'}",
+        s3_endpoint_url=stack.env["TIEFVISION_S3_ENDPOINT_URL"],
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        api_token=token,
+        production=True,
+    )
+    ingest = _deployments(stack.api)["ingest/on-demand"]
+    before = _flow_run_ids(stack.api, ingest["id"])
+    body = {"parameters": {"images": str(stack.images), "chunk_size": 4}}
+
+    # The web service reads PREFECT_API_URL like any Prefect client (the compose and k8s
+    # files set it); this process's Prefect settings were fixed at import, so set both.
+    monkeypatch.setenv("PREFECT_API_URL", stack.api)
+    with (
+        temporary_settings(updates={PREFECT_API_URL: stack.api}),
+        TestClient(create_app(settings, reload_interval=0.1)) as client,
+    ):
+        refused = client.post("/api/flows/ingest/on-demand/run", json=body)
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["www-authenticate"] == "Bearer"
+        wrong = client.post(
+            "/api/flows/ingest/on-demand/run", json=body, headers={"Authorization": "Bearer nope"}
+        )
+        assert wrong.status_code == 403, wrong.text
+        assert _flow_run_ids(stack.api, ingest["id"]) == before  # nothing was started
+
+        answer = client.post(
+            "/api/flows/ingest/on-demand/run",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.status_code == 202, answer.text
+        started = answer.json()
+        assert started["deployment"] == "ingest/on-demand"
+        assert started["state"] in {"SCHEDULED", "PENDING"}, started
+        assert _flow_run_ids(stack.api, ingest["id"]) == before | {started["flow_run_id"]}
+
+        run = _wait_final(stack.api, started["flow_run_id"], 300)
+        worker_log = (stack.logs / "worker.log").read_text(errors="replace")[-4000:]
+        assert run["state"]["type"] == "COMPLETED", f"{run['state']}\nworker:\n{worker_log}"
+        assert run["deployment_id"] == ingest["id"]
+        assert run["parameters"] == body["parameters"]
+
+        # The run's work is in the store the web service serves, and its status page lists
+        # the run (through the same PREFECT_API_URL).
+        time.sleep(0.2)  # past reload_interval: the catalog pointer is read again
+        status = client.get("/api/status").json()
+        assert status["catalog"]["ok"] == 8, status["catalog"]
+        prefect = status["prefect"]
+        assert prefect["configured"] and "ingest/on-demand" in prefect["deployments"], prefect
+        (listed,) = [r for r in prefect["runs"] if r["name"] == started["flow_run_name"]]
+        assert listed["deployment"] == "ingest/on-demand" and listed["state"] == "COMPLETED"

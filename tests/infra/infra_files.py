@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -37,9 +38,25 @@ def compose_interpolations() -> dict[str, str]:
     return found
 
 
-def interpolate(value: str) -> str:
-    """What compose passes for ``value`` when only defaults are used (required: a dummy)."""
-    return _INTERPOLATION.sub(lambda m: m[3] if m[2].endswith("-") else "dummy", str(value))
+def interpolate(value: str, given: Mapping[str, str] | None = None) -> str:
+    """What compose passes for ``value`` with the variables ``given`` (e.g. .env.example's),
+    else their defaults (a required one without a value: a dummy)."""
+
+    def one(match: re.Match) -> str:
+        if given and match[1] in given:
+            return given[match[1]]
+        return match[3] if match[2].endswith("-") else "dummy"
+
+    return _INTERPOLATION.sub(one, str(value))
+
+
+def env_example() -> dict[str, str]:
+    """The variables of infra/.env.example: what a user starts infra/.env from."""
+    return {
+        line.split("=", 1)[0]: line.split("=", 1)[1]
+        for line in (INFRA / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 def command_words(service: dict, key: str = "command") -> list[str]:
@@ -71,6 +88,46 @@ def k8s_containers() -> list[dict]:
         if doc["kind"] == "Deployment"
         for container in doc["spec"]["template"]["spec"]["containers"]
     ]
+
+
+def is_worker(command: list[str]) -> bool:
+    return command[:3] == ["prefect", "worker", "start"]
+
+
+def is_web(command: list[str]) -> bool:
+    return command[:2] == ["tiefvision", "serve"]
+
+
+def k8s_workers() -> list[dict]:
+    return [c for c in k8s_containers() if is_worker(c["command"])]
+
+
+def k8s_web() -> list[dict]:
+    return [c for c in k8s_containers() if is_web(c["command"])]
+
+
+def k8s_services() -> list[dict]:
+    return [doc for _, doc in k8s_documents() if doc["kind"] == "Service"]
+
+
+def serve_options() -> dict[str, object]:
+    """``tiefvision serve``'s options (``--port`` …) and their defaults, from the CLI itself."""
+    import typer.main
+
+    from tiefvision_cli.main import app
+
+    command = typer.main.get_command(app).commands["serve"]
+    return {opt: param.default for param in command.params for opt in param.opts}
+
+
+def web_api_paths(tmp_path: Path) -> dict[str, set[str]]:
+    """Path -> HTTP methods of the web app's API (its OpenAPI document), built over an
+    empty local store."""
+    from tiefvision_core.config import Settings
+    from tiefvision_web import create_app
+
+    app = create_app(Settings(store_url=str(tmp_path / "store")))
+    return {path: {m.upper() for m in ops} for path, ops in app.openapi()["paths"].items()}
 
 
 @cache

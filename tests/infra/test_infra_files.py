@@ -31,18 +31,26 @@ from tests.infra.infra_files import (
     dockerfile,
     dockerfile_copy_sources,
     dockerfile_env_names,
+    env_example,
     interpolate,
+    is_web,
+    is_worker,
     k8s_containers,
     k8s_documents,
+    k8s_services,
+    k8s_web,
+    k8s_workers,
     option,
     prefect_yaml,
     prefect_yaml_env,
+    serve_options,
     settings_env_names,
+    web_api_paths,
 )
 
 K8S_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]  # oldest we claim, newest
 POOLS = {"tiefvision-cpu": "cpu", "tiefvision-gpu": "cuda"}  # pool -> TIEFVISION_DEVICE
-PUBLISHED = {"minio": {9000, 9001}, "postgres": {5432}, "prefect-server": {4200}}
+PUBLISHED = {"minio": {9000, 9001}, "postgres": {5432}, "prefect-server": {4200}, "web": {8000}}
 # Ports and variables the upstream images define themselves (their documentation).
 IMAGE_PORTS = {"minio/minio": {9000}, "postgres": {5432}}
 IMAGE_ENV = {
@@ -69,19 +77,21 @@ def _image_repo(service: dict) -> str:
     return service.get("image", "").rsplit(":", 1)[0]
 
 
-def _environment(service: dict) -> dict[str, str]:
+def _environment(service: dict, given: dict[str, str] | None = None) -> dict[str, str]:
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {name: interpolate(value) for name, value in env.items()}
+    return {name: interpolate(value, given) for name, value in env.items()}
 
 
 def _workers() -> dict[str, dict]:
     return {
-        name: service
-        for name, service in _services().items()
-        if command_words(service)[:3] == ["prefect", "worker", "start"]
+        name: service for name, service in _services().items() if is_worker(command_words(service))
     }
+
+
+def _web_services() -> dict[str, dict]:
+    return {name: s for name, s in _services().items() if is_web(command_words(s))}
 
 
 def _listens_on(service: dict) -> set[int]:
@@ -242,7 +252,7 @@ def test_compose_worker_environment_is_valid_settings(name, monkeypatch) -> None
 def test_k8s_worker_environment_is_valid_settings(monkeypatch) -> None:
     from tiefvision_core.annotations import database_url_for
 
-    for container in k8s_containers():
+    for container in k8s_workers():
         settings = _settings_from(_k8s_env(container), monkeypatch)
         assert settings.store_url.startswith("s3://") and settings.s3_endpoint_url
         assert settings.device == POOLS[option(container["command"], "--pool")]
@@ -250,21 +260,103 @@ def test_k8s_worker_environment_is_valid_settings(monkeypatch) -> None:
 
 
 def test_env_example_lists_every_compose_variable() -> None:
-    example = {
-        line.split("=", 1)[0]: line.split("=", 1)[1]
-        for line in (INFRA / ".env.example").read_text().splitlines()
-        if line and not line.startswith("#")
-    }
+    example = env_example()
     assert set(example) == set(compose_interpolations())
     assert all(example.values())
     assert ".env" in (INFRA / ".gitignore").read_text().split()
     assert "infra/.env" in (ROOT / ".dockerignore").read_text().split()
 
 
+# -- the web service -----------------------------------------------------------------------
+def _check_serve_command(words: list[str], where: str) -> int:
+    """``tiefvision serve`` with options it has, on every interface, on its default port."""
+    options = serve_options()
+    assert is_web(words), where
+    flags = [word for word in words[2:] if word.startswith("-")]
+    assert flags and set(flags) <= set(options), f"{where}: {flags} vs {sorted(options)}"
+    assert option(words, "--host") == "0.0.0.0", f"{where}: only reachable inside its container"
+    port = int(option(words, "--port"))
+    assert port == options["--port"], f"{where}: serve's default port is {options['--port']}"
+    return port
+
+
+def _check_web_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same store and database as the workers, a token, writes refused without it."""
+    from tiefvision_core.annotations import database_url_for
+
+    settings = _settings_from(env, monkeypatch)
+    assert settings.store_url.startswith("s3://") and settings.s3_endpoint_url
+    assert settings.aws_access_key_id and settings.aws_secret_access_key
+    assert database_url_for(settings).drivername == "postgresql+psycopg"
+    assert settings.api_token is not None and settings.production is True
+    assert env["PREFECT_API_URL"].endswith("/api")  # the status page and flow buttons
+
+
+def test_compose_web_service_serves_the_app_with_the_workers_settings(
+    monkeypatch, tmp_path
+) -> None:
+    (name,) = _web_services()
+    web = _services()[name]
+    port = _check_serve_command(command_words(web), name)
+    assert web["image"] == _services()["worker-cpu"]["image"] == "tiefvision:cpu"
+    # As a user runs it: infra/.env copied from .env.example (its token is long enough).
+    env = _environment(web, env_example())
+    worker_env = _environment(_services()["worker-cpu"], env_example())
+    shared = {k for k in worker_env if k.startswith(OWN_PREFIXES) or k == "PREFECT_API_URL"}
+    assert {k: env[k] for k in shared - {"TIEFVISION_DEVICE"}} == {
+        k: worker_env[k] for k in shared - {"TIEFVISION_DEVICE"}
+    }
+    _check_web_settings(env, monkeypatch)
+    assert web["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    assert web["depends_on"]["postgres"]["condition"] == "service_healthy"
+    (health,) = re.findall(r"http://127\.0\.0\.1:(\d+)(/[\w/]*)", str(web["healthcheck"]))
+    assert int(health[0]) == port
+    assert "GET" in web_api_paths(tmp_path).get(health[1], set()), f"no GET {health[1]}"
+
+
+def test_k8s_web_deployment_and_service_match_serve(monkeypatch, tmp_path) -> None:
+    (container,) = k8s_web()
+    port = _check_serve_command(container["command"], "web.yaml")
+    (container_port,) = container["ports"]
+    assert container_port["containerPort"] == port
+    paths = web_api_paths(tmp_path)
+    for probe in ("readinessProbe", "livenessProbe"):
+        check = container[probe]["httpGet"]
+        assert "GET" in paths.get(check["path"], set()), f"{probe}: no GET {check['path']}"
+        assert check["port"] in (container_port["name"], port), probe
+    _check_web_settings(_k8s_env(container), monkeypatch)
+    assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
+
+    (deployment,) = [
+        doc
+        for _, doc in k8s_documents()
+        if doc["kind"] == "Deployment"
+        and container in doc["spec"]["template"]["spec"]["containers"]
+    ]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (service,) = k8s_services()
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["port"] == port
+    assert service_port["targetPort"] in (container_port["name"], port)
+
+
+def test_web_health_answers_before_anything_is_indexed(tmp_path) -> None:
+    """The health check the compose file and the probes use passes on a fresh stack."""
+    from fastapi.testclient import TestClient
+
+    from tiefvision_core.config import Settings
+    from tiefvision_web import create_app
+
+    with TestClient(create_app(Settings(store_url=str(tmp_path / "store")))) as client:
+        answer = client.get("/api/health")
+    assert answer.status_code == 200 and answer.json()["status"] == "ok"
+
+
 # -- work pools and GPUs --------------------------------------------------------------------
 def test_work_pools_match_the_deployments() -> None:
     compose_pools = {option(command_words(s), "--pool") for s in _workers().values()}
-    k8s_pools = {option(c["command"], "--pool") for c in k8s_containers()}
+    k8s_pools = {option(c["command"], "--pool") for c in k8s_workers()}
     assert compose_pools == k8s_pools == set(POOLS)
     deployed = {d["work_pool"]["name"] for d in prefect_yaml()["deployments"]}
     # The GPU pool joins prefect.yaml with the GPU deployments; every pool used has workers.
@@ -279,7 +371,7 @@ def test_gpu_pool_is_a_process_pool_like_its_workers() -> None:
     """setup-prefect makes tiefvision-gpu a Kubernetes pool unless told otherwise; the
     workers here (compose, k8s, local) are process workers, so every setup must say so."""
     types = {option(command_words(s), "--type") for s in _workers().values()}
-    types |= {option(c["command"], "--type") for c in k8s_containers()}
+    types |= {option(c["command"], "--type") for c in k8s_workers()}
     assert types == {"process"}
     setup = " ".join(command_words(_services()["prefect-setup"]))
     for text in (setup, (INFRA / "local" / "start.sh").read_text()):

@@ -24,7 +24,7 @@ from tiefvision_core.storage import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-SERVICES = ("s3", "prefect-server", "worker-cpu", "worker-gpu")
+SERVICES = ("s3", "prefect-server", "worker-cpu", "worker-gpu", "web")
 
 
 def _free_port() -> int:
@@ -41,9 +41,10 @@ def _alive(pgid: int) -> bool:
     return True
 
 
-@pytest.fixture
-def stack_env(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The scripts' environment: this interpreter's venv, a fresh state dir, free ports."""
+    tmp_path = tmp_path_factory.mktemp("local-stack")
     env = {
         name: value
         for name, value in os.environ.items()
@@ -53,13 +54,15 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
         "TIEFVISION_LOCAL_STATE": str(tmp_path / "state"),
         "TIEFVISION_LOCAL_S3_PORT": str(_free_port()),
         "TIEFVISION_LOCAL_PREFECT_PORT": str(_free_port()),
+        "TIEFVISION_LOCAL_WEB_PORT": str(_free_port()),
         "TIEFVISION_VENV": str(Path(sys.executable).parent.parent),
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def running_stack(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    """start.sh; yields env.sh's variables; stop.sh even when the test failed."""
+    """start.sh; yields env.sh's variables; stop.sh even when a test failed (once for the
+    module: starting the stack takes a while)."""
     run_dir = Path(stack_env["TIEFVISION_LOCAL_STATE"]) / "run"
     local = INFRA / "local"
     try:
@@ -105,3 +108,15 @@ def test_local_stack_serves_prefect_and_s3(running_stack, monkeypatch) -> None:
     store.put_bytes("infra-test/hello.txt", b"hello from the local stack")
     assert store.get_bytes("infra-test/hello.txt") == b"hello from the local stack"
     assert "infra-test/hello.txt" in {info.key for info in store.list("infra-test/")}
+
+
+def test_local_stack_serves_the_web_service_on_its_store_and_prefect(running_stack) -> None:
+    """`tiefvision serve` from start.sh: same store (env.sh's S3) and Prefect server."""
+    web = f"http://127.0.0.1:{running_stack['TIEFVISION_LOCAL_WEB_PORT']}"
+    with urllib.request.urlopen(f"{web}/api/health", timeout=10) as response:
+        assert json.load(response)["status"] == "ok"
+    with urllib.request.urlopen(f"{web}/api/status", timeout=30) as response:
+        status = json.load(response)
+    assert status["store"] == "s3://tiefvision/store"
+    assert status["prefect"]["configured"] is True and "error" not in status["prefect"]
+    assert status["writes_need_token"] is False  # loopback, development mode
