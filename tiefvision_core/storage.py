@@ -210,8 +210,9 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        """``data`` durably in a hidden temporary file beside ``path``, for a rename or
+        link into place: a reader never sees a half-written ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
         try:
@@ -219,6 +220,15 @@ class LocalStore(Store):
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        try:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -241,13 +251,8 @@ class LocalStore(Store):
     def put_if_absent(self, key: str, data: bytes, *, settle_s: float = 1.0) -> bool:
         """Atomic: the complete file is hard-linked into place, which fails if one is there."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+        tmp = self._write_temp(path, data)
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.link(tmp, path)
         except FileExistsError:
             return False
