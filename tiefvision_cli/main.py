@@ -40,6 +40,26 @@ StoreOption = Annotated[
         "(default: $TIEFVISION_STORE_URL, else the embedded local store).",
     ),
 ]
+SourceOption = Annotated[str, typer.Option("--images", help="Folder or s3://bucket/prefix.")]
+MetadataOption = Annotated[
+    Path | None, typer.Option(help="CSV/Parquet with product_id, category… per image.")
+]
+EncoderOption = Annotated[
+    str | None,
+    typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER, efficientnet_lite0)."),
+]
+WeightsOption = Annotated[
+    str,
+    typer.Option(
+        help="Encoder weights: default (pretrained, offline), none (random, on purpose), "
+        "or a .pth path."
+    ),
+]
+DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
+BatchSizeOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Images per forward pass (default: measured per device)."),
+]
 _state = {"debug": False}
 
 
@@ -71,11 +91,9 @@ def synth(
 
 @app.command()
 def ingest(
-    images: Annotated[str, typer.Option("--images", help="Folder or s3://bucket/prefix.")],
+    images: SourceOption,
     store: StoreOption = None,
-    metadata: Annotated[
-        Path | None, typer.Option(help="CSV/Parquet with product_id, category… per image.")
-    ] = None,
+    metadata: MetadataOption = None,
     verify_hashes: Annotated[
         bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
     ] = False,
@@ -118,21 +136,10 @@ def _run_ingest(
 @app.command()
 def encode(
     store: StoreOption = None,
-    encoder: Annotated[
-        str | None,
-        typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER, efficientnet_lite0)."),
-    ] = None,
-    weights: Annotated[
-        str,
-        typer.Option(
-            help="default (pretrained, offline), none (random, on purpose), or a .pth path."
-        ),
-    ] = "default",
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(min=1, help="Images per forward pass (default: measured per device)."),
-    ] = None,
+    encoder: EncoderOption = None,
+    weights: WeightsOption = "default",
+    device: DeviceOption = None,
+    batch_size: BatchSizeOption = None,
     shard_size: Annotated[int, typer.Option(min=1, help="Images per Parquet shard.")] = 256,
     flips: Annotated[bool, typer.Option(help="Also encode each crop mirrored.")] = False,
     dtype: Annotated[str, typer.Option(help="float16 or float32 vectors.")] = "float16",
@@ -393,13 +400,9 @@ def _print_import_report(report: object, as_json: bool, strict: bool) -> None:
 def train_locator(
     store: StoreOption = None,
     database: DatabaseOption = None,
-    encoder: Annotated[
-        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
-    ] = None,
-    weights: Annotated[str, typer.Option(help="Encoder weights: default, none or a .pth.")] = (
-        "default"
-    ),
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    encoder: EncoderOption = None,
+    weights: WeightsOption = ("default"),
+    device: DeviceOption = None,
     threshold: Annotated[
         float, typer.Option(min=0.01, max=0.99, help="P(object) a position needs to count.")
     ] = 0.8,
@@ -476,13 +479,9 @@ def locate(
         typer.Argument(help="A photo to locate the product in; none = the whole catalog."),
     ] = None,
     store: StoreOption = None,
-    encoder: Annotated[
-        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
-    ] = None,
-    weights: Annotated[str, typer.Option(help="Encoder weights: default, none or a .pth.")] = (
-        "default"
-    ),
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    encoder: EncoderOption = None,
+    weights: WeightsOption = ("default"),
+    device: DeviceOption = None,
     locator: Annotated[
         str | None, typer.Option(help="Locator version (default: the current one).")
     ] = None,
@@ -550,10 +549,8 @@ def print_located(
 def rebuild_index(
     store: StoreOption = None,
     space: Annotated[str, typer.Option(help="unsupervised or supervised.")] = "unsupervised",
-    encoder: Annotated[
-        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    encoder: EncoderOption = None,
+    device: DeviceOption = None,
     index_kind: Annotated[
         str, typer.Option(help="auto, exact, hnsw or ivfpq (compressed).")
     ] = "auto",
@@ -609,22 +606,13 @@ def _run_rebuild_index(
 
 @app.command()
 def reindex(
-    images: Annotated[str, typer.Option("--images", help="Folder or s3://bucket/prefix.")],
+    images: SourceOption,
     store: StoreOption = None,
-    metadata: Annotated[
-        Path | None, typer.Option(help="CSV/Parquet with product_id, category… per image.")
-    ] = None,
-    encoder: Annotated[
-        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
-    ] = None,
-    weights: Annotated[
-        str, typer.Option(help="default (pretrained, offline), none, or a .pth path.")
-    ] = "default",
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(min=1, help="Images per forward pass (default: measured per device)."),
-    ] = None,
+    metadata: MetadataOption = None,
+    encoder: EncoderOption = None,
+    weights: WeightsOption = "default",
+    device: DeviceOption = None,
+    batch_size: BatchSizeOption = None,
     shard_size: Annotated[
         int, typer.Option(min=1, help="Photos per locate part and encoding shard.")
     ] = 256,
@@ -736,9 +724,7 @@ def search(
         typer.Option("--filter", help="Only results with COLUMN=VALUE (e.g. category=dress)."),
     ] = None,
     store: StoreOption = None,
-    encoder: Annotated[
-        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
-    ] = None,
+    encoder: EncoderOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Find the catalog photos most similar to a photo or to a catalog image id."""
@@ -781,10 +767,8 @@ def search(
 def train_triplets(
     store: StoreOption = None,
     database: DatabaseOption = None,
-    encoder: Annotated[
-        str | None, typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER).")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    encoder: EncoderOption = None,
+    device: DeviceOption = None,
     margin: Annotated[float, typer.Option(min=0.001, max=2.0, help="Hinge-loss margin.")] = 0.1,
     max_epochs: Annotated[int, typer.Option(min=1, help="Upper bound on epochs.")] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
