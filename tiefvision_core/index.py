@@ -208,6 +208,20 @@ def _renumber_lists(index: faiss.IndexIVF, renumber: np.ndarray) -> None:
         lists.update_entries(number, 0, size, faiss.swig_ptr(new_ids), faiss.swig_ptr(codes))
 
 
+def _rescore(candidates: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Exact inner products of the candidates' stored (float16) vectors with the query.
+
+    Why torch: NumPy converts float16 element by element (~8 ms for 100 candidates of
+    11,520 numbers, most of a search); torch converts with vector instructions.
+    """
+    import torch
+
+    if candidates.dtype != np.float16:
+        return np.asarray(candidates, np.float32) @ query
+    block = torch.from_numpy(np.ascontiguousarray(candidates)).float()
+    return (block @ torch.from_numpy(np.ascontiguousarray(query, np.float32))).numpy()
+
+
 class VectorIndex:
     """One index version opened for search: FAISS index + memory-mapped full vectors."""
 
@@ -261,7 +275,7 @@ class VectorIndex:
         out_rows = np.full((len(queries), k), -1, np.int64)
         for q, rows in enumerate(found):
             rows = rows[rows >= 0]
-            exact = np.asarray(self.vectors[np.sort(rows)], np.float32) @ queries[q]
+            exact = _rescore(self.vectors[np.sort(rows)], queries[q])
             order = np.argsort(-exact)[:k]
             out_scores[q, : len(order)] = exact[order]
             out_rows[q, : len(order)] = np.sort(rows)[order]

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 import faiss
@@ -217,14 +218,30 @@ class OpenedIndex:
     ids: pd.DataFrame
     metadata: dict
 
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        """image_id → first row: a search by id is a dict lookup, not a scan of the ids."""
+        rows: dict[str, int] = {}
+        for row, image_id in enumerate(self.ids["image_id"].tolist()):
+            rows.setdefault(image_id, row)
+        return rows
+
+    def column(self, name: str) -> list:
+        """One id-map column as a Python list, built once: a search reads a few rows of it
+        per query, and pandas row access costs more than the ANN search."""
+        columns = self.__dict__.setdefault("_columns", {})
+        if name not in columns:
+            columns[name] = self.ids[name].tolist()
+        return columns[name]
+
     def row_of(self, image_id: str) -> int:
-        rows = np.flatnonzero(self.ids["image_id"].to_numpy() == image_id)
-        if not len(rows):
+        row = self._rows.get(image_id)
+        if row is None:
             raise InputError(
                 f"image id {image_id!r} is not in the {self.space} index {self.version}; "
                 "check the id (tiefvision ingest lists them) or rebuild the index"
             )
-        return int(rows[0])
+        return row
 
 
 def _cache_root() -> Path:

@@ -155,15 +155,15 @@ def _hits(
     where: dict[str, str] | None,
 ) -> list[SearchHit]:
     hits = []
-    for score, row in zip(scores, rows, strict=True):
+    image_ids, boxes = opened.column("image_id"), opened.column("box")
+    for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
         if row < 0:
             continue
-        record = opened.ids.iloc[int(row)]
-        if exclude is not None and record["image_id"] == exclude:
+        if exclude is not None and image_ids[row] == exclude:
             continue
-        if where and any(str(record.get(c)) != v for c, v in where.items()):
+        if where and any(str(opened.column(c)[row]) != v for c, v in where.items()):
             continue
-        hits.append(SearchHit(record["image_id"], round(float(score), 6), _ints(record["box"])))
+        hits.append(SearchHit(image_ids[row], round(score, 6), _ints(boxes[row])))
         if len(hits) == k:
             break
     return hits
@@ -205,7 +205,7 @@ def search_by_id(
     row = opened.row_of(image_id)
     query = np.asarray(opened.index.vectors[row], np.float32)
     hits = _search(opened, query, k, None if include_self else image_id, where)
-    return SearchResult(opened.space, opened.version, hits, _ints(opened.ids.iloc[row]["box"]))
+    return SearchResult(opened.space, opened.version, hits, _ints(opened.column("box")[row]))
 
 
 def query_box(store: Store, encoder: Encoder, image) -> list[int]:
