@@ -24,6 +24,9 @@ from tiefvision_core.storage import LocalStore, S3Store, Store
 
 # Keep Prefect's database and settings out of the user's home, before prefect is imported.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tiefvision-prefect-home-")
+# Flow tests start Prefect's temporary server (in this process and in CLI subprocesses);
+# its 20 s default start-up limit is too tight on a loaded 2-core machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 DATA = Path(__file__).parent / "data"
 S3_KEY, S3_SECRET = "tiefvision-test-key", "tiefvision-test-secret-Zq81"

@@ -22,6 +22,11 @@ from tiefvision_core.errors import ConfigError, TiefVisionError
 if TYPE_CHECKING:
     from tiefvision_core.catalog_encoding import EncodeSummary
 
+# Without PREFECT_API_URL each command starts Prefect's temporary server, which gets 20 s by
+# default: a busy 2-core machine (a test run, an encoding beside it) can take longer, and
+# the command then dies before doing anything. Read when prefect is imported (lazily, later).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
 app = typer.Typer(
     name="tiefvision",
     help="TiefVision: visual search for product catalogs, run as Prefect flows.",
