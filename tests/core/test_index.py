@@ -11,7 +11,13 @@ import pandas as pd
 import pytest
 
 from tiefvision_core.errors import InputError
-from tiefvision_core.index import IndexConfig, VectorIndex, build_index, fit_projection
+from tiefvision_core.index import (
+    BuiltIndex,
+    IndexConfig,
+    VectorIndex,
+    build_index,
+    fit_projection,
+)
 from tiefvision_core.index_store import SelfCheckFailed, open_index, publish_index, versions
 from tiefvision_core.similarity import similarity_vectors
 from tiefvision_core.storage import LocalStore, Store
@@ -40,7 +46,11 @@ def clustered(n: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def opened(vectors: np.ndarray, config: IndexConfig | None = None) -> VectorIndex:
-    built = build_index(vectors, GRID, config)
+    return searchable(build_index(vectors, GRID, config), vectors)
+
+
+def searchable(built: BuiltIndex, vectors: np.ndarray) -> VectorIndex:
+    """A built index over in-memory vectors, searchable without a round trip to storage."""
     return VectorIndex(
         kind=built.kind,
         index=built.index,

@@ -10,7 +10,8 @@ import faiss
 import numpy as np
 import pytest
 
-from tiefvision_core.index import IndexConfig, VectorIndex, build_index, update_index
+from tests.core.test_index import recall, searchable
+from tiefvision_core.index import IndexConfig, build_index, update_index
 from tiefvision_core.index_update import (
     IndexDelta,
     LiveIndex,
@@ -45,25 +46,9 @@ def clustered(n: int, seed: int, centres: np.ndarray) -> np.ndarray:
     return similarity_vectors(centres[rng.integers(0, len(centres), n)] + 1.5 * noise)
 
 
-def opened(built, vectors: np.ndarray) -> VectorIndex:
-    return VectorIndex(
-        kind=built.kind,
-        index=built.index,
-        vectors=vectors,
-        grid=GRID,
-        projection=built.projection,
-        config=built.config,
-    )
-
-
 def brute_force(queries: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     scores = queries.astype(np.float64) @ vectors.astype(np.float64).T
     return np.argsort(-scores, axis=1)[:, :k]
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth, strict=True)]))
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +75,12 @@ def catalog() -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivfpq"])
 def test_update_answers_like_a_fresh_build_on_the_same_rows(kind: str, catalog) -> None:
     old, nxt, kept, queries = catalog["old"], catalog["next"], catalog["kept"], catalog["queries"]
-    previous = opened(build_index(old, GRID, CONFIGS[kind]), old)
+    previous = searchable(build_index(old, GRID, CONFIGS[kind]), old)
     updated_built = update_index(previous, nxt, kept)
     assert updated_built.kind == kind
     assert updated_built.index.ntotal == len(nxt)
-    updated = opened(updated_built, nxt)
-    fresh = opened(build_index(nxt, GRID, CONFIGS[kind]), nxt)
+    updated = searchable(updated_built, nxt)
+    fresh = searchable(build_index(nxt, GRID, CONFIGS[kind]), nxt)
     if kind != "exact":  # the update keeps the live version's training
         np.testing.assert_array_equal(updated.projection, previous.projection)
 
@@ -126,7 +111,7 @@ def test_update_answers_like_a_fresh_build_on_the_same_rows(kind: str, catalog) 
 
 def test_ivfpq_update_keeps_the_trained_codes_and_drops_removed_ids(catalog) -> None:
     old, nxt, kept = catalog["old"], catalog["next"], catalog["kept"]
-    previous = opened(build_index(old, GRID, CONFIGS["ivfpq"]), old)
+    previous = searchable(build_index(old, GRID, CONFIGS["ivfpq"]), old)
     updated = update_index(previous, nxt, kept).index
     before, after = faiss.extract_index_ivf(previous.index), faiss.extract_index_ivf(updated)
     assert after.nlist == before.nlist and after.nprobe == before.nprobe
@@ -157,7 +142,7 @@ def test_ivfpq_update_keeps_the_trained_codes_and_drops_removed_ids(catalog) -> 
 
 def test_update_refuses_unordered_kept_rows(catalog) -> None:
     old = catalog["old"]
-    previous = opened(build_index(old, GRID, CONFIGS["exact"]), old)
+    previous = searchable(build_index(old, GRID, CONFIGS["exact"]), old)
     with pytest.raises(ValueError, match="ascending"):
         update_index(previous, old[[2, 1]], np.array([2, 1]))
 
