@@ -25,24 +25,13 @@ from tiefvision_core.errors import (
     TiefVisionError,
 )
 from tiefvision_web import api, pages
+from tiefvision_web.security_headers import SecurityHeaders
 from tiefvision_web.state import WebState
 from tiefvision_web.uploads import BodySizeLimit, rejected_as_http
 
 __all__ = ["create_app"]
 
 STATIC = Path(__file__).parent / "static"
-
-#: Sent with every response: no MIME sniffing by the browser, no framing by other sites,
-#: no referrer leaking ids to other origins, scripts and images from this origin only.
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-}
-CSP = (
-    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-    "frame-ancestors 'none'"
-)
 
 
 def _error_status(error: TiefVisionError) -> int:
@@ -89,15 +78,6 @@ def create_app(
             return JSONResponse({"detail": http.detail}, status_code=http.status_code)
         return JSONResponse({"detail": str(error)}, status_code=_error_status(error))
 
-    @app.middleware("http")
-    async def _security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if not request.url.path.startswith(("/docs", "/redoc", "/openapi")):
-            response.headers.setdefault("Content-Security-Policy", CSP)
-        return response
-
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off by default: the pages are same-origin
         from fastapi.middleware.cors import CORSMiddleware
@@ -109,6 +89,7 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, 413s included
 
     app.include_router(api.router)
     app.include_router(pages.router)

@@ -14,8 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.conftest import S3_KEY, S3_SECRET
 from tiefvision_core.annotations import AnnotationStore
-from tiefvision_core.catalog import image_id_for
+from tiefvision_core.catalog import image_id_for, ingest_catalog
+from tiefvision_core.config import load_settings
 from tiefvision_core.index_store import open_index
 from tiefvision_core.search import rebuild_space
 from tiefvision_core.storage import open_store
@@ -214,6 +216,8 @@ def test_uploads_over_the_cap_are_refused_before_they_are_read(
     assert 4096 < len(photo.getvalue()) < 64 * 1024
     own = small.post("/api/search", files={"image": ("b.png", photo.getvalue(), "image/png")})
     assert own.status_code == 413
+    for refused in (declared, streamed, own):  # refused early or late: same headers
+        assert refused.headers["x-frame-options"] == "DENY"
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -238,6 +242,44 @@ def test_images_originals_thumbnails_and_crops(client, ids, indexed_catalog) -> 
     with Image.open(io.BytesIO(crop.content)) as image:
         assert image.size == (right - left, bottom - top)
     assert client.get(f"/api/images/{image_id}", params={"size": 4}).status_code == 422
+
+
+def test_images_of_an_s3_catalog_are_streamed_without_exposing_the_bucket(
+    s3_env, indexed_catalog, tmp_path
+) -> None:
+    """Photos and store in a real S3 server: the API streams the bytes itself, so the
+    browser never sees the endpoint, the bucket, a key id or a presigned signature."""
+    bucket = s3_env.new_bucket()
+    source = open_store(f"s3://{bucket}/photos")
+    originals = {}
+    for path in sorted(indexed_catalog.photos.rglob("*.jpg"))[:4]:
+        key = path.relative_to(indexed_catalog.photos).as_posix()
+        source.put_bytes(key, path.read_bytes())
+        originals[key] = path.read_bytes()
+    store_url = f"s3://{bucket}/store"
+    ingest_catalog(source, open_store(store_url))
+    s3 = TestClient(
+        create_app(
+            load_settings(store_url=store_url, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}")
+        )
+    )
+
+    images = s3.get("/api/images").json()["images"]
+    assert len(images) == len(originals)
+    endpoint = s3_env.endpoint.removeprefix("http://")
+    for image in images:
+        answer = s3.get(f"/api/images/{image['image_id']}", follow_redirects=False)
+        assert answer.status_code == 200 and "location" not in answer.headers
+        assert answer.content in originals.values()
+        thumb = s3.get(f"/api/images/{image['image_id']}", params={"size": 32})
+        with Image.open(io.BytesIO(thumb.content)) as picture:
+            assert max(picture.size) <= 32
+        exposed = " ".join(f"{k}: {v}" for k, v in answer.headers.items())
+        for secret in (endpoint, S3_KEY, S3_SECRET, "X-Amz-Signature"):
+            assert secret not in exposed
+    status = s3.get("/api/status").text
+    for secret in (endpoint, S3_KEY, S3_SECRET):
+        assert secret not in status
 
 
 @pytest.mark.parametrize(
@@ -401,6 +443,19 @@ def test_cors_is_off_and_pages_carry_security_headers(client, ids) -> None:
     page = client.get("/")
     assert page.headers["x-frame-options"] == "DENY"
     assert "script-src 'self'" in page.headers["content-security-policy"]
+    # Error answers carry them too (4xx from the app and the exception handlers alike).
+    for answer in (
+        client.get("/api/images/no-such-image-00000000"),
+        client.get("/api/search", params={"id": "../x"}),
+    ):
+        assert answer.status_code in (400, 404)
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["referrer-policy"] == "same-origin"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+    # Swagger UI loads assets a strict policy would block: no CSP there, the rest still set.
+    docs = client.get("/docs")
+    assert "content-security-policy" not in docs.headers
+    assert docs.headers["x-frame-options"] == "DENY"
 
 
 def test_cors_can_be_enabled_for_named_origins(indexed_catalog, tmp_path, ids) -> None:
