@@ -28,6 +28,9 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tiefvision-prefect-home-")
 # its 20 s default start-up limit is too tight on a loaded 2-core machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
+# The browser fixtures (``browser``, ``page``) for the page tests in tests/web and tests/flows.
+pytest_plugins = ["tests.browser"]
+
 DATA = Path(__file__).parent / "data"
 S3_KEY, S3_SECRET = "tiefvision-test-key", "tiefvision-test-secret-Zq81"
 

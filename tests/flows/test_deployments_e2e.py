@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -298,6 +299,34 @@ def _wait_final(api: str, flow_run_id: str, seconds: float) -> dict:
         time.sleep(1)
 
 
+WEB_TOKEN = "e2e-web-token-0123456789"
+
+
+@contextmanager
+def _web_app(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """The web service over the stack's store, in production mode with a write token, its
+    Prefect API pointed at the stack's server for as long as the block lasts."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tiefvision_core.config import Settings
+    from tiefvision_web import create_app
+
+    settings = Settings(
+        store_url=stack.store_url,
+        database_url=f"sqlite:///{stack.logs / 'web-annotations.sqlite'}",
+        s3_endpoint_url=stack.env["TIEFVISION_S3_ENDPOINT_URL"],
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        api_token=WEB_TOKEN,
+        production=True,
+    )
+    # The web service reads PREFECT_API_URL like any Prefect client (the compose and k8s
+    # files set it); this process's Prefect settings were fixed at import, so set both.
+    monkeypatch.setenv("PREFECT_API_URL", stack.api)
+    with temporary_settings(updates={PREFECT_API_URL: stack.api}):
+        yield create_app(settings, reload_interval=0.1)
+
+
 def test_web_api_starts_a_deployment_run_on_the_worker(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,32 +334,12 @@ def test_web_api_starts_a_deployment_run_on_the_worker(
     call) against the same server and worker: refused without the token, otherwise a run
     of the right deployment that the worker takes to Completed; the status page sees it."""
     from fastapi.testclient import TestClient
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tiefvision_core.config import Settings
-    from tiefvision_web import create_app
-
-    token = "e2e-web-token-0123456789"
-    settings = Settings(
-        store_url=stack.store_url,
-        database_url=f"sqlite:///{stack.logs / 'web-annotations.sqlite'}",
-        s3_endpoint_url=stack.env["TIEFVISION_S3_ENDPOINT_URL"],
-        aws_access_key_id=S3_KEY,
-        aws_secret_access_key=S3_SECRET,
-        api_token=token,
-        production=True,
-    )
     ingest = _deployments(stack.api)["ingest/on-demand"]
     before = _flow_run_ids(stack.api, ingest["id"])
     body = {"parameters": {"images": str(stack.images), "chunk_size": 4}}
 
-    # The web service reads PREFECT_API_URL like any Prefect client (the compose and k8s
-    # files set it); this process's Prefect settings were fixed at import, so set both.
-    monkeypatch.setenv("PREFECT_API_URL", stack.api)
-    with (
-        temporary_settings(updates={PREFECT_API_URL: stack.api}),
-        TestClient(create_app(settings, reload_interval=0.1)) as client,
-    ):
+    with _web_app(stack, monkeypatch) as app, TestClient(app) as client:
         refused = client.post("/api/flows/ingest/on-demand/run", json=body)
         assert refused.status_code == 401, refused.text
         assert refused.headers["www-authenticate"] == "Bearer"
@@ -343,7 +352,7 @@ def test_web_api_starts_a_deployment_run_on_the_worker(
         answer = client.post(
             "/api/flows/ingest/on-demand/run",
             json=body,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {WEB_TOKEN}"},
         )
         assert answer.status_code == 202, answer.text
         started = answer.json()
@@ -366,3 +375,35 @@ def test_web_api_starts_a_deployment_run_on_the_worker(
         assert prefect["configured"] and "ingest/on-demand" in prefect["deployments"], prefect
         (listed,) = [r for r in prefect["runs"] if r["name"] == started["flow_run_name"]]
         assert listed["deployment"] == "ingest/on-demand" and listed["state"] == "COMPLETED"
+
+
+def test_status_page_lists_runs_and_its_button_starts_a_deployment(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, page
+) -> None:
+    """The status page in Chromium against the real Prefect server: a button per deployment,
+    the recent runs; typing the token and clicking *Run reindex/nightly* starts a run on the
+    worker (its parameters are the deployment's defaults), which the page then lists."""
+    from tests.browser import live_server
+
+    nightly = _deployments(stack.api)["reindex/nightly"]
+    before = _flow_run_ids(stack.api, nightly["id"])
+    with _web_app(stack, monkeypatch) as app, live_server(app) as url:
+        page.goto(url + "/status")
+        buttons = page.locator("button.trigger")
+        names = {b.get_attribute("data-name") for b in buttons.all()}
+        assert names == set(_deployments(stack.api)), names
+        runs = page.locator("table tr", has_text="COMPLETED")
+        assert runs.count() >= 1  # the runs the earlier tests took to Completed
+
+        page.fill("#token", WEB_TOKEN)
+        page.press("#token", "Tab")  # the page keeps the token once it is entered
+        page.click("button.trigger[data-name='reindex/nightly']")
+        page.locator("#message", has_text="Started reindex/nightly").wait_for()
+        (started,) = _flow_run_ids(stack.api, nightly["id"]) - before
+        run = _wait_final(stack.api, started, 300)
+        assert run["state"]["type"] == "COMPLETED", run["state"]
+        assert run["parameters"]["images"] == str(stack.images)  # the deployment's default
+
+        page.reload()
+        row = page.locator("table tr", has_text=run["name"])
+        assert "reindex/nightly" in row.inner_text() and "COMPLETED" in row.inner_text()

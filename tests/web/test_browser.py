@@ -1,46 +1,25 @@
 """The web pages in a real browser: Debian's Chromium driven by Playwright, against the
 service running under uvicorn on a loopback port, over a real indexed store and a real
-SQLite annotations database. Each test leaves a screenshot in ``test-output/``.
-
-Chromium comes from the Debian package (``make chromium``); ``playwright install`` and its
-browser downloads are never used.
+SQLite annotations database (the browser fixtures: ``tests/browser.py``). Each test leaves a
+screenshot in ``test-output/``.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.browser import SHOTS, live_server
 from tiefvision_core.annotations import AnnotationStore
 from tiefvision_web import create_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 _ALL_LOADED = (
     "() => [...document.querySelectorAll('IMAGES')].every(i => i.complete && i.naturalWidth > 0)"
 )
-_EXPECTED_4XX = "the server responded with a status of 4"
-SHOTS = Path(__file__).resolve().parents[2] / "test-output"
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,58 +30,8 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(indexed_catalog, database, lite0) -> Iterator[str]:
     """The service under uvicorn in a background thread; yields its base URL."""
-    import uvicorn
-
-    app = create_app(indexed_catalog.settings(database), encoder=lite0)
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    running.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: run `make chromium` (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
-    """A fresh page; JavaScript errors and failed requests fail the test; a screenshot of
-    the final state is saved under test-output/ (also when the test fails)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(60_000)  # search by upload encodes on a busy CPU
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-
-    def console(message) -> None:
-        # A 4xx the page shows as a message is tested for explicitly; anything else (a
-        # script error, a blocked resource, a 5xx) is a problem.
-        if message.type == "error" and _EXPECTED_4XX not in message.text:
-            problems.append(f"console: {message.text}")
-
-    page.on("console", console)
-    yield page
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{request.node.name}.png"), full_page=True)
-    context.close()
-    assert not problems, problems
+    with live_server(create_app(indexed_catalog.settings(database), encoder=lite0)) as url:
+        yield url
 
 
 def test_gallery_click_shows_similar_images_with_scores_and_boxes(server, page) -> None:
