@@ -9,7 +9,6 @@ browser downloads are never used. Each page leaves a screenshot in ``test-output
 from __future__ import annotations
 
 import contextvars
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -31,12 +32,6 @@ SHOTS = Path(__file__).resolve().parents[1] / "test-output"
 _EXPECTED_4XX = "the server responded with a status of 4"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def live_server(app) -> Iterator[str]:
     """``app`` under uvicorn in a background thread; yields its base URL.
@@ -45,7 +40,7 @@ def live_server(app) -> Iterator[str]:
     variables (Prefect's ``temporary_settings``) reach the requests too."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     running = uvicorn.Server(config)
     context = contextvars.copy_context()

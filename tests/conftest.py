@@ -35,7 +35,7 @@ DATA = Path(__file__).parent / "data"
 S3_KEY, S3_SECRET = "tiefvision-test-key", "tiefvision-test-secret-Zq81"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -114,7 +114,7 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("s3root"), _free_port())
+    server = S3Server(tmp_path_factory.mktemp("s3root"), free_port())
     server.start()
     yield server
     server.stop()
@@ -236,7 +236,7 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(f"{args[0]} failed: {done.stdout}{done.stderr}{server_log}")
 
     run(bindir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8")
-    port = _free_port()
+    port = free_port()
     options = f"-h 127.0.0.1 -p {port} -k {sockets} -F"  # -F: no fsync, a test server
     run(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start")
     try:

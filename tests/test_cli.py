@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,45 @@ def test_demo_prints_summary_and_where_output_is(tmp_path: Path) -> None:
     assert "mAP@10" in result.stdout
     report = (tmp_path / "demo" / "search-report.html").read_text()
     assert report.count("<tr>") == 8 and "data:image/jpeg;base64," in report
+    _printed_web_ui_serves_the_demo(result.stdout, images=8)
+
+
+def _printed_web_ui_serves_the_demo(stdout: str, images: int) -> None:
+    """The demo's last line names a ``tiefvision serve`` command and a URL: that command
+    (on a free port here) serves the demo catalog and its search."""
+    import httpx
+
+    from tests.conftest import free_port
+
+    (line,) = [text for text in stdout.splitlines() if text.startswith("Web UI: ")]
+    command, _, url = line.removeprefix("Web UI: ").partition("  then open ")
+    args = shlex.split(command)
+    assert args[:2] == ["tiefvision", "serve"] and url == "http://127.0.0.1:8000/"
+    port = free_port()
+    server = subprocess.Popen(
+        [CLI, *args[1:], "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()
+            try:
+                if httpx.get(base + "/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "tiefvision serve did not answer in 60 s"
+            time.sleep(0.2)
+        listing = httpx.get(base + "/api/images", params={"per_page": 50}).json()
+        assert listing["total"] == images
+        first = listing["images"][0]["image_id"]
+        found = httpx.get(base + "/api/search", params={"id": first, "k": 3}).json()
+        assert len(found["results"]) == 3 and first not in {r["image_id"] for r in found["results"]}
+        assert httpx.get(base + "/").status_code == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.mark.slow

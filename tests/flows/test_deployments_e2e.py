@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import S3_KEY, S3_SECRET, S3Server, _free_port
+from tests.conftest import S3_KEY, S3_SECRET, S3Server, free_port
 from tiefvision_core.synthetic import generate_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.timeout(480)]
@@ -124,7 +124,7 @@ def _wait_healthy(api: str, server: subprocess.Popen, log: Path, seconds: float 
 def stack(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Server → setup-prefect → (deploy ∥ worker); every process ended however it goes."""
     root = tmp_path_factory.mktemp("deployments")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     bucket = s3_server.new_bucket()
     images = root / "catalog" / "images"
@@ -275,7 +275,7 @@ def test_trigger_says_what_to_do_on_a_wrong_deployment_or_parameter(stack: Stack
 
     down = _run(
         [tiefvision, "trigger", "reindex"],
-        {**stack.env, "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api"},
+        {**stack.env, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"},
     )
     assert down.returncode == 2 and "does not answer" in down.stderr
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.infra.infra_files import INFRA
 from tiefvision_core.config import load_settings
 from tiefvision_core.storage import open_store
@@ -25,12 +25,6 @@ from tiefvision_core.storage import open_store
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SERVICES = ("s3", "prefect-server", "worker-cpu", "worker-gpu", "web")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _alive(pgid: int) -> bool:
@@ -52,9 +46,9 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     }
     return env | {
         "TIEFVISION_LOCAL_STATE": str(tmp_path / "state"),
-        "TIEFVISION_LOCAL_S3_PORT": str(_free_port()),
-        "TIEFVISION_LOCAL_PREFECT_PORT": str(_free_port()),
-        "TIEFVISION_LOCAL_WEB_PORT": str(_free_port()),
+        "TIEFVISION_LOCAL_S3_PORT": str(free_port()),
+        "TIEFVISION_LOCAL_PREFECT_PORT": str(free_port()),
+        "TIEFVISION_LOCAL_WEB_PORT": str(free_port()),
         "TIEFVISION_VENV": str(Path(sys.executable).parent.parent),
     }
 
