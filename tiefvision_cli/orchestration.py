@@ -213,13 +213,18 @@ class TriggeredRun:
 
 def _deployment_names(client: Any) -> dict[str, Any]:
     """Every deployment on the server by its full ``flow/deployment`` name."""
+    deployments = client.read_deployments(limit=200)
+    flow_names = _flow_names(client, [d.flow_id for d in deployments])
+    return {f"{flow_names.get(d.flow_id, '?')}/{d.name}": d for d in deployments}
+
+
+def _flow_names(client: Any, flow_ids: list[Any]) -> dict[Any, str]:
+    """Flow id → flow name, in one request."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterId
 
-    deployments = client.read_deployments(limit=200)
-    ids = list({d.flow_id for d in deployments})
+    ids = list(set(flow_ids))
     flows = client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=ids))) if ids else []
-    flow_names = {flow.id: flow.name for flow in flows}
-    return {f"{flow_names.get(d.flow_id, '?')}/{d.name}": d for d in deployments}
+    return {flow.id: flow.name for flow in flows}
 
 
 def _validate(parameters: dict[str, Any], schema: dict[str, Any], name: str) -> None:

@@ -37,13 +37,16 @@ def prefect_status(runs: int = 10) -> dict[str, Any]:
         }
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from tiefvision_cli.orchestration import _deployment_names, _server
+    from tiefvision_cli.orchestration import _deployment_names, _flow_names, _server
 
     try:
         with _server() as client:
             deployments = _deployment_names(client)
             recent = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=runs)
             by_id = {d.id: name for name, d in deployments.items()}
+            # Subflows (a reindex's ingest and encode) have no deployment: their flow
+            # name says what they are.
+            flows = _flow_names(client, [run.flow_id for run in recent])
     except TiefVisionError as error:
         return {"configured": True, "deployments": [], "runs": [], "error": str(error)}
     return {
@@ -52,6 +55,7 @@ def prefect_status(runs: int = 10) -> dict[str, Any]:
         "runs": [
             {
                 "name": run.name,
+                "flow": flows.get(run.flow_id),
                 "deployment": by_id.get(run.deployment_id),
                 "state": run.state.type.value if run.state else None,
                 "start_time": run.start_time.isoformat() if run.start_time else None,

@@ -375,6 +375,7 @@ def test_web_api_starts_a_deployment_run_on_the_worker(
         assert prefect["configured"] and "ingest/on-demand" in prefect["deployments"], prefect
         (listed,) = [r for r in prefect["runs"] if r["name"] == started["flow_run_name"]]
         assert listed["deployment"] == "ingest/on-demand" and listed["state"] == "COMPLETED"
+        assert listed["flow"] == "ingest"
 
 
 def test_status_page_lists_runs_and_its_button_starts_a_deployment(
@@ -405,5 +406,11 @@ def test_status_page_lists_runs_and_its_button_starts_a_deployment(
         assert run["parameters"]["images"] == str(stack.images)  # the deployment's default
 
         page.reload()
-        row = page.locator("table tr", has_text=run["name"])
-        assert "reindex/nightly" in row.inner_text() and "COMPLETED" in row.inner_text()
+        cells = page.locator("table tr", has_text=run["name"]).locator("td").all_inner_texts()
+        assert cells[1:4] == ["reindex", "reindex/nightly", "COMPLETED"], cells
+        # Its subflows are listed under their flow names, with no deployment.
+        flows = {
+            tuple(row.locator("td").all_inner_texts()[1:3])
+            for row in page.locator("table tr", has_text="COMPLETED").all()
+        }
+        assert ("ingest", "") in flows, flows
