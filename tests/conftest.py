@@ -160,6 +160,16 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+def harness_api_url() -> str:
+    """The session's Prefect server (``prefect_harness``), for CLI subprocesses: they then
+    start no temporary server of their own, which a SIGKILL of the CLI would orphan."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url, "the Prefect test harness sets an API URL"
+    return url
+
+
 @pytest.fixture(autouse=True)
 def _fresh_store_cache() -> Iterator[None]:
     """Stores are cached per URL in tasks; tests change endpoints, so start clean."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import harness_api_url
 from tiefvision_core.catalog import ingest_catalog
 from tiefvision_core.encoding_store import read_encodings, vectors_as_maps
 from tiefvision_core.storage import LocalStore, open_store
@@ -90,9 +91,10 @@ def _encode_cli(store_url: str, env: dict[str, str]) -> subprocess.Popen:
             "1",
             "--json",
         ],
-        env=env,
+        env={**env, "PREFECT_API_URL": harness_api_url()},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: the kill takes its workers too
     )
 
 
@@ -111,7 +113,7 @@ def test_killed_run_resumes_without_duplicates(catalog_dir, tmp_path) -> None:
         assert run.poll() is None, run.communicate()
         assert time.monotonic() < deadline, "no shard written in time"
         time.sleep(0.05)
-    run.send_signal(signal.SIGKILL)
+    os.killpg(run.pid, signal.SIGKILL)
     run.wait()
     written = len(list(prefix.rglob("shard-*.parquet")))
     assert 1 <= written < 4, "the kill came too late to test resuming"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import harness_api_url
 from tiefvision_core.catalog import read_manifest
 from tiefvision_core.errors import InputError
 from tiefvision_core.index_store import open_index
@@ -156,7 +157,7 @@ def test_second_run_indexes_exactly_the_changes(catalogs, tmp_path: Path) -> Non
     assert top.image_id == twin and top.score > 0.99
 
     # Nothing changed since: the CLI run leaves the live version alone and encodes nothing.
-    env = {**os.environ, "PREFECT_API_URL": _api_url(), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env = {**os.environ, "PREFECT_API_URL": harness_api_url(), "PREFECT_LOGGING_LEVEL": "WARNING"}
     third = subprocess.run(
         [sys.executable, "-m", "tiefvision_cli.main", "reindex", "--images", str(images),
          "--store", store_url, "--batch-size", "4"],
@@ -170,18 +171,8 @@ def test_second_run_indexes_exactly_the_changes(catalogs, tmp_path: Path) -> Non
     assert box_rows(store)[1] == keys_after
 
 
-def _api_url() -> str:
-    """The session's Prefect server, so subprocess runs start no ephemeral server of their own
-    (one that a SIGKILL of the run would orphan)."""
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    assert url, "the Prefect test harness sets an API URL"
-    return url
-
-
 def _reindex_cli(images: Path, store_url: str, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PREFECT_API_URL": _api_url(), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env = {**os.environ, "PREFECT_API_URL": harness_api_url(), "PREFECT_LOGGING_LEVEL": "WARNING"}
     command = ["reindex", "--images", str(images), "--store", store_url, "--shard-size", "2",
                "--batch-size", "1", "--lock-ttl", "5", "--json", *extra]  # fmt: skip
     return subprocess.Popen(
