@@ -25,6 +25,7 @@ Targets (issue 7): search-by-id p50 < 30 ms, no errors, under 8 concurrent clien
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -291,6 +292,9 @@ def main() -> None:
         "index_kind": kind,
         "clients": args.clients,
         "cpus": os.cpu_count(),
+        # What uvicorn's "auto" picks in the server (same environment as this process).
+        "server_http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "server_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         "baseline": base_line,
         "api": {"by_id": by_id, "by_upload": by_upload},
         "ratio_p50": {
