@@ -103,8 +103,8 @@ def test_demo_prints_summary_and_where_output_is(tmp_path: Path) -> None:
 
 
 def _printed_web_ui_serves_the_demo(stdout: str, images: int) -> None:
-    """The demo's last line names a ``tiefvision serve`` command and a URL: that command
-    (on a free port here) serves the demo catalog and its search."""
+    """The demo's "Web UI:" line names a ``tiefvision serve`` command and a URL: that
+    command (on a free port here) serves the demo catalog and its search."""
     import httpx
 
     from tests.conftest import free_port

@@ -211,14 +211,18 @@ class TriggeredRun:
         return dataclasses.asdict(self)
 
 
-def _deployment_names(client: Any) -> dict[str, Any]:
-    """Every deployment on the server by its full ``flow/deployment`` name."""
+def _deployment_names(
+    client: Any, more_flow_ids: Sequence[Any] = ()
+) -> tuple[dict[str, Any], dict[Any, str]]:
+    """Every deployment on the server by its full ``flow/deployment`` name, and the names of
+    their flows and of ``more_flow_ids`` (flow id → name), read in one request."""
     deployments = client.read_deployments(limit=200)
-    flow_names = _flow_names(client, [d.flow_id for d in deployments])
-    return {f"{flow_names.get(d.flow_id, '?')}/{d.name}": d for d in deployments}
+    flow_names = _flow_names(client, [*(d.flow_id for d in deployments), *more_flow_ids])
+    named = {f"{flow_names.get(d.flow_id, '?')}/{d.name}": d for d in deployments}
+    return named, flow_names
 
 
-def _flow_names(client: Any, flow_ids: list[Any]) -> dict[Any, str]:
+def _flow_names(client: Any, flow_ids: Sequence[Any]) -> dict[Any, str]:
     """Flow id → flow name, in one request."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterId
 
@@ -266,7 +270,7 @@ def trigger(
     from prefect.settings import get_current_settings
 
     with _server() as client:
-        deployments = _deployment_names(client)
+        deployments, _ = _deployment_names(client)
         full = pick_deployment(name, list(deployments))
         deployment = deployments[full]
         schema = deployment.parameter_openapi_schema or {}

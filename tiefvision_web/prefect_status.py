@@ -37,16 +37,15 @@ def prefect_status(runs: int = 10) -> dict[str, Any]:
         }
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from tiefvision_cli.orchestration import _deployment_names, _flow_names, _server
+    from tiefvision_cli.orchestration import _deployment_names, _server
 
     try:
         with _server() as client:
-            deployments = _deployment_names(client)
             recent = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=runs)
-            by_id = {d.id: name for name, d in deployments.items()}
             # Subflows (a reindex's ingest and encode) have no deployment: their flow
             # name says what they are.
-            flows = _flow_names(client, [run.flow_id for run in recent])
+            deployments, flows = _deployment_names(client, [run.flow_id for run in recent])
+            by_id = {d.id: name for name, d in deployments.items()}
     except TiefVisionError as error:
         return {"configured": True, "deployments": [], "runs": [], "error": str(error)}
     return {
