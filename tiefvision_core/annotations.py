@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -249,16 +250,42 @@ def database_url_for(settings: Settings) -> URL:
 
 
 # -- engine and migrations -----------------------------------------------------------------
+#: How long an SQLite connection waits for another's lock before "database is locked".
+_SQLITE_BUSY_S = 30
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
     # Take transaction control from Python's sqlite3 (which would BEGIN only before DML) so
     # _sqlite_begin decides: writers BEGIN IMMEDIATE and queue on busy_timeout instead of
     # failing with "database is locked" when they upgrade a read lock.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 30000")
-    cursor.execute("PRAGMA journal_mode = WAL")  # readers never block the one writer
+    cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_S * 1000}")
+    _enable_wal(cursor)  # readers never block the one writer
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the database file to WAL (kept in the file: a no-op once done).
+
+    Why a retry loop: the switch needs the file to itself, and SQLite answers "database is
+    locked" at once instead of waiting on busy_timeout while another connection is opening
+    the same new file (6 of 60 trials of six concurrent first opens failed so).
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + _SQLITE_BUSY_S
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def _sqlite_begin(connection: Any) -> None:
@@ -271,7 +298,7 @@ def _make_engine(url: URL) -> Engine:
         database = url.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": _SQLITE_BUSY_S})
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
