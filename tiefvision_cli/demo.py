@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tiefvision_core.catalog import image_id_for, read_manifest
+from tiefvision_core.catalog import image_id_for, read_manifest, usable_rows
 from tiefvision_core.evaluation import LocatorEvaluation, evaluate_boxes
 from tiefvision_core.locator_store import read_boxes
 from tiefvision_core.storage import Store
@@ -39,7 +39,7 @@ def score_located(
     store: Store, version: str, catalog_dir: Path, annotated: set[str]
 ) -> LocatorEvaluation:
     """IoU of the located boxes on the never-annotated photos, with both baselines."""
-    sizes = read_manifest(store).select(["image_id", "width", "height"]).to_pandas()
+    sizes = usable_rows(read_manifest(store)).select(["image_id", "width", "height"]).to_pandas()
     truth = _truth(catalog_dir).merge(sizes, on="image_id")
     held_out = truth[~truth["image_id"].isin(annotated)]
     reference = truth[truth["image_id"].isin(annotated)]

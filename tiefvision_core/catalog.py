@@ -31,9 +31,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from tiefvision_core.errors import ImageRejected, InputError
+from tiefvision_core.errors import ImageRejected, InputError, StorageNotFound
 from tiefvision_core.imaging import DEFAULT_MAX_PIXELS, inspect_image
-from tiefvision_core.storage import ObjectInfo, Store
+from tiefvision_core.sources import Refused, list_source
+from tiefvision_core.storage import DEFAULT_MAX_BYTES, ObjectInfo, Store
 
 __all__ = [
     "CHANGE_KINDS",
@@ -56,6 +57,7 @@ __all__ = [
     "read_staged",
     "stage_chunk",
     "summarise",
+    "usable_rows",
 ]
 
 MANIFEST_PREFIX = "catalog/manifest/"
@@ -67,6 +69,9 @@ _STAGING_FORMAT = 1
 
 CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
 STATUSES = ("ok", "rejected", "removed")
+#: Rejects that depend on a configured limit: re-inspected on every run, so raising
+#: TIEFVISION_MAX_IMAGE_BYTES / _PIXELS takes effect without touching the files.
+_LIMIT_REASONS = frozenset({"too_large", "too_many_pixels"})
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -120,13 +125,20 @@ class IngestChunk:
 
 @dataclass(frozen=True)
 class IngestPlan:
-    """What one ingest run will do: chunks to inspect and paths that disappeared."""
+    """What one ingest run will do: chunks to inspect and paths that disappeared.
+
+    ``refused`` are the manifest rows of entries the listing refused to read (FIFOs, links
+    that loop, dangle or lead out of the source); ``skipped`` the (path, reason) of entries
+    left out without a row (hidden files, linked folders), counted in the summary.
+    """
 
     source_uri: str
     chunks: tuple[IngestChunk, ...]
     removed: tuple[dict[str, object], ...]
     previous_version: str | None
     listed: int
+    refused: tuple[dict[str, object], ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,7 +150,12 @@ class ManifestVersion:
 
 @dataclass(frozen=True)
 class IngestSummary:
-    """Counts for one run; ``rejected`` counts only bytes this run found unusable."""
+    """Counts for one run; ``rejected`` counts only bytes this run found unusable.
+
+    ``images`` and ``ok`` are the same count (usable images; ``images`` is kept for
+    scripts); ``listed`` is every current entry of the source, usable or rejected;
+    ``skipped`` the entries left out without a row, by reason in ``skipped_reasons``.
+    """
 
     store_url: str
     version: str
@@ -154,6 +171,10 @@ class IngestSummary:
     manifest_uri: str
     rejects_uri: str
     reject_reasons: dict[str, int]
+    ok: int = 0
+    listed: int = 0
+    skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -175,32 +196,85 @@ def plan_ingest(
     workers: int = 1,
     verify_hashes: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    follow_symlinks: bool = False,
 ) -> IngestPlan:
     """List the source and split it into chunks; find paths that disappeared.
 
     Chunks are at most ``chunk_size`` images but small enough that every worker gets a few,
-    so two cores stay busy even on a small catalog.
+    so two cores stay busy even on a small catalog. Entries the listing refuses (see
+    :func:`~tiefvision_core.sources.list_source`) become reject rows here, never read.
     """
     if chunk_size < 1:
         raise InputError("chunk_size must be at least 1")
-    listing = list(source.list())
+    source_listing = list_source(source, follow_symlinks=follow_symlinks)
+    listing = list(source_listing.entries)
     previous_table = read_manifest(store)
     previous_version = store.read_pointer(CURRENT_KEY)
     previous: dict[str, dict[str, object]] = {}
     if previous_table is not None:
         for row in previous_table.to_pylist():
             previous[str(row["rel_path"])] = row
-    listed = {item.key for item in listing}
+    listed = {item.key for item in listing} | {item.key for item in source_listing.refused}
     removed = tuple(row for path, row in previous.items() if path not in listed)
+    now = datetime.now(UTC)
+    refused = tuple(
+        _refused_row(source, item, previous.get(item.key), now) for item in source_listing.refused
+    )
 
     per_chunk = max(1, min(chunk_size, -(-len(listing) // max(1, workers * 4))))
-    salt = f"{_STAGING_FORMAT}|{source.uri()}|{verify_hashes}|{max_pixels}|{previous_version}"
+    salt = (
+        f"{_STAGING_FORMAT}|{source.uri()}|{verify_hashes}|{max_pixels}|{max_bytes}|"
+        f"{previous_version}"
+    )
     chunks = []
     for start in range(0, len(listing), per_chunk):
         items = tuple(listing[start : start + per_chunk])
         prev = {item.key: previous[item.key] for item in items if item.key in previous}
         chunks.append(IngestChunk(_chunk_id(items, prev, salt), items, prev))
-    return IngestPlan(source.uri(), tuple(chunks), removed, previous_version, len(listing))
+    return IngestPlan(
+        source.uri(),
+        tuple(chunks),
+        removed,
+        previous_version,
+        len(listed),
+        refused,
+        source_listing.skipped,
+    )
+
+
+def _new_row(
+    source: Store, key: str, prev: Mapping[str, object] | None, now: datetime
+) -> dict[str, object]:
+    """The identity columns of a row for bytes (or an entry) this run judged afresh."""
+    return {
+        "image_id": image_id_for(key),
+        "rel_path": key,
+        "source_uri": source.uri(key),
+        "change": "new" if prev is None or prev.get("status") == "removed" else "changed",
+        "ingested_at": now,
+    }
+
+
+def _refused_row(
+    source: Store, item: Refused, prev: Mapping[str, object] | None, now: datetime
+) -> dict[str, object]:
+    """A reject row for an entry never read; the same refusal as last run is unchanged."""
+    if (
+        prev is not None
+        and prev.get("status") == "rejected"
+        and (prev.get("reason"), prev.get("detail")) == (item.reason, item.detail)
+    ):
+        return {**{name: prev.get(name) for name in MANIFEST_COLUMNS}, "change": "unchanged"}
+    row = _new_row(source, item.key, prev, now)
+    row.update(status="rejected", reason=item.reason, detail=item.detail)
+    return {name: row.get(name) for name in MANIFEST_COLUMNS}
+
+
+def _same_verdict(row: Mapping[str, object], prev: Mapping[str, object]) -> bool:
+    """A re-inspected limit reject that is still the same reject (not news to report)."""
+    keys = ("status", "reason", "detail", "sha256", "bytes")
+    return all(row.get(k) == prev.get(k) for k in keys)
 
 
 def _carry(prev: Mapping[str, object], item: ObjectInfo, now: datetime) -> dict[str, object]:
@@ -221,57 +295,69 @@ def inspect_chunk(
     *,
     verify_hashes: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> pa.Table:
     """Hash and (only where the bytes are new) fully decode every image of a chunk.
 
-    Never raises for a bad image: it becomes a ``rejected`` row with a reason code.
+    Never raises for a bad image: it becomes a ``rejected`` row with a reason code. Bytes are
+    read through :meth:`Store.get_capped`: regular files only, at most ``max_bytes``.
     """
     now = datetime.now(UTC)
     rows = []
     for item in chunk.items:
         prev = chunk.previous.get(item.key)
+        limit_bound = (
+            prev is not None
+            and prev.get("status") == "rejected"
+            and prev.get("reason") in _LIMIT_REASONS
+        )
         same_tag = (
             prev is not None
             and prev.get("version_tag") == item.version_tag
             and prev.get("bytes") == item.size
             and prev.get("status") != "removed"
         )
-        if same_tag and not verify_hashes:
+        if same_tag and not verify_hashes and not limit_bound:
             rows.append(_carry(prev, item, now))
             continue
-        data = source.get_bytes(item.key)
-        sha = hashlib.sha256(data).hexdigest()
-        if prev is not None and prev.get("sha256") == sha:
-            rows.append(_carry(prev, item, now))
-            continue
-        row: dict[str, object] = {
-            "image_id": image_id_for(item.key),
-            "rel_path": item.key,
-            "source_uri": source.uri(item.key),
-            "sha256": sha,
-            "bytes": len(data),
-            "version_tag": item.version_tag,
-            "change": "new" if prev is None or prev.get("status") == "removed" else "changed",
-            "ingested_at": now,
-        }
+        row = _new_row(source, item.key, prev, now)
+        row.update(version_tag=item.version_tag, bytes=item.size)
         try:
-            info = inspect_image(data, max_pixels=max_pixels)
+            data = source.get_capped(item.key, max_bytes)
         except ImageRejected as rejected:
             row.update(status="rejected", reason=rejected.reason, detail=rejected.detail)
+        except StorageNotFound:
+            row.update(status="rejected", reason="vanished", detail="removed while ingest ran")
         else:
-            row.update(
-                status="ok",
-                width=info.width,
-                height=info.height,
-                format=info.format,
-                mode=info.mode,
-                detail="; ".join(info.warnings) or None,
-            )
+            sha = hashlib.sha256(data).hexdigest()
+            if prev is not None and prev.get("sha256") == sha and not limit_bound:
+                rows.append(_carry(prev, item, now))
+                continue
+            row.update(sha256=sha, bytes=len(data))
+            row.update(_inspect(data, max_pixels))
+        if limit_bound and same_tag and _same_verdict(row, prev):
+            row = _carry(prev, item, now)
         rows.append(row)
     return pa.Table.from_pylist(
         [{name: row.get(name) for name in MANIFEST_COLUMNS} for row in rows],
         schema=MANIFEST_SCHEMA,
     )
+
+
+def _inspect(data: bytes, max_pixels: int) -> dict[str, object]:
+    """The verdict columns of a row: an ok image's size and format, or a reject's reason."""
+    try:
+        info = inspect_image(data, max_pixels=max_pixels)
+    except ImageRejected as rejected:
+        return {"status": "rejected", "reason": rejected.reason, "detail": rejected.detail}
+    return {
+        "status": "ok",
+        "width": info.width,
+        "height": info.height,
+        "format": info.format,
+        "mode": info.mode,
+        "detail": "; ".join(info.warnings) or None,
+    }
 
 
 def stage_chunk(
@@ -281,10 +367,13 @@ def stage_chunk(
     *,
     verify_hashes: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> str:
     """Inspect a chunk unless an earlier (killed) run already staged it; returns its key."""
     if not store.exists(chunk.staging_key):
-        table = inspect_chunk(source, chunk, verify_hashes=verify_hashes, max_pixels=max_pixels)
+        table = inspect_chunk(
+            source, chunk, verify_hashes=verify_hashes, max_pixels=max_pixels, max_bytes=max_bytes
+        )
         store.write_parquet(chunk.staging_key, table)
     return chunk.staging_key
 
@@ -358,6 +447,8 @@ def assemble_manifest(
     """
     now = datetime.now(UTC)
     tables = list(inspected)
+    if plan.refused:
+        tables.append(pa.Table.from_pylist(list(plan.refused), schema=MANIFEST_SCHEMA))
     frame = (
         pa.concat_tables(tables).to_pandas()
         if tables
@@ -429,10 +520,25 @@ def read_rejects(store: Store, version: str | None = None) -> pa.Table | None:
     return store.read_parquet(f"{REJECTS_PREFIX}{version}.parquet")
 
 
+def usable_rows(manifest: pa.Table) -> pa.Table:
+    """The rows a later stage may read (status ``ok``). Rejected rows have no width,
+    height or format, and removed ones name bytes that are gone: a stage that sizes,
+    decodes or indexes a photo must never see them, or one bad file stops every run."""
+    return manifest.filter(pa.compute.equal(manifest["status"], "ok"))
+
+
 def summarise(
-    store: Store, frame: pd.DataFrame, published: ManifestVersion, previous_version: str | None
+    store: Store,
+    frame: pd.DataFrame,
+    published: ManifestVersion,
+    previous_version: str | None,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> IngestSummary:
     change, status = frame["change"], frame["status"]
+    usable = int((status == "ok").sum())
+    skipped_reasons: dict[str, int] = {}
+    for _, reason in skipped:
+        skipped_reasons[reason] = skipped_reasons.get(reason, 0) + 1
     fresh = change.isin(["new", "changed"])
     current = status != "removed"
     reasons = frame.loc[status == "rejected", "reason"].value_counts()
@@ -440,7 +546,7 @@ def summarise(
         store_url=store.uri(),
         version=published.version,
         previous_version=previous_version,
-        images=int((status == "ok").sum()),
+        images=usable,
         new=int(((change == "new") & (status == "ok")).sum()),
         changed=int(((change == "changed") & (status == "ok")).sum()),
         unchanged=int(((change == "unchanged") & current).sum()),
@@ -451,6 +557,10 @@ def summarise(
         manifest_uri=published.manifest_uri,
         rejects_uri=published.rejects_uri,
         reject_reasons={str(k): int(v) for k, v in reasons.items()},
+        ok=usable,
+        listed=int(current.sum()),
+        skipped=len(skipped),
+        skipped_reasons=skipped_reasons,
     )
 
 
@@ -467,7 +577,7 @@ def finish_ingest(
     )
     published = publish_manifest(store, frame)
     clear_staging(store)
-    return summarise(store, frame, published, plan.previous_version)
+    return summarise(store, frame, published, plan.previous_version, plan.skipped)
 
 
 def ingest_catalog(
@@ -478,16 +588,22 @@ def ingest_catalog(
     chunk_size: int = 256,
     verify_hashes: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    follow_symlinks: bool = False,
 ) -> IngestSummary:
     """The whole ingest in one process: the Python API behind ``tiefvision ingest``.
 
     The Prefect flow runs the same three steps with the chunks in parallel.
     """
     plan = plan_ingest(
-        source, store, chunk_size=chunk_size, verify_hashes=verify_hashes, max_pixels=max_pixels
+        source,
+        store,
+        chunk_size=chunk_size,
+        verify_hashes=verify_hashes,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+        follow_symlinks=follow_symlinks,
     )
-    keys = [
-        stage_chunk(source, store, chunk, verify_hashes=verify_hashes, max_pixels=max_pixels)
-        for chunk in plan.chunks
-    ]
+    limits = {"verify_hashes": verify_hashes, "max_pixels": max_pixels, "max_bytes": max_bytes}
+    keys = [stage_chunk(source, store, chunk, **limits) for chunk in plan.chunks]
     return finish_ingest(store, plan, keys, metadata)

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from tiefvision_core.catalog import read_manifest
+from tiefvision_core.catalog import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding import CropRequest, EncodedBatch
 from tiefvision_core.errors import InputError
@@ -185,7 +185,7 @@ def plan_crops(
     manifest = read_manifest(store)
     if manifest is None:
         raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
-    ok = manifest.filter(pc.equal(manifest["status"], "ok")).to_pandas()
+    ok = usable_rows(manifest).to_pandas()
     extra = [c for c in ("category",) if c in ok]
     ok = ok[["image_id", "sha256", "source_uri", "width", "height", *extra]]
     joined = boxes[["image_id", "left", "top", "right", "bottom", "sha256"]].merge(

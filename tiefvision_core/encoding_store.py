@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiefvision_core.catalog import read_manifest
+from tiefvision_core.catalog import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding import CropRequest, EncodedBatch
 from tiefvision_core.errors import ConfigError, InputError
@@ -148,7 +148,7 @@ def plan_encoding(
     manifest = read_manifest(store)
     if manifest is None:
         raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
-    usable = manifest.filter(pc.equal(manifest["status"], "ok"))
+    usable = usable_rows(manifest)
     done = encoded_keys(store, prefix)
     located = _located_boxes(store) if kind == "box" else {}
     rows = []
@@ -336,7 +336,7 @@ def read_encodings(
     if current_only:
         manifest = read_manifest(store)
         if manifest is not None:
-            ok = manifest.filter(pc.equal(manifest["status"], "ok"))
+            ok = usable_rows(manifest)
             current = pc.binary_join_element_wise(ok["image_id"], ok["sha256"], "\0")
             keys = pc.binary_join_element_wise(table["image_id"], table["sha256"], "\0")
             table = table.filter(pc.is_in(keys, value_set=current))
@@ -347,13 +347,14 @@ def read_encodings(
 
 def _current_boxes_only(store: Store, table: pa.Table) -> pa.Table:
     """A photo re-located by a newer locator keeps its old rows on storage; only the rows of
-    its current box (the whole image when it has none) count."""
+    its current box (the whole image when it has none) count. Only usable rows have a size:
+    a rejected photo has none (and no encoding to keep)."""
     manifest = read_manifest(store)
     if manifest is None:
         return table
     expected = {
         (r["image_id"], r["sha256"]): (0, 0, int(r["width"]), int(r["height"]))
-        for r in manifest.select(["image_id", "sha256", "width", "height"]).to_pylist()
+        for r in usable_rows(manifest).select(["image_id", "sha256", "width", "height"]).to_pylist()
     }
     expected.update(_located_boxes(store))
     keys = zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True)

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import torch
 from PIL import Image
 
-from tiefvision_core.catalog import read_manifest
+from tiefvision_core.catalog import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding import CropRequest, EncodingRuntime, whole_pixels
 from tiefvision_core.errors import IncompatibleModel, InputError
@@ -235,7 +235,7 @@ def plan_locate(store: Store, model: LocatorModel, *, shard_size: int = 256) -> 
     if manifest is None:
         raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
     prefix = boxes_prefix(model.version)
-    usable = manifest.filter(pc.equal(manifest["status"], "ok"))
+    usable = usable_rows(manifest)
     done = {
         (r["image_id"], r["sha256"])
         for key in _parts(store, prefix)
@@ -350,7 +350,7 @@ def read_boxes(store: Store, version: str, *, current_only: bool = True) -> pd.D
     if current_only:
         manifest = read_manifest(store)
         if manifest is not None:
-            ok = manifest.filter(pc.equal(manifest["status"], "ok")).select(["image_id", "sha256"])
+            ok = usable_rows(manifest).select(["image_id", "sha256"])
             frame = frame.merge(ok.to_pandas(), on=["image_id", "sha256"])
     return frame[[*columns, "positions_kept", "fallback"]].sort_values("image_id")
 
