@@ -25,6 +25,7 @@ def ingest(
     metadata: str | None = None,
     chunk_size: int = 256,
     verify_hashes: bool = False,
+    follow_symlinks: bool | None = None,
 ) -> IngestSummary:
     """Bring a folder or S3 prefix of photos into the catalog manifest, incrementally.
 
@@ -34,8 +35,10 @@ def ingest(
         metadata: optional CSV/Parquet with ``product_id``, ``category``, … per image.
         chunk_size: images per parallel task; smaller = finer resume, more overhead.
         verify_hashes: re-hash every image even when size and mtime/ETag are unchanged.
+        follow_symlinks: read files that symbolic links lead to outside the source folder
+            (default: ``TIEFVISION_FOLLOW_SYMLINKS``, off); links inside it are always read.
     """
-    settings = load_settings(store_url=store)
+    settings = load_settings(store_url=store, follow_symlinks=follow_symlinks)
     plan = plan_ingest(
         images,
         settings.store_url,
@@ -43,6 +46,8 @@ def ingest(
         settings.workers,
         verify_hashes,
         settings.max_image_pixels,
+        settings.max_image_bytes,
+        settings.follow_symlinks,
     )
     # quote(): the plan holds one entry per image; Prefect need not walk it looking for futures.
     staged = inspect_chunk.map(
@@ -51,6 +56,7 @@ def ingest(
         [quote(chunk) for chunk in plan.chunks],
         unmapped(verify_hashes),
         unmapped(settings.max_image_pixels),
+        unmapped(settings.max_image_bytes),
     )
     summary = publish_manifest(settings.store_url, quote(plan), staged.result(), metadata)
     report_ingest(summary)

@@ -14,8 +14,11 @@ from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_source, get_store
 from tiefvision_core import catalog
 from tiefvision_core.catalog import IngestChunk, IngestPlan, IngestSummary
+from tiefvision_core.storage import DEFAULT_MAX_BYTES
 
 __all__ = ["inspect_chunk", "plan_ingest", "publish_manifest", "report_ingest"]
+
+_SHOWN_SKIPS = 20
 
 
 @task(name="plan-ingest", **RETRYING)
@@ -26,6 +29,8 @@ def plan_ingest(
     workers: int,
     verify_hashes: bool,
     max_pixels: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    follow_symlinks: bool = False,
 ) -> IngestPlan:
     plan = catalog.plan_ingest(
         get_source(source_url),
@@ -34,20 +39,34 @@ def plan_ingest(
         workers=workers,
         verify_hashes=verify_hashes,
         max_pixels=max_pixels,
+        max_bytes=max_bytes,
+        follow_symlinks=follow_symlinks,
     )
-    get_run_logger().info(
-        "Listed %d objects in %s: %d chunks, %d no longer present",
+    logger = get_run_logger()
+    logger.info(
+        "Listed %d objects in %s: %d chunks, %d no longer present, %d refused unread, %d skipped",
         plan.listed,
         plan.source_uri,
         len(plan.chunks),
         len(plan.removed),
+        len(plan.refused),
+        len(plan.skipped),
     )
+    if plan.skipped:
+        shown = ", ".join(f"{key} ({reason})" for key, reason in plan.skipped[:_SHOWN_SKIPS])
+        more = len(plan.skipped) - _SHOWN_SKIPS
+        logger.info("Skipped: %s%s", shown, f" and {more} more" if more > 0 else "")
     return plan
 
 
 @task(name="inspect-chunk", task_run_name="inspect-chunk-{chunk.chunk_id:.8}", **RETRYING)
 def inspect_chunk(
-    source_url: str, store_url: str, chunk: IngestChunk, verify_hashes: bool, max_pixels: int
+    source_url: str,
+    store_url: str,
+    chunk: IngestChunk,
+    verify_hashes: bool,
+    max_pixels: int,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> str:
     """Hash and decode-check one chunk; returns the key of its staged Parquet file."""
     return catalog.stage_chunk(
@@ -56,6 +75,7 @@ def inspect_chunk(
         chunk,
         verify_hashes=verify_hashes,
         max_pixels=max_pixels,
+        max_bytes=max_bytes,
     )
 
 
@@ -74,6 +94,8 @@ def report_ingest(summary: IngestSummary) -> None:
         {"measure": name, "value": summary.as_dict()[name]}
         for name in (
             "images",
+            "listed",
+            "skipped",
             "new",
             "changed",
             "unchanged",
@@ -87,15 +109,19 @@ def report_ingest(summary: IngestSummary) -> None:
         )
     ]
     rows += [{"measure": f"rejected: {k}", "value": v} for k, v in summary.reject_reasons.items()]
+    rows += [{"measure": f"skipped: {k}", "value": v} for k, v in summary.skipped_reasons.items()]
     create_table_artifact(
         key="ingest-summary", table=rows, description=f"Catalog ingest {summary.version}"
     )
     get_run_logger().info(
-        "Ingest %s: %d images, %d new, %d changed, %d removed, %d rejected",
+        "Ingest %s: %d images usable of %d listed, %d new, %d changed, %d removed, "
+        "%d rejected, %d skipped",
         summary.version,
         summary.images,
+        summary.listed,
         summary.new,
         summary.changed,
         summary.removed,
         summary.rejected,
+        summary.skipped,
     )

@@ -102,12 +102,20 @@ def ingest(
     verify_hashes: Annotated[
         bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
     ] = False,
+    follow_symlinks: Annotated[
+        bool | None,
+        typer.Option(
+            "--follow-symlinks/--no-follow-symlinks",
+            help="Read files that links lead to outside the folder (default: "
+            "TIEFVISION_FOLLOW_SYMLINKS, off: such links are rejects, never read).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Ingest a folder or S3 prefix of photos into the catalog manifest (incremental)."""
     from tiefvision_cli.report import print_ingest_summary
 
-    summary = _run_ingest(images, store, metadata, verify_hashes)
+    summary = _run_ingest(images, store, metadata, verify_hashes, follow_symlinks)
     if as_json:
         print(json.dumps(summary.as_dict()))
     else:
@@ -115,14 +123,18 @@ def ingest(
 
 
 def _run_ingest(
-    images: str, store: str | None, metadata: Path | None, verify_hashes: bool = False
+    images: str,
+    store: str | None,
+    metadata: Path | None,
+    verify_hashes: bool = False,
+    follow_symlinks: bool | None = None,
 ) -> object:
     from tiefvision_core.catalog import load_metadata
     from tiefvision_core.config import load_settings
     from tiefvision_core.storage import open_store
 
     # Fail fast, before Prefect starts: settings, the source, the store and the metadata.
-    settings = load_settings(store_url=store)
+    settings = load_settings(store_url=store, follow_symlinks=follow_symlinks)
     open_store(images, settings, create=False)
     open_store(settings.store_url, settings)
     if metadata is not None:
@@ -135,6 +147,7 @@ def _run_ingest(
         store=settings.store_url,
         metadata=str(metadata) if metadata else None,
         verify_hashes=verify_hashes,
+        follow_symlinks=settings.follow_symlinks,
     )
 
 

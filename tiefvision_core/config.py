@@ -99,6 +99,21 @@ class Settings(BaseSettings):
         ge=1,
         description="Decompression-bomb guard: larger images are rejected.",
     )
+    max_image_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest source photo read, in bytes: larger files are rejects (too_large), "
+            "never read whole into memory."
+        ),
+    )
+    follow_symlinks: bool = Field(
+        default=False,
+        description=(
+            "Ingest follows symbolic links that lead out of the source folder; off by "
+            "default, so a link to /etc/passwd in a catalog is never read."
+        ),
+    )
     task_runner: TaskRunnerName = Field(
         default="default",
         description=(

@@ -21,7 +21,14 @@ from PIL import Image, UnidentifiedImageError
 
 from tiefvision_core.errors import ImageRejected
 
-__all__ = ["DEFAULT_MAX_PIXELS", "REJECT_REASONS", "ImageInfo", "decode_image", "inspect_image"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "FILE_REASONS",
+    "REJECT_REASONS",
+    "ImageInfo",
+    "decode_image",
+    "inspect_image",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +41,25 @@ REJECT_REASONS: dict[str, str] = {
     "truncated": "the image data ends early (incomplete upload or copy)",
     "corrupt": "the format is recognised but its data cannot be decoded",
     "too_many_pixels": "more pixels than the configured limit (decompression-bomb guard)",
+    "too_large": "more bytes than the configured limit (TIEFVISION_MAX_IMAGE_BYTES)",
+    "not_a_regular_file": "a FIFO, device, socket or folder: never opened for reading",
+    "unreadable": "the file cannot be opened (permissions, a link that loops)",
+    "outside_source": "a symbolic link that leads out of the source folder (not followed)",
+    "changed_since_ingest": "the bytes differ from the manifest: rerun ingest",
+    "vanished": "the file is gone (since ingest, or a link whose target is missing)",
 }
+#: The reasons decided by the file or link (by storage and the source listing), not by the
+#: bytes' content: every other reason is judged here.
+FILE_REASONS = frozenset(
+    {
+        "too_large",
+        "not_a_regular_file",
+        "unreadable",
+        "outside_source",
+        "changed_since_ingest",
+        "vanished",
+    }
+)
 
 _WHITE = (255, 255, 255)
 #: ``warnings.catch_warnings`` swaps process-global state; ingest decodes in threads, so the
@@ -80,13 +105,30 @@ def _declared_truncation(data: bytes) -> bool:
     return False
 
 
-def _classify(error: Exception, data: bytes) -> ImageRejected:
+def _pixel_limit_detail(max_pixels: int, found: str = "more pixels") -> str:
+    return f"{found} than the configured limit of {max_pixels:,} (TIEFVISION_MAX_IMAGE_PIXELS)"
+
+
+def _allow_pillow(max_pixels: int) -> None:
+    """Make the configured pixel limit the only one that decides.
+
+    Pillow has its own bomb guard (``Image.MAX_IMAGE_PIXELS``, an error above twice its
+    89 MP default) that would silently cap a higher configured limit and reject with its own
+    number. It is raised to the configured limit, never lowered: other Pillow users in the
+    process keep at least Pillow's default, and ours is checked from the header anyway.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and limit < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _classify(error: Exception, data: bytes, max_pixels: int) -> ImageRejected:
     message = str(error) or type(error).__name__
+    if isinstance(error, Image.DecompressionBombError):  # a frame beyond the header's size
+        return ImageRejected("too_many_pixels", _pixel_limit_detail(max_pixels))
     if _declared_truncation(data):
         return ImageRejected("truncated", f"data ends early ({message})")
     lowered = message.lower()
-    if isinstance(error, Image.DecompressionBombError):
-        return ImageRejected("too_many_pixels", message)
     if "truncated" in lowered or "end of file" in lowered or "premature end" in lowered:
         return ImageRejected("truncated", message)
     if isinstance(error, EOFError):
@@ -108,6 +150,7 @@ def _open(data: bytes, max_pixels: int) -> tuple[Image.Image, tuple[str, ...]]:
     try:
         with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            _allow_pillow(max_pixels)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         claimed = _sniff(data)
@@ -117,24 +160,25 @@ def _open(data: bytes, max_pixels: int) -> tuple[Image.Image, tuple[str, ...]]:
             raise ImageRejected("truncated", f"{claimed} data ends early") from None
         raise ImageRejected("corrupt", f"starts like {claimed} but cannot be parsed") from None
     except Exception as error:  # Pillow raises many types for broken headers
-        raise _classify(error, data) from None
+        raise _classify(error, data, max_pixels) from None
     width, height = image.size
     if width <= 0 or height <= 0:
         raise ImageRejected("corrupt", f"invalid size {width}×{height}")
     if width * height > max_pixels:
         raise ImageRejected(
-            "too_many_pixels", f"{width}×{height} = {width * height:,} pixels > {max_pixels:,}"
+            "too_many_pixels",
+            _pixel_limit_detail(max_pixels, f"{width}×{height} = {width * height:,} pixels, more"),
         )
     return image, _exif_notes(caught)
 
 
-def _load(image: Image.Image, data: bytes) -> None:
+def _load(image: Image.Image, data: bytes, max_pixels: int) -> None:
     try:
         image.load()
     except Exception as error:
         if _declared_truncation(data):
             raise ImageRejected("truncated", f"{image.format} data ends early ({error})") from None
-        raise _classify(error, data) from None
+        raise _classify(error, data, max_pixels) from None
 
 
 _TRANSPOSE = {
@@ -163,7 +207,7 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     """
     image, open_notes = _open(data, max_pixels)
     fmt, mode = image.format or "UNKNOWN", image.mode
-    _load(image, data)
+    _load(image, data, max_pixels)
     orientation, notes = _orientation(image)
     notes = open_notes + notes
     width, height = image.size
@@ -229,14 +273,14 @@ def decode_image(
     draft_side = min_side or max_side
     if image.format == "JPEG" and draft_side:
         image.draft("RGB", (draft_side, draft_side))
-    _load(image, data)
+    _load(image, data, max_pixels)
     oriented, notes = _orient(image)
     for note in open_notes + notes:
         log.warning(note)
     try:
         rgb = _to_rgb(oriented)
     except Exception as error:
-        raise _classify(error, data) from None
+        raise _classify(error, data, max_pixels) from None
     if max_side is not None and max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return rgb

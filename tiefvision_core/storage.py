@@ -16,13 +16,17 @@ Keys are always relative to the store root and use forward slashes.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
 import os
 import posixpath
+import stat
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tiefvision_core.errors import (
+    ImageRejected,
     StorageAuthError,
     StorageError,
     StorageNotFound,
@@ -42,16 +47,23 @@ if TYPE_CHECKING:
     from tiefvision_core.config import Settings
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
+    "INTERACTIVE",
     "LocalStore",
     "ObjectInfo",
     "S3Store",
     "Store",
     "open_store",
     "read_object",
+    "read_source",
     "redact_url",
 ]
 
 _TMP_PREFIX = ".tmp-"
+#: Largest source photo read (see ``Settings.max_image_bytes``): a link to ``/dev/zero``
+#: named ``.jpg`` must end as a reject, not a ``MemoryError``.
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+_READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,17 @@ class Store(ABC):
     @abstractmethod
     def get_bytes(self, key: str) -> bytes:
         """Read a whole object; :class:`StorageNotFound` if absent."""
+
+    def get_capped(self, key: str, max_bytes: int) -> bytes:
+        """A source photo: at most ``max_bytes`` (``ImageRejected("too_large")`` beyond).
+
+        Backends override this to refuse before reading: what ingest hashes through, so a
+        huge or endless object never lands in memory whole.
+        """
+        data = self.get_bytes(key)
+        if len(data) > max_bytes:
+            raise ImageRejected("too_large", f"larger than the {max_bytes:,}-byte limit")
+        return data
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -195,6 +218,53 @@ class Store(ABC):
         self.put_bytes(key, data)
         return True
 
+    # -- compare-and-swap (lock heartbeats, takeovers and releases) -------------------------
+    def replace_if(self, key: str, expected: bytes, data: bytes, *, settle_s: float = 1.0) -> bool:
+        """Overwrite ``key`` with ``data`` only while it holds ``expected``; True when this
+        call replaced it (False when absent or different).
+
+        ``data`` must be unique to the caller, as for :meth:`put_if_absent`. The protocol for
+        backends without an atomic compare-and-swap: read and compare, a write conditional
+        on the version read (:meth:`_put_matching`; honoured by AWS S3 and MinIO, ignored by
+        rclone), wait ``settle_s``, read back. Two callers that both read ``expected`` before
+        either wrote both read back the later write, so exactly one keeps it, provided
+        read-to-write takes less than ``settle_s``.
+        """
+        found = self._get_tagged(key)
+        if found is None or found[0] != expected or not self._put_matching(key, data, found[1]):
+            return False
+        time.sleep(settle_s)
+        found = self._get_tagged(key)
+        return found is not None and found[0] == data
+
+    def delete_if(self, key: str, expected: bytes) -> bool:
+        """Delete ``key`` only while it holds ``expected``; True when this call deleted it.
+
+        Where the backend ignores the condition (:meth:`_delete_matching`), the compare and
+        the delete are two requests and a write landing between them is deleted too: the
+        residual window, as long as one round trip."""
+        found = self._get_tagged(key)
+        if found is None or found[0] != expected:
+            return False
+        return self._delete_matching(key, found[1])
+
+    def _get_tagged(self, key: str) -> tuple[bytes, str | None] | None:
+        """An object and the version tag a conditional request can name; None if absent."""
+        try:
+            return self.get_bytes(key), None
+        except StorageNotFound:
+            return None
+
+    def _put_matching(self, key: str, data: bytes, tag: str | None) -> bool:
+        """The write of :meth:`replace_if`; False when the backend refused (``tag`` is old)."""
+        self.put_bytes(key, data)
+        return True
+
+    def _delete_matching(self, key: str, tag: str | None) -> bool:
+        """The delete of :meth:`delete_if`; False when the backend refused (``tag`` is old)."""
+        self.delete(key)
+        return True
+
 
 class LocalStore(Store):
     """A directory on local disk: the embedded default, and any local source folder."""
@@ -239,6 +309,10 @@ class LocalStore(Store):
         except (FileNotFoundError, IsADirectoryError):
             raise StorageNotFound(f"{self.uri(key)} does not exist") from None
 
+    def get_capped(self, key: str, max_bytes: int) -> bytes:
+        """Regular files only (a FIFO or device is refused unopened), at most ``max_bytes``."""
+        return _read_local_regular(self._path(key), max_bytes)
+
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
         """Straight from the file: only the footer and the wanted columns are read (a
         shard's key columns without its vectors)."""
@@ -258,6 +332,43 @@ class LocalStore(Store):
             return False
         finally:
             tmp.unlink(missing_ok=True)
+        return True
+
+    @contextmanager
+    def _exclusive(self, path: Path) -> Iterator[None]:
+        """An exclusive ``flock`` on a hidden sidecar of ``path``: every compare-and-swap of
+        one key on this machine's processes runs one at a time (writers that bypass it —
+        plain puts and deletes — are not ordered; the lock protocol uses none)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(f".{path.name}.cas"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing drops the flock
+
+    def replace_if(self, key: str, expected: bytes, data: bytes, *, settle_s: float = 1.0) -> bool:
+        """Atomic: compare and ``os.replace`` under :meth:`_exclusive` (no settle wait)."""
+        path = self._path(key)
+        with self._exclusive(path):
+            try:
+                if path.read_bytes() != expected:
+                    return False
+            except (FileNotFoundError, IsADirectoryError):
+                return False
+            self.put_bytes(key, data)
+        return True
+
+    def delete_if(self, key: str, expected: bytes) -> bool:
+        """Atomic: compare and unlink under :meth:`_exclusive`."""
+        path = self._path(key)
+        with self._exclusive(path):
+            try:
+                if path.read_bytes() != expected:
+                    return False
+            except (FileNotFoundError, IsADirectoryError):
+                return False
+            path.unlink(missing_ok=True)
         return True
 
     def exists(self, key: str) -> bool:
@@ -292,6 +403,18 @@ class LocalStore(Store):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def delete_prefix(self, prefix: str) -> int:
+        """As on S3, a prefix whose objects are gone is gone: folders emptied by the delete
+        are removed too (a pruned version must not leave an empty folder behind)."""
+        removed = super().delete_prefix(prefix)
+        if removed:
+            base = self.root / prefix if prefix.endswith("/") else (self.root / prefix).parent
+            for dirpath, _, _ in sorted(os.walk(base), key=lambda w: -len(w[0])):
+                folder = Path(dirpath)
+                if folder != self.root and not any(folder.iterdir()):
+                    folder.rmdir()
+        return removed
+
     def uri(self, key: str = "") -> str:
         return (self.root / key).as_uri() if key else self.url
 
@@ -301,7 +424,12 @@ class LocalStore(Store):
 
 
 class S3Store(Store):
-    """A bucket (and optional prefix) on AWS S3, MinIO or any S3-compatible server."""
+    """A bucket (and optional prefix) on AWS S3, MinIO or any S3-compatible server.
+
+    ``max_attempts``, ``connect_timeout`` and ``read_timeout`` (seconds) shape the work
+    client: the defaults suit a batch stage that would rather wait out a blip than fail a
+    run; :data:`INTERACTIVE` holds the impatient values a person waiting on a page needs.
+    """
 
     def __init__(
         self,
@@ -313,6 +441,8 @@ class S3Store(Store):
         region: str = "us-east-1",
         max_attempts: int = 8,
         check: bool = True,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -337,7 +467,7 @@ class S3Store(Store):
                 config=Config(
                     retries={"max_attempts": attempts, "mode": "standard"},
                     connect_timeout=connect_timeout,
-                    read_timeout=60,
+                    read_timeout=read_timeout,
                     s3={"addressing_style": "path"},
                     signature_version="s3v4",
                     response_checksum_validation="when_required",
@@ -346,9 +476,9 @@ class S3Store(Store):
 
         # Work client: patient (standard mode retries connection errors, throttling and 5xx
         # with exponential backoff). Probe client: impatient, so a wrong endpoint fails fast.
-        self._client = client(max_attempts, 5.0)
+        self._client = client(max_attempts, connect_timeout)
         if check:
-            self._check(client(2, 2.0))
+            self._check(client(2, min(2.0, connect_timeout)))
 
     def _check(self, probe: object) -> None:
         try:
@@ -422,6 +552,24 @@ class S3Store(Store):
             except Exception:
                 raise self._translate(exc, self.uri(key)) from None
 
+    def get_capped(self, key: str, max_bytes: int) -> bytes:
+        """One object, refused (``too_large``) from its length before the body is read."""
+        what = self.uri(key)
+        response = self._call(what, "get_object", Bucket=self.bucket, Key=self._key(key))
+        body = response["Body"]
+        try:
+            if int(response.get("ContentLength") or 0) > max_bytes:
+                raise ImageRejected(
+                    "too_large", f"the object is larger than the {max_bytes:,}-byte limit"
+                )
+            return _read_capped(body, max_bytes, "the object")
+        except ImageRejected:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, what) from None
+        finally:
+            body.close()
+
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
         """With ``columns``: ranged GETs for the footer and those columns only (a shard's
         key columns without its vectors); without: one GET of the whole object."""
@@ -459,6 +607,41 @@ class S3Store(Store):
         except Exception as exc:
             raise self._translate(exc, self.uri(key)) from None
         return True
+
+    def _get_tagged(self, key: str) -> tuple[bytes, str | None] | None:
+        try:
+            response = self._call(
+                self.uri(key), "get_object", Bucket=self.bucket, Key=self._key(key)
+            )
+            return response["Body"].read(), response.get("ETag")
+        except StorageNotFound:
+            return None
+
+    def _conditional(self, method: str, key: str, **kwargs: object) -> bool:
+        """One request with a precondition; False when the server refused it (412, or 409
+        for a concurrent conflicting write)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            getattr(self._client, method)(Bucket=self.bucket, Key=self._key(key), **kwargs)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise self._translate(exc, self.uri(key)) from None
+        except Exception as exc:
+            raise self._translate(exc, self.uri(key)) from None
+        return True
+
+    def _put_matching(self, key: str, data: bytes, tag: str | None) -> bool:
+        """``If-Match: <ETag read>``: atomic on AWS S3 and MinIO; rclone ignores it, which
+        :meth:`replace_if`'s read-back covers."""
+        return self._conditional("put_object", key, Body=data, **({"IfMatch": tag} if tag else {}))
+
+    def _delete_matching(self, key: str, tag: str | None) -> bool:
+        """``If-Match`` on DeleteObject (AWS S3 general purpose buckets, Ceph); a server that
+        ignores it leaves :meth:`delete_if`'s residual window."""
+        return self._conditional("delete_object", key, **({"IfMatch": tag} if tag else {}))
 
     def exists(self, key: str) -> bool:
         try:
@@ -523,12 +706,126 @@ class _RangeReader(io.RawIOBase):
         return len(data)
 
 
-def open_store(url: str, settings: Settings | None = None, *, create: bool = True) -> Store:
+def _read_capped(stream, max_bytes: int, what: str) -> bytes:
+    """At most ``max_bytes`` from ``stream``, read in chunks: one byte more is a reject."""
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        part = stream.read(min(_READ_CHUNK, max_bytes + 1 - total))
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        total += len(part)
+        if total > max_bytes:
+            raise ImageRejected("too_large", f"{what} is larger than the {max_bytes:,}-byte limit")
+
+
+def not_regular_detail(mode: int) -> str:
+    """What a non-regular file is, for a reject's detail (``not_a_regular_file``)."""
+    if stat.S_ISFIFO(mode):
+        kind = "a FIFO"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        kind = "a device"
+    elif stat.S_ISSOCK(mode):
+        kind = "a socket"
+    else:
+        kind = "not a file"
+    return f"{kind}, not a regular file: never read"
+
+
+def _read_local_regular(path: Path, max_bytes: int) -> bytes:
+    """A regular file only: FIFOs, devices and sockets are refused before any read.
+
+    ``O_NONBLOCK`` makes the open itself return at once for a FIFO with no writer (a plain
+    open would wait forever, and SIGTERM would not stop it); ``fstat`` of the open handle,
+    not of the path, decides, so a swap between check and read cannot slip a device in.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except (FileNotFoundError, NotADirectoryError):
+        raise StorageNotFound(f"{path.as_uri()} does not exist") from None
+    except IsADirectoryError:
+        raise ImageRejected("not_a_regular_file", "a folder, not a file") from None
+    except OSError as error:  # ELOOP (a link to itself), EACCES, ENXIO (socket)
+        raise ImageRejected(
+            "unreadable", f"the file cannot be opened ({os.strerror(error.errno or 0)})"
+        ) from None
+    try:
+        handle = os.fdopen(fd, "rb", buffering=0)
+    except IsADirectoryError:  # Linux opens a folder read-only; only fdopen refuses it
+        os.close(fd)
+        raise ImageRejected("not_a_regular_file", "a folder, not a file") from None
+    with handle:
+        info = os.fstat(fd)
+        mode = info.st_mode
+        if stat.S_ISREG(mode) and info.st_size > max_bytes:  # refused without reading
+            raise ImageRejected(
+                "too_large", f"the file has {info.st_size:,} bytes, over the {max_bytes:,} limit"
+            )
+        if not stat.S_ISREG(mode):
+            raise ImageRejected("not_a_regular_file", not_regular_detail(mode))
+        os.set_blocking(fd, True)
+        return _read_capped(handle, max_bytes, "the file")
+
+
+def read_source(
+    uri: str,
+    *,
+    sha256: str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    settings: Settings | None = None,
+    interactive: bool = False,
+) -> bytes:
+    """The bytes of a source photo as ingest recorded it, or a reject.
+
+    What every stage and the web service call instead of reading a source URI directly: a
+    source is trusted only as far as its manifest row. Raises :class:`ImageRejected` with
+    ``not_a_regular_file``, ``unreadable``, ``too_large`` or (when ``sha256`` is given and
+    the bytes differ) ``changed_since_ingest``; :class:`StorageNotFound` when it is gone.
+    ``interactive``: S3 sources through an impatient client (see :func:`open_store`).
+    """
+    from urllib.parse import unquote
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        root = f"s3://{parsed.netloc}"
+        cache_key = (os.getpid(), root + ("#interactive" if interactive else ""))
+        if cache_key not in _OBJECT_STORES:
+            _OBJECT_STORES[cache_key] = open_store(root, settings, interactive=interactive)
+        store = _OBJECT_STORES[cache_key]
+        assert isinstance(store, S3Store)
+        data = store.get_capped(parsed.path.lstrip("/"), max_bytes)
+    else:
+        path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
+        data = _read_local_regular(path, max_bytes)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ImageRejected(
+            "changed_since_ingest",
+            "the bytes differ from the manifest: rerun `tiefvision ingest` for this catalog",
+        )
+    return data
+
+
+#: S3 client options for a request a person waits on (the web service): during an outage
+#: an answer within a few seconds beats minutes of retries; two attempts still ride out a
+#: dropped connection.
+INTERACTIVE = {"max_attempts": 2, "connect_timeout": 1.0, "read_timeout": 2.0}
+
+
+def open_store(
+    url: str,
+    settings: Settings | None = None,
+    *,
+    create: bool = True,
+    interactive: bool = False,
+) -> Store:
     """Open the store at ``url`` (``file://``, ``s3://`` or a plain path).
 
     S3 endpoint and credentials come from ``settings`` (or the environment when not given).
     ``create=False`` is for *sources* the user names: a missing folder is an error, not a
-    new empty catalog.
+    new empty catalog. ``interactive=True``: an S3 client with :data:`INTERACTIVE` timeouts
+    and attempts (no effect on a local store).
     """
     from tiefvision_core.config import load_settings, normalise_store_url
 
@@ -543,6 +840,7 @@ def open_store(url: str, settings: Settings | None = None, *, create: bool = Tru
             access_key_id=key_id.get_secret_value() if key_id else None,
             secret_access_key=secret.get_secret_value() if secret else None,
             region=settings.aws_region,
+            **(INTERACTIVE if interactive else {}),
         )
     return LocalStore(Path(urlparse(normal).path), create=create)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from PIL import Image
@@ -13,6 +16,8 @@ from tiefvision_core import catalog
 from tiefvision_core.catalog import image_id_for, ingest_catalog, read_manifest, read_rejects
 from tiefvision_core.errors import InputError
 from tiefvision_core.storage import LocalStore
+
+T = TypeVar("T")
 
 
 def _jpeg(color: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes:
@@ -72,8 +77,10 @@ def test_rerun_reports_nothing_new_and_reads_nothing(stores, monkeypatch) -> Non
     source, store = stores
     first = ingest_catalog(source, store)
     reads: list[str] = []
-    original = source.get_bytes
-    monkeypatch.setattr(source, "get_bytes", lambda key: reads.append(key) or original(key))
+    original = source.get_capped
+    monkeypatch.setattr(
+        source, "get_capped", lambda key, cap: reads.append(key) or original(key, cap)
+    )
     second = ingest_catalog(source, store)
     assert (second.new, second.changed, second.removed, second.rejected) == (0, 0, 0, 0)
     assert second.unchanged == 4 and second.previous_version == first.version
@@ -196,3 +203,124 @@ def test_old_versions_are_pruned_and_current_points_to_latest(stores, source_dir
     kept = sorted(i.key for i in store.list(catalog.MANIFEST_PREFIX) if i.key.endswith("parquet"))
     assert len(kept) == 5 and kept[-1].endswith(f"{versions[-1]}.parquet")
     assert store.read_pointer(catalog.CURRENT_KEY) == versions[-1]
+
+
+def _within(seconds: float, run: Callable[[], T], *, fifos: Sequence[Path] = ()) -> T:
+    """``run()``'s result, or a failure after ``seconds`` instead of a test that hangs.
+
+    A regression that opens a FIFO blocks in ``open()``; the FIFOs are then opened for
+    writing, so the stuck thread can end rather than outlive the test.
+    """
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = run()
+        except BaseException as error:  # re-raised in the test's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        for fifo in fifos:
+            os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+        pytest.fail(f"did not finish within {seconds} s (blocked on a special file?)")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
+
+
+MAX_BYTES = 64 * 1024
+
+
+@pytest.fixture
+def hostile_source(source_dir: Path, tmp_path: Path) -> dict[str, str]:
+    """The good photos of ``source_dir`` plus every odd entry a real folder holds.
+
+    Returns the expected reject reason per odd path.
+    """
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(_jpeg((9, 9, 9)))
+    os.mkfifo(source_dir / "fifo.jpg")
+    os.symlink("loop.jpg", source_dir / "loop.jpg")
+    os.symlink("/dev/zero", source_dir / "zero.jpg")
+    os.symlink(outside, source_dir / "passwd.jpg")
+    os.symlink("gone.jpg", source_dir / "dangling.jpg")
+    with open(source_dir / "huge.jpg", "wb") as handle:  # sparse: 4 GiB that take no disk
+        handle.truncate(4 << 30)
+    (source_dir / "big.jpg").write_bytes(_jpeg((1, 1, 1)) + bytes(MAX_BYTES))
+    os.symlink("a/one.jpg", source_dir / "link-inside.jpg")
+    (source_dir / ".hidden.jpg").write_bytes(b"not a photo")
+    (source_dir / ".git").mkdir()
+    (source_dir / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    return {
+        "fifo.jpg": "not_a_regular_file",
+        "loop.jpg": "unreadable",
+        "zero.jpg": "outside_source",
+        "passwd.jpg": "outside_source",
+        "dangling.jpg": "vanished",
+        "huge.jpg": "too_large",
+        "big.jpg": "too_large",
+    }
+
+
+def test_hostile_entries_are_rejects_with_reasons_and_the_rest_ingests(
+    stores, source_dir, hostile_source, monkeypatch
+) -> None:
+    source, store = stores
+    summary = _within(
+        30,
+        lambda: ingest_catalog(source, store, chunk_size=2, max_bytes=MAX_BYTES),
+        fifos=[source_dir / "fifo.jpg"],
+    )
+    rows = _rows(store)
+    good = {"a/one.jpg", "a/two.jpg", "b/three.jpg", "four.jpg", "link-inside.jpg"}
+    assert {path for path, row in rows.items() if row["status"] == "ok"} == good
+    rejects = {r["rel_path"]: r["reason"] for r in read_rejects(store).to_pylist()}
+    assert rejects == hostile_source
+    assert not any(path.startswith(".") for path in rows), "hidden entries have no row"
+    assert rows["fifo.jpg"]["sha256"] is None, "a FIFO is never read"
+    assert (summary.images, summary.ok, summary.listed) == (5, 5, 5 + len(hostile_source))
+    assert summary.rejected == summary.rejects_total == len(hostile_source)
+    assert (summary.skipped, summary.skipped_reasons) == (2, {"hidden": 2})
+    assert summary.reject_reasons["too_large"] == 2
+
+    # the next run: the same refusals are unchanged, not news
+    again = _within(30, lambda: ingest_catalog(source, store, max_bytes=MAX_BYTES))
+    assert (again.new, again.changed, again.removed, again.rejected) == (0, 0, 0, 0)
+    assert again.rejects_total == len(hostile_source) and again.unchanged == again.listed
+
+
+def test_follow_symlinks_reads_links_out_of_the_source_but_never_a_device(
+    stores, source_dir, hostile_source
+) -> None:
+    source, store = stores
+    _within(
+        30,
+        lambda: ingest_catalog(source, store, max_bytes=MAX_BYTES, follow_symlinks=True),
+        fifos=[source_dir / "fifo.jpg"],
+    )
+    rows = _rows(store)
+    assert rows["passwd.jpg"]["status"] == "ok"
+    assert rows["zero.jpg"]["reason"] == "not_a_regular_file"
+
+
+def test_raising_the_byte_limit_admits_a_too_large_photo_without_touching_it(
+    stores, source_dir
+) -> None:
+    source, store = stores
+    (source_dir / "big.jpg").write_bytes(_jpeg((1, 1, 1)) + bytes(MAX_BYTES))
+    ingest_catalog(source, store, max_bytes=MAX_BYTES)
+    assert _rows(store)["big.jpg"]["reason"] == "too_large"
+    summary = ingest_catalog(source, store, max_bytes=4 * MAX_BYTES)
+    assert _rows(store)["big.jpg"]["status"] == "ok" and summary.changed == 1
+
+
+def test_a_file_removed_between_listing_and_reading_is_a_vanished_reject(stores) -> None:
+    source, store = stores
+    plan = catalog.plan_ingest(source, store)
+    (source.root / "four.jpg").unlink()
+    tables = [catalog.inspect_chunk(source, chunk) for chunk in plan.chunks]
+    rows = {row["rel_path"]: row for table in tables for row in table.to_pylist()}
+    assert (rows["four.jpg"]["status"], rows["four.jpg"]["reason"]) == ("rejected", "vanished")

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tiefvision_core.errors import ImageRejected
-from tiefvision_core.imaging import REJECT_REASONS, decode_image, inspect_image
+from tiefvision_core.imaging import FILE_REASONS, REJECT_REASONS, decode_image, inspect_image
 
 IMAGES = Path(__file__).parents[1] / "data" / "images"
 
@@ -30,7 +30,8 @@ def _read(kind: str, name: str) -> bytes:
 
 
 def test_corpus_is_broad_enough() -> None:
-    assert len(BAD) >= 10 and {row["reason"] for row in BAD} == set(REJECT_REASONS)
+    content_reasons = set(REJECT_REASONS) - FILE_REASONS  # file reasons: see test_catalog
+    assert len(BAD) >= 10 and {row["reason"] for row in BAD} == content_reasons
     assert len(ODD) >= 12
 
 
@@ -143,3 +144,37 @@ def test_min_side_decodes_jpeg_at_a_reduced_scale_without_going_below() -> None:
     png = io.BytesIO()
     Image.new("RGB", (960, 1200)).save(png, "PNG")
     assert decode_image(png.getvalue(), min_side=224).size == (960, 1200)  # no DCT scaling
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width``×``height`` and holds no pixel data: header-only checks."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_bomb_detail_names_the_configured_limit_not_pillows() -> None:
+    data = _read("bad", "bomb.png")  # 20000×20000: beyond twice Pillow's own guard
+    with pytest.raises(ImageRejected) as caught:
+        inspect_image(data, max_pixels=80_000_000)
+    assert caught.value.reason == "too_many_pixels"
+    assert (
+        "80,000,000" in caught.value.detail and "TIEFVISION_MAX_IMAGE_PIXELS" in caught.value.detail
+    )
+    assert "178956970" not in caught.value.detail and "178,956,970" not in caught.value.detail
+
+
+def test_configured_pixel_limit_above_pillows_default_is_the_one_that_decides() -> None:
+    data = _png_header(15_000, 13_000)  # 195 MP: Pillow alone refuses it (> 178,956,970)
+    with pytest.raises(ImageRejected) as caught:
+        inspect_image(data, max_pixels=200_000_000)
+    assert caught.value.reason != "too_many_pixels", caught.value.detail  # no pixel data
+    with pytest.raises(ImageRejected) as caught:
+        inspect_image(data, max_pixels=190_000_000)
+    assert caught.value.reason == "too_many_pixels" and "190,000,000" in caught.value.detail

@@ -129,3 +129,58 @@ def test_s3_restart_mid_ingest_then_rerun_is_correct(s3_env: S3Server, tmp_path)
     got = {r["rel_path"]: r["sha256"] for r in read_manifest(open_store(store_url)).to_pylist()}
     ref = read_manifest(open_store((tmp_path / "ref").as_uri())).to_pylist()
     assert got == {r["rel_path"]: r["sha256"] for r in ref}
+
+
+def test_cli_ingest_of_a_folder_with_special_files_finishes_with_a_reject_each(
+    catalog_dir, tmp_path
+) -> None:
+    """A FIFO, a looping link, /dev/zero, a link out, a dangling link, an oversized file and
+    hidden entries: the CLI finishes (a FIFO once hung it past SIGTERM) and says why."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import harness_api_url
+
+    images = _copy(catalog_dir, tmp_path)
+    special = images / "special"
+    special.mkdir()
+    os.mkfifo(special / "fifo.jpg")
+    os.symlink("loop.jpg", special / "loop.jpg")
+    os.symlink("/dev/zero", special / "zero.jpg")
+    os.symlink(catalog_dir / "products.csv", special / "passwd.jpg")
+    os.symlink("gone.jpg", special / "dangling.jpg")
+    (special / "big.jpg").write_bytes(bytes(64 * 1024 + 1))
+    (special / ".DS_Store").write_bytes(b"\0" * 16)
+    store_url = (tmp_path / "store").as_uri()
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": harness_api_url(),
+        "TIEFVISION_MAX_IMAGE_BYTES": str(64 * 1024),
+    }
+    command = [sys.executable, "-m", "tiefvision_cli.main", "ingest", "--images", str(images)]
+    try:
+        done = subprocess.run(
+            [*command, "--store", store_url, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(os.open(special / "fifo.jpg", os.O_RDWR | os.O_NONBLOCK))  # free a stuck reader
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    special_rejects = {
+        "special/fifo.jpg": "not_a_regular_file",
+        "special/loop.jpg": "unreadable",
+        "special/zero.jpg": "outside_source",
+        "special/passwd.jpg": "outside_source",
+        "special/dangling.jpg": "vanished",
+        "special/big.jpg": "too_large",
+    }
+    rejects = {r["rel_path"]: r["reason"] for r in read_rejects(open_store(store_url)).to_pylist()}
+    assert rejects == {**_expected_rejects(), **special_rejects}
+    assert summary["images"] == summary["ok"] == 10
+    assert summary["listed"] == 10 + len(rejects)
+    assert summary["skipped_reasons"] == {"hidden": 1}
