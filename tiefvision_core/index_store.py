@@ -13,6 +13,13 @@ A reader opens the version CURRENT names and keeps it open; a rebuild writes a n
 and only then switches the pointer, so a reader holding the old version keeps working (old
 versions are kept, the last ``keep`` of them). On S3 a version is copied to a local cache
 once (``~/.cache/tiefvision/indexes``) and memory-mapped from there.
+
+A build is staged in a folder named by its host and process (``indexes/.staging/`` inside a
+local store, so the finished files are renamed into the version rather than copied;
+``~/.cache/tiefvision/staging/`` for S3). A killed build leaves only that folder, which the
+next build or ``tiefvision gc`` removes once its process is gone. Versions are listed
+(:func:`list_versions`) and switched back or forth (:func:`use_version`) after the switch
+target passes its self-check again.
 """
 
 from __future__ import annotations
@@ -20,9 +27,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -34,8 +44,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tiefvision_core.errors import InputError
+from tiefvision_core.errors import InputError, TiefVisionError
 from tiefvision_core.index import BuiltIndex, IndexConfig, VectorIndex, build_index
+from tiefvision_core.index_pointer import INPUTS_READ_AT, switch_current
 from tiefvision_core.storage import LocalStore, Store
 
 __all__ = [
@@ -43,8 +54,15 @@ __all__ = [
     "IndexVersion",
     "OpenedIndex",
     "SelfCheckFailed",
+    "VersionInfo",
+    "VersionRefused",
+    "list_versions",
     "open_index",
     "publish_index",
+    "remove_version",
+    "sweep_staging",
+    "use_version",
+    "versions",
 ]
 
 SPACES = ("unsupervised", "supervised")
@@ -53,6 +71,15 @@ _FILES = ("vectors.npy", "index.faiss", "projection.npy", "ids.parquet", "metada
 
 class SelfCheckFailed(RuntimeError):
     """A freshly built index does not find its own images first: never published."""
+
+
+class VersionRefused(TiefVisionError):
+    """``index use`` names a version that is gone, unfinished or fails its self-check."""
+
+
+#: A staging folder or unfinished version younger than this may belong to a build still
+#: running on another machine: never removed.
+STAGING_GRACE_S = 6 * 3600.0
 
 
 def space_prefix(space: str) -> str:
@@ -100,6 +127,7 @@ def publish_index(
     keep: int = 3,
     build: Callable[[np.ndarray], BuiltIndex] | None = None,
     training: dict[str, int] | None = None,
+    inputs_read_at: float | None = None,
 ) -> IndexVersion:
     """Build, self-check, write and switch ``indexes/<space>/CURRENT`` to a new version.
 
@@ -109,8 +137,11 @@ def publish_index(
     passes one that reuses the previous version's training). ``training`` records how many
     rows the ANN training saw and how many were added, changed or removed since, which is
     what the next update decides on (default: a fresh build). Nothing is published when the
-    self-check fails.
+    self-check fails, nor when the live version was built from newer inputs
+    (``inputs_read_at``: when the caller began reading them, default now; see
+    :mod:`tiefvision_core.index_pointer`).
     """
+    read_at = time.time() if inputs_read_at is None else inputs_read_at
     prefix = space_prefix(space)
     blocks = [vectors] if isinstance(vectors, np.ndarray) else list(vectors)
     rows = sum(len(block) for block in blocks)
@@ -119,8 +150,7 @@ def publish_index(
     config = config or IndexConfig()
     build = build or (lambda stored: build_index(stored, grid, config))
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="tiefvision-index-") as tmp:
-        folder = Path(tmp)
+    with _staging(store) as folder:
         shape = (rows, int(blocks[0].shape[1]))
         stored = np.lib.format.open_memmap(
             folder / "vectors.npy", mode="w+", dtype=np.float16, shape=shape
@@ -146,6 +176,7 @@ def publish_index(
             "source": source,
             "training": training or {"rows": rows, "churn": 0},
             "created_at": datetime.now(UTC).isoformat(),
+            INPUTS_READ_AT: read_at,
         }
         opened = VectorIndex.load(folder, metadata)
         check = _self_check(opened)
@@ -163,8 +194,8 @@ def publish_index(
         for name in _FILES:  # metadata.json last: a version without it is unfinished
             path = folder / name
             if path.exists():
-                _upload(store, f"{prefix}{version}/{name}", path)
-    store.publish_pointer(prefix + "CURRENT", version)
+                _place(store, f"{prefix}{version}/{name}", path)
+    switch_current(store, prefix, version, read_at)
     pruned = _prune(store, prefix, keep, version)
     return IndexVersion(
         space,
@@ -179,13 +210,91 @@ def publish_index(
     )
 
 
-def _upload(store: Store, key: str, path: Path) -> None:
-    if isinstance(store, LocalStore):  # large files: no copy through memory
+def _staging_root(store: Store) -> Path:
+    """Where builds are staged: inside a local store (same file system, so a finished file
+    is renamed into its version, never copied); in the local cache for S3."""
+    if isinstance(store, LocalStore):
+        return store.local_path("indexes/.staging")
+    return _cache_root().parent / "staging"
+
+
+def _owner_tag() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _stale(folder: Path, now: float, grace_s: float) -> bool:
+    """A staging folder whose builder is gone: this host's process is dead, or (another
+    host's, or a temporary folder of an earlier release) it was last touched more than
+    ``grace_s`` ago."""
+    host, sep, rest = folder.name.rpartition("-")[0].rpartition("-")
+    if sep and host == socket.gethostname() and rest.isdigit():
+        return not _process_alive(int(rest))
+    try:
+        return now - folder.stat().st_mtime > grace_s
+    except FileNotFoundError:
+        return False
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def sweep_staging(
+    store: Store, *, grace_s: float = STAGING_GRACE_S, dry_run: bool = False
+) -> list[tuple[str, int]]:
+    """Remove the staging folders of builds that died (SIGKILL, power loss), and the
+    ``tiefvision-index-*`` temporary folders earlier releases built in; returns each
+    removed folder's path and bytes. A live build's folder is never touched."""
+    now = time.time()
+    candidates = []
+    root = _staging_root(store)
+    if root.is_dir():
+        candidates += [
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(_owner_tag())
+        ]
+    legacy = Path(tempfile.gettempdir())
+    candidates += [p for p in legacy.glob("tiefvision-index-*") if p.is_dir()]
+    removed = []
+    for folder in candidates:
+        if _stale(folder, now, grace_s):
+            removed.append((str(folder), _folder_bytes(folder)))
+            if not dry_run:
+                shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
+@contextmanager
+def _staging(store: Store) -> Iterator[Path]:
+    """A fresh staging folder named by host and process, removed afterwards; dead builds'
+    folders are swept first, so a killed build costs disk only until the next one."""
+    sweep_staging(store)
+    root = _staging_root(store)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"{_owner_tag()}{uuid.uuid4().hex[:12]}"
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _place(store: Store, key: str, path: Path) -> None:
+    """Move a staged file to ``key``: a rename on a local store (the staging folder is on
+    the same file system), one PUT on S3."""
+    if isinstance(store, LocalStore):
         target = store.local_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".tmp-{target.name}")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, target)
+        os.replace(path, target)
     else:
         store.put_bytes(key, path.read_bytes())
 
@@ -202,12 +311,157 @@ def versions(store: Store, space: str) -> list[str]:
 
 
 def _prune(store: Store, prefix: str, keep: int, current: str) -> tuple[str, ...]:
+    """The oldest finished versions beyond ``keep`` (never ``current``) and unfinished
+    versions of killed builds go."""
     space = prefix.strip("/").split("/")[-1]
-    old = [v for v in versions(store, space) if v != current]
-    doomed = old[: max(0, len(old) - (keep - 1))]
+    doomed = [v.version for v in prunable(store, space, keep, protect={current})]
     for version in doomed:
-        store.delete_prefix(f"{prefix}{version}/")
+        remove_version(store, space, version)
     return tuple(doomed)
+
+
+def _version_time(version: str) -> float | None:
+    """Versions are named by their UTC creation time (``20260102T030405123456Z-kind``)."""
+    try:
+        stamp = datetime.strptime(version.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One folder under ``indexes/<space>/``, as ``tiefvision index list`` shows it."""
+
+    space: str
+    version: str
+    finished: bool  # metadata.json is there (written last)
+    live: bool  # CURRENT names it
+    kind: str | None
+    rows: int | None
+    bytes: int
+    created_at: str | None
+    self_check: dict[str, object] | None  # the stored result of the build's self-check
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _folder_files(store: Store, prefix: str) -> dict[str, dict[str, int]]:
+    """version → {file name: bytes} of every folder under ``prefix``, temporary files of
+    killed writes included (a local folder holding only those is listed too)."""
+    folders: dict[str, dict[str, int]] = {}
+    if isinstance(store, LocalStore):
+        root = store.local_path(prefix.rstrip("/"))
+        if root.is_dir():
+            for folder in root.iterdir():
+                if folder.is_dir() and not folder.name.startswith("."):
+                    folders[folder.name] = {
+                        p.relative_to(folder).as_posix(): p.stat().st_size
+                        for p in folder.rglob("*")
+                        if p.is_file()
+                    }
+        return folders
+    for info in store.list(prefix):
+        rest = info.key[len(prefix) :]
+        if "/" in rest:
+            version, name = rest.split("/", 1)
+            folders.setdefault(version, {})[name] = info.size
+    return folders
+
+
+def list_versions(store: Store, space: str) -> list[VersionInfo]:
+    """Every version folder of a space, oldest first, finished or not, with its size and
+    the self-check it passed when built."""
+    prefix = space_prefix(space)
+    live = store.read_pointer(prefix + "CURRENT")
+    out = []
+    for version, files in sorted(_folder_files(store, prefix).items()):
+        metadata: dict = {}
+        if "metadata.json" in files:
+            try:
+                metadata = json.loads(store.get_bytes(f"{prefix}{version}/metadata.json"))
+            except (ValueError, TiefVisionError):
+                metadata = {}
+        out.append(
+            VersionInfo(
+                space=space,
+                version=version,
+                finished=bool(metadata),
+                live=version == live,
+                kind=metadata.get("kind"),
+                rows=metadata.get("size"),
+                bytes=sum(files.values()),
+                created_at=metadata.get("created_at"),
+                self_check=metadata.get("self_check"),
+            )
+        )
+    return out
+
+
+def prunable(
+    store: Store,
+    space: str,
+    keep: int,
+    *,
+    protect: set[str] | frozenset[str] = frozenset(),
+    grace_s: float = STAGING_GRACE_S,
+) -> list[VersionInfo]:
+    """Versions beyond the newest ``keep`` finished ones (the live one and ``protect``
+    always kept), and unfinished versions older than ``grace_s`` (a killed build's)."""
+    listed = list_versions(store, space)
+    finished = [v for v in listed if v.finished]
+    kept = {v.version for v in finished[-keep:]} if keep > 0 else set()
+    kept |= {v.version for v in listed if v.live} | set(protect)
+    now = time.time()
+    doomed = []
+    for info in listed:
+        if info.version in kept:
+            continue
+        if not info.finished:
+            made = _version_time(info.version)
+            if made is not None and now - made <= grace_s:
+                continue
+        doomed.append(info)
+    return doomed
+
+
+def remove_version(store: Store, space: str, version: str) -> None:
+    """Delete a version folder whole: its objects, a killed write's temporary files and
+    the folder itself."""
+    prefix = f"{space_prefix(space)}{version}/"
+    store.delete_prefix(prefix)
+    if isinstance(store, LocalStore):
+        shutil.rmtree(store.local_path(prefix.rstrip("/")), ignore_errors=True)
+
+
+def use_version(store: Store, space: str, version: str) -> VersionInfo:
+    """Make ``version`` the live one (roll back or forward): it must exist, be finished and
+    find a sample of its own photos first again now — the files are re-read, not the
+    stored result trusted. Then ``CURRENT`` is switched in one atomic write."""
+    prefix = space_prefix(space)
+    listed = {v.version: v for v in list_versions(store, space)}
+    info = listed.get(version)
+    what = f"{space} index version {version}"
+    hint = f"`tiefvision index list --space {space}` lists the versions"
+    if info is None:
+        raise VersionRefused(f"{what} does not exist (pruned or never built): {hint}")
+    if not info.finished:
+        raise VersionRefused(f"{what} is unfinished (its build was killed): {hint}")
+    try:
+        opened = open_index(store, space, version)
+        if not len(opened.index) == len(opened.ids) == int(opened.metadata["size"]):
+            raise ValueError("rows of vectors, ids and metadata differ")
+        check = _self_check(opened.index)
+    except (OSError, ValueError, KeyError, RuntimeError, TiefVisionError) as error:
+        raise VersionRefused(f"{what} cannot be opened ({error}): pick another; {hint}") from None
+    if check["found_first"] < check["queries"]:
+        raise VersionRefused(
+            f"{what} fails its self-check ({check['found_first']} of {check['queries']} "
+            f"sampled photos found first): pick another; {hint}"
+        )
+    store.publish_pointer(prefix + "CURRENT", version)
+    return VersionInfo(**{**asdict(info), "live": True, "self_check": check})
 
 
 @dataclass
