@@ -1,9 +1,12 @@
 """Index rebuild flow: box crops encoded (incremental) → a new index version → CURRENT.
 
-encode(kind="box", flips) ──► build_space_index ──► report_index
-(the located box of every     (vectors, FAISS index, self-check,
- photo, whole image without    then CURRENT switched; old versions
- a locator)                    kept, the last `keep`)
+lock ──► encode(kind="box", flips) ──► build_space_index ──► report_index
+(store   (the located box of every     (vectors, FAISS index, self-check,
+ lock)    photo, whole image without    then CURRENT switched; old versions
+          a locator)                    kept, the last `keep`)
+
+The store lock is the reindex's: a rebuild and a reindex (or two rebuilds) never read
+encodings and switch a space's CURRENT at the same time.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
 from flows.encode import encode
 from tasks.search import build_space_index, report_index
+from tasks.store_lock import store_lock
 from tiefvision_core.index import IndexConfig
 from tiefvision_core.index_store import IndexVersion
 
@@ -32,6 +36,8 @@ def rebuild_index(
     batch_size: int | None = None,
     index_kind: Literal["auto", "exact", "hnsw", "ivfpq"] = "auto",
     keep: int = 3,
+    lock_timeout: float = 600.0,
+    lock_ttl: float = 120.0,
 ) -> IndexVersion:
     """Rebuild one search space's index from the catalog's current box crops.
 
@@ -45,19 +51,24 @@ def rebuild_index(
         index_kind: auto (exact while the vectors fit 64 MiB, else HNSW + exact re-ranking),
             or force exact, hnsw or ivfpq (compressed).
         keep: index versions kept on storage (the live one included).
+        lock_timeout: seconds to wait for a reindex or rebuild-index already running on
+            this store.
+        lock_ttl: seconds without a heartbeat after which a holder counts as dead.
     """
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
-    encode(
-        store=settings.store_url,
-        encoder=settings.encoder,
-        weights=weights,
-        device=settings.device,
-        batch_size=settings.batch_size,
-        kind="box",
-        flips=True,
-    )
-    version = build_space_index(
-        settings.store_url, config, space, IndexConfig(kind=index_kind), keep
-    )
+    with store_lock(settings.store_url, lock_timeout, lock_ttl, job="rebuild-index") as lock:
+        encode(
+            store=settings.store_url,
+            encoder=settings.encoder,
+            weights=weights,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            kind="box",
+            flips=True,
+        )
+        lock.check()  # never switch a pointer once another run took the lock
+        version = build_space_index(
+            settings.store_url, config, space, IndexConfig(kind=index_kind), keep
+        )
     report_index(version)
     return version

@@ -25,7 +25,8 @@ from flows._runtime import runtime_config
 from flows.encode import encode
 from flows.ingest import ingest
 from flows.locate import locate
-from tasks.reindex import plan_reindex, reindex_lock, report_reindex, update_space_index
+from tasks.reindex import plan_reindex, report_reindex, update_space_index
+from tasks.store_lock import store_lock
 from tiefvision_core.index_update import UpdatePolicy
 from tiefvision_core.reindex import ReindexSummary, StageClock
 
@@ -68,7 +69,8 @@ def reindex(
             saw were added, changed or removed since.
         max_growth: rebuild an ANN index when the catalog grew or shrank by this factor
             since its training.
-        lock_timeout: seconds to wait for a reindex already running on this store.
+        lock_timeout: seconds to wait for a reindex or rebuild-index already running on
+            this store.
         lock_ttl: seconds without a heartbeat after which a holder counts as dead.
         verify_hashes: re-hash every image, even when size and mtime/ETag are unchanged.
     """
@@ -84,7 +86,7 @@ def reindex(
         "batch_size": settings.batch_size,
         "shard_size": shard_size,
     }
-    with reindex_lock(url, lock_timeout, lock_ttl) as lock:
+    with store_lock(url, lock_timeout, lock_ttl, job="reindex") as lock:
         with clock("ingest"):
             catalog = ingest(
                 images=images, store=url, metadata=metadata, verify_hashes=verify_hashes

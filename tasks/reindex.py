@@ -1,15 +1,11 @@
-"""Prefect tasks of the nightly reindex: the store's lock, the plan, one space's index
-update, the run summary. Thin: the decisions live in ``tiefvision_core.index_update``."""
+"""Prefect tasks of the nightly reindex: the plan, one space's index update, the run
+summary (the store's lock is ``tasks.store_lock``). Thin: the decisions live in
+``tiefvision_core.index_update``."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
 from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
@@ -18,29 +14,8 @@ from tiefvision_core import reindex as core
 from tiefvision_core.encoding import RuntimeConfig
 from tiefvision_core.index_update import IndexUpdate, UpdatePolicy, update_space
 from tiefvision_core.reindex import ReindexPlan, ReindexSummary
-from tiefvision_core.store_lock import LockHolder, StoreLock
 
-__all__ = ["plan_reindex", "reindex_lock", "report_reindex", "update_space_index"]
-
-
-@contextmanager
-def reindex_lock(store_url: str, timeout_s: float, ttl_s: float) -> Iterator[StoreLock]:
-    """Hold the store's reindex lock for the ``with`` block (waiting up to ``timeout_s``
-    for a running reindex; ``LockBusy`` when it does not finish in time)."""
-    logger = get_run_logger()
-    label = f"reindex flow run {flow_run.get_name() or '?'} ({flow_run.get_id() or 'no id'})"
-    lock = StoreLock(get_store(store_url), core.LOCK_NAME, label=label, ttl_s=ttl_s)
-
-    def waiting(holder: LockHolder) -> None:
-        logger.warning(
-            "another reindex is running: %s; waiting up to %.0f s",
-            holder.describe(time.time()),
-            timeout_s,
-        )
-
-    with lock.hold(timeout_s, waiting) as waited:
-        logger.info("holding %s (waited %.1f s)", lock.key, waited)
-        yield lock
+__all__ = ["plan_reindex", "report_reindex", "update_space_index"]
 
 
 @task(name="plan-reindex", **RETRYING)

@@ -315,6 +315,7 @@ def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
     of searches in the best space."""
     from tiefvision_cli.report import print_retrieval
     from tiefvision_core.catalog import read_manifest
+    from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.index_store import open_index
     from tiefvision_core.search_report import compare_spaces, search_report_html
@@ -329,7 +330,12 @@ def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
     report = workdir / "search-report.html"
     space = "supervised" if supervised else "unsupervised"
     report.write_text(
-        search_report_html(target, open_index(target, space), title="TiefVision demo")
+        search_report_html(
+            target,
+            open_index(target, space),
+            title="TiefVision demo",
+            max_bytes=load_settings(store_url=store).max_image_bytes,
+        )
     )
     console.print(f"Search report (queries and their top results): {report}")
 
@@ -572,11 +578,25 @@ def rebuild_index(
     index_kind: Annotated[
         str, typer.Option(help="auto, exact, hnsw or ivfpq (compressed).")
     ] = "auto",
+    lock_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for a reindex or rebuild running.")
+    ] = 600.0,
+    lock_ttl: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds without a heartbeat after which a holder is dead."),
+    ] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Encode the catalog's box crops (incremental) and publish a new index version."""
+    """Encode the catalog's box crops (incremental) and publish a new index version (one
+    rebuild or reindex at a time per store)."""
     version = _run_rebuild_index(
-        store, space=space, encoder=encoder, device=device, index_kind=index_kind
+        store,
+        space=space,
+        encoder=encoder,
+        device=device,
+        index_kind=index_kind,
+        lock_timeout=lock_timeout,
+        lock_ttl=lock_ttl,
     )
     if as_json:
         print(json.dumps(version))
@@ -597,6 +617,8 @@ def _run_rebuild_index(
     encoder: str | None = None,
     device: str | None = None,
     index_kind: str = "auto",
+    lock_timeout: float = 600.0,
+    lock_ttl: float = 120.0,
 ) -> dict[str, object]:
     from tiefvision_core.config import load_settings
     from tiefvision_core.index_store import space_prefix
@@ -618,6 +640,8 @@ def _run_rebuild_index(
             encoder=settings.encoder,
             device=settings.device,
             index_kind=index_kind,
+            lock_timeout=lock_timeout,
+            lock_ttl=lock_ttl,
         )
     return version.as_dict()
 

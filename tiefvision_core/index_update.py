@@ -288,7 +288,7 @@ def update_space(
     (:func:`decide_update`), then publish a new version built from reused and new vectors —
     or leave the live one when nothing changed. ``index_kind`` forces a kind (default: the
     live version's configuration; ``auto`` for a first build)."""
-    started = time.perf_counter()
+    started, read_at = time.perf_counter(), time.time()  # read_at: before any input is read
     before = store.read_pointer(space_prefix(space) + "CURRENT")
     opened = open_index(store, space, before) if before else None
     live = LiveIndex.from_metadata(before, opened.metadata) if opened else None
@@ -374,5 +374,6 @@ def update_space(
         keep=keep,
         build=build,
         training=training,
+        inputs_read_at=read_at,
     )
     return result(version.version, version.kind, version.size, computed, version.self_check)

@@ -4,6 +4,7 @@ or by a photo (locate → crop → encode → search).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -287,6 +288,7 @@ def rebuild_space(
 ) -> IndexVersion:
     """A new version of ``space``'s index from the current box-crop encodings (through the
     current similarity model for the supervised space)."""
+    read_at = time.time()  # before any input is read: orders this version among rebuilds
     source = space_source(store, encoder, space)
     transform = space_transform(store, space, encoder, source.get("model_version"))
     table = catalog_rows(store, encoder)
@@ -300,4 +302,5 @@ def rebuild_space(
         source=source,
         config=config,
         keep=keep,
+        inputs_read_at=read_at,
     )

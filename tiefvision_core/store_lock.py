@@ -14,7 +14,20 @@ slot would never come back. Here:
   namespace) and is gone is stale at once — a SIGKILLed run is recovered immediately;
 * creation is atomic (:meth:`Store.put_if_absent`), and the holder checks it still owns the
   lock before publishing (:meth:`StoreLock.check`), so a holder whose lock was broken while
-  it was frozen never switches a pointer.
+  it was frozen never switches a pointer;
+* every later write is a compare-and-swap on the bytes last read (:meth:`Store.replace_if`,
+  :meth:`Store.delete_if`): a takeover replaces exactly the stale record it judged, and a
+  holder that was judged stale and wakes up finds its heartbeat refused (it learns
+  :class:`LockLost`) instead of overwriting the new holder's lock, and its release deletes
+  nothing. On local disk the swap is atomic (an ``flock`` around compare and rename); on S3
+  it is an ``If-Match`` request plus a read-back, so on servers that ignore ``If-Match``
+  (rclone) two swaps of the same record within the read-back's settle time still leave one
+  winner, and a release can delete a takeover that lands within its one round trip — a
+  takeover only happens to a holder already silent for a whole TTL, so that is a holder
+  releasing at the very moment it is judged dead.
+
+The holder records its Prefect flow run id (``flow_run_id``): whoever breaks a stale lock
+is told whose it was (``on_break``), so the task layer can mark that run Crashed.
 """
 
 from __future__ import annotations
@@ -95,6 +108,7 @@ class LockHolder:
     started_at: float  # epoch seconds
     heartbeat_at: float
     ttl_s: float
+    flow_run_id: str = ""  # the Prefect flow run holding it, when there is one
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -131,10 +145,12 @@ class StoreLock:
         ttl_s: float = 120.0,
         poll_s: float = 2.0,
         clock: Callable[[], float] = time.time,
+        flow_run_id: str = "",
     ) -> None:
         if ttl_s <= 0 or poll_s <= 0:
             raise ValueError("ttl_s and poll_s must be positive")
         self.store, self.name, self.key, self.label = store, name, lock_key(name), label
+        self.flow_run_id = flow_run_id
         self.ttl_s, self.poll_s, self._clock = ttl_s, poll_s, clock
         self._holder: LockHolder | None = None
         self._lost: str | None = None
@@ -157,13 +173,25 @@ class StoreLock:
         found = self._read()
         return None if found is None else found[1]
 
+    def _read_mine(self) -> bytes | None:
+        """The lock's bytes while this run's token is in them, else None."""
+        found = self._read()
+        holder = self._holder
+        if found is None or holder is None or found[1].owner != holder.owner:
+            return None
+        return found[0]
+
     # -- acquiring -------------------------------------------------------------------------
     def acquire(
-        self, timeout_s: float, on_wait: Callable[[LockHolder], None] | None = None
+        self,
+        timeout_s: float,
+        on_wait: Callable[[LockHolder], None] | None = None,
+        on_break: Callable[[LockHolder, str], None] | None = None,
     ) -> float:
         """Take the lock, waiting up to ``timeout_s`` for a live holder; returns the seconds
-        waited. Stale locks are broken on the way. Raises :class:`LockBusy` naming the
-        holder when the wait runs out."""
+        waited. Stale locks are taken over on the way, and ``on_break(holder, reason)`` is
+        told whose (only by the run whose takeover won). Raises :class:`LockBusy` naming
+        the holder when the wait runs out."""
         started = time.monotonic()
         here = _process_space()
         told = False
@@ -178,13 +206,10 @@ class StoreLock:
                 now,
                 now,
                 self.ttl_s,
+                self.flow_run_id,
             )
             if self.store.put_if_absent(self.key, mine.to_bytes()):
-                self._holder = mine
-                self._lost = None
-                self._start_heartbeat()
-                self.waited_s = time.monotonic() - started
-                return self.waited_s
+                return self._took(mine, started)
             found = self._read()
             if found is None:  # released between our look and our read: try again now
                 continue
@@ -192,12 +217,22 @@ class StoreLock:
             reason = other.stale_reason(self._clock(), here)
             if reason is not None:
                 _log.warning("breaking stale lock %s held by %s: %s", self.key, other.label, reason)
-                self._break(data)
+                # Replace exactly the record judged stale: if another run took it over in
+                # between, the swap fails and the loop looks again.
+                if self.store.replace_if(self.key, data, mine.to_bytes()):
+                    waited = self._took(mine, started)
+                    if on_break is not None:
+                        try:
+                            on_break(other, reason)
+                        except Exception as error:  # telling is best effort, the lock is ours
+                            _log.warning("after breaking %s: %s", self.key, error)
+                    return waited
                 continue
             waited = time.monotonic() - started
             if waited >= timeout_s:
                 raise LockBusy(
-                    f"another {self.name} is running: {other.describe(self._clock())} (lock "
+                    f"another run holds this store's {self.name} lock: "
+                    f"{other.describe(self._clock())} (lock "
                     f"{self.store.uri(self.key)}); gave up after waiting {waited:.0f} s. Try "
                     "again when it has finished, or wait longer (--lock-timeout)"
                 )
@@ -206,14 +241,12 @@ class StoreLock:
                 told = True
             time.sleep(min(self.poll_s, max(0.0, timeout_s - waited)))
 
-    def _break(self, seen: bytes) -> None:
-        """Delete the stale lock unless it changed since we judged it (another run broke
-        and took it in between)."""
-        try:
-            if self.store.get_bytes(self.key) == seen:
-                self.store.delete(self.key)
-        except StorageNotFound:
-            pass
+    def _took(self, mine: LockHolder, started: float) -> float:
+        self._holder = mine
+        self._lost = None
+        self._start_heartbeat()
+        self.waited_s = time.monotonic() - started
+        return self.waited_s
 
     # -- holding ---------------------------------------------------------------------------
     def _start_heartbeat(self) -> None:
@@ -223,19 +256,28 @@ class StoreLock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl_s / 4):
-            holder = self._holder
-            if holder is None:
-                return
             try:
-                found = self._read()
-                if found is None or found[1].owner != holder.owner:
-                    who = "nobody" if found is None else found[1].label
-                    self._lost = f"the lock was broken while this run held it (now: {who})"
+                if not self.beat():
                     return
-                beat = LockHolder(**{**asdict(holder), "heartbeat_at": self._clock()})
-                self.store.put_bytes(self.key, beat.to_bytes())
             except Exception as error:  # storage hiccup: try again at the next beat
                 _log.warning("lock heartbeat for %s failed: %s", self.key, error)
+
+    def beat(self) -> bool:
+        """One heartbeat: a swap of the record just read, judged ours, for a fresh stamp.
+        False (and :meth:`check` raises :class:`LockLost` from then on) when the lock is
+        no longer ours — read so, or taken over between the read and the swap."""
+        holder = self._holder
+        if holder is None:
+            return False
+        seen = self._read_mine()
+        if seen is not None:
+            beat = LockHolder(**{**asdict(holder), "heartbeat_at": self._clock()})
+            if self.store.replace_if(self.key, seen, beat.to_bytes()):
+                return True
+        found = self._read()
+        who = "nobody" if found is None else found[1].label
+        self._lost = f"the lock was broken while this run held it (now: {who})"
+        return False
 
     def check(self) -> None:
         """Raise :class:`LockLost` when the lock is no longer this run's: call it before
@@ -253,23 +295,27 @@ class StoreLock:
             )
 
     def release(self) -> None:
-        """Stop the heartbeat and delete the lock if it is still ours."""
+        """Stop the heartbeat and delete the lock if it is still ours (a conditional delete
+        of the record read: a successor's lock is never deleted)."""
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=10)
-        holder, self._holder = self._holder, None
-        if holder is None:
-            return
-        found = self._read()
-        if found is not None and found[1].owner == holder.owner:
-            self.store.delete(self.key)
+        try:
+            seen = self._read_mine()
+            if seen is not None:
+                self.store.delete_if(self.key, seen)
+        finally:
+            self._holder = None
 
     @contextmanager
     def hold(
-        self, timeout_s: float, on_wait: Callable[[LockHolder], None] | None = None
+        self,
+        timeout_s: float,
+        on_wait: Callable[[LockHolder], None] | None = None,
+        on_break: Callable[[LockHolder, str], None] | None = None,
     ) -> Iterator[float]:
         """``with lock.hold(600) as waited:`` — acquire, yield the seconds waited, release."""
-        waited = self.acquire(timeout_s, on_wait)
+        waited = self.acquire(timeout_s, on_wait, on_break)
         try:
             yield waited
         finally:
