@@ -6,6 +6,7 @@ lock ──► ingest ──► plan ──► locate ──► encode(kind="box
  lock)    changed,   spaces?)  locator,    encoding: new and changed     unchanged rows, new
           removed)            new photos)  photos)                       ones projected; update
                                                                          or rebuild, published)
+                                                                     ──► gc (retention)
                                                                      ──► report (artifact)
 
 Cost follows the change: ingest decodes new bytes only, locate and encode skip what they
@@ -25,6 +26,7 @@ from flows._runtime import runtime_config
 from flows.encode import encode
 from flows.ingest import ingest
 from flows.locate import locate
+from tasks.gc import collect_garbage_task
 from tasks.reindex import plan_reindex, report_reindex, update_space_index
 from tasks.store_lock import store_lock
 from tiefvision_core.index_update import UpdatePolicy
@@ -50,6 +52,8 @@ def reindex(
     lock_timeout: float = 600.0,
     lock_ttl: float = 120.0,
     verify_hashes: bool = False,
+    retention: int | None = None,
+    gc_grace_hours: float = 6.0,
 ) -> ReindexSummary:
     """Bring the catalog, its boxes, encodings and every live index up to the source.
 
@@ -73,6 +77,10 @@ def reindex(
             this store.
         lock_ttl: seconds without a heartbeat after which a holder counts as dead.
         verify_hashes: re-hash every image, even when size and mtime/ETag are unchanged.
+        retention: versions kept by the closing gc step per kind (index, model, manifest),
+            the live one included (default ``TIEFVISION_RETENTION``: 3); encodings and
+            boxes of removed or re-shot photos go at once.
+        gc_grace_hours: leftovers (temporary files, work lists) younger than this are kept.
     """
     started = time.perf_counter()
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
@@ -103,6 +111,11 @@ def reindex(
             lock.check()  # never switch a pointer once another run took the lock
             with clock(f"index {space}"):
                 updates.append(update_space_index(url, config, space, index_kind, policy, keep))
+        lock.check()  # the lock is still ours: nothing another run needs is deleted
+        with clock("gc"):
+            garbage = collect_garbage_task(
+                url, retention or settings.retention, gc_grace_hours * 3600
+            )
     summary = ReindexSummary(
         store_url=url,
         manifest_version=catalog.version,
@@ -118,6 +131,7 @@ def reindex(
         indexes=tuple(updates),
         stages=clock.seconds,
         lock_waited_s=round(lock.waited_s, 3),
+        garbage_bytes=garbage.bytes,
         seconds=round(time.perf_counter() - started, 3),
     )
     report_reindex(summary)

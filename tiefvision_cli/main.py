@@ -1013,6 +1013,11 @@ def serve(
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
+from tiefvision_cli.maintenance import gc, index_app  # noqa: E402  (after `app` exists)
+
+app.add_typer(index_app, name="index")
+app.command("gc")(gc)
+
 
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2.

@@ -99,6 +99,14 @@ class Settings(BaseSettings):
         ge=1,
         description="Decompression-bomb guard: larger images are rejected.",
     )
+    retention: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Versions kept by `tiefvision gc` and the nightly reindex's gc step, per kind "
+            "(index, model, manifest), the live one included: what a removed photo outlives."
+        ),
+    )
     max_image_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,

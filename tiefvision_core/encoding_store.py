@@ -38,6 +38,7 @@ __all__ = [
     "ShardSpec",
     "VectorDType",
     "build_shard",
+    "current_boxes",
     "encoded_keys",
     "load_requests",
     "plan_encoding",
@@ -345,18 +346,27 @@ def read_encodings(
     return table.sort_by([("image_id", "ascending"), ("flipped", "ascending")])
 
 
-def _current_boxes_only(store: Store, table: pa.Table) -> pa.Table:
-    """A photo re-located by a newer locator keeps its old rows on storage; only the rows of
-    its current box (the whole image when it has none) count. Only usable rows have a size:
-    a rejected photo has none (and no encoding to keep)."""
+def current_boxes(store: Store) -> dict[tuple[str, str], tuple[int, int, int, int]] | None:
+    """(image_id, sha256) → the box its box crop is encoded with now: the current
+    locator's box, else the whole photo; usable photos only (a reject has no size). None
+    before the first ingest."""
     manifest = read_manifest(store)
     if manifest is None:
-        return table
+        return None
     expected = {
         (r["image_id"], r["sha256"]): (0, 0, int(r["width"]), int(r["height"]))
         for r in usable_rows(manifest).select(["image_id", "sha256", "width", "height"]).to_pylist()
     }
-    expected.update(_located_boxes(store))
+    expected.update((k, v) for k, v in _located_boxes(store).items() if k in expected)
+    return expected
+
+
+def _current_boxes_only(store: Store, table: pa.Table) -> pa.Table:
+    """A photo re-located by a newer locator keeps its old rows on storage; only the rows of
+    its current box (the whole image when it has none) count."""
+    expected = current_boxes(store)
+    if expected is None:
+        return table
     keys = zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True)
     keep = [
         expected.get(key) == _box_tuple(box)

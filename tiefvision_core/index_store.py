@@ -407,12 +407,13 @@ def prunable(
     protect: set[str] | frozenset[str] = frozenset(),
     grace_s: float = STAGING_GRACE_S,
 ) -> list[VersionInfo]:
-    """Versions beyond the newest ``keep`` finished ones (the live one and ``protect``
-    always kept), and unfinished versions older than ``grace_s`` (a killed build's)."""
+    """Versions beyond ``keep`` — the live one and ``protect`` first, then the newest
+    finished others — and unfinished versions older than ``grace_s`` (a killed build's)."""
     listed = list_versions(store, space)
-    finished = [v for v in listed if v.finished]
-    kept = {v.version for v in finished[-keep:]} if keep > 0 else set()
-    kept |= {v.version for v in listed if v.live} | set(protect)
+    pinned = {v.version for v in listed if v.live} | set(protect)
+    others = [v.version for v in listed if v.finished and v.version not in pinned]
+    room = max(0, keep - len(pinned)) if pinned else keep
+    kept = pinned | set(others[len(others) - room :] if room else ())
     now = time.time()
     doomed = []
     for info in listed:

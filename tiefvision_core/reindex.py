@@ -76,6 +76,7 @@ class ReindexSummary:
     stages: dict[str, float] = field(default_factory=dict)
     lock_waited_s: float = 0.0
     seconds: float = 0.0
+    garbage_bytes: int = 0  # freed by the closing gc step (what nothing live refers to)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -112,6 +113,7 @@ def reindex_markdown(summary: ReindexSummary) -> str:
                 ["located", located],
                 ["encoded (with mirrors)", summary.encoded],
                 ["waited for the lock", f"{summary.lock_waited_s:.1f} s"],
+                ["garbage freed", f"{summary.garbage_bytes:,} bytes"],
                 ["total", f"{summary.seconds:.1f} s"],
             ],
         ),

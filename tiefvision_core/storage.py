@@ -74,6 +74,7 @@ class ObjectInfo:
     key: str
     size: int
     version_tag: str
+    modified: float | None = None  # POSIX seconds (age checks such as gc's grace period)
 
 
 def redact_url(url: str) -> str:
@@ -397,7 +398,11 @@ class LocalStore(Store):
                     stat = path.stat()
                 except FileNotFoundError:  # removed while listing
                     continue
-                found.append(ObjectInfo(key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}"))
+                found.append(
+                    ObjectInfo(
+                        key, stat.st_size, f"{stat.st_size}-{stat.st_mtime_ns}", stat.st_mtime
+                    )
+                )
         yield from sorted(found, key=lambda info: info.key)
 
     def delete(self, key: str) -> None:
@@ -662,7 +667,13 @@ class S3Store(Store):
                 key = self._relative(item["Key"])
                 if key.endswith("/") or posixpath.basename(key).startswith("."):
                     continue
-                yield ObjectInfo(key, int(item["Size"]), str(item.get("ETag", "")).strip('"'))
+                modified = item.get("LastModified")
+                yield ObjectInfo(
+                    key,
+                    int(item["Size"]),
+                    str(item.get("ETag", "")).strip('"'),
+                    modified.timestamp() if modified is not None else None,
+                )
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")
@@ -761,7 +772,8 @@ def _read_local_regular(path: Path, max_bytes: int) -> bytes:
         mode = info.st_mode
         if stat.S_ISREG(mode) and info.st_size > max_bytes:  # refused without reading
             raise ImageRejected(
-                "too_large", f"the file has {info.st_size:,} bytes, over the {max_bytes:,} limit"
+                "too_large",
+                f"the file has {info.st_size:,} bytes, larger than the {max_bytes:,}-byte limit",
             )
         if not stat.S_ISREG(mode):
             raise ImageRejected("not_a_regular_file", not_regular_detail(mode))

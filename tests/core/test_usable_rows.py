@@ -28,7 +28,7 @@ def rejecting_store(tmp_path: Path) -> Store:
     return store
 
 
-def write_box_shard(store: Store, rows: list[dict]) -> None:
+def write_box_shard(store: Store, rows: list[dict], name: str = "shard-a.parquet") -> None:
     """A box-kind shard of whole-image crops, written like the encoding stage does."""
     table = pa.table(
         {
@@ -42,7 +42,7 @@ def write_box_shard(store: Store, rows: list[dict]) -> None:
             "vector": pa.array([np.ones(4, np.float16) for _ in rows], pa.list_(pa.float16(), 4)),
         }
     )
-    store.write_parquet(shard_prefix("fake", "box", "v1") + "shard-a.parquet", table)
+    store.write_parquet(shard_prefix("fake", "box", "v1") + name, table)
 
 
 def test_usable_rows_are_the_ok_photos_only(rejecting_store: Store) -> None:

@@ -1,0 +1,171 @@
+"""Storage maintenance commands: ``tiefvision index list|use`` and ``tiefvision gc``.
+
+Thin: the decisions live in ``tiefvision_core.index_store`` and ``tiefvision_core.gc``.
+Switching a version and collecting garbage hold the store's reindex lock, so neither
+happens under a running reindex or rebuild (which would prune or publish meanwhile).
+Heavy imports stay inside the commands so ``tiefvision --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Column, Table
+
+__all__ = ["gc", "index_app"]
+
+console = Console()
+
+_Store = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Storage root: file:///dir or s3://bucket/prefix "
+        "(default: $TIEFVISION_STORE_URL, else the embedded local store).",
+    ),
+]
+_Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+_LockTimeout = Annotated[
+    float, typer.Option(min=0, help="Seconds to wait for a reindex or rebuild running.")
+]
+
+index_app = typer.Typer(
+    help="Index versions: list them, switch the live one back or forth.", no_args_is_help=True
+)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+@contextmanager
+def _store_lock(store: object, what: str, timeout_s: float) -> Iterator[None]:
+    from tiefvision_core.reindex import LOCK_NAME
+    from tiefvision_core.store_lock import StoreLock
+
+    lock = StoreLock(store, LOCK_NAME, label=f"tiefvision {what} (pid {os.getpid()})")
+    with lock.hold(timeout_s):
+        yield
+
+
+@index_app.command("list")
+def index_list(
+    store: _Store = None,
+    space: Annotated[
+        str | None, typer.Option(help="unsupervised or supervised (default: both).")
+    ] = None,
+    as_json: _Json = False,
+) -> None:
+    """Every version with its rows, bytes, creation time, self-check and which is live."""
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.index_store import SPACES, list_versions, space_prefix
+    from tiefvision_core.storage import open_store
+
+    settings = load_settings(store_url=store)
+    spaces = [space] if space else list(SPACES)
+    for name in spaces:
+        space_prefix(name)
+    target = open_store(settings.store_url, settings)
+    listed = [info for name in spaces for info in list_versions(target, name)]
+    if as_json:
+        print(json.dumps([info.as_dict() for info in listed]))
+        return
+    table = Table("space", Column("version", no_wrap=True), "live", "rows", "size",
+                  Column("created", no_wrap=True), "self-check")  # fmt: skip
+    for info in listed:
+        check = info.self_check or {}
+        table.add_row(
+            info.space,
+            info.version,
+            "●" if info.live else "",
+            "—" if info.rows is None else f"{info.rows:,}",
+            _human(info.bytes),
+            (info.created_at or "unfinished")[:16],
+            f"{check['found_first']}/{check['queries']}" if check else "—",
+        )
+    console.print(table if listed else "No index versions yet: run `tiefvision rebuild-index`.")
+
+
+@index_app.command("use")
+def index_use(
+    version: Annotated[str, typer.Argument(help="The version to make live (see index list).")],
+    store: _Store = None,
+    space: Annotated[str, typer.Option(help="unsupervised or supervised.")] = "unsupervised",
+    lock_timeout: _LockTimeout = 60.0,
+    as_json: _Json = False,
+) -> None:
+    """Make VERSION the live index (roll back or forward) after it passes its self-check
+    again; CURRENT is switched atomically, readers pick it up on their next request."""
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.index_store import space_prefix, use_version
+    from tiefvision_core.storage import open_store
+
+    space_prefix(space)
+    settings = load_settings(store_url=store)
+    target = open_store(settings.store_url, settings)
+    before = target.read_pointer(space_prefix(space) + "CURRENT")
+    with _store_lock(target, "index use", lock_timeout):
+        info = use_version(target, space, version)
+    if as_json:
+        print(json.dumps({**info.as_dict(), "before": before}))
+        return
+    check = info.self_check or {}
+    console.print(
+        f"{space} index: {before or 'none'} → {info.version} (self-check "
+        f"{check.get('found_first')}/{check.get('queries')} found themselves first)"
+    )
+
+
+def gc(
+    store: _Store = None,
+    retention: Annotated[
+        int | None,
+        typer.Option(min=1, help="Versions kept per kind (default: $TIEFVISION_RETENTION, 3)."),
+    ] = None,
+    grace_hours: Annotated[
+        float, typer.Option(min=0, help="Leftovers younger than this are kept (running jobs).")
+    ] = 6.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would go and its bytes; delete nothing.")
+    ] = False,
+    lock_timeout: _LockTimeout = 600.0,
+    as_json: _Json = False,
+) -> None:
+    """Delete what nothing live refers to: encodings and boxes of removed or re-shot photos,
+    index, model and manifest versions beyond the retention (never the live one), leftovers
+    of killed runs. Waits for a running reindex or rebuild."""
+    from tiefvision_core.config import load_settings
+    from tiefvision_core.storage import open_store
+
+    settings = load_settings(store_url=store)
+    open_store(settings.store_url, settings)  # a wrong URL fails here, before Prefect starts
+
+    from flows.gc import gc as gc_flow
+
+    report = gc_flow(
+        store=settings.store_url,
+        retention=retention,
+        grace_hours=grace_hours,
+        dry_run=dry_run,
+        lock_timeout=lock_timeout,
+    )
+    if as_json:
+        print(json.dumps(report.as_dict()))
+        return
+    if dry_run:
+        for item in report.items:
+            console.print(f"{item.action:7} {item.what:9} {_human(item.bytes):>10}  {item.key}")
+    verb = "would free" if dry_run else "freed"
+    parts = ", ".join(f"{k} {v['objects']}" for k, v in report.totals.items()) or "nothing"
+    console.print(f"gc {verb} {_human(report.bytes)} ({report.bytes:,} bytes): {parts}")
