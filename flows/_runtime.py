@@ -26,4 +26,5 @@ def runtime_config(
         threads=settings.workers,
         compile=compile,
         max_pixels=settings.max_image_pixels,
+        max_bytes=settings.max_image_bytes,
     )

@@ -132,6 +132,7 @@ def train_locator_heads(
         config=train_config,
         threshold=threshold,
         device=device,
+        max_bytes=load_settings().max_image_bytes,
         on_epoch=lambda m: logger.info(
             "epoch %d: train loss %.4f, test loss %.4f, test accuracy %.3f, box error %.3f",
             m.epoch,

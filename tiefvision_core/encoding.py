@@ -17,7 +17,6 @@ a batch that runs out of GPU memory split in half instead of failing the run.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -40,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tiefvision_core.encoders import Encoder, get_encoder
 from tiefvision_core.errors import ConfigError, ImageRejected, StorageNotFound
 from tiefvision_core.imaging import DEFAULT_MAX_PIXELS, decode_image
-from tiefvision_core.storage import read_object
+from tiefvision_core.storage import DEFAULT_MAX_BYTES, read_source
 
 __all__ = [
     "Box",
@@ -224,14 +223,20 @@ class _CropDataset(Dataset):
     """Reads, verifies and decodes one request per item, in a worker process.
 
     A bad item returns its reason instead of raising: one vanished or changed file must not
-    stop the other 255 of its shard.
+    stop the other 255 of its shard. Bytes come through :func:`read_source`: a FIFO or an
+    oversized file swapped in since ingest is a reason, never a hung or bloated worker.
     """
 
     def __init__(
-        self, requests: Sequence[CropRequest], size: int, max_pixels: int, multiple: int
+        self,
+        requests: Sequence[CropRequest],
+        size: int,
+        max_pixels: int,
+        multiple: int,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.requests, self.size, self.max_pixels = list(requests), size, max_pixels
-        self.multiple = multiple
+        self.multiple, self.max_bytes = multiple, max_bytes
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -239,16 +244,11 @@ class _CropDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str, str]:
         request = self.requests[index]
         try:
-            data = read_object(request.uri)
+            data = read_source(request.uri, sha256=request.sha256, max_bytes=self.max_bytes)
         except StorageNotFound:
             return index, None, "vanished", "the file is gone since ingest; rerun ingest"
-        if hashlib.sha256(data).hexdigest() != request.sha256:
-            return (
-                index,
-                None,
-                "changed_since_ingest",
-                "the bytes differ from the manifest; rerun ingest",
-            )
+        except ImageRejected as rejected:  # changed_since_ingest, not_a_regular_file, …
+            return index, None, rejected.reason, rejected.detail
         try:
             image = decode_image(
                 data, max_pixels=self.max_pixels, min_side=request.decode_min_side(self.size)
@@ -323,6 +323,7 @@ class RuntimeConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     cpu_processes: int | None = None
     pool_min_images: int = 64
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     def build(self) -> EncodingRuntime:
         return EncodingRuntime(
@@ -333,6 +334,7 @@ class RuntimeConfig:
             workers=self.workers,
             compile=self.compile,
             max_pixels=self.max_pixels,
+            max_bytes=self.max_bytes,
             processes_from=self,
         )
 
@@ -371,6 +373,7 @@ class EncodingRuntime:
         workers: int | None = None,
         compile: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         processes_from: RuntimeConfig | None = None,
     ) -> None:
         self.device = resolve_device(device)
@@ -387,7 +390,7 @@ class EncodingRuntime:
                 "daemonic process: decoding in the encoding thread, not in %d workers", self.workers
             )
             self.workers = 0
-        self.max_pixels = max_pixels
+        self.max_pixels, self.max_bytes = max_pixels, max_bytes
         self.encoder = encoder.to(self.device)
         self.amp_dtype = (
             torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported() else torch.float16
@@ -537,6 +540,7 @@ class EncodingRuntime:
             self.encoder.preprocessing.crop_size,
             self.max_pixels,
             self.encoder.geometry.stride,
+            self.max_bytes,
         )
 
     def _loader_batches(
@@ -600,6 +604,7 @@ def _start_encoder_process(config: RuntimeConfig, owner_pid: int) -> None:
             threads=1,
             workers=0,
             max_pixels=single.max_pixels,
+            max_bytes=single.max_bytes,
         )
     )
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -12,6 +13,7 @@ import torch
 
 from tiefvision_core.crops import CropDataset, MapSample, load_samples
 from tiefvision_core.encoding import resolve_device
+from tiefvision_core.errors import ImageRejected, StorageNotFound
 from tiefvision_core.evaluation import (
     LocatorEvaluation,
     draw_box_grid,
@@ -23,9 +25,11 @@ from tiefvision_core.imaging import decode_image
 from tiefvision_core.locator import LocatedBox, WindowGeometry, locate_in_maps
 from tiefvision_core.locator_store import LocatorModel, save_locator
 from tiefvision_core.locator_training import EpochMetrics, TrainConfig, TrainedLocator, train_heads
-from tiefvision_core.storage import Store, read_object
+from tiefvision_core.storage import DEFAULT_MAX_BYTES, Store, read_source
 
 __all__ = ["LocatorRun", "evaluate_samples", "fit_locator"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,12 +92,25 @@ def _truth(samples: Sequence[MapSample]) -> pd.DataFrame:
     )
 
 
-def _grid_png(store: Store, uris: dict[str, str], evaluation: LocatorEvaluation, located, truth):
+def _grid_png(
+    photos: dict[str, tuple[str, str]],
+    evaluation: LocatorEvaluation,
+    located,
+    truth,
+    max_bytes: int,
+):
+    """The worst-located held-out photos with both boxes; ``photos``: (uri, sha256) by id,
+    read as ingest recorded them — one changed or replaced since is left out."""
     worst_first = evaluation.per_image.sort_values("iou").head(24)
     items = []
     boxes = truth.set_index("image_id")
     for row in worst_first.itertuples():
-        image = decode_image(read_object(uris[row.image_id]))
+        uri, sha256 = photos[row.image_id]
+        try:
+            image = decode_image(read_source(uri, sha256=sha256, max_bytes=max_bytes))
+        except (ImageRejected, StorageNotFound) as error:
+            log.warning("held-out picture without %s: %s", row.image_id, error)
+            continue
         true_box = boxes.loc[row.image_id, ["left", "top", "right", "bottom"]].tolist()
         items.append((image, true_box, located[row.image_id].box, row.iou))
     return png_bytes(draw_box_grid(items))
@@ -108,9 +125,11 @@ def fit_locator(
     device: str = "auto",
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     publish: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> tuple[LocatorModel, LocatorRun]:
     """Train on the dataset's train split (early stopping on its test split), score the
-    test photos against their true boxes and both baselines, save model and pictures."""
+    test photos against their true boxes and both baselines, save model and pictures
+    (photos read as ingest recorded them, at most ``max_bytes`` each)."""
     config = config or TrainConfig()
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold {threshold}: choose a probability in (0, 1)")
@@ -140,10 +159,16 @@ def fit_locator(
     )
     truth = _truth(test)
     evaluation = evaluate_boxes(predicted, truth, _truth(train))
-    work = store.read_parquet(f"{dataset.prefix}_work.parquet", ["image_id", "uri"])
-    uris = dict(zip(work["image_id"].to_pylist(), work["uri"].to_pylist(), strict=True))
+    work = store.read_parquet(f"{dataset.prefix}_work.parquet", ["image_id", "uri", "sha256"])
+    photos = dict(
+        zip(
+            work["image_id"].to_pylist(),
+            zip(work["uri"].to_pylist(), work["sha256"].to_pylist(), strict=True),
+            strict=True,
+        )
+    )
     files = {
-        "heldout-boxes.png": _grid_png(store, uris, evaluation, located, truth),
+        "heldout-boxes.png": _grid_png(photos, evaluation, located, truth, max_bytes),
         "iou-histogram.png": iou_histogram_png(evaluation),
     }
     metadata = {

@@ -16,13 +16,13 @@ from PIL import ImageDraw
 from tiefvision_core.catalog import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding_store import read_encodings, vectors_as_maps
-from tiefvision_core.errors import InputError
+from tiefvision_core.errors import ImageRejected, InputError, StorageNotFound
 from tiefvision_core.imaging import decode_image
 from tiefvision_core.index_store import OpenedIndex
 from tiefvision_core.retrieval import ranked_neighbours, retrieval_scores
 from tiefvision_core.search import search_by_id
 from tiefvision_core.similarity import similarity_grid, similarity_vectors
-from tiefvision_core.storage import Store, read_object
+from tiefvision_core.storage import DEFAULT_MAX_BYTES, Store, read_source
 
 __all__ = ["compare_spaces", "search_report_html"]
 
@@ -70,25 +70,45 @@ def compare_spaces(store: Store, encoder: Encoder) -> list[dict[str, object]]:
     return rows
 
 
-def _thumb(store: Store, uri: str, box: list[int], colour: str, size: int = 160) -> str:
-    image = decode_image(read_object(uri))
+def _thumb(photo: tuple[str, str], box: list[int], colour: str, max_bytes: int) -> str:
+    """An ``<img>`` of the photo (``(source_uri, sha256)``) with its box drawn, or a note
+    when the file is no longer what ingest recorded (the report still renders)."""
+    size = 160
+    try:
+        image = decode_image(read_source(photo[0], sha256=photo[1], max_bytes=max_bytes))
+    except (ImageRejected, StorageNotFound) as error:
+        reason = getattr(error, "reason", "vanished")
+        return f"<i>photo not shown: {html.escape(reason)}</i>"
     scale = size / max(image.size)
     thumb = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     draw = ImageDraw.Draw(thumb)
     draw.rectangle([v * scale for v in box], outline=colour, width=3)
     buffer = io.BytesIO()
     thumb.convert("RGB").save(buffer, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return f"<img src='data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()}'>"
 
 
 def search_report_html(
-    store: Store, opened: OpenedIndex, *, queries: int = 8, k: int = 5, title: str = ""
+    store: Store,
+    opened: OpenedIndex,
+    *,
+    queries: int = 8,
+    k: int = 5,
+    title: str = "",
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> str:
     """A self-contained HTML page: each query photo (box in blue) and its top ``k`` results
-    (box in green when it is the same product, red otherwise), with scores."""
+    (box in green when it is the same product, red otherwise), with scores. Photos are read
+    as the manifest recorded them (:func:`read_source`); one changed since is left blank."""
     manifest = read_manifest(store)
     ids = manifest["image_id"].to_pylist()
-    uris = dict(zip(ids, manifest["source_uri"].to_pylist(), strict=True))
+    photos = dict(
+        zip(
+            ids,
+            zip(manifest["source_uri"].to_pylist(), manifest["sha256"].to_pylist(), strict=True),
+            strict=True,
+        )
+    )
     products = (
         dict(zip(ids, manifest["product_id"].to_pylist(), strict=True))
         if "product_id" in manifest.column_names
@@ -106,15 +126,13 @@ def search_report_html(
     for row in rows:
         query = opened.ids.iloc[int(row)]
         result = search_by_id(opened, query["image_id"], k=k)
-        cells = [
-            f"<td><img src='{_thumb(store, uris[query['image_id']], list(query['box']), 'blue')}'>"
-            f"<br><b>query</b><br>{html.escape(query['image_id'])}</td>"
-        ]
+        thumb = _thumb(photos[query["image_id"]], list(query["box"]), "blue", max_bytes)
+        cells = [f"<td>{thumb}<br><b>query</b><br>{html.escape(query['image_id'])}</td>"]
         for hit in result.results:
             same = products.get(hit.image_id) == products.get(query["image_id"]) and products
             colour = "green" if same else "red"
             cells.append(
-                f"<td><img src='{_thumb(store, uris[hit.image_id], hit.box, colour)}'><br>"
+                f"<td>{_thumb(photos[hit.image_id], hit.box, colour, max_bytes)}<br>"
                 f"{hit.score:.3f}<br>{html.escape(hit.image_id)}</td>"
             )
         parts.append("<tr>" + "".join(cells) + "</tr>")

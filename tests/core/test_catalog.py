@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from PIL import Image
 
+from tests.guards import finishes_within
 from tiefvision_core import catalog
 from tiefvision_core.catalog import image_id_for, ingest_catalog, read_manifest, read_rejects
 from tiefvision_core.errors import InputError
 from tiefvision_core.storage import LocalStore
-
-T = TypeVar("T")
 
 
 def _jpeg(color: tuple[int, int, int], size: tuple[int, int] = (40, 30)) -> bytes:
@@ -205,32 +201,6 @@ def test_old_versions_are_pruned_and_current_points_to_latest(stores, source_dir
     assert store.read_pointer(catalog.CURRENT_KEY) == versions[-1]
 
 
-def _within(seconds: float, run: Callable[[], T], *, fifos: Sequence[Path] = ()) -> T:
-    """``run()``'s result, or a failure after ``seconds`` instead of a test that hangs.
-
-    A regression that opens a FIFO blocks in ``open()``; the FIFOs are then opened for
-    writing, so the stuck thread can end rather than outlive the test.
-    """
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = run()
-        except BaseException as error:  # re-raised in the test's thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        for fifo in fifos:
-            os.close(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
-        pytest.fail(f"did not finish within {seconds} s (blocked on a special file?)")
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]  # type: ignore[return-value]
-
-
 MAX_BYTES = 64 * 1024
 
 
@@ -269,7 +239,7 @@ def test_hostile_entries_are_rejects_with_reasons_and_the_rest_ingests(
     stores, source_dir, hostile_source, monkeypatch
 ) -> None:
     source, store = stores
-    summary = _within(
+    summary = finishes_within(
         30,
         lambda: ingest_catalog(source, store, chunk_size=2, max_bytes=MAX_BYTES),
         fifos=[source_dir / "fifo.jpg"],
@@ -287,7 +257,7 @@ def test_hostile_entries_are_rejects_with_reasons_and_the_rest_ingests(
     assert summary.reject_reasons["too_large"] == 2
 
     # the next run: the same refusals are unchanged, not news
-    again = _within(30, lambda: ingest_catalog(source, store, max_bytes=MAX_BYTES))
+    again = finishes_within(30, lambda: ingest_catalog(source, store, max_bytes=MAX_BYTES))
     assert (again.new, again.changed, again.removed, again.rejected) == (0, 0, 0, 0)
     assert again.rejects_total == len(hostile_source) and again.unchanged == again.listed
 
@@ -296,7 +266,7 @@ def test_follow_symlinks_reads_links_out_of_the_source_but_never_a_device(
     stores, source_dir, hostile_source
 ) -> None:
     source, store = stores
-    _within(
+    finishes_within(
         30,
         lambda: ingest_catalog(source, store, max_bytes=MAX_BYTES, follow_symlinks=True),
         fifos=[source_dir / "fifo.jpg"],

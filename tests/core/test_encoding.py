@@ -213,3 +213,40 @@ def test_cpu_process_pool_encodes_like_the_loader_path(encoded_store, lite0) -> 
         rtol=1e-4,
         atol=1e-4,
     )
+
+
+def test_a_fifo_or_an_oversized_file_swapped_in_after_ingest_is_a_reason_not_a_hang(
+    tmp_path,
+) -> None:
+    """Decoding workers read through ``read_source``: what replaced a photo since ingest is
+    a reason for that one photo, never a worker blocked on a FIFO or filling its memory."""
+    import hashlib
+    import io
+    import os
+
+    from tests.guards import finishes_within
+    from tiefvision_core.encoding import _CropDataset
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, "JPEG")
+    photo = buffer.getvalue()
+    sha = hashlib.sha256(photo).hexdigest()
+    paths = {name: tmp_path / f"{name}.jpg" for name in ("same", "fifo", "big", "changed")}
+    for path in paths.values():
+        path.write_bytes(photo)
+    paths["fifo"].unlink()
+    os.mkfifo(paths["fifo"])
+    paths["big"].write_bytes(photo + bytes(64 * 1024))
+    paths["changed"].write_bytes(photo + b"\0")
+    requests = [CropRequest(name, sha, path.as_uri(), 64, 48) for name, path in paths.items()]
+    dataset = _CropDataset(requests, 224, 10_000_000, 32, max_bytes=len(photo) + 1024)
+    items = finishes_within(
+        30, lambda: [dataset[i] for i in range(len(requests))], fifos=[paths["fifo"]]
+    )
+    reasons = {requests[i].image_id: why for i, _, why, _ in items}
+    assert reasons == {
+        "same": "",
+        "fifo": "not_a_regular_file",
+        "big": "too_large",
+        "changed": "changed_since_ingest",
+    }

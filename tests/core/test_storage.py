@@ -193,3 +193,67 @@ def test_requests_survive_a_server_restart(s3_server: S3Server) -> None:
 def test_redact_url_drops_user_info() -> None:
     assert redact_url("http://me:secret@host:9000/x") == "http://host:9000/x"
     assert redact_url("http://host:9000") == "http://host:9000"
+
+
+def test_read_source_reads_regular_files_only_capped_and_checked(tmp_path) -> None:
+    """What every stage reads a source photo through: special files are refused unopened
+    (a FIFO would block forever), size is capped, bytes are checked against the manifest."""
+    import hashlib
+    import os
+
+    from tests.guards import finishes_within
+    from tiefvision_core.errors import ImageRejected
+    from tiefvision_core.storage import read_source
+
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff" + bytes(100))
+    sha = hashlib.sha256(photo.read_bytes()).hexdigest()
+    assert read_source(photo.as_uri(), sha256=sha) == photo.read_bytes()
+    os.mkfifo(tmp_path / "fifo.jpg")
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    with open(tmp_path / "huge.jpg", "wb") as handle:
+        handle.truncate(8 << 30)  # sparse: refused from its size, never read
+    (tmp_path / "folder.jpg").mkdir()
+    expected = {
+        "fifo.jpg": "not_a_regular_file",
+        "loop.jpg": "unreadable",
+        "huge.jpg": "too_large",
+        "folder.jpg": "not_a_regular_file",
+        "/dev/zero": "not_a_regular_file",
+    }
+
+    def reasons() -> dict[str, str]:
+        found = {}
+        for name in expected:
+            try:
+                read_source(str(tmp_path / name), max_bytes=1 << 20)
+            except ImageRejected as rejected:
+                found[name] = rejected.reason
+        return found
+
+    assert finishes_within(30, reasons, fifos=[tmp_path / "fifo.jpg"]) == expected
+    with pytest.raises(ImageRejected) as caught:
+        read_source(photo.as_uri(), sha256="0" * 64)
+    assert caught.value.reason == "changed_since_ingest"
+    with pytest.raises(ImageRejected) as caught:
+        read_source(photo.as_uri(), max_bytes=50)
+    assert caught.value.reason == "too_large"
+    with pytest.raises(StorageNotFound):
+        read_source((tmp_path / "gone.jpg").as_uri())
+
+
+def test_local_get_capped_refuses_a_fifo_in_the_store(tmp_path) -> None:
+    import os
+
+    from tests.guards import finishes_within
+    from tiefvision_core.errors import ImageRejected
+
+    store = LocalStore(tmp_path)
+    os.mkfifo(tmp_path / "x.jpg")
+    store.put_bytes("y.jpg", b"12345")
+    assert store.get_capped("y.jpg", 5) == b"12345"
+    with pytest.raises(ImageRejected, match="larger"):
+        store.get_capped("y.jpg", 4)
+    with pytest.raises(ImageRejected) as caught:
+        finishes_within(30, lambda: store.get_capped("x.jpg", 1024), fifos=[tmp_path / "x.jpg"])
+    assert caught.value.reason == "not_a_regular_file"
