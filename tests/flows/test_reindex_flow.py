@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.states import StateType
 
 from tests.conftest import harness_api_url
 from tiefvision_core.catalog import read_manifest
@@ -24,6 +26,7 @@ from tiefvision_core.errors import InputError
 from tiefvision_core.index_store import open_index
 from tiefvision_core.search import search_by_id
 from tiefvision_core.storage import Store, open_store
+from tiefvision_core.store_lock import LockHolder
 from tiefvision_core.synthetic import generate_catalog
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
@@ -202,6 +205,9 @@ def test_killed_run_is_finished_by_the_next_without_duplicates(catalogs, tmp_pat
     assert 1 <= len(written) < 5, "the kill came too late to test resuming"
     assert not list(shards.rglob(".tmp-*")), "a killed run must leave no partial file"
     assert store.exists("locks/reindex.json"), "the killed run's lock is left behind"
+    killed = LockHolder.from_bytes(store.get_bytes("locks/reindex.json")).flow_run_id
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(killed).state.type == StateType.RUNNING  # as Prefect saw it
     assert store.read_pointer("indexes/unsupervised/CURRENT") is None
     done_before = {key[0] for rows in written.values() for key in rows}
 
@@ -211,6 +217,8 @@ def test_killed_run_is_finished_by_the_next_without_duplicates(catalogs, tmp_pat
     summary = json.loads(out)
     assert summary["lock_waited_s"] < 5  # the dead holder's lock is broken, not waited out
     assert not store.exists("locks/reindex.json")
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(killed).state.type == StateType.CRASHED  # marked by the rerun
     assert summary["new"] == 0 and summary["images"] == 10  # ingested before the kill
     assert summary["encoded"] == 10 - len(done_before)  # finished shards are reused
 
