@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,16 @@ class S3Server:
         self.stop()
         time.sleep(down_seconds)
         self.start()
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """An outage for as long as the block runs; the server is back afterwards (also when
+        the block fails), so the session's other tests find it running."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
 
     def new_bucket(self) -> str:
         """Create a bucket through the S3 API (rclone caches its view of the folder)."""

@@ -9,12 +9,13 @@ unreachable dependency (storage, database, Prefect).
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi import status as http
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from tiefvision_core import annotation_files
 from tiefvision_core.errors import ConfigError, InputError, TiefVisionError
@@ -22,6 +23,7 @@ from tiefvision_core.index_store import SPACES, OpenedIndex
 from tiefvision_core.search import SearchResult, search_by_id, search_by_image
 from tiefvision_web.auth import require_writer, writes_need_token
 from tiefvision_web.catalog_view import CatalogImage, CatalogView, valid_image_id
+from tiefvision_web.errors import shown
 from tiefvision_web.images import MEDIA_TYPES, crop_jpeg, original_bytes, thumbnail_jpeg
 from tiefvision_web.state import WebState
 from tiefvision_web.uploads import check_upload
@@ -99,8 +101,29 @@ class TripletAnswer(BaseModel):
     created: bool = Field(description="false when the triplet was stored already")
 
 
+def _finite(value: Any) -> None:
+    """Refuse NaN and ±Infinity anywhere in ``value``: Python's JSON parser accepts them (and
+    turns 1e400 into Infinity), but they are not JSON, and a flow parameter must be JSON.
+    A loop, not recursion: a body may nest as deep as the parser allows."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"a parameter is {item}: NaN and Infinity are not JSON numbers")
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
 class FlowRunBody(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("parameters")
+    @classmethod
+    def _only_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _finite(value)
+        return value
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -141,7 +164,7 @@ def catalog_image(state: WebState, image_id: str) -> CatalogImage:
     if image is None:
         raise HTTPException(
             http.HTTP_404_NOT_FOUND,
-            f"no usable catalog image {image_id!r}: check the id (GET /api/images lists them)",
+            f"no usable catalog image {shown(image_id)}: check the id (GET /api/images lists them)",
         )
     return image
 
@@ -163,7 +186,7 @@ def _filters(items: list[str] | None) -> dict[str, str]:
         if not sep or not column:
             raise HTTPException(
                 http.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"filter {item!r}: write COLUMN=VALUE, e.g. category=dress",
+                f"filter {shown(item)}: write COLUMN=VALUE, e.g. category=dress",
             )
         filters[column] = value
     return filters
@@ -459,9 +482,14 @@ def run_flow(name: str, body: FlowRunBody | None = None) -> dict[str, Any]:
         raise HTTPException(code, str(error)) from None
 
 
-@router.get("/health", summary="Liveness: the process answers")
+@router.get("/health", summary="Liveness: the process answers; whether the storage does")
 def health(state: State) -> dict[str, Any]:
+    """Always 200 while the process answers (an orchestrator restarting the service would
+    not bring the storage back); ``status`` is ``degraded`` and ``storage`` ``unreachable``
+    while the storage does not answer, which a readiness check or a person can read."""
+    reachable = state.storage_reachable()
     return {
-        "status": "ok",
+        "status": "ok" if reachable else "degraded",
+        "storage": "ok" if reachable else "unreachable",
         "indexes": {space: state.indexes[space].version for space in SPACES},
     }

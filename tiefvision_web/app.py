@@ -9,41 +9,20 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from tiefvision_core.config import Settings
 from tiefvision_core.encoders import Encoder
-from tiefvision_core.errors import (
-    ConfigError,
-    ImageRejected,
-    IncompatibleModel,
-    InputError,
-    StorageError,
-    StorageNotFound,
-    TiefVisionError,
-)
 from tiefvision_web import api, pages
+from tiefvision_web.errors import install_error_handlers
 from tiefvision_web.security_headers import SecurityHeaders
 from tiefvision_web.state import WebState
-from tiefvision_web.uploads import BodySizeLimit, rejected_as_http
+from tiefvision_web.uploads import BodySizeLimit
 
 __all__ = ["create_app"]
 
 STATIC = Path(__file__).parent / "static"
-
-
-def _error_status(error: TiefVisionError) -> int:
-    if isinstance(error, StorageNotFound):
-        return 404
-    if isinstance(error, IncompatibleModel):
-        return 409
-    if isinstance(error, InputError):
-        return 422
-    if isinstance(error, StorageError | ConfigError):
-        return 503
-    return 400
 
 
 def create_app(
@@ -71,12 +50,7 @@ def create_app(
     )
     app.state.web = state
 
-    @app.exception_handler(TiefVisionError)
-    async def _tiefvision_error(_request: Request, error: TiefVisionError) -> JSONResponse:
-        if isinstance(error, ImageRejected):
-            http = rejected_as_http(error)
-            return JSONResponse({"detail": http.detail}, status_code=http.status_code)
-        return JSONResponse({"detail": str(error)}, status_code=_error_status(error))
+    install_error_handlers(app)
 
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off by default: the pages are same-origin

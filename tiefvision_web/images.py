@@ -4,6 +4,12 @@ Why the server reads the bytes itself instead of redirecting to a presigned S3 U
 browser then never sees the bucket, an endpoint, a key id or a signature, and the same code
 serves a local folder and a bucket. Thumbnails and crops are decoded with the same guard as
 ingest and kept in a small in-memory LRU (a gallery page asks for the same few dozen).
+
+Why every read goes through :func:`read_source` with the manifest's sha256: a source is
+trusted only as far as its manifest row. A photo replaced since ingest (by other bytes, by a
+link to ``/etc/passwd``, by a FIFO) is answered 409, a vanished one 404, both saying to
+ingest again — never the new bytes under the old ETag. The LRU is keyed by that sha256, so
+what it holds was checked when it was made.
 """
 
 from __future__ import annotations
@@ -11,8 +17,11 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 
+from fastapi import HTTPException, status
+
+from tiefvision_core.errors import ImageRejected, StorageNotFound
 from tiefvision_core.imaging import decode_image
-from tiefvision_core.storage import read_object
+from tiefvision_core.storage import read_source
 from tiefvision_web.catalog_view import CatalogImage
 from tiefvision_web.state import WebState
 
@@ -30,9 +39,32 @@ MEDIA_TYPES = {
 _CACHE_ENTRIES = 512
 
 
+_REINGEST = "run `tiefvision ingest` for this catalog again to pick up the current photos"
+
+
 def original_bytes(state: WebState, image: CatalogImage) -> bytes:
-    """The photo as ingested (its ``source_uri``; never a path made from the id)."""
-    return read_object(image.source_uri, state.settings)
+    """The photo as ingested (its ``source_uri``; never a path made from the id), checked
+    against the manifest's sha256; 409 when the source changed since, 404 when it is gone."""
+    try:
+        return read_source(
+            image.source_uri,
+            sha256=image.sha256,
+            max_bytes=state.settings.max_image_bytes,
+            settings=state.settings,
+            interactive=True,
+        )
+    except ImageRejected as rejected:
+        # too_large or unreadable now, though it was a usable photo at ingest: changed too.
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"the photo of {image.image_id!r} is no longer what was ingested "
+            f"({rejected.reason}): {_REINGEST}",
+        ) from None
+    except StorageNotFound:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"the photo of {image.image_id!r} is gone from the catalog source: {_REINGEST}",
+        ) from None
 
 
 def _cached(state: WebState, key: tuple[str, str, int], make) -> bytes:

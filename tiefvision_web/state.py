@@ -4,18 +4,25 @@ the annotations database and (once a photo is uploaded) the encoder.
 Why lazily: the service must start in a second and answer ``/api/health`` even on a store
 where nothing was built yet; the encoder (seconds to build) is needed only for search by
 upload, the annotations database only by the editors.
+
+Why an impatient store: a person waits on every request, so the S3 client gives up within
+seconds (:data:`tiefvision_core.storage.INTERACTIVE`) instead of retrying for minutes, and
+``/api/health`` probes the storage at most every :data:`HEALTH_TTL` seconds, whatever the
+request rate.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from tiefvision_core.catalog import CURRENT_KEY as MANIFEST_CURRENT
 from tiefvision_core.catalog import read_manifest
 from tiefvision_core.config import Settings
-from tiefvision_core.errors import InputError
+from tiefvision_core.errors import InputError, StorageError
 from tiefvision_core.index_store import SPACES, OpenedIndex, open_index
 from tiefvision_core.storage import Store, open_store
 from tiefvision_web.catalog_view import CatalogView
@@ -25,7 +32,12 @@ if TYPE_CHECKING:
     from tiefvision_core.annotations import AnnotationStore
     from tiefvision_core.encoders import Encoder
 
-__all__ = ["WebState"]
+__all__ = ["HEALTH_TTL", "WebState"]
+
+log = logging.getLogger(__name__)
+
+#: How long (seconds) one storage probe answers ``/api/health``.
+HEALTH_TTL = 2.0
 
 NO_CATALOG = "nothing was ingested into this store yet: run `tiefvision ingest --images DIR`"
 
@@ -41,7 +53,7 @@ class WebState:
         encoder: Encoder | None = None,
     ) -> None:
         self.settings = settings
-        self.store: Store = open_store(settings.store_url, settings)
+        self.store: Store = open_store(settings.store_url, settings, interactive=True)
         self.catalog: LivePointer[CatalogView] = LivePointer(
             self.store,
             MANIFEST_CURRENT,
@@ -67,6 +79,31 @@ class WebState:
         self._encoder: Encoder | None = encoder
         self.thumbnails: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self.thumbnail_lock = threading.Lock()
+        self._probe_lock = threading.Lock()
+        self._probed: tuple[float, bool] | None = None
+
+    def storage_reachable(self) -> bool:
+        """Whether the store answered a small read within the interactive timeouts, probed
+        by one request at a time and at most every :data:`HEALTH_TTL` seconds (the others
+        get the last answer)."""
+        probed = self._probed
+        if probed is not None and (
+            time.monotonic() - probed[0] < HEALTH_TTL or not self._probe_lock.acquire(False)
+        ):
+            return probed[1]  # fresh, or another request is probing right now
+        if probed is None:
+            self._probe_lock.acquire()  # no answer yet: wait for the first probe
+        try:
+            try:
+                self.store.exists(MANIFEST_CURRENT)
+                reachable = True
+            except StorageError as error:
+                log.warning("storage probe failed: %s", error)
+                reachable = False
+            self._probed = (time.monotonic(), reachable)
+            return reachable
+        finally:
+            self._probe_lock.release()
 
     def _load_catalog(self, version: str) -> CatalogView:
         manifest = read_manifest(self.store, version)
