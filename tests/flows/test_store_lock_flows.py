@@ -182,3 +182,18 @@ def test_an_unreachable_prefect_server_is_a_warning(caplog: pytest.LogCaptureFix
         assert not mark_crashed("0b1e5a8e-0000-4000-8000-000000000000", "gone", logger)
     assert time.monotonic() - started < 60
     assert "could not mark flow run 0b1e5a8e" in caplog.text
+
+
+def test_rebuild_index_cli_gives_up_in_one_line_naming_the_holder(tmp_path: Path) -> None:
+    from tests.conftest import harness_api_url
+    from tests.test_cli import _run
+
+    store = LocalStore(tmp_path / "store")
+    reindex = StoreLock(store, "reindex", label="reindex flow run busy-fox (1234)", ttl_s=30)
+    env = {"PREFECT_API_URL": harness_api_url(), "PREFECT_LOGGING_LEVEL": "ERROR"}
+    with reindex.hold(timeout_s=5):
+        done = _run("rebuild-index", "--store", store.url, "--lock-timeout", "1", env=env)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "busy-fox (1234)" in last and "--lock-timeout" in last, done.stderr[-3000:]
