@@ -8,7 +8,7 @@ entry (never opens one), follows a link only as far as deciding where it leads, 
 each odd entry into a *refusal* (a reject row with a reason, so the user sees it) or a
 *skip* (hidden files and folders, linked folders: counted in the summary).
 
-An S3 source holds only objects, so its listing is the store's own.
+An S3 source holds only objects: its listing is the store's own, less hidden names.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def list_source(source: Store, *, follow_symlinks: bool = False) -> SourceListin
     folder (``outside_source``) and leaves linked folders out; links inside it are fine.
     """
     if not isinstance(source, LocalStore):
-        return SourceListing(tuple(source.list()))
+        return _object_listing(source)
     walker = _Walker(source.root, follow_symlinks)
     walker.walk(source.root, "")
     return SourceListing(
@@ -65,6 +65,21 @@ def list_source(source: Store, *, follow_symlinks: bool = False) -> SourceListin
         tuple(sorted(walker.refused, key=lambda item: item.key)),
         tuple(sorted(walker.skipped)),
     )
+
+
+def _object_listing(source: Store) -> SourceListing:
+    """An object store holds no special files; hidden names are left out as in a folder (a
+    catalog synced from a Mac to S3 ingests like the folder did)."""
+    entries: list[ObjectInfo] = []
+    hidden: set[str] = set()
+    for info in source.list():
+        parts = info.key.split("/")
+        first = next((i for i, part in enumerate(parts) if part.startswith(".")), None)
+        if first is None:
+            entries.append(info)
+        else:  # a hidden "folder" counts once, as it does on disk
+            hidden.add("/".join(parts[: first + 1]))
+    return SourceListing(tuple(entries), skipped=tuple((key, "hidden") for key in sorted(hidden)))
 
 
 class _Walker:

@@ -396,7 +396,7 @@ class LocalStore(Store):
                     continue
                 try:
                     stat = path.stat()
-                except FileNotFoundError:  # removed while listing
+                except OSError:  # removed while listing, or a link that loops (ELOOP)
                     continue
                 found.append(
                     ObjectInfo(

@@ -294,3 +294,17 @@ def test_a_file_removed_between_listing_and_reading_is_a_vanished_reject(stores)
     tables = [catalog.inspect_chunk(source, chunk) for chunk in plan.chunks]
     rows = {row["rel_path"]: row for table in tables for row in table.to_pylist()}
     assert (rows["four.jpg"]["status"], rows["four.jpg"]["reason"]) == ("rejected", "vanished")
+
+
+def test_hidden_entries_are_skipped_alike_in_a_folder_and_a_bucket(store) -> None:
+    """A catalog synced from a folder to S3 ingests the same photos, skips the same names."""
+    from tiefvision_core.sources import list_source
+
+    for key in ("a.jpg", ".DS_Store", ".git/HEAD", "x/.cache/y.jpg", "x/z.jpg"):
+        store.put_bytes(key, b"bytes")
+    listing = list_source(store)
+    assert [info.key for info in listing.entries] == ["a.jpg", "x/z.jpg"]
+    hidden_folders = {(".git", "hidden"), ("x/.cache", "hidden")}
+    # S3's listing never shows an object whose own name is hidden, so only disk counts it
+    hidden_files = {(".DS_Store", "hidden")} if isinstance(store, LocalStore) else set()
+    assert set(listing.skipped) == hidden_folders | hidden_files

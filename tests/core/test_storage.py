@@ -257,3 +257,16 @@ def test_local_get_capped_refuses_a_fifo_in_the_store(tmp_path) -> None:
     with pytest.raises(ImageRejected) as caught:
         finishes_within(30, lambda: store.get_capped("x.jpg", 1024), fifos=[tmp_path / "x.jpg"])
     assert caught.value.reason == "not_a_regular_file"
+
+
+def test_get_capped_refuses_an_object_over_the_limit(store: Store) -> None:
+    """Both backends: what ingest hashes through; S3 refuses from the object's length."""
+    from tiefvision_core.errors import ImageRejected
+
+    store.put_bytes("photos/p.jpg", b"x" * 2000)
+    assert store.get_capped("photos/p.jpg", 2000) == b"x" * 2000
+    with pytest.raises(ImageRejected) as caught:
+        store.get_capped("photos/p.jpg", 1999)
+    assert caught.value.reason == "too_large"
+    with pytest.raises(StorageNotFound):
+        store.get_capped("photos/missing.jpg", 2000)
