@@ -74,9 +74,12 @@ def browser() -> Iterator[object]:
 def page(browser, request: pytest.FixtureRequest) -> Iterator[object]:
     """A fresh page; JavaScript errors and failed requests fail the test; a screenshot of
     the final state is saved under test-output/ (also when the test fails)."""
+    from playwright.sync_api import expect
+
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(60_000)  # search by upload encodes on a busy CPU
+    expect.set_options(timeout=60_000)  # expect() has its own limit (5 s by default)
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
 

@@ -384,6 +384,8 @@ def test_status_page_lists_runs_and_its_button_starts_a_deployment(
     """The status page in Chromium against the real Prefect server: a button per deployment,
     the recent runs; typing the token and clicking *Run reindex/nightly* starts a run on the
     worker (its parameters are the deployment's defaults), which the page then lists."""
+    from playwright.sync_api import expect
+
     from tests.browser import live_server
 
     nightly = _deployments(stack.api)["reindex/nightly"]
@@ -391,21 +393,23 @@ def test_status_page_lists_runs_and_its_button_starts_a_deployment(
     with _web_app(stack, monkeypatch) as app, live_server(app) as url:
         page.goto(url + "/status")
         buttons = page.locator("button.trigger")
+        expect(buttons).to_have_count(len(_deployments(stack.api)))
         names = {b.get_attribute("data-name") for b in buttons.all()}
         assert names == set(_deployments(stack.api)), names
         runs = page.locator("table tr", has_text="COMPLETED")
-        assert runs.count() >= 1  # the runs the earlier tests took to Completed
+        expect(runs.first).to_be_visible()  # the runs the earlier tests took to Completed
 
         page.fill("#token", WEB_TOKEN)
         page.press("#token", "Tab")  # the page keeps the token once it is entered
         page.click("button.trigger[data-name='reindex/nightly']")
-        page.locator("#message", has_text="Started reindex/nightly").wait_for()
+        expect(page.locator("#message")).to_contain_text("Started reindex/nightly")
         (started,) = _flow_run_ids(stack.api, nightly["id"]) - before
         run = _wait_final(stack.api, started, 300)
         assert run["state"]["type"] == "COMPLETED", run["state"]
         assert run["parameters"]["images"] == str(stack.images)  # the deployment's default
 
         page.reload()
+        expect(page.locator("table tr", has_text=run["name"])).to_have_count(1)
         cells = page.locator("table tr", has_text=run["name"]).locator("td").all_inner_texts()
         assert cells[1:4] == ["reindex", "reindex/nightly", "COMPLETED"], cells
         # Its subflows are listed under their flow names, with no deployment.

@@ -2,14 +2,21 @@
 service running under uvicorn on a loopback port, over a real indexed store and a real
 SQLite annotations database (the browser fixtures: ``tests/browser.py``). Each test leaves a
 screenshot in ``test-output/``.
+
+Why every read after an action is an ``expect(...)`` assertion: the page's script answers
+an action asynchronously (a fetch, then the DOM), so a plain read right after the response
+arrived can see the page before the script wrote it — flaky on a loaded machine. Playwright's
+assertions retry until the page says so (or the timeout).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser import SHOTS, live_server
 from tiefvision_core.annotations import AnnotationStore
@@ -37,19 +44,18 @@ def server(indexed_catalog, database, lite0) -> Iterator[str]:
 def test_gallery_click_shows_similar_images_with_scores_and_boxes(server, page) -> None:
     page.goto(server + "/")
     thumbs = page.locator("#gallery .thumb")
-    assert thumbs.count() == 18
+    expect(thumbs).to_have_count(18)
     clicked = thumbs.nth(2).get_attribute("data-id")
     thumbs.nth(2).click()
     hits = page.locator("#hits .hit")
-    hits.first.wait_for()
-    assert hits.count() == 12
+    expect(hits).to_have_count(12)
     ids = [hits.nth(n).get_attribute("data-id") for n in range(hits.count())]
     assert clicked not in ids
     scores = [float(hits.nth(n).get_attribute("data-score")) for n in range(hits.count())]
     assert scores == sorted(scores, reverse=True)
-    assert page.locator("#hits .hit .box").count() == 12  # every result has its box drawn
-    assert page.locator("#query .box").count() == 1
-    assert "results from the unsupervised index" in page.locator("#message").inner_text()
+    expect(page.locator("#hits .hit .box")).to_have_count(12)  # every result has its box
+    expect(page.locator("#query .box")).to_have_count(1)
+    expect(page.locator("#message")).to_contain_text("results from the unsupervised index")
     # Every result image loaded (natural width > 0), through the API.
     page.wait_for_function(_ALL_LOADED.replace("IMAGES", "#hits img"))
 
@@ -59,10 +65,9 @@ def test_upload_a_photo_and_see_results(server, page, indexed_catalog) -> None:
     page.goto(server + "/search")
     page.set_input_files("#photo", str(photo))
     hits = page.locator("#hits .hit")
-    hits.first.wait_for()
-    assert hits.count() == 12
+    expect(hits).to_have_count(12)
     assert float(hits.first.get_attribute("data-score")) > 0.99  # it finds itself first
-    assert page.locator("#query .box").count() == 1  # the located box on the upload
+    expect(page.locator("#query .box")).to_have_count(1)  # the located box on the upload
     page.wait_for_function(_ALL_LOADED.replace("IMAGES", "#results img"))
 
 
@@ -73,8 +78,8 @@ def test_upload_of_a_non_image_says_what_is_wrong(server, page, tmp_path) -> Non
     with page.expect_response(lambda r: r.url.endswith("/api/search?k=12&space=unsupervised")):
         page.set_input_files("#photo", str(fake))
     message = page.locator("#message")
-    assert "not an image" in message.inner_text()
-    assert "error" in (message.get_attribute("class") or "")
+    expect(message).to_contain_text("not an image")
+    expect(message).to_have_class(re.compile(r"\berror\b"))
 
 
 def test_draw_a_box_and_it_is_stored(server, page, database) -> None:
@@ -86,6 +91,8 @@ def test_draw_a_box_and_it_is_stored(server, page, database) -> None:
         int(editor.get_attribute("data-height")),
     )
     page.wait_for_function("() => document.getElementById('photo').naturalWidth > 0")
+    # The stored box has arrived (drawing before it does is the user's choice, not a test's).
+    expect(page.locator("#message")).to_have_text(re.compile("Annotated box|No box yet"))
     shown = page.locator("#photo").bounding_box()
     start = (shown["x"] + 0.2 * shown["width"], shown["y"] + 0.25 * shown["height"])
     end = (shown["x"] + 0.7 * shown["width"], shown["y"] + 0.8 * shown["height"])
@@ -94,7 +101,7 @@ def test_draw_a_box_and_it_is_stored(server, page, database) -> None:
     page.mouse.down()
     page.mouse.move(*end, steps=8)
     page.mouse.up()
-    assert page.locator("#box").is_visible()
+    expect(page.locator("#box")).to_be_visible()
     # Adjust: drag the bottom-right corner further out.
     corner = (shown["x"] + 0.9 * shown["width"], shown["y"] + 0.9 * shown["height"])
     page.mouse.move(*end)
@@ -102,7 +109,7 @@ def test_draw_a_box_and_it_is_stored(server, page, database) -> None:
     page.mouse.move(*corner, steps=5)
     page.mouse.up()
     page.locator("#save").click()
-    page.locator("#message", has_text="Saved box").wait_for()
+    expect(page.locator("#message")).to_contain_text("Saved box")
     with AnnotationStore(f"sqlite:///{database}") as annotations:
         record = annotations.get_box(image_id)
     assert record is not None and record.source == "web"
@@ -122,21 +129,21 @@ def test_pick_positive_and_negative_and_the_triplet_is_stored(server, page, data
     page.goto(server + "/triplets")
     reference = page.locator("#reference").get_attribute("data-id")
     hits = page.locator("#hits .hit")
-    hits.first.wait_for()
+    expect(hits.nth(4)).to_be_visible()
     save = page.locator("#save")
-    assert save.is_disabled()
+    expect(save).to_be_disabled()
     positive, negative = hits.nth(0), hits.nth(4)
     positive.click()
     negative.click()
-    assert "positive" in positive.get_attribute("class")
-    assert "negative" in negative.get_attribute("class")
-    blue = positive.evaluate("e => getComputedStyle(e).borderTopColor")
-    red = negative.evaluate("e => getComputedStyle(e).borderTopColor")
-    assert blue == "rgb(21, 101, 192)" and red == "rgb(198, 40, 40)"
+    expect(positive).to_have_class(re.compile(r"\bpositive\b"))
+    expect(negative).to_have_class(re.compile(r"\bnegative\b"))
+    expect(positive).to_have_css("border-top-color", "rgb(21, 101, 192)")  # blue
+    expect(negative).to_have_css("border-top-color", "rgb(198, 40, 40)")  # red
+    expect(save).to_be_enabled()
     ids = positive.get_attribute("data-id"), negative.get_attribute("data-id")
     page.screenshot(path=str(SHOTS / "triplet-picked.png"), full_page=True)
     save.click()
-    page.locator("#message", has_text="Saved triplet").wait_for()
+    expect(page.locator("#message")).to_contain_text("Saved triplet")
     with AnnotationStore(f"sqlite:///{database}") as annotations:
         stored = annotations.triplets()
     rows = stored[(stored["reference"] == reference)]
@@ -149,4 +156,4 @@ def test_status_page_shows_versions_and_counts(server, page, indexed_catalog) ->
     page.goto(server + "/status")
     live = open_store(indexed_catalog.store_url).read_pointer("indexes/unsupervised/CURRENT")
     assert live in page.content()
-    assert page.locator("#count-ok").inner_text() == "18"
+    expect(page.locator("#count-ok")).to_have_text("18")

@@ -3,6 +3,7 @@
 
 let box = null;  // [l, t, r, b] in pixels of the photo
 let drag = null;
+let edited = false;  // the user drew or reset before the stored box arrived: theirs wins
 
 document.addEventListener("DOMContentLoaded", async () => {
   const editor = document.getElementById("editor");
@@ -31,6 +32,7 @@ document.addEventListener("DOMContentLoaded", async () => {
 
   editor.addEventListener("mousedown", (event) => {
     event.preventDefault();
+    edited = true;
     const [x, y] = toPixels(event);
     if (box) {
       const corners = [[0, 1], [2, 1], [0, 3], [2, 3]];
@@ -76,7 +78,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     draw();
   });
 
-  document.getElementById("reset").addEventListener("click", () => { box = null; draw(); });
+  document.getElementById("reset").addEventListener("click", () => { edited = true; box = null; draw(); });
   document.getElementById("save").addEventListener("click", async () => {
     if (!box) { say("Draw a box first.", true); return; }
     try {
@@ -93,7 +95,7 @@ document.addEventListener("DOMContentLoaded", async () => {
 
   try {
     const stored = await api("/api/boxes/" + encodeURIComponent(id));
-    box = stored.box || stored.located || null;
+    if (!edited) box = stored.box || stored.located || null;
     say(stored.box ? "Annotated box (" + stored.source + ")." :
       stored.located ? "No box yet: starting from the located one." : "No box yet: draw one.");
   } catch (error) {
