@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -224,7 +226,13 @@ def hostile_source(source_dir: Path, tmp_path: Path) -> dict[str, str]:
     (source_dir / ".hidden.jpg").write_bytes(b"not a photo")
     (source_dir / ".git").mkdir()
     (source_dir / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    return {
+    expected = {}
+    with contextlib.suppress(OSError):  # a socket path over 107 bytes cannot be bound
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(source_dir / "socket.jpg"))
+        sock.close()
+        expected["socket.jpg"] = "not_a_regular_file"
+    return expected | {
         "fifo.jpg": "not_a_regular_file",
         "loop.jpg": "unreadable",
         "zero.jpg": "outside_source",

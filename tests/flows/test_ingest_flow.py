@@ -159,18 +159,22 @@ def test_cli_ingest_of_a_folder_with_special_files_finishes_with_a_reject_each(
         "TIEFVISION_MAX_IMAGE_BYTES": str(64 * 1024),
     }
     command = [sys.executable, "-m", "tiefvision_cli.main", "ingest", "--images", str(images)]
-    try:
-        done = subprocess.run(
-            [*command, "--store", store_url, "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        os.close(os.open(special / "fifo.jpg", os.O_RDWR | os.O_NONBLOCK))  # free a stuck reader
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+
+    def run_cli(*flags: str) -> dict:
+        try:
+            done = subprocess.run(
+                [*command, "--store", store_url, "--json", *flags],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,  # a hung ingest is killed (SIGKILL) and fails the test
+            )
+        finally:
+            os.close(os.open(special / "fifo.jpg", os.O_RDWR | os.O_NONBLOCK))  # free a reader
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    summary = run_cli()
     special_rejects = {
         "special/fifo.jpg": "not_a_regular_file",
         "special/loop.jpg": "unreadable",
@@ -184,3 +188,10 @@ def test_cli_ingest_of_a_folder_with_special_files_finishes_with_a_reject_each(
     assert summary["images"] == summary["ok"] == 10
     assert summary["listed"] == 10 + len(rejects)
     assert summary["skipped_reasons"] == {"hidden": 1}
+
+    # --follow-symlinks reaches the flow: the link out is read now, /dev/zero still never
+    followed = run_cli("--follow-symlinks")
+    rows = {r["rel_path"]: r for r in read_manifest(open_store(store_url)).to_pylist()}
+    assert rows["special/passwd.jpg"]["reason"] == "not_an_image"  # it was read: a CSV
+    assert rows["special/zero.jpg"]["reason"] == "not_a_regular_file"
+    assert followed["rejected"] == 2 and followed["rejects_total"] == len(rejects)
