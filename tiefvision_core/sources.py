@@ -126,8 +126,7 @@ class _Walker:
         try:
             target = os.stat(path)  # follows the link; ELOOP for a link to itself
         except FileNotFoundError:
-            detail = f"a symbolic link to {os.readlink(path)!r}, which does not exist"
-            self.refused.append(Refused(key, "vanished", detail))
+            self.refused.append(Refused(key, "vanished", _dangling_detail(path)))
             return
         except OSError as error:
             self.refused.append(Refused(key, "unreadable", _strerror(error)))
@@ -160,7 +159,14 @@ class _Walker:
         tag = f"{target.st_size}-{target.st_mtime_ns}"
         if own is not target:  # a link: retargeting it changes the tag too
             tag += f"-l{own.st_mtime_ns}"
-        self.entries.append(ObjectInfo(key, target.st_size, tag))
+        self.entries.append(ObjectInfo(key, target.st_size, tag, target.st_mtime))
+
+
+def _dangling_detail(path: Path) -> str:
+    try:
+        return f"a symbolic link to {os.readlink(path)!r}, which does not exist"
+    except OSError:  # the link itself went too
+        return "a symbolic link whose target does not exist"
 
 
 def _strerror(error: OSError) -> str:
