@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from tiefvision_core.errors import StorageError
 from tiefvision_core.storage import Store
 
 __all__ = ["LivePointer"]
@@ -72,6 +73,10 @@ class LivePointer(Generic[T]):
             try:
                 if time.monotonic() - self._checked >= self._interval:
                     self._refresh()
+            except StorageError as error:  # an outage: one line per check, not a traceback
+                log.warning(
+                    "reloading %s failed (%s); still serving %s", self._key, error, current[0]
+                )
             except Exception:
                 log.exception("reloading %s failed; still serving %s", self._key, current[0])
             finally:

@@ -19,6 +19,7 @@ from tiefvision_core.index_store import SPACES
 from tiefvision_web.api import catalog_image, status_report, web
 from tiefvision_web.auth import writes_need_token
 from tiefvision_web.catalog_view import CatalogView
+from tiefvision_web.errors import shown
 
 __all__ = ["router"]
 
@@ -134,7 +135,7 @@ def triplet_editor(request: Request, image_id: str, space: str = "unsupervised")
     ids = state.catalog.get().ids
     position = ids.index(image.image_id)
     if space not in SPACES:
-        raise HTTPException(404, f"unknown space {space!r}")
+        raise HTTPException(404, f"unknown space {shown(space)}: use one of {', '.join(SPACES)}")
     return _page(
         request,
         "triplets.html",
