@@ -53,11 +53,10 @@ def print_ingest_summary(console: Console, summary: IngestSummary) -> None:
         ("rejects in catalog", summary.rejects_total),
         ("listed (usable + rejected)", summary.listed),
         ("skipped, no row", summary.skipped),
+        *((f"  skipped: {reason}", n) for reason, n in summary.skipped_reasons.items()),
         ("bytes", _size(summary.bytes_total)),
     ):
         table.add_row(label, str(value))
-    for reason, count in summary.skipped_reasons.items():
-        table.add_row(f"  skipped: {reason}", str(count))
     console.print(table)
     if summary.rejects_total:
         rejects = read_rejects(open_store(summary.store_url), summary.version)
