@@ -159,3 +159,12 @@ def test_use_refuses_gone_unfinished_and_failing_versions(store: Store, tmp_path
         use_version(store, "unsupervised", bad.version)
     assert "\n" not in str(refused.value) and "tiefvision index list" in str(refused.value)
     assert store.read_pointer(PREFIX + "CURRENT") == good.version != live
+
+
+def test_delete_prefix_leaves_no_empty_folders(tmp_path: Path) -> None:
+    """A deleted prefix is gone on a local store as on S3: no empty folder stays."""
+    store = LocalStore(tmp_path / "store")
+    for key in ("boxes/v1/part-a.parquet", "boxes/v1/_plans/p.parquet", "boxes/v2/part-b.parquet"):
+        store.put_bytes(key, b"x")
+    assert store.delete_prefix("boxes/v1/") == 2
+    assert files_on_disk(store.root) == {"boxes", "boxes/v2", "boxes/v2/part-b.parquet"}
