@@ -94,8 +94,13 @@ def _problem(error: dict[str, Any]) -> dict[str, Any]:
     """One validation problem: where, what, and the input (shortened)."""
     loc = [part if isinstance(part, int) else shown(part)[1:-1] for part in error.get("loc", ())]
     message = str(error.get("msg", "invalid value"))
-    if error.get("type") == "finite_number":
-        message += " (NaN and Infinity are not JSON numbers; send a finite number)"
+    given = error.get("input")
+    if error.get("type") == "finite_number" or (
+        isinstance(given, float) and not math.isfinite(given)
+    ):
+        message += " (NaN, Infinity and numbers too large for a float such as 1e400 are refused)"
+    elif error.get("type") == "json_invalid" and (error.get("ctx") or {}).get("error"):
+        message += f": {error['ctx']['error']}"  # where the JSON breaks, from the parser
     problem: dict[str, Any] = {
         "loc": loc,
         "msg": public_detail(message),
