@@ -99,3 +99,22 @@ def test_dead_rows_versions_and_old_leftovers_go_the_live_index_stays(
 def test_retention_must_keep_the_live_version() -> None:
     with pytest.raises(ConfigError, match="at least 1"):
         Retention(versions=0)
+
+
+def test_versions_and_old_work_lists_go_on_both_backends(store: Store) -> None:
+    made = [publish(store, random_vectors(20, seed=s)) for s in range(3)]
+    store.put_bytes(f"{PREFIX}20200101T000000000000Z-exact/vectors.npy", b"\0" * 64)  # killed
+    plan = shard_prefix("fake", "box", "v1") + "_plans/p.parquet"
+    store.put_bytes(plan, b"plan")
+    before = sorted((i.key, i.size) for i in store.list(""))
+
+    planned = collect_garbage(store, Retention(versions=2, grace_s=3600), dry_run=True)
+    assert sorted((i.key, i.size) for i in store.list("")) == before
+    assert planned.totals["index"]["objects"] == 2  # the oldest finished and the killed one
+    assert "temporary" not in planned.totals  # the work list is younger than the grace
+
+    done = collect_garbage(store, Retention(versions=2, grace_s=0))
+    assert versions(store, "unsupervised") == [made[1].version, made[2].version]
+    assert not list(store.list(f"{PREFIX}20200101T000000000000Z-exact/"))
+    assert not store.exists(plan) and done.totals["temporary"]["objects"] == 1
+    assert open_index(store, "unsupervised").version == made[2].version
