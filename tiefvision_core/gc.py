@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -142,11 +142,11 @@ class _Collector:
             if not self.dry_run:
                 self.store.delete(info.key)
 
-    def filter_rows(self, what: str, info: ObjectInfo, live: Callable[[pa.Table], list[bool]]):
+    def filter_rows(self, what: str, info: ObjectInfo, live: _Liveness) -> None:
         """Drop the dead rows of one Parquet object: delete it when none is live, else
-        write the live rows under a new name and then delete the old object."""
-        keys = self.store.read_parquet(info.key, ["image_id", "sha256", *_box(what)])
-        keep = live(keys)
+        write the live rows under a new name and then delete the old object. Only the key
+        columns are read to decide (the vectors only of a shard being rewritten)."""
+        keep = live(self.store.read_parquet(info.key, list(live.columns)))
         dropped = keep.count(False)
         if dropped == 0:
             return
@@ -168,36 +168,32 @@ class _Collector:
         self.store.delete(info.key)
 
 
-def _box(what: str) -> list[str]:
-    return ["box"] if what == "encodings" else []
+class _Liveness:
+    """Which rows of a shard or part are live, from their key columns: (image_id, sha256)
+    usable, and for box crops the box the photo is encoded with now."""
+
+    def __init__(self, boxes: dict[tuple[str, str], tuple], *, by_box: bool) -> None:
+        self.boxes, self.by_box = boxes, by_box
+        self.columns = ("image_id", "sha256", "box") if by_box else ("image_id", "sha256")
+
+    def __call__(self, keys: pa.Table) -> list[bool]:
+        pairs = zip(keys["image_id"].to_pylist(), keys["sha256"].to_pylist(), strict=True)
+        if not self.by_box:
+            return [pair in self.boxes for pair in pairs]
+        return [
+            self.boxes.get(pair) == tuple(int(v) for v in (box or ()))
+            for pair, box in zip(pairs, keys["box"].to_pylist(), strict=True)
+        ]
 
 
-def _usable(store: Store) -> tuple[set[tuple[str, str]], dict[tuple[str, str], tuple]]:
-    """(image_id, sha256) of every usable photo, and the box of its current box crop."""
-    boxes = current_boxes(store) or {}
-    return set(boxes), boxes
-
-
-def _encodings(c: _Collector, usable: set, boxes: dict) -> None:
+def _encodings(c: _Collector, boxes: dict[tuple[str, str], tuple]) -> None:
     """Shards of every encoder, kind and version: rows of photos no longer usable with
     those bytes go; a box crop also when its box is not the photo's current one."""
-
-    def live_for(kind: str) -> Callable[[pa.Table], list[bool]]:
-        def live(keys: pa.Table) -> list[bool]:
-            ids, shas = keys["image_id"].to_pylist(), keys["sha256"].to_pylist()
-            if kind != "box":
-                return [(i, s) in usable for i, s in zip(ids, shas, strict=True)]
-            return [
-                boxes.get((i, s)) == tuple(int(v) for v in (b or ()))
-                for i, s, b in zip(ids, shas, keys["box"].to_pylist(), strict=True)
-            ]
-
-        return live
-
+    whole, cropped = _Liveness(boxes, by_box=False), _Liveness(boxes, by_box=True)
     for info in c.store.list(_ENCODINGS):
-        parts = info.key.split("/")
+        parts = info.key.split("/")  # encodings/<encoder>/<kind>/<version>/shard-<id>
         if len(parts) == 5 and parts[4].startswith("shard-"):
-            c.filter_rows("encodings", info, live_for(parts[2]))
+            c.filter_rows("encodings", info, cropped if parts[2] == "box" else whole)
 
 
 def _kept_models(store: Store, keep: int, grace_s: float) -> dict[str, set[str]]:
@@ -225,7 +221,9 @@ def _kept_models(store: Store, keep: int, grace_s: float) -> dict[str, set[str]]
     return kept
 
 
-def _versioned(c: _Collector, kept_models: dict[str, set[str]], usable: set) -> None:
+def _versioned(
+    c: _Collector, kept_models: dict[str, set[str]], boxes: dict[tuple[str, str], tuple]
+) -> None:
     """Index and model versions beyond the retention, boxes of dropped locators, dead rows
     of the kept locators' boxes."""
     keep, grace = c.retention.versions, c.retention.grace_s
@@ -249,16 +247,7 @@ def _versioned(c: _Collector, kept_models: dict[str, set[str]], usable: set) -> 
             continue
         for info in infos:
             if info.key.rsplit("/", 1)[-1].startswith("part-"):
-                c.filter_rows(
-                    "boxes",
-                    info,
-                    lambda keys: [
-                        (i, s) in usable
-                        for i, s in zip(
-                            keys["image_id"].to_pylist(), keys["sha256"].to_pylist(), strict=True
-                        )
-                    ],
-                )
+                c.filter_rows("boxes", info, _Liveness(boxes, by_box=False))
 
 
 def _manifests(c: _Collector) -> None:
@@ -342,9 +331,9 @@ def collect_garbage(
     collector = _Collector(store, retention, dry_run)
     kept_models = _kept_models(store, retention.versions, retention.grace_s)
     _manifests(collector)
-    usable, boxes = _usable(store)
-    _encodings(collector, usable, boxes)
-    _versioned(collector, kept_models, usable)
+    boxes = current_boxes(store) or {}  # (image_id, sha256) of usable photos → crop box
+    _encodings(collector, boxes)
+    _versioned(collector, kept_models, boxes)
     _leftovers(collector)
     totals: dict[str, dict[str, int]] = {}
     for item in collector.items:
