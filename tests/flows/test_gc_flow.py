@@ -103,3 +103,21 @@ def test_rejects_never_stop_a_run_and_gc_forgets_a_removed_photo(tmp_path: Path)
     assert search_by_id(kept, other, k=1, include_self=True).results[0].image_id == other
     assert isinstance(store, LocalStore)
     assert not list((root / "indexes").glob("*/*/.tmp-*"))
+
+
+def test_gc_never_deletes_under_a_running_reindex(tmp_path: Path) -> None:
+    """The store lock is held (a reindex running): gc waits, then gives up deleting
+    nothing, naming the holder."""
+    from flows.gc import gc
+    from tiefvision_core.reindex import LOCK_NAME
+    from tiefvision_core.store_lock import LockBusy, StoreLock
+
+    store = LocalStore(tmp_path / "store")
+    stale = store.root / "encodings" / "e" / "box" / "v" / "_plans" / "p.parquet"
+    store.put_bytes(stale.relative_to(store.root).as_posix(), b"plan")
+    with StoreLock(store, LOCK_NAME, label="reindex flow run test").hold(5):
+        with pytest.raises(LockBusy, match="reindex flow run test"):
+            gc(store=store.url, grace_hours=0, lock_timeout=1)
+        assert stale.exists()
+    done = gc(store=store.url, grace_hours=0, lock_timeout=1)
+    assert not stale.exists() and done.totals["temporary"]["objects"] == 1
