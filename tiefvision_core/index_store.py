@@ -80,6 +80,7 @@ class VersionRefused(TiefVisionError):
 #: A staging folder or unfinished version younger than this may belong to a build still
 #: running on another machine: never removed.
 STAGING_GRACE_S = 6 * 3600.0
+_PID_REUSE_S = 24 * 3600.0
 
 
 def space_prefix(space: str) -> str:
@@ -235,14 +236,16 @@ def _process_alive(pid: int) -> bool:
 def _stale(folder: Path, now: float, grace_s: float) -> bool:
     """A staging folder whose builder is gone: this host's process is dead, or (another
     host's, or a temporary folder of an earlier release) it was last touched more than
-    ``grace_s`` ago."""
-    host, sep, rest = folder.name.rpartition("-")[0].rpartition("-")
-    if sep and host == socket.gethostname() and rest.isdigit():
-        return not _process_alive(int(rest))
+    ``grace_s`` ago. A live process with this PID may be another one that reused it: such
+    a folder goes once untouched for a day (no build runs that long), whatever the grace."""
     try:
-        return now - folder.stat().st_mtime > grace_s
+        age = now - folder.stat().st_mtime
     except FileNotFoundError:
         return False
+    host, sep, rest = folder.name.rpartition("-")[0].rpartition("-")
+    if sep and host == socket.gethostname() and rest.isdigit():
+        return not _process_alive(int(rest)) or age > _PID_REUSE_S
+    return age > grace_s
 
 
 def _folder_bytes(folder: Path) -> int:
