@@ -16,7 +16,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Column, Table
 
 __all__ = ["gc", "index_app"]
 
@@ -81,20 +80,27 @@ def index_list(
     if as_json:
         print(json.dumps([info.as_dict() for info in listed]))
         return
-    table = Table("space", Column("version", no_wrap=True), "live", "rows", "size",
-                  Column("created", no_wrap=True), "self-check")  # fmt: skip
+    if not listed:
+        console.print("No index versions yet: run `tiefvision rebuild-index`.")
+        return
+    rows = [("space", "version", "live", "rows", "size", "created", "self-check")]
     for info in listed:
         check = info.self_check or {}
-        table.add_row(
-            info.space,
-            info.version,
-            "●" if info.live else "",
-            "—" if info.rows is None else f"{info.rows:,}",
-            _human(info.bytes),
-            (info.created_at or "unfinished")[:16],
-            f"{check['found_first']}/{check['queries']}" if check else "—",
+        rows.append(
+            (
+                info.space,
+                info.version,
+                "yes" if info.live else "",
+                "—" if info.rows is None else f"{info.rows:,}",
+                _human(info.bytes),
+                (info.created_at or "unfinished")[:19],
+                f"{check['found_first']}/{check['queries']}" if check else "—",
+            )
         )
-    console.print(table if listed else "No index versions yet: run `tiefvision rebuild-index`.")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:  # plain aligned text: readable in any terminal width, easy to grep
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(line.rstrip())
 
 
 @index_app.command("use")
