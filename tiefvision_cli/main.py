@@ -682,6 +682,12 @@ def reindex(
     verify_hashes: Annotated[
         bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
     ] = False,
+    retention: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Versions the closing gc keeps per kind (default: $TIEFVISION_RETENTION)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """The nightly incremental reindex: ingest, locate and encode what is new or changed,
@@ -718,6 +724,7 @@ def reindex(
             lock_timeout=lock_timeout,
             lock_ttl=lock_ttl,
             verify_hashes=verify_hashes,
+            retention=retention,
         )
     if as_json:
         print(json.dumps(summary.as_dict()))
@@ -740,7 +747,8 @@ def _print_reindex(summary) -> None:
         f"rejected {summary.rejected + summary.encode_rejected}",
         f"  {located}; {summary.encoded} encoded (each with its mirror)",
         f"  stages: {stages}; total {summary.seconds:.1f} s "
-        f"(waited {summary.lock_waited_s:.1f} s for the lock)",
+        f"(waited {summary.lock_waited_s:.1f} s for the lock); gc freed "
+        f"{summary.garbage_bytes:,} bytes",
     ]
     for update in summary.indexes:
         lines.append(
