@@ -151,3 +151,23 @@ def test_during_an_s3_outage_requests_fail_fast_and_health_says_so(
         assert time.monotonic() < deadline, "health did not recover"
         time.sleep(0.2)
     assert client.get(f"/api/images/{ids[1]}").status_code == 200
+
+
+def test_health_probes_the_storage_at_most_once_per_interval(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Health checks under load cost one storage round trip per interval, not one each."""
+    from tiefvision_web.state import HEALTH_TTL
+
+    state = served.client.app.state.web
+    probes: list[str] = []
+    exists = state.store.exists
+    monkeypatch.setattr(state.store, "exists", lambda key: probes.append(key) or exists(key))
+    state._probed = None  # as if the service had just started
+    started = time.monotonic()
+    for _ in range(50):
+        assert served.client.get("/api/health").json()["storage"] == "ok"
+    assert len(probes) <= 1 + (time.monotonic() - started) / HEALTH_TTL, probes
+    time.sleep(HEALTH_TTL)
+    served.client.get("/api/health")
+    assert len(probes) >= 2  # probed again once the answer expired
