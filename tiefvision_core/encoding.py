@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tiefvision_core.encoders import Encoder, get_encoder
 from tiefvision_core.errors import ConfigError, ImageRejected, StorageNotFound
 from tiefvision_core.imaging import DEFAULT_MAX_PIXELS, decode_image
+from tiefvision_core.paths import user_cache_dir
 from tiefvision_core.storage import DEFAULT_MAX_BYTES, read_source
 
 __all__ = [
@@ -350,8 +351,7 @@ _TUNE_CACHE: dict[tuple, LayoutChoice] = {}
 
 
 def _tune_cache_file() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "tiefvision" / "layout-choices.json"
+    return user_cache_dir() / "layout-choices.json"
 
 
 class EncodingRuntime:

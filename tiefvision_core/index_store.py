@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from tiefvision_core.errors import InputError, TiefVisionError
 from tiefvision_core.index import BuiltIndex, IndexConfig, VectorIndex, build_index
 from tiefvision_core.index_pointer import INPUTS_READ_AT, switch_current
+from tiefvision_core.paths import user_cache_dir
 from tiefvision_core.storage import LocalStore, Store
 
 __all__ = [
@@ -503,8 +504,7 @@ class OpenedIndex:
 
 
 def _cache_root() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "tiefvision" / "indexes"
+    return user_cache_dir() / "indexes"
 
 
 def _local_folder(store: Store, prefix: str) -> Path:

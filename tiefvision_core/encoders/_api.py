@@ -27,6 +27,7 @@ __all__ = [
     "EncoderGeometry",
     "Preprocessing",
     "WeightsSource",
+    "encoder_version",
     "file_digest",
     "get_encoder",
     "list_encoders",
@@ -116,16 +117,7 @@ class Encoder(nn.Module):
     @property
     def version(self) -> str:
         """``<name>-<weights tag>-<8 hex>``: changes with weights, preprocessing or variant."""
-        identity = json.dumps(
-            {
-                "name": self.name,
-                "weights": asdict(self.weights),
-                "preprocessing": asdict(self.preprocessing),
-                "variant": self.variant,
-            },
-            sort_keys=True,
-        )
-        return f"{self.name}-{self.weights.tag}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+        return encoder_version(self.name, self.weights, self.preprocessing, self.variant)
 
     @property
     def channels(self) -> int:
@@ -158,6 +150,23 @@ class Encoder(nn.Module):
             "geometry": asdict(self.geometry),
             "variant": self.variant,
         }
+
+
+def encoder_version(
+    name: str, weights: WeightsSource, preprocessing: Preprocessing, variant: str = ""
+) -> str:
+    """An encoder's version from its parts, so a builder can know it before the encoder
+    exists (its geometry is cached under it, see ``geometry.py``)."""
+    identity = json.dumps(
+        {
+            "name": name,
+            "weights": asdict(weights),
+            "preprocessing": asdict(preprocessing),
+            "variant": variant,
+        },
+        sort_keys=True,
+    )
+    return f"{name}-{weights.tag}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
 
 
 @cache

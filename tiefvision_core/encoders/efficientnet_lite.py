@@ -13,7 +13,6 @@ the original PyTorch port, which :func:`wheel_to_timm` maps one-to-one onto timm
 from __future__ import annotations
 
 import re
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -25,10 +24,11 @@ from tiefvision_core.encoders._api import (
     Preprocessing,
     WeightsArg,
     WeightsSource,
+    encoder_version,
     file_digest,
     register_encoder,
 )
-from tiefvision_core.encoders.geometry import measure_geometry
+from tiefvision_core.encoders.geometry import GeometryKey, encoder_geometry
 from tiefvision_core.errors import WeightsNotFound
 
 __all__ = ["build_lite0", "wheel_checkpoint", "wheel_to_timm"]
@@ -157,10 +157,23 @@ def build_lite0(weights: WeightsArg = "default") -> Encoder:
         features,
         weights=source,
         preprocessing=LITE_PREPROCESSING,
-        geometry=_lite0_geometry(),
+        geometry=_lite0_geometry(source),
     )
 
 
-@cache
-def _lite0_geometry() -> EncoderGeometry:  # the architecture's geometry, independent of its weights
-    return measure_geometry(_TimmFeatures(_timm_lite0()), LITE_PREPROCESSING.crop_size)
+def lite0_architecture() -> nn.Module:
+    """The features with random weights: what measuring the geometry needs (not the weights)."""
+    return _TimmFeatures(_timm_lite0())
+
+
+def _lite0_geometry(source: WeightsSource) -> EncoderGeometry:
+    import timm
+
+    key = GeometryKey(
+        encoder="efficientnet_lite0",
+        variant="",
+        crop_size=LITE_PREPROCESSING.crop_size,
+        encoder_version=encoder_version("efficientnet_lite0", source, LITE_PREPROCESSING),
+        library=f"timm {timm.__version__}",
+    )
+    return encoder_geometry(key, lite0_architecture)

@@ -8,7 +8,6 @@ torchvision start a download.
 
 from __future__ import annotations
 
-from functools import cache
 from pathlib import Path
 
 import torch
@@ -21,10 +20,11 @@ from tiefvision_core.encoders._api import (
     Preprocessing,
     WeightsArg,
     WeightsSource,
+    encoder_version,
     file_digest,
     register_encoder,
 )
-from tiefvision_core.encoders.geometry import measure_geometry
+from tiefvision_core.encoders.geometry import GeometryKey, encoder_geometry
 from tiefvision_core.errors import ConfigError, WeightsNotFound
 
 __all__ = ["build_alexnet", "hub_checkpoint_path", "is_torchvision_classifier"]
@@ -100,12 +100,27 @@ def convolutional_part(model: nn.Module) -> nn.Module:
     return nn.Sequential(*kept)
 
 
-@cache
-def _geometry(name: str, variant: str, crop_size: int) -> EncoderGeometry:
+def architecture(name: str, variant: str = "") -> nn.Module:
+    """The convolutional part with random weights: what measuring the geometry needs."""
     features = convolutional_part(_classifier(name, None))
     if variant == "pool5-stride1":
         _pool5_stride1(features)
-    return measure_geometry(features, crop_size)
+    return features
+
+
+def _geometry(
+    name: str, variant: str, source: WeightsSource, prep: Preprocessing
+) -> EncoderGeometry:
+    import torchvision
+
+    key = GeometryKey(
+        encoder=name,
+        variant=variant,
+        crop_size=prep.crop_size,
+        encoder_version=encoder_version(name, source, prep, variant),
+        library=f"torchvision {torchvision.__version__}",
+    )
+    return encoder_geometry(key, lambda: architecture(name, variant))
 
 
 def _pool5_stride1(features: nn.Sequential) -> None:
@@ -128,7 +143,7 @@ def torchvision_backbone(name: str, weights: WeightsArg = "default", variant: st
         features,
         weights=source,
         preprocessing=prep,
-        geometry=_geometry(name, variant, prep.crop_size),
+        geometry=_geometry(name, variant, source, prep),
         variant=variant,
     )
 
