@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,15 +15,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiefvision_core.catalog import read_manifest
-from tiefvision_core.encoders import Encoder
-from tiefvision_core.encoding import encode_crops
-from tiefvision_core.encoding_store import RowKey, read_encodings, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.imaging import decode_image
 from tiefvision_core.index import IndexConfig
 from tiefvision_core.index_store import IndexVersion, OpenedIndex, publish_index
 from tiefvision_core.similarity import similarity_grid, similarity_vectors
 from tiefvision_core.storage import Store
+
+if TYPE_CHECKING:  # torch comes with these: a search by id must not pay its import (~2 s cold)
+    from tiefvision_core.encoders import Encoder
+    from tiefvision_core.encoding_store import RowKey
 
 __all__ = [
     "SearchHit",
@@ -78,6 +80,8 @@ def catalog_rows(
 
     ``vectors=False`` reads the keys (image_id, sha256, box) alone; ``only`` reads the rows
     of these keys alone (see :func:`read_encodings`)."""
+    from tiefvision_core.encoding_store import read_encodings
+
     extra = ["vector", "grid_h", "grid_w", "channels"] if vectors else []
     table = read_encodings(
         store,
@@ -118,6 +122,8 @@ def space_vectors(
     """Flat mean-cosine vectors (float16) of every row on the similarity grid, computed
     chunk by chunk, after ``transform`` of the maps (the supervised projection) when given.
     Returns them with the grid (H, W, C) they were measured on."""
+    from tiefvision_core.encoding_store import vectors_as_maps
+
     out, grid = None, (0, 0, 0)
     done = 0
     for part in _chunks(table):
@@ -234,6 +240,8 @@ def search_by_image(
 ) -> SearchResult:
     """Neighbours of an uploaded photo: decoded safely, located, cropped, encoded on the
     canonical grid, (projected for a supervised space) and searched."""
+    from tiefvision_core.encoding import encode_crops
+
     source = opened.metadata.get("source", {})
     if source.get("encoder_version") not in (None, encoder.version):
         raise IncompatibleModel(
