@@ -598,20 +598,7 @@ class S3Store(Store):
     def _put_new(self, key: str, data: bytes) -> bool:
         """A conditional PUT (``If-None-Match: *``): atomic on AWS S3 and MinIO; servers that
         ignore the condition (rclone's) are covered by :meth:`put_if_absent`'s read-back."""
-        from botocore.exceptions import ClientError
-
-        try:
-            self._client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"
-            )
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
-            raise self._translate(exc, self.uri(key)) from None
-        except Exception as exc:
-            raise self._translate(exc, self.uri(key)) from None
-        return True
+        return self._conditional("put_object", key, Body=data, IfNoneMatch="*")
 
     def _get_tagged(self, key: str) -> tuple[bytes, str | None] | None:
         try:

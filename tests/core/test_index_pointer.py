@@ -9,25 +9,17 @@ import time
 
 import pytest
 
-from tests.core.test_index import GRID, _private_cache, ids_for, random_vectors  # noqa: F401
+from tests.core.test_index import _private_cache, random_vectors  # noqa: F401
+from tests.core.test_index import publish as publish_vectors
 from tiefvision_core.index_pointer import StaleIndexInputs
-from tiefvision_core.index_store import IndexVersion, publish_index, versions
+from tiefvision_core.index_store import IndexVersion, versions
 from tiefvision_core.storage import Store
 
 CURRENT = "indexes/unsupervised/CURRENT"
 
 
 def publish(store: Store, read_at: float | None, seed: int) -> IndexVersion:
-    vectors = random_vectors(40, seed=seed)
-    return publish_index(
-        store,
-        "unsupervised",
-        vectors,
-        ids_for(len(vectors)),
-        grid=GRID,
-        source={"encoder_version": "x"},
-        inputs_read_at=read_at,
-    )
+    return publish_vectors(store, random_vectors(40, seed=seed), inputs_read_at=read_at)
 
 
 def stamp(store: Store, version: str) -> float:

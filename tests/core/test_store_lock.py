@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -16,6 +17,23 @@ from tiefvision_core.storage import Store
 from tiefvision_core.store_lock import LockBusy, LockHolder, LockLost, StoreLock, _process_space
 
 KEY = "locks/reindex.json"
+
+
+def _race(attempt: Callable[[str], bool], names: tuple[str, ...] = ("a", "b")) -> dict[str, bool]:
+    """Each name's ``attempt`` started at the same instant from its own thread."""
+    results: dict[str, bool] = {}
+    barrier = threading.Barrier(len(names))
+
+    def run(name: str) -> None:
+        barrier.wait()
+        results[name] = attempt(name)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
 
 
 def lock(store: Store, label: str, **kwargs) -> StoreLock:
@@ -152,18 +170,7 @@ def test_an_unreadable_lock_counts_as_dead(store: Store) -> None:
 
 def test_put_if_absent_lets_exactly_one_of_two_racing_callers_win(store: Store) -> None:
     key = "locks/race.json"
-    results: dict[str, bool] = {}
-    barrier = threading.Barrier(2)
-
-    def attempt(name: str) -> None:
-        barrier.wait()
-        results[name] = store.put_if_absent(key, name.encode())
-
-    threads = [threading.Thread(target=attempt, args=(name,)) for name in ("a", "b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    results = _race(lambda name: store.put_if_absent(key, name.encode()))
     assert sorted(results.values()) == [False, True]
     winner = next(name for name, won in results.items() if won)
     assert store.get_bytes(key) == winner.encode()
@@ -191,18 +198,7 @@ def test_replace_if_and_delete_if_act_only_on_the_expected_bytes(store: Store) -
 def test_replace_if_lets_exactly_one_of_two_racing_swaps_win(store: Store) -> None:
     key = "locks/cas-race.json"
     store.put_bytes(key, b"stale")
-    results: dict[str, bool] = {}
-    barrier = threading.Barrier(2)
-
-    def attempt(name: str) -> None:
-        barrier.wait()
-        results[name] = store.replace_if(key, b"stale", name.encode())
-
-    threads = [threading.Thread(target=attempt, args=(name,)) for name in ("a", "b")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    results = _race(lambda name: store.replace_if(key, b"stale", name.encode()))
     assert sorted(results.values()) == [False, True]
     winner = next(name for name, won in results.items() if won)
     assert store.get_bytes(key) == winner.encode()
