@@ -1,5 +1,6 @@
 """Queries from the command line are cold processes: they must never import (and so never
-start) Prefect, and a search by id must not even import torch."""
+start) Prefect, a search by id must not even import torch, and the default encoder is built
+without timm or torchvision."""
 
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ _WRAPPER = textwrap.dedent(
     except BaseException as error:
         code = repr(error)
     torch = "torch" in sys.modules
+    timm = "timm" in sys.modules or "torchvision" in sys.modules
     # The single-photo locate path, which `locate FILE` and `search FILE` share.
     import tiefvision_core.locator_store  # noqa: F401
     prefect = any(name.split(".")[0] == "prefect" for name in sys.modules)
-    print(json.dumps({"code": code, "prefect": prefect, "torch": torch}), file=sys.stderr)
+    report = {"code": code, "prefect": prefect, "torch": torch, "timm": timm}
+    print(json.dumps(report), file=sys.stderr)
     """
 )
 
@@ -91,11 +94,12 @@ def test_search_by_id_imports_neither_prefect_nor_torch(store_with_index, tmp_pa
     assert len(answer["results"]) == 4 and "img-03" not in {
         r["image_id"] for r in answer["results"]
     }
-    assert loaded == {"code": 0, "prefect": False, "torch": False}
+    assert loaded == {"code": 0, "prefect": False, "torch": False, "timm": False}
 
 
 def test_search_by_photo_never_imports_prefect(store_with_index, tmp_path: Path) -> None:
     store, photo = store_with_index
     answer, loaded = _query(["search", str(photo), "-k", "3", "--store", store], tmp_path)
     assert len(answer["results"]) == 3 and answer["query_box"] == [0, 0, 180, 240]
-    assert loaded["prefect"] is False and loaded["torch"] is True
+    # The default encoder is built without timm (which imports torchvision, torch._dynamo).
+    assert loaded == {"code": 0, "prefect": False, "torch": True, "timm": False}

