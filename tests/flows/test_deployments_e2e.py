@@ -42,7 +42,7 @@ BIN = Path(sys.executable).parent
 CRON, TIMEZONE = "30 3 * * 1-5", "America/New_York"  # not the defaults: proves the env vars
 PREFECT_YAML = "deployments/prefect.yaml"
 GPU_STAGES = {"encode", "crops", "locate", "train-locator", "train-triplets"}
-CPU_STAGES = {"ingest", "rebuild-index", "reindex"}
+CPU_STAGES = {"ingest", "rebuild-index", "reindex", "gc"}
 
 
 @dataclass
