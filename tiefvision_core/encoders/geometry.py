@@ -204,7 +204,7 @@ class GeometryKey:
 
     ``encoder_version`` already covers name, variant and preprocessing (hence crop size);
     ``library`` names the package and version that define the architecture (e.g.
-    ``"timm 1.0.31"``: a release could change padding), and the torch release and
+    ``"torchvision 0.29.1"``: a release could change a layer), and the torch release and
     :data:`MEASUREMENT_METHOD` are added when the key is written. ``encoder``, ``variant`` and
     ``crop_size`` also find the built-in table's entry, which holds for any weights.
     """
