@@ -101,7 +101,9 @@ def run(argv: list[str], env: dict, *, check: bool = True, timeout: float = 3600
     """Run a command to its end; wall seconds and the peak RSS of its process tree."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, cwd=ROOT)
+        # ``python -m`` puts the working folder first on sys.path: run in the tree imported.
+        cwd = env.get("PYTHONPATH") or ROOT
+        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err, cwd=cwd)
         deadline = started + timeout
         while True:
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
