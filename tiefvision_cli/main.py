@@ -17,6 +17,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tiefvision_cli.options import (
+    BatchSizeOption,
+    DeviceOption,
+    EncoderOption,
+    JsonOption,
+    LockTimeoutOption,
+    LockTtlOption,
+    MetadataOption,
+    SourceOption,
+    StoreOption,
+    WeightsOption,
+)
 from tiefvision_core.errors import ConfigError, TiefVisionError
 
 if TYPE_CHECKING:
@@ -37,34 +49,6 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Storage root: file:///dir or s3://bucket/prefix "
-        "(default: $TIEFVISION_STORE_URL, else the embedded local store).",
-    ),
-]
-SourceOption = Annotated[str, typer.Option("--images", help="Folder or s3://bucket/prefix.")]
-MetadataOption = Annotated[
-    Path | None, typer.Option(help="CSV/Parquet with product_id, category… per image.")
-]
-EncoderOption = Annotated[
-    str | None,
-    typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER, efficientnet_lite0)."),
-]
-WeightsOption = Annotated[
-    str,
-    typer.Option(
-        help="Encoder weights: default (pretrained, offline), none (random, on purpose), "
-        "or a .pth path."
-    ),
-]
-DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
-BatchSizeOption = Annotated[
-    int | None,
-    typer.Option(min=1, help="Images per forward pass (default: measured per device)."),
-]
 _state = {"debug": False}
 
 
@@ -509,7 +493,7 @@ def locate(
     locator: Annotated[
         str | None, typer.Option(help="Locator version (default: the current one).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Locate the product: in one photo (prints its box) or in every catalog photo."""
     from tiefvision_core.config import load_settings
@@ -578,14 +562,9 @@ def rebuild_index(
     index_kind: Annotated[
         str, typer.Option(help="auto, exact, hnsw or ivfpq (compressed).")
     ] = "auto",
-    lock_timeout: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait for a reindex or rebuild running.")
-    ] = 600.0,
-    lock_ttl: Annotated[
-        float,
-        typer.Option(min=1, help="Seconds without a heartbeat after which a holder is dead."),
-    ] = 120.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    lock_timeout: LockTimeoutOption = 600.0,
+    lock_ttl: LockTtlOption = 120.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Encode the catalog's box crops (incremental) and publish a new index version (one
     rebuild or reindex at a time per store)."""
@@ -672,13 +651,8 @@ def reindex(
         float,
         typer.Option(min=1.001, help="Rebuild an ANN index when the catalog grew/shrank this ×."),
     ] = 2.0,
-    lock_timeout: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait for a reindex already running.")
-    ] = 600.0,
-    lock_ttl: Annotated[
-        float,
-        typer.Option(min=1, help="Seconds without a heartbeat after which a holder is dead."),
-    ] = 120.0,
+    lock_timeout: LockTimeoutOption = 600.0,
+    lock_ttl: LockTtlOption = 120.0,
     verify_hashes: Annotated[
         bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
     ] = False,
@@ -775,7 +749,7 @@ def search(
     ] = None,
     store: StoreOption = None,
     encoder: EncoderOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Find the catalog photos most similar to a photo or to a catalog image id."""
     from tiefvision_core.config import load_settings

@@ -17,22 +17,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from tiefvision_cli.options import JsonOption, LockTimeoutOption, StoreOption
+
 __all__ = ["gc", "index_app"]
 
 console = Console()
-
-_Store = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Storage root: file:///dir or s3://bucket/prefix "
-        "(default: $TIEFVISION_STORE_URL, else the embedded local store).",
-    ),
-]
-_Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-_LockTimeout = Annotated[
-    float, typer.Option(min=0, help="Seconds to wait for a reindex or rebuild running.")
-]
 
 index_app = typer.Typer(
     help="Index versions: list them, switch the live one back or forth.", no_args_is_help=True
@@ -60,11 +49,11 @@ def _store_lock(store: object, what: str, timeout_s: float) -> Iterator[None]:
 
 @index_app.command("list")
 def index_list(
-    store: _Store = None,
+    store: StoreOption = None,
     space: Annotated[
         str | None, typer.Option(help="unsupervised or supervised (default: both).")
     ] = None,
-    as_json: _Json = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Every version with its rows, bytes, creation time, self-check and which is live."""
     from tiefvision_core.config import load_settings
@@ -106,10 +95,10 @@ def index_list(
 @index_app.command("use")
 def index_use(
     version: Annotated[str, typer.Argument(help="The version to make live (see index list).")],
-    store: _Store = None,
+    store: StoreOption = None,
     space: Annotated[str, typer.Option(help="unsupervised or supervised.")] = "unsupervised",
-    lock_timeout: _LockTimeout = 60.0,
-    as_json: _Json = False,
+    lock_timeout: LockTimeoutOption = 60.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Make VERSION the live index (roll back or forward) after it passes its self-check
     again; CURRENT is switched atomically, readers pick it up on their next request."""
@@ -134,7 +123,7 @@ def index_use(
 
 
 def gc(
-    store: _Store = None,
+    store: StoreOption = None,
     retention: Annotated[
         int | None,
         typer.Option(min=1, help="Versions kept per kind (default: $TIEFVISION_RETENTION, 3)."),
@@ -145,8 +134,8 @@ def gc(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would go and its bytes; delete nothing.")
     ] = False,
-    lock_timeout: _LockTimeout = 600.0,
-    as_json: _Json = False,
+    lock_timeout: LockTimeoutOption = 600.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Delete what nothing live refers to: encodings and boxes of removed or re-shot photos,
     index, model and manifest versions beyond the retention (never the live one), leftovers

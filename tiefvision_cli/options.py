@@ -1,0 +1,59 @@
+"""Option types shared by the ``tiefvision`` commands: one declaration and help text each,
+so ``--store`` or ``--lock-timeout`` reads the same in every command that takes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = [
+    "BatchSizeOption",
+    "DeviceOption",
+    "EncoderOption",
+    "JsonOption",
+    "LockTimeoutOption",
+    "LockTtlOption",
+    "MetadataOption",
+    "SourceOption",
+    "StoreOption",
+    "WeightsOption",
+]
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Storage root: file:///dir or s3://bucket/prefix "
+        "(default: $TIEFVISION_STORE_URL, else the embedded local store).",
+    ),
+]
+SourceOption = Annotated[str, typer.Option("--images", help="Folder or s3://bucket/prefix.")]
+MetadataOption = Annotated[
+    Path | None, typer.Option(help="CSV/Parquet with product_id, category… per image.")
+]
+EncoderOption = Annotated[
+    str | None,
+    typer.Option(help="Encoder name (default: $TIEFVISION_ENCODER, efficientnet_lite0)."),
+]
+WeightsOption = Annotated[
+    str,
+    typer.Option(
+        help="Encoder weights: default (pretrained, offline), none (random, on purpose), "
+        "or a .pth path."
+    ),
+]
+DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
+BatchSizeOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Images per forward pass (default: measured per device)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+LockTimeoutOption = Annotated[
+    float, typer.Option(min=0, help="Seconds to wait for a reindex or rebuild running.")
+]
+LockTtlOption = Annotated[
+    float,
+    typer.Option(min=1, help="Seconds without a heartbeat after which a holder is dead."),
+]
