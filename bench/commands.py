@@ -334,7 +334,8 @@ def bench_reindex(args, envs: Env, work: Path) -> Path:
     """Returns the local path of the store (inside the S3 server's root) for the queries."""
     folder = catalog(args.cache, args.photos, seed=0)
     count = max(VIEWS, round(0.01 * args.photos))
-    donor_folder = catalog(args.cache, 8 * count + 8 * VIEWS, seed=1)
+    # Each cold run and each warm run (with its warm-up) takes up to 20 donor products.
+    donor_folder = catalog(args.cache, VIEWS * max(16, 40 * args.reindex_repeat), seed=1)
     donors = sorted(p for p in (donor_folder / "images").iterdir() if p.is_dir())
     images = work / "reindex-images"
     shutil.copytree(folder / "images", images)
