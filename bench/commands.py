@@ -37,7 +37,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,9 +48,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+sys.path.insert(0, str(ROOT))  # tests.s3_server: the same S3 server as the tests
+from tests.s3_server import S3Server, free_port  # noqa: E402
+
 CLI = [PYTHON, "-m", "tiefvision_cli.main"]
 VIEWS = 4
-S3_KEY, S3_SECRET = "benchkey", "benchsecret"
 
 
 # ---------------------------------------------------------------- processes and environment
@@ -184,69 +185,6 @@ def subset_boxes(folder: Path, target: Path, photos: int) -> Path:
 # ---------------------------------------------------------------- S3 server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class S3Server:
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, free_port()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                str(Path(PYTHON).parent / "rclone"),
-                "serve",
-                "s3",
-                str(root),
-                "--addr",
-                f"127.0.0.1:{self.port}",
-                "--auth-key",
-                f"{S3_KEY},{S3_SECRET}",
-                "--config",
-                "/dev/null",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("rclone serve s3 did not start")
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        return {
-            "TIEFVISION_S3_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": S3_KEY,
-            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
-        }
-
-    def bucket(self, name: str) -> str:
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=S3_KEY,
-            aws_secret_access_key=S3_SECRET,
-            region_name="us-east-1",
-        ).create_bucket(Bucket=name)
-        return name
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
-
-
 # ---------------------------------------------------------------- results table
 
 
@@ -340,9 +278,11 @@ def bench_reindex(args, envs: Env, work: Path) -> Path:
     images = work / "reindex-images"
     shutil.copytree(folder / "images", images)
 
-    server = S3Server(work / "s3root")
+    (work / "s3root").mkdir(parents=True, exist_ok=True)
+    server = S3Server(work / "s3root", free_port())
+    server.start()
     try:
-        bucket = server.bucket("bench")
+        bucket = server.new_bucket("bench")
         store = f"s3://{bucket}/tv"
         envs.extra = {
             **server.env(),

@@ -49,6 +49,7 @@ from tiefvision_core.index import BuiltIndex, IndexConfig, VectorIndex, build_in
 from tiefvision_core.index_pointer import INPUTS_READ_AT, switch_current
 from tiefvision_core.paths import user_cache_dir
 from tiefvision_core.storage import LocalStore, Store
+from tiefvision_core.store_lock import process_gone
 
 __all__ = [
     "SPACES",
@@ -224,16 +225,6 @@ def _owner_tag() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-"
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def _stale(folder: Path, now: float, grace_s: float) -> bool:
     """A staging folder whose builder is gone: this host's process is dead, or (another
     host's, or a temporary folder of an earlier release) it was last touched more than
@@ -245,7 +236,7 @@ def _stale(folder: Path, now: float, grace_s: float) -> bool:
         return False
     host, sep, rest = folder.name.rpartition("-")[0].rpartition("-")
     if sep and host == socket.gethostname() and rest.isdigit():
-        return not _process_alive(int(rest)) or age > _PID_REUSE_S
+        return process_gone(int(rest)) or age > _PID_REUSE_S
     return age > grace_s
 
 

@@ -25,7 +25,7 @@ import stat
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,8 +348,9 @@ class LocalStore(Store):
         finally:
             os.close(fd)  # closing drops the flock
 
-    def replace_if(self, key: str, expected: bytes, data: bytes, *, settle_s: float = 1.0) -> bool:
-        """Atomic: compare and ``os.replace`` under :meth:`_exclusive` (no settle wait)."""
+    def _if_holds(self, key: str, expected: bytes, action: Callable[[Path], None]) -> bool:
+        """``action`` on the file of ``key`` only while it holds ``expected``, compared and
+        done under :meth:`_exclusive`; False (nothing done) when it holds something else."""
         path = self._path(key)
         with self._exclusive(path):
             try:
@@ -357,20 +358,16 @@ class LocalStore(Store):
                     return False
             except (FileNotFoundError, IsADirectoryError):
                 return False
-            self.put_bytes(key, data)
+            action(path)
         return True
+
+    def replace_if(self, key: str, expected: bytes, data: bytes, *, settle_s: float = 1.0) -> bool:
+        """Atomic: compare and ``os.replace`` under :meth:`_exclusive` (no settle wait)."""
+        return self._if_holds(key, expected, lambda _path: self.put_bytes(key, data))
 
     def delete_if(self, key: str, expected: bytes) -> bool:
         """Atomic: compare and unlink under :meth:`_exclusive`."""
-        path = self._path(key)
-        with self._exclusive(path):
-            try:
-                if path.read_bytes() != expected:
-                    return False
-            except (FileNotFoundError, IsADirectoryError):
-                return False
-            path.unlink(missing_ok=True)
-        return True
+        return self._if_holds(key, expected, lambda path: path.unlink(missing_ok=True))
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

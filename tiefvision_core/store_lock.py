@@ -48,7 +48,7 @@ from pathlib import Path
 from tiefvision_core.errors import StorageNotFound, TiefVisionError
 from tiefvision_core.storage import Store
 
-__all__ = ["LockBusy", "LockHolder", "LockLost", "StoreLock", "lock_key"]
+__all__ = ["LockBusy", "LockHolder", "LockLost", "StoreLock", "lock_key", "process_gone"]
 
 LOCK_PREFIX = "locks/"
 _log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _process_space() -> str:
     return f"{socket.gethostname()}|{boot}|{namespace}"
 
 
-def _process_gone(pid: int) -> bool:
+def process_gone(pid: int) -> bool:
     """True when ``pid`` (in this PID namespace) is no longer running (or is a zombie)."""
     try:
         os.kill(pid, 0)
@@ -122,7 +122,7 @@ class LockHolder:
         age = now - self.heartbeat_at
         if age > self.ttl_s:
             return f"no heartbeat for {age:.0f} s (TTL {self.ttl_s:.0f} s)"
-        if here and self.process_space == here and _process_gone(self.pid):
+        if here and self.process_space == here and process_gone(self.pid):
             return f"its process {self.pid} on {self.host} is gone"
         return None
 
