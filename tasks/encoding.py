@@ -24,13 +24,27 @@ from tiefvision_core.catalog_encoding import EncodeSummary
 from tiefvision_core.encoding import EncodingRuntime, RuntimeConfig, resolve_device
 from tiefvision_core.encoding_store import EncodePlan, ShardResult, ShardSpec, VectorDType
 
-__all__ = ["encode_shard", "for_this_process", "get_runtime", "plan_encoding", "report_encoding"]
+__all__ = [
+    "encode_shard",
+    "for_this_process",
+    "get_runtime",
+    "plan_encoding",
+    "prestart",
+    "report_encoding",
+]
 
 
 @lru_cache(maxsize=2)
 def get_runtime(config: RuntimeConfig) -> EncodingRuntime:
     """One model per process and configuration: building and tuning it takes seconds."""
     return for_this_process(config).build()
+
+
+def prestart(config: RuntimeConfig) -> None:
+    """Build the runtime the flow's tasks will get from :func:`get_runtime` (same process,
+    same configuration) and boot its encoding processes in the background: a command
+    calls this before waiting for Prefect's server, so both starts overlap."""
+    get_runtime(config).start_processes()
 
 
 def for_this_process(config: RuntimeConfig) -> RuntimeConfig:

@@ -29,6 +29,7 @@ from tiefvision_cli.options import (
     StoreOption,
     WeightsOption,
 )
+from tiefvision_cli.prefect_server import first_word, flow_run, start_early, start_early_for
 from tiefvision_core.errors import ConfigError, TiefVisionError
 
 if TYPE_CHECKING:
@@ -59,9 +60,14 @@ def _main(
 ) -> None:
     _state["debug"] = debug
     if not verbose:
-        # Quiet the terminal only: the Prefect API (and so the UI) still gets every log line,
-        # and a failing run's traceback goes there, not over the user's one-line error.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        _quiet_prefect_console()
+
+
+def _quiet_prefect_console() -> None:
+    """Quiet the terminal only: the Prefect API (and so the UI) still gets every log line,
+    and a failing run's traceback goes there, not over the user's one-line error. Read when
+    Prefect is imported, so set before :func:`start_early_for` imports it."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 @app.command()
@@ -117,7 +123,8 @@ def _run_ingest(
     from tiefvision_core.config import load_settings
     from tiefvision_core.storage import open_store
 
-    # Fail fast, before Prefect starts: settings, the source, the store and the metadata.
+    # Fail fast, before the flow runs: settings, the source, the store and the metadata.
+    start_early()  # Prefect's server boots while the checks below run
     settings = load_settings(store_url=store, follow_symlinks=follow_symlinks)
     open_store(images, settings, create=False)
     open_store(settings.store_url, settings)
@@ -126,13 +133,14 @@ def _run_ingest(
 
     from flows.ingest import ingest as ingest_flow
 
-    return ingest_flow(
-        images=images,
-        store=settings.store_url,
-        metadata=str(metadata) if metadata else None,
-        verify_hashes=verify_hashes,
-        follow_symlinks=settings.follow_symlinks,
-    )
+    with flow_run():
+        return ingest_flow(
+            images=images,
+            store=settings.store_url,
+            metadata=str(metadata) if metadata else None,
+            verify_hashes=verify_hashes,
+            follow_symlinks=settings.follow_symlinks,
+        )
 
 
 @app.command()
@@ -186,16 +194,22 @@ def _run_encode(
 
     if dtype not in ("float16", "float32"):
         raise ConfigError(f"--dtype {dtype!r}: choose float16 or float32")
-    # Fail fast, before Prefect starts: settings, store, device, encoder name and weights.
+    # Fail fast, before the flow runs: settings, store, device, encoder name and weights.
+    start_early()  # Prefect's server boots while the checks below run
     settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
     open_store(settings.store_url, settings)
     resolve_device(settings.device)
     get_encoder(settings.encoder, weights)
 
+    from flows._runtime import runtime_config
     from flows.encode import encode as encode_flow
-    from tiefvision_cli.report import progress_bar
+    from tasks.encoding import prestart
 
-    with progress_bar(console, enabled=progress):
+    # The flow's tasks run in this process and reuse this runtime and its encoding processes.
+    flow_args = (settings.store_url, settings.encoder, weights, settings.device)
+    prestart(runtime_config(*flow_args, settings.batch_size)[1])
+
+    with flow_run(console, progress=progress):
         return encode_flow(
             store=settings.store_url,
             encoder=settings.encoder,
@@ -221,6 +235,7 @@ def demo(
     views: Annotated[int, typer.Option(min=1, help="Synthetic photos per product.")] = 4,
 ) -> None:
     """Run the main job end to end on the embedded default, or on --images DIR."""
+    start_early()
     from tiefvision_core.synthetic import generate_catalog
 
     workdir = workdir.resolve()
@@ -243,9 +258,8 @@ def demo(
         "Deep Ranking (stages without enough annotations are skipped, with the reason) …"
     )
     from flows.pipeline import pipeline
-    from tiefvision_cli.report import progress_bar
 
-    with progress_bar(console):
+    with flow_run(console):
         run = pipeline(images=images, store=store, metadata=str(metadata) if metadata else None)
     _print_pipeline(run)
     if catalog_dir is not None and run.locator is not None:
@@ -456,6 +470,7 @@ def _run_train_locator(
     from tiefvision_core.encoding import resolve_device
     from tiefvision_core.storage import open_store
 
+    start_early()  # Prefect's server boots while the checks below run
     settings = load_settings(store_url=store, database_url=database, encoder=encoder, device=device)
     open_store(settings.store_url, settings)
     database_url_for(settings)  # an S3 store needs a database URL: say so now
@@ -465,9 +480,8 @@ def _run_train_locator(
         os.environ["TIEFVISION_DATABASE_URL"] = database
 
     from flows.train_locator import train_locator as train_flow
-    from tiefvision_cli.report import progress_bar
 
-    with progress_bar(console, enabled=progress):
+    with flow_run(console, progress=progress):
         run = train_flow(
             store=settings.store_url,
             encoder=settings.encoder,
@@ -507,12 +521,13 @@ def locate(
     if image is not None:
         print_located(image, target, get_encoder(settings.encoder, weights), locator, as_json)
         return
+    start_early()
     get_encoder(settings.encoder, weights)
 
     from flows.locate import locate as locate_flow
-    from tiefvision_cli.report import print_locate_summary, progress_bar
+    from tiefvision_cli.report import print_locate_summary
 
-    with progress_bar(console, enabled=not as_json):
+    with flow_run(console, progress=not as_json):
         summary = locate_flow(
             store=settings.store_url,
             encoder=settings.encoder,
@@ -603,6 +618,7 @@ def _run_rebuild_index(
     from tiefvision_core.index_store import space_prefix
     from tiefvision_core.storage import open_store
 
+    start_early()  # Prefect's server boots while the checks below run
     settings = load_settings(store_url=store, encoder=encoder, device=device)
     open_store(settings.store_url, settings)
     space_prefix(space)
@@ -610,9 +626,8 @@ def _run_rebuild_index(
         raise ConfigError(f"--index-kind {index_kind!r}: choose auto, exact, hnsw or ivfpq")
 
     from flows.rebuild_index import rebuild_index as rebuild_flow
-    from tiefvision_cli.report import progress_bar
 
-    with progress_bar(console):
+    with flow_run(console):
         version = rebuild_flow(
             store=settings.store_url,
             space=space,
@@ -672,7 +687,8 @@ def reindex(
 
     if index_kind not in (None, "auto", "exact", "hnsw", "ivfpq"):
         raise ConfigError(f"--index-kind {index_kind!r}: choose auto, exact, hnsw or ivfpq")
-    # Fail fast, before Prefect starts: settings, the source, the store and the metadata.
+    # Fail fast, before the flow runs: settings, the source, the store and the metadata.
+    start_early()  # Prefect's server boots while the checks below run
     settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
     open_store(images, settings, create=False)
     open_store(settings.store_url, settings)
@@ -680,9 +696,8 @@ def reindex(
         load_metadata(metadata)
 
     from flows.reindex import reindex as reindex_flow
-    from tiefvision_cli.report import progress_bar
 
-    with progress_bar(console, enabled=not as_json):
+    with flow_run(console, progress=not as_json):
         summary = reindex_flow(
             images=images,
             store=settings.store_url,
@@ -827,6 +842,7 @@ def _run_train_triplets(
     from tiefvision_core.config import load_settings
     from tiefvision_core.storage import open_store
 
+    start_early()  # Prefect's server boots while the checks below run
     settings = load_settings(store_url=store, database_url=database, encoder=encoder, device=device)
     open_store(settings.store_url, settings)
     database_url_for(settings)
@@ -834,9 +850,8 @@ def _run_train_triplets(
         os.environ["TIEFVISION_DATABASE_URL"] = database
 
     from flows.train_triplets import train_triplets as train_flow
-    from tiefvision_cli.report import progress_bar
 
-    with progress_bar(console):
+    with flow_run(console):
         run = train_flow(
             store=settings.store_url,
             encoder=settings.encoder,
@@ -1006,7 +1021,11 @@ def main() -> None:
 
     Usage errors (unknown option, missing argument) are handled by Typer itself (exit 2).
     """
+    argv = sys.argv[1:]
+    if not {"--verbose", "-v"} & set(argv[: first_word(argv)]):
+        _quiet_prefect_console()
     try:
+        start_early_for(argv)
         app()
     except TiefVisionError as error:
         if _state["debug"]:

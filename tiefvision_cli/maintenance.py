@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from tiefvision_cli.options import JsonOption, LockTimeoutOption, StoreOption
+from tiefvision_cli.prefect_server import flow_run, start_early
 
 __all__ = ["gc", "index_app"]
 
@@ -143,18 +144,20 @@ def gc(
     from tiefvision_core.config import load_settings
     from tiefvision_core.storage import open_store
 
+    start_early()  # Prefect's server boots while the store is checked
     settings = load_settings(store_url=store)
-    open_store(settings.store_url, settings)  # a wrong URL fails here, before Prefect starts
+    open_store(settings.store_url, settings)  # a wrong URL fails here, before the flow runs
 
     from flows.gc import gc as gc_flow
 
-    report = gc_flow(
-        store=settings.store_url,
-        retention=retention,
-        grace_hours=grace_hours,
-        dry_run=dry_run,
-        lock_timeout=lock_timeout,
-    )
+    with flow_run():
+        report = gc_flow(
+            store=settings.store_url,
+            retention=retention,
+            grace_hours=grace_hours,
+            dry_run=dry_run,
+            lock_timeout=lock_timeout,
+        )
     if as_json:
         print(json.dumps(report.as_dict()))
         return

@@ -534,6 +534,16 @@ class EncodingRuntime:
                 self._pool_config = None  # a GPU or a single core: never ask again
         return self._pool
 
+    def start_processes(self) -> None:
+        """Boot the CPU encoding processes now, without waiting for them, so that their start
+        (seconds: each imports torch and builds its model) overlaps whatever the caller
+        waits on next — a command waiting for Prefect's server. Streams then use them
+        whatever their size. Nothing happens where there would be no pool (GPU, one core)."""
+        config = self._pool_config
+        pool = self._cpu_pool(config.pool_min_images) if config is not None else None
+        if pool is not None:
+            pool.boot()
+
     def _dataset(self, requests: Sequence[CropRequest]) -> _CropDataset:
         return _CropDataset(
             requests,
@@ -622,6 +632,10 @@ def _exit_with_owner(owner_pid: int) -> None:
             os._exit(1)
 
 
+def _booted() -> None:
+    """A no-op job: running it means the process has started and built its model."""
+
+
 def _encode_in_process(requests: list[CropRequest], flips: bool) -> list[_Encoded]:
     runtime = _PROCESS_RUNTIME[0]
     dataset = runtime._dataset(requests)
@@ -659,6 +673,11 @@ class _EncoderPool:
             else (config.threads or os.cpu_count() or 1)
         )
         return cls(config, processes) if processes > 1 else None
+
+    def boot(self) -> None:
+        """Start every process (the executor starts one per submitted job, lazily)."""
+        for _ in range(self.processes):
+            self._executor.submit(_booted)
 
     def map_batches(
         self, requests: Sequence[CropRequest], batch_size: int, flips: bool
