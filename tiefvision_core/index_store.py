@@ -472,7 +472,7 @@ class OpenedIndex:
     def _rows(self) -> dict[str, int]:
         """image_id → first row: a search by id is a dict lookup, not a scan of the ids."""
         rows: dict[str, int] = {}
-        for row, image_id in enumerate(self.ids["image_id"].tolist()):
+        for row, image_id in enumerate(self.column("image_id")):  # its strings, not a copy
             rows.setdefault(image_id, row)
         return rows
 
