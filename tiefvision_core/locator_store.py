@@ -179,11 +179,20 @@ def load_locator(
     )
 
 
-def locate_image(model: LocatorModel, encoder: Encoder, image: Image.Image) -> LocatedBox:
-    """The box of one decoded photo (the query path: no storage, no workers)."""
+def locate_image(
+    model: LocatorModel,
+    encoder: Encoder,
+    image: Image.Image,
+    *,
+    scales: Sequence[int] | None = None,
+) -> LocatedBox:
+    """The box of one decoded photo (the query path: no storage, no workers).
+
+    ``scales``: the input sides to look at (default: the model's, as trained); the heads
+    are the same at every scale, so a subset is a cheaper query-time choice."""
     maps = []
     with torch.inference_mode():
-        for side in model.scales:
+        for side in model.scales if scales is None else scales:
             pixels, _ = whole_pixels(image, side=side, multiple=model.geometry.stride)
             scale_xy = (pixels.shape[2] / image.width, pixels.shape[1] / image.height)
             fmap = encoder.encode_maps(pixels.unsqueeze(0).to(encoder.device)).float().cpu()

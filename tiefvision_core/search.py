@@ -5,7 +5,7 @@ or by a photo (locate → crop → encode → search).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,10 +27,12 @@ if TYPE_CHECKING:  # torch comes with these: a search by id must not pay its imp
     from tiefvision_core.encoding_store import RowKey
 
 __all__ = [
+    "QUERY_SCALES",
     "SearchHit",
     "SearchResult",
     "catalog_rows",
     "query_box",
+    "query_scales",
     "rebuild_space",
     "search_by_id",
     "search_by_image",
@@ -215,18 +217,61 @@ def search_by_id(
     return SearchResult(opened.space, opened.version, hits, _ints(opened.column("box")[row]))
 
 
-def query_box(store: Store, encoder: Encoder, image) -> list[int]:
-    """Where the product is in an uploaded photo: the current locator when it was trained
-    on this encoder, else the whole photo (never a wrong-space box)."""
-    from tiefvision_core.locator_store import LOCATOR_CURRENT, load_locator, locate_image
+#: Locator models by (store, version, encoder version): a version's files never change, so
+#: an upload pays for reading CURRENT alone, not for the weights (several store reads, on S3
+#: round trips) every time.
+_LOCATORS: dict[tuple[str, str, str], object] = {}
+_LOCATORS_KEPT = 4
 
-    if store.read_pointer(LOCATOR_CURRENT) is None:
+
+def _current_locator(store: Store, encoder: Encoder):
+    from tiefvision_core.locator_store import LOCATOR_CURRENT, load_locator
+
+    version = store.read_pointer(LOCATOR_CURRENT)
+    if version is None:
+        return None
+    key = (store.uri(), version, encoder.version)
+    model = _LOCATORS.get(key)
+    if model is None:
+        try:
+            model = load_locator(store, version, encoder_version=encoder.version)
+        except IncompatibleModel:
+            return None
+        if len(_LOCATORS) >= _LOCATORS_KEPT:
+            _LOCATORS.clear()
+        _LOCATORS[key] = model
+    return model
+
+
+#: The locator's input sides an upload is looked at, of those the model was trained with
+#: (a model with none of them is looked at with all of its own). Measured by
+#: ``bench/upload_quality.py`` (docs/benchmarks.md): dropping the 320 side keeps mean IoU and
+#: mAP@10 within 0.003 of all three scales and cuts locate + encode by ≈ 20 %; dropping
+#: 576 instead loses 0.09 IoU.
+QUERY_SCALES: tuple[int, ...] = (448, 576)
+
+
+def query_scales(trained: Sequence[int], wanted: Sequence[int] | None = None) -> tuple[int, ...]:
+    """The scales an upload is located at: ``wanted`` (default :data:`QUERY_SCALES`) among
+    the ``trained`` ones, in trained order; all trained ones when none of them is wanted."""
+    wanted = QUERY_SCALES if wanted is None else tuple(wanted)
+    chosen = tuple(side for side in trained if side in wanted)
+    return chosen or tuple(trained)
+
+
+def query_box(
+    store: Store, encoder: Encoder, image, *, scales: Sequence[int] | None = None
+) -> list[int]:
+    """Where the product is in an uploaded photo: the current locator when it was trained
+    on this encoder, else the whole photo (never a wrong-space box). ``scales``: see
+    :func:`query_scales`."""
+    from tiefvision_core.locator_store import locate_image
+
+    model = _current_locator(store, encoder)
+    if model is None:
         return [0, 0, image.width, image.height]
-    try:
-        model = load_locator(store, encoder_version=encoder.version)
-    except IncompatibleModel:
-        return [0, 0, image.width, image.height]
-    return _ints(locate_image(model, encoder, image).box)
+    chosen = query_scales(model.scales, scales)
+    return _ints(locate_image(model, encoder, image, scales=chosen).box)
 
 
 def search_by_image(
@@ -237,9 +282,11 @@ def search_by_image(
     *,
     k: int = 10,
     where: dict[str, str] | None = None,
+    scales: Sequence[int] | None = None,
 ) -> SearchResult:
-    """Neighbours of an uploaded photo: decoded safely, located, cropped, encoded on the
-    canonical grid, (projected for a supervised space) and searched."""
+    """Neighbours of an uploaded photo: decoded safely, located (at ``scales`` of the
+    locator's, default :data:`QUERY_SCALES`), cropped, encoded on the canonical grid,
+    (projected for a supervised space) and searched."""
     from tiefvision_core.encoding import encode_crops
 
     source = opened.metadata.get("source", {})
@@ -249,7 +296,7 @@ def search_by_image(
             f"vectors, but the query was encoded with {encoder.version}"
         )
     image = decode_image(data)
-    box = query_box(store, encoder, image)
+    box = query_box(store, encoder, image, scales=scales)
     maps = similarity_grid(encode_crops(encoder, [image], [tuple(box)]).cpu().numpy())
     transform = space_transform(store, opened.space, encoder, source.get("model_version"))
     if transform is not None:

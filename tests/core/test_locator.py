@@ -472,3 +472,86 @@ def test_threshold_is_inclusive_and_selects_positions() -> None:
     assert at == LocatedBox((0, 0, 224, 224), 0.5, 1, False)
     above = locate_in_maps(heads, maps, threshold=0.51, **kwargs)
     assert above.fallback is True and above.score == 0.5
+
+
+# -- the query path: scales chosen at query time, the model read once per version ----------
+
+
+class _RecordingEncoder:
+    """Stride-32 maps of 8 channels; remembers each input's size."""
+
+    name, version, device = "fake", "fake-1", torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.inputs: list[tuple[int, int]] = []
+
+    def encode_maps(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.inputs.append((int(pixels.shape[3]), int(pixels.shape[2])))
+        return torch.ones(1, 8, pixels.shape[2] // 32, pixels.shape[3] // 32)
+
+
+def _saved_locator(store, logit: float = 20.0):
+    from tiefvision_core.locator_store import save_locator
+
+    return save_locator(
+        store,
+        _constant_heads(logit, (0.0, 0.0, 1.0, 1.0)),
+        IDENTITY_SCALER,
+        geometry=GEOMETRY,
+        scales=(320, 448, 576),
+        threshold=0.8,
+        metadata={"encoder_version": "fake-1"},
+    )
+
+
+def test_locate_image_looks_at_the_query_scales_when_given(tmp_path) -> None:
+    from tiefvision_core.locator_store import locate_image
+    from tiefvision_core.storage import LocalStore
+
+    model = _saved_locator(LocalStore(tmp_path))
+    image = Image.new("RGB", (320, 400))
+    encoder = _RecordingEncoder()
+    locate_image(model, encoder, image)
+    assert [max(size) for size in encoder.inputs] == [320, 448, 576]  # as trained
+    encoder.inputs.clear()
+    located = locate_image(model, encoder, image, scales=(320, 448))
+    assert [max(size) for size in encoder.inputs] == [320, 448]
+    assert located.fallback is False
+
+
+def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
+    from tiefvision_core import locator_store, search
+    from tiefvision_core.storage import LocalStore
+
+    store = LocalStore(tmp_path)
+    _saved_locator(store)
+    loads = []
+    real = locator_store.load_locator
+    monkeypatch.setattr(
+        locator_store, "load_locator", lambda *a, **k: loads.append(1) or real(*a, **k)
+    )
+    monkeypatch.setattr(search, "_LOCATORS", {})
+    image = Image.new("RGB", (320, 400))
+    first = search.query_box(store, _RecordingEncoder(), image)
+    assert search.query_box(store, _RecordingEncoder(), image) == first
+    assert len(loads) == 1
+    newer = _saved_locator(store, 21.0)  # a new CURRENT is picked up by the next upload
+    search.query_box(store, _RecordingEncoder(), image)
+    assert len(loads) == 2 and store.read_pointer(locator_store.LOCATOR_CURRENT) == newer.version
+
+
+def test_an_upload_is_located_at_the_query_scales_of_the_trained_ones(tmp_path) -> None:
+    from tiefvision_core import search
+    from tiefvision_core.storage import LocalStore
+
+    assert search.query_scales((320, 448, 576)) == search.QUERY_SCALES == (448, 576)
+    assert search.query_scales((320, 448, 576), (576, 320)) == (320, 576)  # trained order
+    assert search.query_scales((256, 512)) == (256, 512)  # none wanted: all trained ones
+    store = LocalStore(tmp_path)
+    _saved_locator(store)
+    encoder = _RecordingEncoder()
+    search.query_box(store, encoder, Image.new("RGB", (320, 400)))
+    assert [max(size) for size in encoder.inputs] == [448, 576]
+    encoder.inputs.clear()
+    search.query_box(store, encoder, Image.new("RGB", (320, 400)), scales=(320, 448, 576))
+    assert [max(size) for size in encoder.inputs] == [320, 448, 576]
