@@ -160,20 +160,18 @@ def start_early() -> None:
     _Early.tried = True
     server = TemporaryServer()
     server.start()
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_SERVER_EPHEMERAL_ENABLED,
-        temporary_settings,
-    )
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         server.stop()  # configured elsewhere (a profile, prefect.toml …): Prefect decides
         return
-    # Child processes (Dask workers, subprocess flows) read the environment; this process's
-    # Prefect has read its settings already, so they are overridden for the rest of its life.
+    # For child processes (Dask workers, subprocess flows) and for this process's Prefect,
+    # whose root settings were read from the environment at import: every thread falls
+    # back on them (a thread-local override would leave Prefect's own worker threads, which
+    # start without it, to boot a second temporary server).
     os.environ["PREFECT_API_URL"] = server.api_url
-    settings = temporary_settings(updates={PREFECT_API_URL: server.api_url})
-    settings.__enter__()
+    refresh_global_settings_context()
     _Early.server = server
 
 
