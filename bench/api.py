@@ -59,12 +59,12 @@ def build_store(workdir: Path, images: int, kind: str, encoder) -> str:
     import pandas as pd
 
     from bench.search import Synthetic, _Generator
-    from tiefvision_core.catalog import ingest_catalog, publish_manifest, read_manifest
-    from tiefvision_core.index import IndexConfig
-    from tiefvision_core.index_store import publish_index
-    from tiefvision_core.search import space_source
-    from tiefvision_core.storage import LocalStore
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.ingest import ingest_catalog, publish_manifest, read_manifest
+    from tiefvision_core.catalog.synthetic import generate_catalog
+    from tiefvision_core.index.search import space_source
+    from tiefvision_core.index.vectors import IndexConfig
+    from tiefvision_core.index.versions import publish_index
+    from tiefvision_core.storage.stores import LocalStore
 
     store_dir = workdir / "store"
     marker = workdir / "built.json"
@@ -127,9 +127,9 @@ def _stats(latencies_s: list[float], seconds: float, errors: int) -> dict[str, f
 
 def baseline(store_url: str, encoder, ids: list[str], photos: list[bytes]) -> dict[str, dict]:
     """The core calls, in this process, one at a time."""
-    from tiefvision_core.index_store import open_index
-    from tiefvision_core.search import search_by_id, search_by_image
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.index.search import search_by_id, search_by_image
+    from tiefvision_core.index.versions import open_index
+    from tiefvision_core.storage.stores import open_store
 
     store = open_store(store_url)
     opened = open_index(store, "unsupervised")

@@ -33,9 +33,9 @@ def _encode(runtime, requests) -> tuple[list[str], np.ndarray]:
 def _located(requests, store_url: str, encoder):
     from dataclasses import replace
 
-    from tiefvision_core.imaging import decode_image
-    from tiefvision_core.locator_store import load_locator, locate_image
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.catalog.imaging import decode_image
+    from tiefvision_core.locator.store import load_locator, locate_image
+    from tiefvision_core.storage.stores import open_store
 
     model = load_locator(open_store(store_url, create=False), encoder_version=encoder.version)
     located, fallbacks = [], 0
@@ -53,10 +53,10 @@ def main() -> None:
     parser.add_argument("--locator-store", help="store URL with a trained locator")
     args = parser.parse_args()
 
-    from tiefvision_core.encoding import CropRequest, RuntimeConfig
-    from tiefvision_core.imaging import inspect_image
-    from tiefvision_core.retrieval import ranked_neighbours, retrieval_scores
-    from tiefvision_core.similarity import (
+    from tiefvision_core.catalog.imaging import inspect_image
+    from tiefvision_core.encoding.runtime import CropRequest, RuntimeConfig
+    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+    from tiefvision_core.similarity.unsupervised import (
         global_pool_vectors,
         similarity_grid,
         similarity_vectors,

@@ -143,7 +143,7 @@ def helper(mode: str, spec: dict, env: dict) -> dict:
 
 def catalog(cache: Path, photos: int, seed: int) -> Path:
     """A cached synthetic catalog (320×400, as ``tiefvision synth``): its folder."""
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.synthetic import generate_catalog
 
     folder = cache / f"{photos // VIEWS}x{VIEWS}-seed{seed}"
     if not (folder / "boxes.csv").is_file():
@@ -439,7 +439,7 @@ def helper_encode_ref(spec: dict) -> dict:
     bench = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(bench)
     from tasks.encoding import get_runtime
-    from tiefvision_core.encoding import RuntimeConfig
+    from tiefvision_core.encoding.runtime import RuntimeConfig
 
     runtime = get_runtime(RuntimeConfig(device="cpu", threads=os.cpu_count() or 1))
     files = sorted(Path(spec["images"]).rglob("*.jpg"))[: spec["naive"]]
@@ -564,7 +564,7 @@ def main() -> None:
             store = local.as_uri()
             folder = catalog(args.cache, args.photos, seed=0)
             photo = sorted((folder / "images").rglob("view-3.jpg"))[0]
-            from tiefvision_core.catalog import image_id_for
+            from tiefvision_core.catalog.ingest import image_id_for
 
             image_id = image_id_for(photo.relative_to(folder / "images").as_posix())
             if "queries" not in skip:

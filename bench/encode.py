@@ -132,8 +132,8 @@ def main() -> None:
     from flows.encode import encode
     from flows.ingest import ingest
     from tasks.encoding import get_runtime
-    from tiefvision_core.encoding import RuntimeConfig
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.synthetic import generate_catalog
+    from tiefvision_core.encoding.runtime import RuntimeConfig
 
     generated = args.cache / "500x4-960x1200"
     if not (generated / "images").is_dir():

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def plain_loop(root: Path) -> int:
     """The baseline: one process, one file after another."""
-    from tiefvision_core.imaging import inspect_image
+    from tiefvision_core.catalog.imaging import inspect_image
 
     count = 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("bench/results/catalog"))
     args = parser.parse_args()
 
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.synthetic import generate_catalog
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     catalog = args.cache / f"{args.products}x{args.views}-{width}x{height}"

@@ -45,11 +45,11 @@ def main() -> None:
     from flows.locate import locate
     from flows.train_locator import train_locator
     from tiefvision_cli.demo import annotated_half, score_located
-    from tiefvision_core.annotations import AnnotationStore, database_url_for
-    from tiefvision_core.catalog import ingest_catalog, read_manifest
+    from tiefvision_core.annotations.store import AnnotationStore, database_url_for
+    from tiefvision_core.catalog.ingest import ingest_catalog, read_manifest
+    from tiefvision_core.catalog.synthetic import generate_catalog
     from tiefvision_core.config import load_settings
-    from tiefvision_core.storage import LocalStore, open_store
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.storage.stores import LocalStore, open_store
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="tiefvision-bench-locator-"))
     catalog = root / "catalog"

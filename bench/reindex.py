@@ -38,7 +38,7 @@ VIEWS = 4
 
 def catalog(cache: Path, images: int, size: tuple[int, int], seed: int) -> Path:
     """A cached synthetic catalog of ``images`` photos (``images / 4`` products)."""
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.synthetic import generate_catalog
 
     folder = cache / f"{images // VIEWS}x{VIEWS}-{size[0]}x{size[1]}-seed{seed}"
     if not (folder / "images").is_dir():

@@ -24,8 +24,8 @@ import pandas as pd
 
 
 def _requests(catalog: Path, crop: str):
-    from tiefvision_core.encoding import CropRequest
-    from tiefvision_core.imaging import inspect_image
+    from tiefvision_core.catalog.imaging import inspect_image
+    from tiefvision_core.encoding.runtime import CropRequest
 
     boxes = pd.read_csv(catalog / "boxes.csv").set_index("image")
     products = pd.read_csv(catalog / "products.csv").set_index("image")
@@ -51,9 +51,9 @@ def _requests(catalog: Path, crop: str):
 
 def _encode(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grid maps of every photo and of its mirror (similarity grid), and product labels."""
-    from tiefvision_core.encoding import RuntimeConfig
-    from tiefvision_core.similarity import similarity_grid
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.synthetic import generate_catalog
+    from tiefvision_core.encoding.runtime import RuntimeConfig
+    from tiefvision_core.similarity.unsupervised import similarity_grid
 
     with tempfile.TemporaryDirectory() as tmp:
         catalog = Path(tmp) / "catalog"
@@ -86,7 +86,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from tiefvision_core.deep_ranking import DeepRankingConfig, fit_held_out, held_out_split
+    from tiefvision_core.similarity.deep_ranking import (
+        DeepRankingConfig,
+        fit_held_out,
+        held_out_split,
+    )
 
     started = time.perf_counter()
     if args.cache and args.cache.is_file():

@@ -38,7 +38,7 @@ def _iou(a, b) -> float:
 
 
 def _map_at_10(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray) -> float:
-    from tiefvision_core.retrieval import retrieval_scores
+    from tiefvision_core.similarity.retrieval import retrieval_scores
 
     scores = queries.astype(np.float32) @ gallery.astype(np.float32).T
     np.fill_diagonal(scores, -np.inf)  # the uploaded photo itself is in the catalog
@@ -64,17 +64,17 @@ def main() -> None:
 
     from flows.train_locator import train_locator
     from tiefvision_cli.demo import annotated_half
-    from tiefvision_core.annotations import AnnotationStore, database_url_for
-    from tiefvision_core.catalog import image_id_for, ingest_catalog, read_manifest
+    from tiefvision_core.annotations.store import AnnotationStore, database_url_for
+    from tiefvision_core.catalog.imaging import decode_image
+    from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
+    from tiefvision_core.catalog.synthetic import generate_catalog
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding import encode_crops, whole_pixels
-    from tiefvision_core.imaging import decode_image
-    from tiefvision_core.locator_store import LOCATOR_CURRENT, load_locator, locate_image
-    from tiefvision_core.search import query_box, query_scales
-    from tiefvision_core.similarity import similarity_grid, similarity_vectors
-    from tiefvision_core.storage import LocalStore, open_store
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.encoding.runtime import encode_crops, whole_pixels
+    from tiefvision_core.index.search import query_box, query_scales
+    from tiefvision_core.locator.store import LOCATOR_CURRENT, load_locator, locate_image
+    from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
+    from tiefvision_core.storage.stores import LocalStore, open_store
 
     torch.set_num_threads(args.threads)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="tiefvision-bench-upload-"))

@@ -40,12 +40,12 @@ def main() -> None:
 
     import torch
 
-    from tiefvision_core.catalog import read_manifest
+    from tiefvision_core.catalog.ingest import read_manifest
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.index_store import open_index
-    from tiefvision_core.search import search_by_id, search_by_image
-    from tiefvision_core.storage import open_store, read_object
+    from tiefvision_core.index.search import search_by_id, search_by_image
+    from tiefvision_core.index.versions import open_index
+    from tiefvision_core.storage.stores import open_store, read_object
 
     settings = load_settings(store_url=args.store)
     torch.set_num_threads(settings.workers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tiefvision_core.config import Settings, load_settings
-from tiefvision_core.encoding import RuntimeConfig
+from tiefvision_core.encoding.runtime import RuntimeConfig
 
 __all__ = ["runtime_config"]
 

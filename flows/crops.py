@@ -22,7 +22,7 @@ from tasks.locator import (
     report_crops,
 )
 from tasks.progress import start_progress
-from tiefvision_core.crops import DEFAULT_SCALES, CropConfig, CropDataset
+from tiefvision_core.locator.crops import DEFAULT_SCALES, CropConfig, CropDataset
 
 __all__ = ["crops"]
 

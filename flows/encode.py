@@ -18,7 +18,7 @@ from flows._scale_out import SettingsTaskRunner, gather, gpu_request
 from tasks.encoding import encode_shard, get_runtime, plan_encoding, report_encoding
 from tasks.progress import advance, start_progress
 from tasks.stores import get_store
-from tiefvision_core.catalog_encoding import EncodeSummary, summarise_encoding
+from tiefvision_core.encoding.catalog import EncodeSummary, summarise_encoding
 
 __all__ = ["encode"]
 

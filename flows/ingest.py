@@ -12,7 +12,7 @@ from prefect.utilities.annotations import quote
 
 from flows._results import FLOW_RESULTS
 from tasks.catalog import inspect_chunk, plan_ingest, publish_manifest, report_ingest
-from tiefvision_core.catalog import IngestSummary
+from tiefvision_core.catalog.ingest import IngestSummary
 from tiefvision_core.config import load_settings
 
 __all__ = ["ingest"]

@@ -20,8 +20,8 @@ from flows._runtime import runtime_config
 from flows.encode import encode
 from tasks.search import build_space_index, report_index
 from tasks.store_lock import store_lock
-from tiefvision_core.index import IndexConfig
-from tiefvision_core.index_store import IndexVersion
+from tiefvision_core.index.vectors import IndexConfig
+from tiefvision_core.index.versions import IndexVersion
 
 __all__ = ["rebuild_index"]
 

@@ -11,7 +11,7 @@ lock ──► ingest ──► plan ──► locate ──► encode(kind="box
 
 Cost follows the change: ingest decodes new bytes only, locate and encode skip what they
 already did, and each index reuses its live version's vectors (see
-``tiefvision_core.index_update``).
+``tiefvision_core.index.updates``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from flows.locate import locate
 from tasks.gc import collect_garbage_task
 from tasks.reindex import plan_reindex, report_reindex, update_space_index
 from tasks.store_lock import store_lock
-from tiefvision_core.index_update import UpdatePolicy
+from tiefvision_core.index.updates import UpdatePolicy
 from tiefvision_core.reindex import ReindexSummary, StageClock
 
 __all__ = ["reindex"]

@@ -16,9 +16,9 @@ from flows.crops import crops
 from tasks.locator import train_locator_heads
 from tasks.stores import get_store
 from tiefvision_core.config import load_settings
-from tiefvision_core.crops import DEFAULT_SCALES, read_dataset
-from tiefvision_core.locator_runs import LocatorRun
-from tiefvision_core.locator_training import TrainConfig
+from tiefvision_core.locator.crops import DEFAULT_SCALES, read_dataset
+from tiefvision_core.locator.runs import LocatorRun
+from tiefvision_core.locator.training import TrainConfig
 
 __all__ = ["train_locator"]
 

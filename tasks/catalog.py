@@ -1,4 +1,4 @@
-"""Prefect tasks around :mod:`tiefvision_core.catalog`: retries, logging, artifacts.
+"""Prefect tasks around :mod:`tiefvision_core.catalog.ingest`: retries, logging, artifacts.
 
 Caching and result persistence are off (``EPHEMERAL``): resuming is done by the core's
 staged chunks, which are keyed by the exact input set, so Prefect never has to hash a plan
@@ -12,9 +12,9 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_source, get_store
-from tiefvision_core import catalog
-from tiefvision_core.catalog import IngestChunk, IngestPlan, IngestSummary
-from tiefvision_core.storage import DEFAULT_MAX_BYTES
+from tiefvision_core.catalog import ingest as catalog
+from tiefvision_core.catalog.ingest import IngestChunk, IngestPlan, IngestSummary
+from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES
 
 __all__ = ["inspect_chunk", "plan_ingest", "publish_manifest", "report_ingest"]
 

@@ -1,4 +1,4 @@
-"""Prefect tasks around :mod:`tiefvision_core.catalog_encoding`.
+"""Prefect tasks around :mod:`tiefvision_core.encoding.catalog`.
 
 The model is built once per process (:func:`get_runtime`) from a small, hashable
 :class:`RuntimeConfig`; tasks exchange the plan (a work-list key and shard slices), never
@@ -19,10 +19,11 @@ from prefect.artifacts import create_table_artifact
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
 from tasks.stores import get_store
-from tiefvision_core import catalog_encoding, encoding_store
-from tiefvision_core.catalog_encoding import EncodeSummary
-from tiefvision_core.encoding import EncodingRuntime, RuntimeConfig, resolve_device
-from tiefvision_core.encoding_store import EncodePlan, ShardResult, ShardSpec, VectorDType
+from tiefvision_core.encoding import catalog as catalog_encoding
+from tiefvision_core.encoding import shards as encoding_store
+from tiefvision_core.encoding.catalog import EncodeSummary
+from tiefvision_core.encoding.runtime import EncodingRuntime, RuntimeConfig, resolve_device
+from tiefvision_core.encoding.shards import EncodePlan, ShardResult, ShardSpec, VectorDType
 
 __all__ = [
     "encode_shard",

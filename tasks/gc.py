@@ -15,7 +15,7 @@ from tasks.policies import RETRYING
 from tasks.stores import get_store
 from tiefvision_core.gc import GcReport, Retention, collect_garbage
 from tiefvision_core.reindex import LOCK_NAME
-from tiefvision_core.store_lock import LockHolder, StoreLock
+from tiefvision_core.storage.lock import LockHolder, StoreLock
 
 __all__ = ["collect_garbage_task", "gc_lock"]
 

@@ -14,15 +14,15 @@ from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
 from tasks.stores import get_store
-from tiefvision_core import crops as crops_core
-from tiefvision_core import locator_store
-from tiefvision_core.annotations import Snapshot, open_annotations, read_snapshot
+from tiefvision_core.annotations.store import Snapshot, open_annotations, read_snapshot
 from tiefvision_core.config import load_settings
-from tiefvision_core.crops import CropConfig, CropDataset, CropPlan, PartSpec
-from tiefvision_core.encoding import RuntimeConfig
-from tiefvision_core.locator_runs import LocatorRun, fit_locator
-from tiefvision_core.locator_store import LocatePlan, LocateShard
-from tiefvision_core.locator_training import TrainConfig
+from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.locator import crops as crops_core
+from tiefvision_core.locator import store as locator_store
+from tiefvision_core.locator.crops import CropConfig, CropDataset, CropPlan, PartSpec
+from tiefvision_core.locator.runs import LocatorRun, fit_locator
+from tiefvision_core.locator.store import LocatePlan, LocateShard
+from tiefvision_core.locator.training import TrainConfig
 
 __all__ = [
     "build_crop_part",

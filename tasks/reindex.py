@@ -1,6 +1,6 @@
 """Prefect tasks of the nightly reindex: the plan, one space's index update, the run
 summary (the store's lock is ``tasks.store_lock``). Thin: the decisions live in
-``tiefvision_core.index_update``."""
+``tiefvision_core.index.updates``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
 from tiefvision_core import reindex as core
-from tiefvision_core.encoding import RuntimeConfig
-from tiefvision_core.index_update import IndexUpdate, UpdatePolicy, update_space
+from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.index.updates import IndexUpdate, UpdatePolicy, update_space
 from tiefvision_core.reindex import ReindexPlan, ReindexSummary
 
 __all__ = ["plan_reindex", "report_reindex", "update_space_index"]

@@ -9,14 +9,14 @@ from prefect.artifacts import create_table_artifact
 from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
-from tiefvision_core import search
-from tiefvision_core.annotations import Snapshot, open_annotations, read_snapshot
+from tiefvision_core.annotations.store import Snapshot, open_annotations, read_snapshot
 from tiefvision_core.config import load_settings
-from tiefvision_core.deep_ranking import DeepRankingConfig
-from tiefvision_core.encoding import RuntimeConfig
-from tiefvision_core.index import IndexConfig
-from tiefvision_core.index_store import IndexVersion
-from tiefvision_core.similarity_training import SimilarityRun, fit_similarity
+from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.index import search
+from tiefvision_core.index.vectors import IndexConfig
+from tiefvision_core.index.versions import IndexVersion
+from tiefvision_core.similarity.deep_ranking import DeepRankingConfig
+from tiefvision_core.similarity.training import SimilarityRun, fit_similarity
 
 __all__ = [
     "build_space_index",

@@ -3,7 +3,7 @@ index (reindex, rebuild-index): one such run at a time per store.
 
 Why one lock for both: they write the same ``indexes/<space>/CURRENT``; two at once, a
 slower one that read older encodings would publish last (the pointer guard in
-``tiefvision_core.index_pointer`` refuses that, but only after its build is wasted).
+``tiefvision_core.index.pointer`` refuses that, but only after its build is wasted).
 
 Why the Prefect side lives here: a run killed with SIGKILL never reports its end, so it
 stays Running in the UI forever. The run that takes over its stale lock knows it is dead
@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 
 from tasks.stores import get_store
 from tiefvision_core.reindex import LOCK_NAME
-from tiefvision_core.store_lock import LockHolder, StoreLock
+from tiefvision_core.storage.lock import LockHolder, StoreLock
 
 __all__ = ["mark_crashed", "store_lock"]
 

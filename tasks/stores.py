@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tiefvision_core.storage import Store, open_store
+from tiefvision_core.storage.stores import Store, open_store
 
 __all__ = ["get_source", "get_store"]
 

@@ -142,8 +142,8 @@ def _printed_web_ui_serves_the_demo(stdout: str, images: int) -> None:
 
 @pytest.mark.slow
 def test_demo_on_your_own_photos_indexes_them_without_product_ids(tmp_path: Path) -> None:
-    from tiefvision_core.catalog import image_id_for
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.ingest import image_id_for
+    from tiefvision_core.catalog.synthetic import generate_catalog
 
     generate_catalog(tmp_path / "mine", products=3, views=2, size=(120, 150))
     images = tmp_path / "mine" / "images"
@@ -159,9 +159,9 @@ def test_demo_on_your_own_photos_indexes_them_without_product_ids(tmp_path: Path
 @pytest.fixture
 def ingested(tmp_path: Path) -> tuple[Path, str]:
     """A small synthetic catalog ingested into a local store: (catalog folder, store URL)."""
-    from tiefvision_core.catalog import ingest_catalog
-    from tiefvision_core.storage import LocalStore
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.ingest import ingest_catalog
+    from tiefvision_core.catalog.synthetic import generate_catalog
+    from tiefvision_core.storage.stores import LocalStore
 
     out = tmp_path / "cat"
     generate_catalog(out, products=2, views=2, size=(120, 150))

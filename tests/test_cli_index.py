@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.core.test_index import PREFIX, publish, random_vectors
+from tests.core.index.test_index import PREFIX, publish, random_vectors
 from tests.test_cli import _one_line_error, _run
-from tiefvision_core.storage import LocalStore
+from tiefvision_core.storage.stores import LocalStore
 
 
 def test_list_use_and_refusals(tmp_path: Path) -> None:

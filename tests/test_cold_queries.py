@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tiefvision_core.index_store import publish_index
-from tiefvision_core.similarity import similarity_vectors
-from tiefvision_core.storage import LocalStore
+from tiefvision_core.index.versions import publish_index
+from tiefvision_core.similarity.unsupervised import similarity_vectors
+from tiefvision_core.storage.stores import LocalStore
 
 #: Runs the CLI's ``main`` in this process, then reports which heavy packages it loaded.
 _WRAPPER = textwrap.dedent(
@@ -36,7 +36,7 @@ _WRAPPER = textwrap.dedent(
     torch = "torch" in sys.modules
     timm = "timm" in sys.modules or "torchvision" in sys.modules
     # The single-photo locate path, which `locate FILE` and `search FILE` share.
-    import tiefvision_core.locator_store  # noqa: F401
+    import tiefvision_core.locator.store  # noqa: F401
     prefect = any(name.split(".")[0] == "prefect" for name in sys.modules)
     report = {"code": code, "prefect": prefect, "torch": torch, "timm": timm}
     print(json.dumps(report), file=sys.stderr)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from tiefvision_core.catalog import image_id_for, read_manifest, usable_rows
-from tiefvision_core.evaluation import LocatorEvaluation, evaluate_boxes
-from tiefvision_core.locator_store import read_boxes
-from tiefvision_core.storage import Store
+from tiefvision_core.catalog.ingest import image_id_for, read_manifest, usable_rows
+from tiefvision_core.locator.evaluation import LocatorEvaluation, evaluate_boxes
+from tiefvision_core.locator.store import read_boxes
+from tiefvision_core.storage.stores import Store
 
 __all__ = ["annotated_half", "score_located"]
 

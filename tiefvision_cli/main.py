@@ -33,7 +33,7 @@ from tiefvision_cli.prefect_server import first_word, flow_run, start_early, sta
 from tiefvision_core.errors import ConfigError, TiefVisionError
 
 if TYPE_CHECKING:
-    from tiefvision_core.catalog_encoding import EncodeSummary
+    from tiefvision_core.encoding.catalog import EncodeSummary
 
 # Without PREFECT_API_URL each command starts Prefect's temporary server, which gets 20 s by
 # default: a busy 2-core machine (a test run, an encoding beside it) can take longer, and
@@ -78,7 +78,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
 ) -> None:
     """Generate a synthetic catalog of studio-style product photos with true boxes."""
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.synthetic import generate_catalog
 
     images = generate_catalog(out, products=products, views=views, seed=seed)
     console.print(f"Wrote {len(images)} images of {products} products to {out}")
@@ -119,9 +119,9 @@ def _run_ingest(
     verify_hashes: bool = False,
     follow_symlinks: bool | None = None,
 ) -> object:
-    from tiefvision_core.catalog import load_metadata
+    from tiefvision_core.catalog.ingest import load_metadata
     from tiefvision_core.config import load_settings
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.storage.stores import open_store
 
     # Fail fast, before the flow runs: settings, the source, the store and the metadata.
     start_early()  # Prefect's server boots while the checks below run
@@ -189,8 +189,8 @@ def _run_encode(
 ) -> EncodeSummary:
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding import resolve_device
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.encoding.runtime import resolve_device
+    from tiefvision_core.storage.stores import open_store
 
     if dtype not in ("float16", "float32"):
         raise ConfigError(f"--dtype {dtype!r}: choose float16 or float32")
@@ -236,7 +236,7 @@ def demo(
 ) -> None:
     """Run the main job end to end on the embedded default, or on --images DIR."""
     start_early()
-    from tiefvision_core.synthetic import generate_catalog
+    from tiefvision_core.catalog.synthetic import generate_catalog
 
     workdir = workdir.resolve()
     store = store or (workdir / "store").as_uri()
@@ -265,7 +265,7 @@ def demo(
     if catalog_dir is not None and run.locator is not None:
         from tiefvision_cli.demo import score_located
         from tiefvision_cli.report import print_box_scores
-        from tiefvision_core.storage import open_store
+        from tiefvision_core.storage.stores import open_store
 
         evaluation = score_located(open_store(store), run.locator.version, catalog_dir, annotated)
         print_box_scores(
@@ -312,12 +312,12 @@ def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
     """Retrieval scores side by side (when the catalog has product ids) and an HTML report
     of searches in the best space."""
     from tiefvision_cli.report import print_retrieval
-    from tiefvision_core.catalog import read_manifest
+    from tiefvision_core.catalog.ingest import read_manifest
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.index_store import open_index
-    from tiefvision_core.search_report import compare_spaces, search_report_html
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.index.report import compare_spaces, search_report_html
+    from tiefvision_core.index.versions import open_index
+    from tiefvision_core.storage.stores import open_store
 
     target = open_store(store)
     manifest = read_manifest(target)
@@ -388,12 +388,12 @@ def import_triplets(
 
 
 def _run_import(kind: str, file: Path, store: str | None, database: str | None) -> object:
-    from tiefvision_core.annotation_files import NO_CATALOG
-    from tiefvision_core.annotations import AnnotationStore, database_url_for
-    from tiefvision_core.catalog import read_manifest
+    from tiefvision_core.annotations.files import NO_CATALOG
+    from tiefvision_core.annotations.store import AnnotationStore, database_url_for
+    from tiefvision_core.catalog.ingest import read_manifest
     from tiefvision_core.config import load_settings
     from tiefvision_core.errors import InputError
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.storage.stores import open_store
 
     # Fail fast and cheaply: settings and database URL (S3 needs one), the file, the catalog.
     settings = load_settings(store_url=store, database_url=database)
@@ -464,11 +464,11 @@ def _run_train_locator(
     min_images: int = 20,
     progress: bool = True,
 ) -> dict[str, object]:
-    from tiefvision_core.annotations import database_url_for
+    from tiefvision_core.annotations.store import database_url_for
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding import resolve_device
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.encoding.runtime import resolve_device
+    from tiefvision_core.storage.stores import open_store
 
     start_early()  # Prefect's server boots while the checks below run
     settings = load_settings(store_url=store, database_url=database, encoder=encoder, device=device)
@@ -512,8 +512,8 @@ def locate(
     """Locate the product: in one photo (prints its box) or in every catalog photo."""
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding import resolve_device
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.encoding.runtime import resolve_device
+    from tiefvision_core.storage.stores import open_store
 
     settings = load_settings(store_url=store, encoder=encoder, device=device)
     target = open_store(settings.store_url, settings)
@@ -544,9 +544,9 @@ def locate(
 def print_located(
     image: Path, store: object, encoder: object, version: str | None, as_json: bool
 ) -> None:
+    from tiefvision_core.catalog.imaging import decode_image
     from tiefvision_core.errors import InputError
-    from tiefvision_core.imaging import decode_image
-    from tiefvision_core.locator_store import load_locator, locate_image
+    from tiefvision_core.locator.store import load_locator, locate_image
 
     if not image.is_file():
         raise InputError(f"image {image} does not exist: check the path")
@@ -615,8 +615,8 @@ def _run_rebuild_index(
     lock_ttl: float = 120.0,
 ) -> dict[str, object]:
     from tiefvision_core.config import load_settings
-    from tiefvision_core.index_store import space_prefix
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.index.versions import space_prefix
+    from tiefvision_core.storage.stores import open_store
 
     start_early()  # Prefect's server boots while the checks below run
     settings = load_settings(store_url=store, encoder=encoder, device=device)
@@ -681,9 +681,9 @@ def reindex(
 ) -> None:
     """The nightly incremental reindex: ingest, locate and encode what is new or changed,
     drop what was removed, update every live index (one run at a time per store)."""
-    from tiefvision_core.catalog import load_metadata
+    from tiefvision_core.catalog.ingest import load_metadata
     from tiefvision_core.config import load_settings
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.storage.stores import open_store
 
     if index_kind not in (None, "auto", "exact", "hnsw", "ivfpq"):
         raise ConfigError(f"--index-kind {index_kind!r}: choose auto, exact, hnsw or ivfpq")
@@ -768,9 +768,9 @@ def search(
 ) -> None:
     """Find the catalog photos most similar to a photo or to a catalog image id."""
     from tiefvision_core.config import load_settings
-    from tiefvision_core.index_store import open_index
-    from tiefvision_core.search import search_by_id, search_by_image
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.index.search import search_by_id, search_by_image
+    from tiefvision_core.index.versions import open_index
+    from tiefvision_core.storage.stores import open_store
 
     if (image is None) == (image_id is None):
         raise ConfigError("give either a photo file or --id ID (not both)")
@@ -838,9 +838,9 @@ def _run_train_triplets(
     margin: float = 0.1,
     max_epochs: int = 30,
 ) -> dict[str, object]:
-    from tiefvision_core.annotations import database_url_for
+    from tiefvision_core.annotations.store import database_url_for
     from tiefvision_core.config import load_settings
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.storage.stores import open_store
 
     start_early()  # Prefect's server boots while the checks below run
     settings = load_settings(store_url=store, database_url=database, encoder=encoder, device=device)

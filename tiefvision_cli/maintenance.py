@@ -1,6 +1,6 @@
 """Storage maintenance commands: ``tiefvision index list|use`` and ``tiefvision gc``.
 
-Thin: the decisions live in ``tiefvision_core.index_store`` and ``tiefvision_core.gc``.
+Thin: the decisions live in ``tiefvision_core.index.versions`` and ``tiefvision_core.gc``.
 Switching a version and collecting garbage hold the store's reindex lock, so neither
 happens under a running reindex or rebuild (which would prune or publish meanwhile).
 Heavy imports stay inside the commands so ``tiefvision --help`` stays fast.
@@ -41,7 +41,7 @@ def _human(size: int) -> str:
 @contextmanager
 def _store_lock(store: object, what: str, timeout_s: float) -> Iterator[None]:
     from tiefvision_core.reindex import LOCK_NAME
-    from tiefvision_core.store_lock import StoreLock
+    from tiefvision_core.storage.lock import StoreLock
 
     lock = StoreLock(store, LOCK_NAME, label=f"tiefvision {what} (pid {os.getpid()})")
     with lock.hold(timeout_s):
@@ -58,8 +58,8 @@ def index_list(
 ) -> None:
     """Every version with its rows, bytes, creation time, self-check and which is live."""
     from tiefvision_core.config import load_settings
-    from tiefvision_core.index_store import SPACES, list_versions, space_prefix
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.index.versions import SPACES, list_versions, space_prefix
+    from tiefvision_core.storage.stores import open_store
 
     settings = load_settings(store_url=store)
     spaces = [space] if space else list(SPACES)
@@ -104,8 +104,8 @@ def index_use(
     """Make VERSION the live index (roll back or forward) after it passes its self-check
     again; CURRENT is switched atomically, readers pick it up on their next request."""
     from tiefvision_core.config import load_settings
-    from tiefvision_core.index_store import space_prefix, use_version
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.index.versions import space_prefix, use_version
+    from tiefvision_core.storage.stores import open_store
 
     space_prefix(space)
     settings = load_settings(store_url=store)
@@ -142,7 +142,7 @@ def gc(
     index, model and manifest versions beyond the retention (never the live one), leftovers
     of killed runs. Waits for a running reindex or rebuild."""
     from tiefvision_core.config import load_settings
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.storage.stores import open_store
 
     start_early()  # Prefect's server boots while the store is checked
     settings = load_settings(store_url=store)

@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tiefvision_core.catalog import IngestSummary, read_rejects
-from tiefvision_core.storage import open_store
+from tiefvision_core.catalog.ingest import IngestSummary, read_rejects
+from tiefvision_core.storage.stores import open_store
 
 if TYPE_CHECKING:  # torch is heavy: import the type only for checkers
-    from tiefvision_core.catalog_encoding import EncodeSummary
+    from tiefvision_core.encoding.catalog import EncodeSummary
 
 __all__ = [
     "print_box_scores",

@@ -67,7 +67,7 @@ class StorageNotFound(StorageError, KeyError):
 class ImageRejected(TiefVisionError):
     """An image cannot be used; recorded as a reject with ``reason`` and the run goes on.
 
-    ``reason`` is a short stable code (see :data:`tiefvision_core.imaging.REJECT_REASONS`),
+    ``reason`` is a short stable code (see :data:`tiefvision_core.catalog.imaging.REJECT_REASONS`),
     ``detail`` a human sentence.
     """
 

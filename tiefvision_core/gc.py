@@ -35,7 +35,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from tiefvision_core.catalog import (
+from tiefvision_core.catalog.ingest import (
     CURRENT_KEY,
     MANIFEST_PREFIX,
     REJECTS_PREFIX,
@@ -44,9 +44,9 @@ from tiefvision_core.catalog import (
     read_manifest,
     usable_rows,
 )
-from tiefvision_core.encoding_store import current_boxes
+from tiefvision_core.encoding.shards import current_boxes
 from tiefvision_core.errors import ConfigError
-from tiefvision_core.index_store import (
+from tiefvision_core.index.versions import (
     SPACES,
     STAGING_GRACE_S,
     prunable,
@@ -55,7 +55,7 @@ from tiefvision_core.index_store import (
     sweep_staging,
     versions,
 )
-from tiefvision_core.storage import LocalStore, ObjectInfo, Store
+from tiefvision_core.storage.stores import LocalStore, ObjectInfo, Store
 
 __all__ = ["GcItem", "GcReport", "Retention", "collect_garbage"]
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from tiefvision_core.index_store import SPACES, space_prefix
-from tiefvision_core.index_update import IndexUpdate
-from tiefvision_core.storage import Store
+from tiefvision_core.index.updates import IndexUpdate
+from tiefvision_core.index.versions import SPACES, space_prefix
+from tiefvision_core.storage.stores import Store
 
 __all__ = ["ReindexPlan", "ReindexSummary", "StageClock", "plan_reindex", "reindex_markdown"]
 
@@ -33,8 +33,8 @@ class ReindexPlan:
 def plan_reindex(store: Store) -> ReindexPlan:
     """What this store needs: the unsupervised space always (a first run builds it), the
     supervised one when it is live or a similarity model exists to build it."""
-    from tiefvision_core.locator_store import LOCATOR_CURRENT
-    from tiefvision_core.similarity_training import CURRENT as SIMILARITY_CURRENT
+    from tiefvision_core.locator.store import LOCATOR_CURRENT
+    from tiefvision_core.similarity.training import CURRENT as SIMILARITY_CURRENT
 
     model = store.read_pointer(SIMILARITY_CURRENT)
     live = {s for s in SPACES if store.read_pointer(space_prefix(s) + "CURRENT")}

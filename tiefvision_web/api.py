@@ -17,10 +17,10 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Res
 from fastapi import status as http
 from pydantic import BaseModel, Field, field_validator
 
-from tiefvision_core import annotation_files
+from tiefvision_core.annotations import files as annotation_files
 from tiefvision_core.errors import ConfigError, InputError, TiefVisionError
-from tiefvision_core.index_store import SPACES, OpenedIndex
-from tiefvision_core.search import SearchResult, search_by_id, search_by_image
+from tiefvision_core.index.search import SearchResult, search_by_id, search_by_image
+from tiefvision_core.index.versions import SPACES, OpenedIndex
 from tiefvision_web.auth import require_writer, writes_need_token
 from tiefvision_web.catalog_view import CatalogImage, CatalogView, valid_image_id
 from tiefvision_web.errors import shown
@@ -391,8 +391,8 @@ def post_triplet(state: State, body: TripletBody, response: Response) -> dict[st
 # -- status and flows -----------------------------------------------------------------------
 def status_report(state: WebState, *, with_prefect: bool = True) -> dict[str, Any]:
     """Versions, counts and (when a Prefect server is configured) deployments and runs."""
-    from tiefvision_core.locator_store import LOCATOR_CURRENT
-    from tiefvision_core.similarity_training import CURRENT as SIMILARITY_CURRENT
+    from tiefvision_core.locator.store import LOCATOR_CURRENT
+    from tiefvision_core.similarity.training import CURRENT as SIMILARITY_CURRENT
 
     indexes: dict[str, Any] = {}
     for space in SPACES:

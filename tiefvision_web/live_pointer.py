@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from tiefvision_core.errors import StorageError
-from tiefvision_core.storage import Store
+from tiefvision_core.storage.stores import Store
 
 __all__ = ["LivePointer"]
 

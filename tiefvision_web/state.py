@@ -6,7 +6,7 @@ where nothing was built yet; the encoder (seconds to build) is needed only for s
 upload, the annotations database only by the editors.
 
 Why an impatient store: a person waits on every request, so the S3 client gives up within
-seconds (:data:`tiefvision_core.storage.INTERACTIVE`) instead of retrying for minutes, and
+seconds (:data:`tiefvision_core.storage.stores.INTERACTIVE`) instead of retrying for minutes, and
 ``/api/health`` probes the storage at most every :data:`HEALTH_TTL` seconds, whatever the
 request rate.
 """
@@ -19,17 +19,17 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from tiefvision_core.catalog import CURRENT_KEY as MANIFEST_CURRENT
-from tiefvision_core.catalog import read_manifest
+from tiefvision_core.catalog.ingest import CURRENT_KEY as MANIFEST_CURRENT
+from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.config import Settings
 from tiefvision_core.errors import InputError, StorageError
-from tiefvision_core.index_store import SPACES, OpenedIndex, open_index
-from tiefvision_core.storage import Store, open_store
+from tiefvision_core.index.versions import SPACES, OpenedIndex, open_index
+from tiefvision_core.storage.stores import Store, open_store
 from tiefvision_web.catalog_view import CatalogView
 from tiefvision_web.live_pointer import LivePointer
 
 if TYPE_CHECKING:
-    from tiefvision_core.annotations import AnnotationStore
+    from tiefvision_core.annotations.store import AnnotationStore
     from tiefvision_core.encoders import Encoder
 
 __all__ = ["HEALTH_TTL", "WebState"]
@@ -117,7 +117,7 @@ class WebState:
         if self._annotations is None:
             with self._lock:
                 if self._annotations is None:
-                    from tiefvision_core.annotations import open_annotations
+                    from tiefvision_core.annotations.store import open_annotations
 
                     self._annotations = open_annotations(self.settings)
         return self._annotations

@@ -14,8 +14,8 @@ from __future__ import annotations
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tiefvision_core.catalog.imaging import ImageInfo, inspect_image
 from tiefvision_core.errors import ImageRejected
-from tiefvision_core.imaging import ImageInfo, inspect_image
 
 __all__ = [
     "ACCEPTED_FORMATS",

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.test_index import PREFIX, publish, random_vectors
-from tests.core.test_usable_rows import rejecting_store, write_box_shard  # noqa: F401
-from tiefvision_core.catalog import read_manifest, usable_rows
-from tiefvision_core.encoding_store import read_encodings, shard_prefix
+from tests.core.catalog.test_usable_rows import rejecting_store, write_box_shard  # noqa: F401
+from tests.core.index.test_index import PREFIX, publish, random_vectors
+from tiefvision_core.catalog.ingest import read_manifest, usable_rows
+from tiefvision_core.encoding.shards import read_encodings, shard_prefix
 from tiefvision_core.errors import ConfigError
 from tiefvision_core.gc import Retention, collect_garbage
-from tiefvision_core.index_store import open_index, use_version, versions
-from tiefvision_core.storage import Store
+from tiefvision_core.index.versions import open_index, use_version, versions
+from tiefvision_core.storage.stores import Store
 
 SHARDS = shard_prefix("fake", "box", "v1")
 

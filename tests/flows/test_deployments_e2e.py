@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from tests.conftest import S3_KEY, S3_SECRET, S3Server, free_port
-from tiefvision_core.synthetic import generate_catalog
+from tiefvision_core.catalog.synthetic import generate_catalog
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.timeout(480)]
 
@@ -214,9 +214,9 @@ def test_every_flow_is_deployed_routed_and_the_nightly_is_on_its_cron(stack: Sta
 def test_trigger_reindex_runs_on_the_worker_and_publishes_a_searchable_index(
     stack: Stack, s3_env: S3Server
 ) -> None:
-    from tiefvision_core.index_store import open_index
-    from tiefvision_core.search import search_by_id
-    from tiefvision_core.storage import open_store
+    from tiefvision_core.index.search import search_by_id
+    from tiefvision_core.index.versions import open_index
+    from tiefvision_core.storage.stores import open_store
 
     started = time.monotonic()
     trigger = ["trigger", "reindex", "--param", f"images={stack.images}", "--param"]

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import harness_api_url
-from tiefvision_core.catalog import ingest_catalog
-from tiefvision_core.encoding_store import read_encodings, vectors_as_maps
-from tiefvision_core.storage import LocalStore, open_store
-from tiefvision_core.synthetic import generate_catalog
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.synthetic import generate_catalog
+from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
+from tiefvision_core.storage.stores import LocalStore, open_store
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

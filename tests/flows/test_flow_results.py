@@ -18,9 +18,9 @@ from prefect.tasks import Task
 import flows
 import tasks
 from flows._results import FLOW_RESULTS
-from tiefvision_core.catalog import IngestSummary
-from tiefvision_core.crops import CropDataset
-from tiefvision_core.index_store import IndexVersion
+from tiefvision_core.catalog.ingest import IngestSummary
+from tiefvision_core.index.versions import IndexVersion
+from tiefvision_core.locator.crops import CropDataset
 
 
 def _members(package: object, kind: type) -> dict[str, object]:

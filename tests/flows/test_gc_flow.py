@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import harness_api_url
-from tiefvision_core.catalog import read_manifest
-from tiefvision_core.index_store import open_index
-from tiefvision_core.search import search_by_id
-from tiefvision_core.storage import LocalStore, open_store
-from tiefvision_core.synthetic import generate_catalog
+from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.synthetic import generate_catalog
+from tiefvision_core.index.search import search_by_id
+from tiefvision_core.index.versions import open_index
+from tiefvision_core.storage.stores import LocalStore, open_store
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -110,7 +110,7 @@ def test_gc_never_deletes_under_a_running_reindex(tmp_path: Path) -> None:
     nothing, naming the holder."""
     from flows.gc import gc
     from tiefvision_core.reindex import LOCK_NAME
-    from tiefvision_core.store_lock import LockBusy, StoreLock
+    from tiefvision_core.storage.lock import LockBusy, StoreLock
 
     store = LocalStore(tmp_path / "store")
     stale = store.root / "encodings" / "e" / "box" / "v" / "_plans" / "p.parquet"

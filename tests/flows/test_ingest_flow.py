@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA, S3Server
-from tiefvision_core.catalog import read_manifest, read_rejects
-from tiefvision_core.storage import open_store
-from tiefvision_core.synthetic import generate_catalog
+from tiefvision_core.catalog.ingest import read_manifest, read_rejects
+from tiefvision_core.catalog.synthetic import generate_catalog
+from tiefvision_core.storage.stores import open_store
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tiefvision_core.annotations import AnnotationStore, database_url_for
-from tiefvision_core.catalog import image_id_for, ingest_catalog, read_manifest
+from tiefvision_core.annotations.store import AnnotationStore, database_url_for
+from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
+from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import IncompatibleModel, InputError
-from tiefvision_core.evaluation import evaluate_boxes
-from tiefvision_core.locator_store import read_boxes
-from tiefvision_core.storage import LocalStore, Store, open_store
-from tiefvision_core.synthetic import generate_catalog
+from tiefvision_core.locator.evaluation import evaluate_boxes
+from tiefvision_core.locator.store import read_boxes
+from tiefvision_core.storage.stores import LocalStore, Store, open_store
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -159,7 +159,7 @@ def test_locate_cli_prints_one_photo_box_as_json(trained: Trained) -> None:
     left, top, right, bottom = answer["box"]
     assert 0 <= left < right <= row["width"] and 0 <= top < bottom <= row["height"]
     true_box = row[["left", "top", "right", "bottom"]].to_numpy(float)
-    from tiefvision_core.evaluation import iou
+    from tiefvision_core.locator.evaluation import iou
 
     assert iou(true_box, answer["box"]) >= 0.5
 

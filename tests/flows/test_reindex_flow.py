@@ -21,13 +21,13 @@ from prefect.client.orchestration import get_client
 from prefect.states import StateType
 
 from tests.conftest import harness_api_url
-from tiefvision_core.catalog import read_manifest
+from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.errors import InputError
-from tiefvision_core.index_store import open_index
-from tiefvision_core.search import search_by_id
-from tiefvision_core.storage import Store, open_store
-from tiefvision_core.store_lock import LockHolder
-from tiefvision_core.synthetic import generate_catalog
+from tiefvision_core.index.search import search_by_id
+from tiefvision_core.index.versions import open_index
+from tiefvision_core.storage.lock import LockHolder
+from tiefvision_core.storage.stores import Store, open_store
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 

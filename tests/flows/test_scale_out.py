@@ -15,12 +15,12 @@ import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import _scale_out
-from tiefvision_core.catalog import ingest_catalog
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import load_settings
-from tiefvision_core.encoding_store import read_encodings, vectors_as_maps
+from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.errors import ConfigError
-from tiefvision_core.storage import LocalStore, open_store
-from tiefvision_core.synthetic import generate_catalog
+from tiefvision_core.storage.stores import LocalStore, open_store
 
 ENCODER = "efficientnet_lite0"
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiefvision_core.catalog import ingest_catalog
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.errors import InputError
-from tiefvision_core.index_store import open_index
-from tiefvision_core.retrieval import ranked_neighbours, retrieval_scores
-from tiefvision_core.search import search_by_id
-from tiefvision_core.storage import LocalStore, open_store
-from tiefvision_core.synthetic import generate_catalog
+from tiefvision_core.index.search import search_by_id
+from tiefvision_core.index.versions import open_index
+from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+from tiefvision_core.storage.stores import LocalStore, open_store
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 

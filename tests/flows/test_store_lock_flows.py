@@ -19,8 +19,8 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.states import Running, StateType
 
-from tiefvision_core.storage import LocalStore
-from tiefvision_core.store_lock import LockBusy, LockHolder, StoreLock, _process_space
+from tiefvision_core.storage.lock import LockBusy, LockHolder, StoreLock, _process_space
+from tiefvision_core.storage.stores import LocalStore
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness")]
 

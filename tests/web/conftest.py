@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tiefvision_core.catalog import ingest_catalog
-from tiefvision_core.catalog_encoding import encode_catalog
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import Settings, load_settings
-from tiefvision_core.encoding import EncodingRuntime
-from tiefvision_core.search import rebuild_space
-from tiefvision_core.storage import LocalStore, open_store
-from tiefvision_core.synthetic import generate_catalog
+from tiefvision_core.encoding.catalog import encode_catalog
+from tiefvision_core.encoding.runtime import EncodingRuntime
+from tiefvision_core.index.search import rebuild_space
+from tiefvision_core.storage.stores import LocalStore, open_store
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.conftest import S3_KEY, S3_SECRET
-from tiefvision_core.annotations import AnnotationStore
-from tiefvision_core.catalog import image_id_for, ingest_catalog
+from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
 from tiefvision_core.config import load_settings
-from tiefvision_core.index_store import open_index
-from tiefvision_core.search import rebuild_space
-from tiefvision_core.storage import open_store
+from tiefvision_core.index.search import rebuild_space
+from tiefvision_core.index.versions import open_index
+from tiefvision_core.storage.stores import open_store
 from tiefvision_web import create_app
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "images"

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiefvision_core.index_store import open_index, publish_index
-from tiefvision_core.storage import LocalStore
+from tiefvision_core.index.versions import open_index, publish_index
+from tiefvision_core.storage.stores import LocalStore
 
 
 @pytest.fixture(scope="module")

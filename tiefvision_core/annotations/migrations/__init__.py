@@ -1,0 +1,13 @@
+"""Alembic migrations of the annotations database, run by :mod:`tiefvision_core.annotations.store`
+whenever a database is opened (nobody runs ``alembic`` by hand).
+
+A new revision, after changing the ORM classes in ``annotations.py``::
+
+    from alembic import command
+    from tiefvision_core.annotations.store import AnnotationStore, alembic_config
+
+    with AnnotationStore("sqlite:////tmp/rev.sqlite") as store, store.engine.connect() as c:
+        command.revision(alembic_config(c), "what changed", autogenerate=True, rev_id="0002")
+
+then read the generated file in ``versions/`` and make it work on SQLite and PostgreSQL.
+"""

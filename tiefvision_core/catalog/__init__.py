@@ -1,0 +1,112 @@
+"""The catalog: photos listed from a source, safely decoded, ingested into versioned manifests;
+synthetic catalogs for demos and tests.
+
+Public names are re-exported here and imported on first use (PEP 562): importing
+one stage's package must not load the heavy dependencies of its other modules
+(a search by id never imports torch)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tiefvision_core.catalog.imaging import (  # noqa: F401
+        DEFAULT_MAX_PIXELS,
+        FILE_REASONS,
+        REJECT_REASONS,
+        ImageInfo,
+        decode_image,
+        inspect_image,
+    )
+    from tiefvision_core.catalog.ingest import (  # noqa: F401
+        CHANGE_KINDS,
+        MANIFEST_COLUMNS,
+        IngestChunk,
+        IngestPlan,
+        IngestSummary,
+        ManifestVersion,
+        assemble_manifest,
+        clear_staging,
+        finish_ingest,
+        image_id_for,
+        ingest_catalog,
+        inspect_chunk,
+        load_metadata,
+        plan_ingest,
+        publish_manifest,
+        read_manifest,
+        read_rejects,
+        read_staged,
+        stage_chunk,
+        summarise,
+        usable_rows,
+    )
+    from tiefvision_core.catalog.sources import (  # noqa: F401
+        SKIP_REASONS,
+        Refused,
+        SourceListing,
+        list_source,
+    )
+    from tiefvision_core.catalog.synthetic import (  # noqa: F401
+        ProductSpec,
+        SyntheticImage,
+        generate_catalog,
+        make_products,
+        render_view,
+    )
+
+#: Public name → the module of this package that defines it.
+_EXPORTS = {
+    "CHANGE_KINDS": "ingest",
+    "DEFAULT_MAX_PIXELS": "imaging",
+    "FILE_REASONS": "imaging",
+    "ImageInfo": "imaging",
+    "IngestChunk": "ingest",
+    "IngestPlan": "ingest",
+    "IngestSummary": "ingest",
+    "MANIFEST_COLUMNS": "ingest",
+    "ManifestVersion": "ingest",
+    "ProductSpec": "synthetic",
+    "REJECT_REASONS": "imaging",
+    "Refused": "sources",
+    "SKIP_REASONS": "sources",
+    "SourceListing": "sources",
+    "SyntheticImage": "synthetic",
+    "assemble_manifest": "ingest",
+    "clear_staging": "ingest",
+    "decode_image": "imaging",
+    "finish_ingest": "ingest",
+    "generate_catalog": "synthetic",
+    "image_id_for": "ingest",
+    "ingest_catalog": "ingest",
+    "inspect_chunk": "ingest",
+    "inspect_image": "imaging",
+    "list_source": "sources",
+    "load_metadata": "ingest",
+    "make_products": "synthetic",
+    "plan_ingest": "ingest",
+    "publish_manifest": "ingest",
+    "read_manifest": "ingest",
+    "read_rejects": "ingest",
+    "read_staged": "ingest",
+    "render_view": "synthetic",
+    "stage_chunk": "ingest",
+    "summarise": "ingest",
+    "usable_rows": "ingest",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

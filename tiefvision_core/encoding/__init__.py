@@ -1,0 +1,102 @@
+"""Pixels → per-position feature maps: the runtime (device, layout, process pool), shards on
+storage, whole-catalog encoding.
+
+Public names are re-exported here and imported on first use (PEP 562): importing
+one stage's package must not load the heavy dependencies of its other modules
+(a search by id never imports torch)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tiefvision_core.encoding.catalog import (  # noqa: F401
+        EncodeSummary,
+        encode_catalog,
+        encode_shard,
+        summarise_encoding,
+    )
+    from tiefvision_core.encoding.runtime import (  # noqa: F401
+        Box,
+        CropRequest,
+        EncodedBatch,
+        EncodingRuntime,
+        RuntimeConfig,
+        crop_pixels,
+        encode_crops,
+        encode_whole,
+        l2_normalise_positions,
+        may_start_processes,
+        resolve_device,
+        whole_input_size,
+        whole_pixels,
+    )
+    from tiefvision_core.encoding.shards import (  # noqa: F401
+        KINDS,
+        EncodePlan,
+        RowKey,
+        ShardResult,
+        ShardSpec,
+        VectorDType,
+        build_shard,
+        current_boxes,
+        encoded_keys,
+        load_requests,
+        plan_encoding,
+        read_encodings,
+        row_keys,
+        shard_prefix,
+        vectors_as_maps,
+    )
+
+#: Public name → the module of this package that defines it.
+_EXPORTS = {
+    "Box": "runtime",
+    "CropRequest": "runtime",
+    "EncodePlan": "shards",
+    "EncodeSummary": "catalog",
+    "EncodedBatch": "runtime",
+    "EncodingRuntime": "runtime",
+    "KINDS": "shards",
+    "RowKey": "shards",
+    "RuntimeConfig": "runtime",
+    "ShardResult": "shards",
+    "ShardSpec": "shards",
+    "VectorDType": "shards",
+    "build_shard": "shards",
+    "crop_pixels": "runtime",
+    "current_boxes": "shards",
+    "encode_catalog": "catalog",
+    "encode_crops": "runtime",
+    "encode_shard": "catalog",
+    "encode_whole": "runtime",
+    "encoded_keys": "shards",
+    "l2_normalise_positions": "runtime",
+    "load_requests": "shards",
+    "may_start_processes": "runtime",
+    "plan_encoding": "shards",
+    "read_encodings": "shards",
+    "resolve_device": "runtime",
+    "row_keys": "shards",
+    "shard_prefix": "shards",
+    "summarise_encoding": "catalog",
+    "vectors_as_maps": "shards",
+    "whole_input_size": "runtime",
+    "whole_pixels": "runtime",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,696 @@
+"""Encoding core: pixels → feature maps, for one image or a stream of thousands.
+
+Two ways to encode, both from the same encoder:
+
+* **fixed grid** (:func:`crop_pixels`): a box of the image is resized to the encoder's
+  canonical square (224×224), so every crop of every image yields the same H×W grid —
+  what similarity compares position by position.
+* **whole image** (:func:`whole_pixels`): the image keeps its aspect ratio and the network
+  runs fully convolutionally, one encoding per position — what the locator slides over.
+
+:class:`EncodingRuntime` streams many crops through a model as fast as the device allows:
+decoding in ``DataLoader`` worker processes, batched forward in ``inference_mode``, a batch
+size and memory layout chosen by measurement, autocast and non-blocking copies on CUDA, and
+a batch that runs out of GPU memory split in half instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
+from tiefvision_core.encoders import Encoder, get_encoder
+from tiefvision_core.errors import ConfigError, ImageRejected, StorageNotFound
+from tiefvision_core.paths import user_cache_dir
+from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, read_source
+
+__all__ = [
+    "Box",
+    "CropRequest",
+    "EncodedBatch",
+    "EncodingRuntime",
+    "RuntimeConfig",
+    "crop_pixels",
+    "encode_crops",
+    "encode_whole",
+    "l2_normalise_positions",
+    "may_start_processes",
+    "resolve_device",
+    "whole_input_size",
+    "whole_pixels",
+]
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom, in pixels of the oriented image
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when present; ``cuda`` without a GPU fails with what to do."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    """HWC uint8 PIL → CHW uint8 tensor (no float conversion: that happens on the device)."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def crop_pixels(
+    image: Image.Image, box: Box | None, size: int, *, flip: bool = False
+) -> torch.Tensor:
+    """The fixed-grid input: ``box`` of ``image`` resized to ``size``×``size`` (uint8 CHW).
+
+    ``box=None`` is the whole image. The box is clipped to the image; an empty box is a bug
+    upstream, so it raises rather than encoding nothing.
+    """
+    width, height = image.size
+    left, top, right, bottom = box if box is not None else (0, 0, width, height)
+    left, top = max(0, int(left)), max(0, int(top))
+    right, bottom = min(width, int(right)), min(height, int(bottom))
+    if right <= left or bottom <= top:
+        raise ValueError(f"empty crop box {box} for a {width}×{height} image")
+    crop = image.crop((left, top, right, bottom)).resize((size, size), Image.Resampling.BILINEAR)
+    if flip:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return _to_tensor(crop)
+
+
+def whole_input_size(width: int, height: int, *, side: int, multiple: int) -> tuple[int, int]:
+    """The fully-convolutional input size of a ``width``×``height`` image: aspect kept, the
+    longer side ``side``, both sides a multiple of the encoder's stride (so positions tile
+    the input exactly). A pure function of the manifest's size, so whoever maps positions
+    back to pixels later computes the same numbers without the image.
+    """
+    scale = side / max(width, height)
+    return (
+        max(multiple, round(width * scale / multiple) * multiple),
+        max(multiple, round(height * scale / multiple) * multiple),
+    )
+
+
+def whole_pixels(
+    image: Image.Image, *, side: int, multiple: int, upscale: bool = True
+) -> tuple[torch.Tensor, float]:
+    """The fully-convolutional input (uint8 CHW) and the scale from original to input pixels.
+
+    ``upscale=False`` caps the longer side at the image's own (``side`` is then a maximum).
+    """
+    width, height = image.size
+    if not upscale:
+        side = min(side, max(width, height))
+    new_w, new_h = whole_input_size(width, height, side=side, multiple=multiple)
+    resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    return _to_tensor(resized), new_w / width
+
+
+def l2_normalise_positions(maps: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Unit length along channels at every position of (N, C, H, W) maps.
+
+    Why per position: the seed's similarity is the mean cosine of corresponding positions,
+    so each position must weigh the same whatever its activation energy.
+    """
+    return maps / maps.norm(dim=1, keepdim=True).clamp_min(eps)
+
+
+@torch.inference_mode()
+def encode_crops(
+    encoder: Encoder,
+    images: Sequence[Image.Image],
+    boxes: Sequence[Box | None],
+    *,
+    flip: bool = False,
+) -> torch.Tensor:
+    """Fixed-grid encodings of a few crops (N, C, H, W) on the encoder's device; the simple
+    API for a query image. Catalogs go through :class:`EncodingRuntime`."""
+    size = encoder.preprocessing.crop_size
+    batch = torch.stack(
+        [crop_pixels(im, box, size, flip=flip) for im, box in zip(images, boxes, strict=True)]
+    )
+    return encoder.encode_maps(batch.to(encoder.device)).float()
+
+
+@torch.inference_mode()
+def encode_whole(
+    encoder: Encoder, image: Image.Image, *, max_side: int = 1024
+) -> tuple[torch.Tensor, float]:
+    """Whole-image encoding (1, C, H', W') and the scale from original pixels to the input."""
+    pixels, scale = whole_pixels(
+        image, side=max_side, multiple=encoder.geometry.stride, upscale=False
+    )
+    return encoder.encode_maps(pixels.unsqueeze(0).to(encoder.device)).float(), scale
+
+
+# -- streaming many crops ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CropRequest:
+    """One image to encode: where its bytes are, what they must hash to, which box.
+
+    ``width``/``height`` are the oriented size recorded at ingest; ``box`` is in those pixels
+    (``None`` = the whole image). ``whole_side`` asks for the fully-convolutional encoding of
+    the whole image instead, its longer side resized to that many pixels (see
+    :func:`whole_input_size`): what the locator slides over.
+    """
+
+    image_id: str
+    sha256: str
+    uri: str
+    width: int
+    height: int
+    box: Box | None = None
+    whole_side: int | None = None
+
+    @property
+    def full_box(self) -> Box:
+        return self.box if self.box is not None else (0, 0, self.width, self.height)
+
+    def whole_size(self, multiple: int) -> tuple[int, int]:
+        """The input size of a ``whole_side`` request."""
+        if self.whole_side is None:
+            raise ValueError("not a whole-image request")
+        return whole_input_size(self.width, self.height, side=self.whole_side, multiple=multiple)
+
+    def decode_min_side(self, crop_size: int) -> int:
+        """The shorter image side to decode at so the box still spans ≥ ``crop_size`` pixels
+        on its shorter side: a 4000×3000 photo of a 1000-px box decodes at 1/4 (JPEG draft).
+        Orientation-free, since it bounds the shorter side whichever way the photo turns."""
+        if self.whole_side is not None:
+            return int(
+                np.ceil(
+                    min(self.width, self.height) * self.whole_side / max(self.width, self.height)
+                )
+            )
+        left, top, right, bottom = self.full_box
+        shortest_box = max(1, min(right - left, bottom - top))
+        return int(np.ceil(min(self.width, self.height) * crop_size / shortest_box))
+
+
+@dataclass
+class EncodedBatch:
+    """Output of one forward pass: maps for the decodable requests, reasons for the rest."""
+
+    requests: list[CropRequest]
+    maps: np.ndarray  # (n, C, H, W) float32, rows aligned with ``requests``
+    flipped: np.ndarray  # (n,) bool
+    rejects: list[tuple[CropRequest, str, str]]  # request, reason, detail
+
+
+class _CropDataset(Dataset):
+    """Reads, verifies and decodes one request per item, in a worker process.
+
+    A bad item returns its reason instead of raising: one vanished or changed file must not
+    stop the other 255 of its shard. Bytes come through :func:`read_source`: a FIFO or an
+    oversized file swapped in since ingest is a reason, never a hung or bloated worker.
+    """
+
+    def __init__(
+        self,
+        requests: Sequence[CropRequest],
+        size: int,
+        max_pixels: int,
+        multiple: int,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.requests, self.size, self.max_pixels = list(requests), size, max_pixels
+        self.multiple, self.max_bytes = multiple, max_bytes
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str, str]:
+        request = self.requests[index]
+        try:
+            data = read_source(request.uri, sha256=request.sha256, max_bytes=self.max_bytes)
+        except StorageNotFound:
+            return index, None, "vanished", "the file is gone since ingest; rerun ingest"
+        except ImageRejected as rejected:  # changed_since_ingest, not_a_regular_file, …
+            return index, None, rejected.reason, rejected.detail
+        try:
+            image = decode_image(
+                data, max_pixels=self.max_pixels, min_side=request.decode_min_side(self.size)
+            )
+            if request.whole_side is not None:
+                size = request.whole_size(self.multiple)
+                resized = image.resize(size, Image.Resampling.BILINEAR)
+                return index, _to_tensor(resized), "", ""
+            scale = image.size[0] / request.width
+            box = tuple(round(v * scale) for v in request.full_box)
+            return index, crop_pixels(image, box, self.size), "", ""
+        except ImageRejected as rejected:
+            return index, None, rejected.reason, rejected.detail
+        except ValueError as error:
+            return index, None, "bad_box", str(error)
+
+
+def may_start_processes() -> bool:
+    """Whether this process may start child processes: a daemonic one may not (Python
+    refuses), e.g. a Dask worker under its nanny or a ``multiprocessing.Pool`` worker. There
+    the runtime decodes in its own thread instead of in worker processes."""
+    return not multiprocessing.current_process().daemon
+
+
+@cache
+def _decoding_context() -> multiprocessing.context.BaseContext:
+    """Decoding workers start from a fork server that has this module (torch, Pillow)
+    loaded: cheap to start for every shard, and never forked from a process whose other
+    threads (Prefect's API client, CUDA) may hold locks — a plain ``fork`` after a Prefect
+    flow had run in the same process killed the workers at start.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+_Groups = list[tuple[list[int], torch.Tensor]]
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str, str]]) -> tuple[_Groups, list]:
+    """Decoded items stacked by input shape (fixed-grid crops: one group; whole images of
+    several aspect ratios: one group per shape), and the failures with their reasons."""
+    by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    for i, tensor, _, _ in items:
+        if tensor is not None:
+            by_shape.setdefault(tuple(tensor.shape), []).append((i, tensor))
+    groups = [
+        ([i for i, _ in good], torch.stack([t for _, t in good])) for good in by_shape.values()
+    ]
+    bad = [(i, reason, detail) for i, t, reason, detail in items if t is None]
+    return groups, bad
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Everything that decides how encodings are computed; small, hashable, loggable.
+
+    Flows pass this (not a model) to tasks; each process builds its runtime once from it.
+    ``batch_size=None`` means "measure the best one for this device". On a multi-core CPU,
+    streams of at least ``pool_min_images`` run on ``cpu_processes`` single-threaded
+    encoding processes (default: one per thread allowed; 0 or 1 = decode in a DataLoader
+    worker, forward here).
+    """
+
+    encoder: str = "efficientnet_lite0"
+    weights: str = "default"
+    device: str = "auto"
+    batch_size: int | None = None
+    threads: int | None = None
+    workers: int | None = None
+    compile: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    cpu_processes: int | None = None
+    pool_min_images: int = 64
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def build(self) -> EncodingRuntime:
+        return EncodingRuntime(
+            get_encoder(self.encoder, self.weights),
+            device=self.device,
+            batch_size=self.batch_size,
+            threads=self.threads,
+            workers=self.workers,
+            compile=self.compile,
+            max_pixels=self.max_pixels,
+            max_bytes=self.max_bytes,
+            processes_from=self,
+        )
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    batch_size: int
+    channels_last: bool
+    images_per_s: float
+
+
+_TUNE_CACHE: dict[tuple, LayoutChoice] = {}
+
+
+def _tune_cache_file() -> Path:
+    return user_cache_dir() / "layout-choices.json"
+
+
+class EncodingRuntime:
+    """An encoder placed on a device, with the fastest batch size and layout for it.
+
+    Why measured: on a small CPU the best batch is small (cache-resident activations) and
+    channels-last often wins; on a GPU it is large. A fixed "batch 32" is 4× slower on this
+    2-core machine than batch 4 channels-last. Choices are cached per encoder version,
+    device and thread count in ``~/.cache/tiefvision``.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        device: str = "auto",
+        batch_size: int | None = None,
+        threads: int | None = None,
+        workers: int | None = None,
+        compile: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        processes_from: RuntimeConfig | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.cuda = self.device.type == "cuda"
+        if not self.cuda and threads:
+            torch.set_num_threads(threads)
+        cores = threads or torch.get_num_threads()
+        # CPU: one decoding process is enough to feed a forward pass that uses every core.
+        self.workers = (
+            workers if workers is not None else (min(8, os.cpu_count() or 1) if self.cuda else 1)
+        )
+        if self.workers and not may_start_processes():
+            log.info(
+                "daemonic process: decoding in the encoding thread, not in %d workers", self.workers
+            )
+            self.workers = 0
+        self.max_pixels, self.max_bytes = max_pixels, max_bytes
+        self.encoder = encoder.to(self.device)
+        self.amp_dtype = (
+            torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported() else torch.float16
+        )
+        choice = self._choose_layout(batch_size, cores)
+        self.batch_size, self.channels_last = choice.batch_size, choice.channels_last
+        if self.channels_last:
+            self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        self._model: Callable[[torch.Tensor], torch.Tensor] = self.encoder.encode_maps
+        if compile:
+            self._model = torch.compile(self.encoder.encode_maps, dynamic=False)
+        self.max_forward = self.batch_size  # shrinks when CUDA runs out of memory
+        self._pool_config = processes_from
+        self._pool: _EncoderPool | None = None
+
+    # -- batch size and layout, by measurement --------------------------------------------
+    def _choose_layout(self, batch_size: int | None, cores: int) -> LayoutChoice:
+        sizes = (
+            [batch_size]
+            if batch_size
+            else ([8, 16, 32, 64, 128] if self.cuda else [1, 2, 4, 8, 16])
+        )
+        key = (self.encoder.version, str(self.device), cores, torch.__version__, tuple(sizes))
+        if key in _TUNE_CACHE:
+            return _TUNE_CACHE[key]
+        disk = _tune_cache_file()
+        disk_key = json.dumps(key)
+        try:
+            stored = json.loads(disk.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        if disk_key in stored:
+            choice = LayoutChoice(**stored[disk_key])
+        else:
+            choice = max(
+                (self._measure(size, layout) for size in sizes for layout in (False, True)),
+                key=lambda c: c.images_per_s,
+            )
+            stored[disk_key] = choice.__dict__
+            try:
+                disk.parent.mkdir(parents=True, exist_ok=True)
+                tmp = disk.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(stored, indent=1))
+                os.replace(tmp, disk)
+            except OSError:
+                log.warning("could not cache the layout choice in %s", disk)
+        log.info(
+            "encoder %s on %s: batch %d, %s (%.1f images/s measured)",
+            self.encoder.name,
+            self.device,
+            choice.batch_size,
+            "channels_last" if choice.channels_last else "NCHW",
+            choice.images_per_s,
+        )
+        _TUNE_CACHE[key] = choice
+        return choice
+
+    def _measure(self, batch_size: int, channels_last: bool, seconds: float = 0.6) -> LayoutChoice:
+        size = self.encoder.preprocessing.crop_size
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = self.encoder.to(memory_format=memory_format)
+        batch = torch.randint(
+            0, 255, (batch_size, 3, size, size), dtype=torch.uint8, device=self.device
+        )
+        batch = batch.contiguous(memory_format=memory_format)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, self.amp_dtype, enabled=self.cuda),
+        ):
+            model.encode_maps(batch)  # warm-up: allocations, kernel selection
+            self._sync()
+            done, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds or done < 2 * batch_size:
+                model.encode_maps(batch)
+                done += batch_size
+            self._sync()
+        self.encoder.to(memory_format=torch.contiguous_format)
+        return LayoutChoice(batch_size, channels_last, done / (time.perf_counter() - started))
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    # -- forward ----------------------------------------------------------------------------
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, S, S) on the host → float32 maps on the host; halves on CUDA OOM."""
+        outputs = []
+        start = 0
+        while start < len(pixels):
+            part = pixels[start : start + self.max_forward]
+            try:
+                outputs.append(self._forward_once(part))
+                start += len(part)
+            except torch.cuda.OutOfMemoryError:
+                if self.max_forward == 1:
+                    raise
+                self.max_forward = max(1, self.max_forward // 2)
+                torch.cuda.empty_cache()
+                log.warning("CUDA out of memory: forward batch halved to %d", self.max_forward)
+        return torch.cat(outputs)
+
+    def _forward_once(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, self.amp_dtype, enabled=self.cuda),
+        ):
+            maps = self._model(x)
+        return maps.float().cpu()
+
+    def stream(
+        self, requests: Sequence[CropRequest], *, flips: bool = False
+    ) -> Iterator[EncodedBatch]:
+        """Decode (in worker processes) and encode ``requests`` batch by batch, in order.
+
+        With ``flips`` each decoded crop is also encoded mirrored (flipped on the device: the
+        image is decoded once).
+        """
+        pool = self._cpu_pool(len(requests))
+        if pool is not None:
+            results = pool.map_batches(requests, self.batch_size, flips)
+        else:
+            results = self._loader_batches(requests, flips)
+        for parts in results:
+            for chosen, maps, rejects in parts:
+                flipped = np.zeros(len(chosen), bool)
+                if flips and len(chosen):
+                    chosen = chosen + chosen
+                    flipped = np.concatenate([flipped, np.ones(len(flipped), bool)])
+                yield EncodedBatch(chosen, maps, flipped, rejects)
+
+    def _cpu_pool(self, images: int) -> _EncoderPool | None:
+        """The CPU process pool, started on the first stream big enough to repay its start
+        (each process builds its model: seconds)."""
+        config = self._pool_config
+        if self._pool is None and config is not None and images >= config.pool_min_images:
+            self._pool = _EncoderPool.for_cpu(config, self)
+            if self._pool is None:
+                self._pool_config = None  # a GPU or a single core: never ask again
+        return self._pool
+
+    def start_processes(self) -> None:
+        """Boot the CPU encoding processes now, without waiting for them, so that their start
+        (seconds: each imports torch and builds its model) overlaps whatever the caller
+        waits on next — a command waiting for Prefect's server. Streams then use them
+        whatever their size. Nothing happens where there would be no pool (GPU, one core)."""
+        config = self._pool_config
+        pool = self._cpu_pool(config.pool_min_images) if config is not None else None
+        if pool is not None:
+            pool.boot()
+
+    def _dataset(self, requests: Sequence[CropRequest]) -> _CropDataset:
+        return _CropDataset(
+            requests,
+            self.encoder.preprocessing.crop_size,
+            self.max_pixels,
+            self.encoder.geometry.stride,
+            self.max_bytes,
+        )
+
+    def _loader_batches(
+        self, requests: Sequence[CropRequest], flips: bool
+    ) -> Iterator[list[_Encoded]]:
+        """Decoding in DataLoader worker processes, forward here (the GPU path)."""
+        dataset = self._dataset(requests)
+        loader = DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.workers,
+            collate_fn=_collate,
+            pin_memory=self.cuda,
+            prefetch_factor=4 if self.workers else None,
+            multiprocessing_context=_decoding_context() if self.workers else None,
+        )
+        for groups, bad in loader:
+            yield _encode_collated(self, dataset.requests, groups, bad, flips)
+
+    def close(self) -> None:
+        """Stop the CPU encoding processes (they also stop with this process)."""
+        if self._pool is not None:
+            self._pool.close()
+
+
+_Encoded = tuple[list[CropRequest], np.ndarray, list[tuple[CropRequest, str, str]]]
+
+
+def _encode_collated(
+    runtime: EncodingRuntime,
+    requests: Sequence[CropRequest],
+    groups: _Groups,
+    bad: list[tuple[int, str, str]],
+    flips: bool,
+) -> list[_Encoded]:
+    """Forward each same-shape group of one decoded batch (and its mirror); rejects keep
+    their reasons and travel with the first part."""
+    rejects = [(requests[i], reason, detail) for i, reason, detail in bad]
+    parts: list[_Encoded] = []
+    for indices, pixels in groups:
+        maps = runtime.forward(pixels)
+        if flips:
+            maps = torch.cat([maps, runtime.forward(pixels.flip(3))])
+        parts.append(([requests[i] for i in indices], maps.numpy(), rejects if not parts else []))
+    return parts or [([], np.empty((0,), np.float32), rejects)]
+
+
+_PROCESS_RUNTIME: list[EncodingRuntime] = []
+
+
+def _start_encoder_process(config: RuntimeConfig, owner_pid: int) -> None:
+    """Each CPU encoding process: one thread, its own model, its own measured layout."""
+    threading.Thread(target=_exit_with_owner, args=(owner_pid,), daemon=True).start()
+    torch.set_num_threads(1)
+    single = replace(config, device="cpu", threads=1, workers=0, cpu_processes=0)
+    _PROCESS_RUNTIME.append(
+        EncodingRuntime(
+            get_encoder(single.encoder, single.weights),
+            device="cpu",
+            batch_size=single.batch_size,
+            threads=1,
+            workers=0,
+            max_pixels=single.max_pixels,
+            max_bytes=single.max_bytes,
+        )
+    )
+
+
+def _exit_with_owner(owner_pid: int) -> None:
+    """A killed run must not leave its encoding processes behind: they would wait forever
+    on a queue whose other end they hold themselves. Their fork server goes with them."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(owner_pid, 0)
+        except ProcessLookupError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(os.getppid(), signal.SIGTERM)
+            os._exit(1)
+
+
+def _booted() -> None:
+    """A no-op job: running it means the process has started and built its model."""
+
+
+def _encode_in_process(requests: list[CropRequest], flips: bool) -> list[_Encoded]:
+    runtime = _PROCESS_RUNTIME[0]
+    dataset = runtime._dataset(requests)
+    groups, bad = _collate([dataset[i] for i in range(len(dataset))])
+    return _encode_collated(runtime, requests, groups, bad, flips)
+
+
+class _EncoderPool:
+    """CPU path: one single-threaded process per core, each decoding *and* encoding whole
+    batches.
+
+    Why not decode in a worker and run a 2-thread forward here: on a small CPU the forward
+    already fills every core, and each time the decoder takes a core one OpenMP thread stops
+    while the other waits at the next barrier — measured ~20 % slower than the decoding
+    work itself. Processes with one thread each have no barriers to stall: decoding simply
+    adds its own time. The processes live as long as the runtime (model built once).
+    """
+
+    def __init__(self, config: RuntimeConfig, processes: int) -> None:
+        self.processes = processes
+        self._executor = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=_decoding_context(),
+            initializer=_start_encoder_process,
+            initargs=(config, os.getpid()),
+        )
+
+    @classmethod
+    def for_cpu(cls, config: RuntimeConfig, runtime: EncodingRuntime) -> _EncoderPool | None:
+        if runtime.cuda or not may_start_processes():
+            return None
+        processes = (
+            config.cpu_processes
+            if config.cpu_processes is not None
+            else (config.threads or os.cpu_count() or 1)
+        )
+        return cls(config, processes) if processes > 1 else None
+
+    def boot(self) -> None:
+        """Start every process (the executor starts one per submitted job, lazily)."""
+        for _ in range(self.processes):
+            self._executor.submit(_booted)
+
+    def map_batches(
+        self, requests: Sequence[CropRequest], batch_size: int, flips: bool
+    ) -> Iterator[list[_Encoded]]:
+        """Batches in order, ``2 × processes`` in flight so no process waits for work."""
+        pending: deque[Future[list[_Encoded]]] = deque()
+        batches = (list(requests[i : i + batch_size]) for i in range(0, len(requests), batch_size))
+        for batch in batches:
+            pending.append(self._executor.submit(_encode_in_process, batch, flips))
+            if len(pending) >= 2 * self.processes:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        self._executor.shutdown(cancel_futures=True)

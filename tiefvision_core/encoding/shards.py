@@ -1,0 +1,385 @@
+"""Encodings on storage: which images still need encoding, and the Parquet shard format.
+
+Layout (see ``docs/formats.md``)::
+
+    encodings/<encoder>/<kind>/<encoder_version>/shard-<id>.parquet   one row per (image, box, flip)
+    encodings/<encoder>/<kind>/<encoder_version>/_plans/<id>.parquet  the work list of a run
+
+A shard is named by its exact input set (encoder version, dtype, and the image ids, hashes
+and boxes it holds) and written in one atomic put, so a rerun skips shards that exist and a
+killed run leaves only complete shards behind. Images whose bytes cannot be used at this
+stage are rows with a ``reason`` and no vector: they count as done for that sha256 (the same
+bytes would fail again), and the next ingest gives changed bytes a new sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection, Iterable
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tiefvision_core.catalog.ingest import read_manifest, usable_rows
+from tiefvision_core.encoders import Encoder
+from tiefvision_core.encoding.runtime import CropRequest, EncodedBatch
+from tiefvision_core.errors import ConfigError, InputError
+from tiefvision_core.storage.stores import Store
+
+__all__ = [
+    "KINDS",
+    "EncodePlan",
+    "RowKey",
+    "ShardResult",
+    "ShardSpec",
+    "VectorDType",
+    "build_shard",
+    "current_boxes",
+    "encoded_keys",
+    "load_requests",
+    "plan_encoding",
+    "read_encodings",
+    "row_keys",
+    "shard_prefix",
+    "vectors_as_maps",
+]
+
+#: ``grid``: the whole image resized to the canonical square. ``box``: the product's box from
+#: the current locator (the whole image where there is no locator or no box yet) resized to
+#: the canonical square — what similarity search compares.
+KINDS = ("grid", "box")
+VectorDType = Literal["float16", "float32"]
+_PLAN_COLUMNS = ("image_id", "sha256", "uri", "width", "height", "box")
+_KEY_COLUMNS = ["image_id", "sha256", "box"]
+
+
+def shard_prefix(encoder: str, kind: str, version: str) -> str:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown encoding kind {kind!r}: choose one of {', '.join(KINDS)}")
+    return f"encodings/{encoder}/{kind}/{version}/"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """A slice ``[start, stop)`` of a run's work list, named by its input set."""
+
+    shard_id: str
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class EncodePlan:
+    """What one encoding run does. Small: the work list itself stays on storage."""
+
+    prefix: str
+    plan_key: str | None
+    shards: tuple[ShardSpec, ...]
+    images: int  # usable images in the manifest
+    already_encoded: int
+
+    def shard_key(self, spec: ShardSpec) -> str:
+        return f"{self.prefix}shard-{spec.shard_id}.parquet"
+
+    @property
+    def to_encode(self) -> int:
+        return sum(spec.size for spec in self.shards)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    key: str
+    encoded: int  # images encoded (rows without a reason, flips not counted twice)
+    rejected: int
+    seconds: float
+    skipped: bool = False
+    reject_reasons: tuple[tuple[str, int], ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _box_tuple(value: object) -> tuple[int, int, int, int]:
+    return tuple(int(v) for v in value)  # type: ignore[return-value]
+
+
+RowKey = tuple[str, str, tuple[int, int, int, int]]  # image_id, sha256, box
+
+
+def row_keys(table: pa.Table) -> list[RowKey]:
+    """(image_id, sha256, box) of every row of a table with those columns."""
+    return [
+        (image_id, sha, _box_tuple(box))
+        for image_id, sha, box in zip(*(table[c].to_pylist() for c in _KEY_COLUMNS), strict=True)
+    ]
+
+
+def encoded_keys(store: Store, prefix: str) -> set[RowKey]:
+    """(image_id, sha256, box) of every row already stored under ``prefix`` (rejects too)."""
+    done: set[RowKey] = set()
+    for info in store.list(prefix):
+        name = info.key.rsplit("/", 1)[-1]
+        if name.startswith("shard-") and name.endswith(".parquet"):
+            done.update(row_keys(store.read_parquet(info.key, columns=_KEY_COLUMNS)))
+    return done
+
+
+def plan_encoding(
+    store: Store,
+    encoder: Encoder,
+    *,
+    kind: str = "grid",
+    shard_size: int = 256,
+    flips: bool = False,
+    dtype: VectorDType = "float16",
+) -> EncodePlan:
+    """Select manifest images without an encoding for (sha256, encoder version, box) and
+    split them into content-named shards. The work list is written to storage once."""
+    if shard_size < 1:
+        raise ConfigError("--shard-size must be at least 1")
+    prefix = shard_prefix(encoder.name, kind, encoder.version)
+    manifest = read_manifest(store)
+    if manifest is None:
+        raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
+    usable = usable_rows(manifest)
+    done = encoded_keys(store, prefix)
+    located = _located_boxes(store) if kind == "box" else {}
+    rows = []
+    for row in usable.select(["image_id", "sha256", "source_uri", "width", "height"]).to_pylist():
+        whole = (0, 0, int(row["width"]), int(row["height"]))
+        box = located.get((row["image_id"], row["sha256"]), whole)
+        if (row["image_id"], row["sha256"], box) not in done:
+            rows.append({**row, "uri": row.pop("source_uri"), "box": list(box)})
+    rows.sort(key=lambda r: r["image_id"])
+    if not rows:
+        return EncodePlan(prefix, None, (), usable.num_rows, usable.num_rows)
+    salt = json.dumps([encoder.version, kind, dtype, flips])
+    work = pa.Table.from_pylist([{c: r[c] for c in _PLAN_COLUMNS} for r in rows])
+    plan_id = hashlib.sha256((salt + json.dumps(work.to_pylist())).encode()).hexdigest()[:24]
+    plan_key = f"{prefix}_plans/{plan_id}.parquet"
+    if not store.exists(plan_key):
+        store.write_parquet(plan_key, work)
+    shards = []
+    for start in range(0, len(rows), shard_size):
+        part = rows[start : start + shard_size]
+        ident = json.dumps([salt, [(r["image_id"], r["sha256"], r["box"]) for r in part]])
+        shard_id = hashlib.sha256(ident.encode()).hexdigest()[:24]
+        shards.append(ShardSpec(shard_id, start, start + len(part)))
+    return EncodePlan(prefix, plan_key, tuple(shards), usable.num_rows, usable.num_rows - len(rows))
+
+
+def _located_boxes(store: Store) -> dict[tuple[str, str], tuple[int, int, int, int]]:
+    """(image_id, sha256) → box of the current locator (fallback rows are the whole image
+    already); empty when no locator exists yet."""
+    from tiefvision_core.locator.store import latest_boxes
+
+    boxes = latest_boxes(store)
+    if boxes is None or boxes.empty:
+        return {}
+    coords = boxes[["left", "top", "right", "bottom"]].astype(int).itertuples(index=False)
+    return {
+        (i, s): tuple(b) for i, s, b in zip(boxes["image_id"], boxes["sha256"], coords, strict=True)
+    }
+
+
+def load_requests(store: Store, plan_key: str, spec: ShardSpec) -> list[CropRequest]:
+    table = store.read_parquet(plan_key).slice(spec.start, spec.size)
+    return [
+        CropRequest(
+            image_id=r["image_id"],
+            sha256=r["sha256"],
+            uri=r["uri"],
+            width=int(r["width"]),
+            height=int(r["height"]),
+            box=_box_tuple(r["box"]),
+        )
+        for r in table.to_pylist()
+    ]
+
+
+def _schema(encoder: Encoder, dtype: VectorDType, length: int) -> pa.Schema:
+    value = pa.float16() if dtype == "float16" else pa.float32()
+    grid_h, grid_w = encoder.geometry.grid
+    metadata = {
+        "tiefvision.encoder": json.dumps(encoder.describe()),
+        "tiefvision.vector_layout": json.dumps(
+            {"order": "HWC", "grid": [grid_h, grid_w], "channels": encoder.channels, "dtype": dtype}
+        ),
+    }
+    return pa.schema(
+        [
+            ("image_id", pa.string()),
+            ("sha256", pa.string()),
+            ("encoder", pa.string()),
+            ("encoder_version", pa.string()),
+            ("box", pa.list_(pa.int32(), 4)),
+            ("flipped", pa.bool_()),
+            ("grid_h", pa.int16()),
+            ("grid_w", pa.int16()),
+            ("channels", pa.int32()),
+            ("vector", pa.list_(value, length)),
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+        ],
+        metadata=metadata,
+    )
+
+
+def build_shard(
+    encoder: Encoder, batches: Iterable[EncodedBatch], *, dtype: VectorDType = "float16"
+) -> tuple[pa.Table, int, int, dict[str, int]]:
+    """Rows of one shard from streamed batches: (table, encoded images, rejects, reasons).
+
+    Vectors are stored position-major (``HWC``): position ``(y, x)`` is the contiguous slice
+    ``[(y*W + x)*C, (y*W + x + 1)*C)``, so per-position maths needs only a reshape.
+    """
+    grid_h, grid_w = encoder.geometry.grid
+    length = grid_h * grid_w * encoder.channels
+    numpy_dtype = np.float16 if dtype == "float16" else np.float32
+    columns: dict[str, list] = {name: [] for name in _schema(encoder, dtype, length).names}
+    vectors: list[np.ndarray] = []
+    encoded = rejected = 0
+    reasons: dict[str, int] = {}
+
+    def add(request: CropRequest, flipped: bool, reason: str | None, detail: str | None) -> None:
+        columns["image_id"].append(request.image_id)
+        columns["sha256"].append(request.sha256)
+        columns["box"].append(list(request.full_box))
+        columns["flipped"].append(flipped)
+        columns["reason"].append(reason)
+        columns["detail"].append(detail)
+
+    for batch in batches:
+        for request, flipped in zip(batch.requests, batch.flipped, strict=True):
+            add(request, bool(flipped), None, None)
+            encoded += not flipped
+        if len(batch.requests):
+            if batch.maps.shape[2:] != (grid_h, grid_w):
+                raise ValueError(f"maps of grid {batch.maps.shape[2:]} != {(grid_h, grid_w)}")
+            hwc = batch.maps.transpose(0, 2, 3, 1).reshape(len(batch.requests), length)
+            vectors.append(hwc.astype(numpy_dtype))
+        for request, reason, detail in batch.rejects:
+            add(request, False, reason, detail)
+            vectors.append(np.zeros((1, length), numpy_dtype))
+            rejected += 1
+            reasons[reason] = reasons.get(reason, 0) + 1
+    rows = len(columns["image_id"])
+    flat = np.concatenate(vectors).reshape(-1) if vectors else np.zeros(0, numpy_dtype)
+    valid = np.array([r is None for r in columns["reason"]], dtype=bool)
+    vector_array = pa.FixedSizeListArray.from_arrays(
+        pa.array(flat), length, mask=pa.array(~valid) if rows else None
+    )
+    schema = _schema(encoder, dtype, length)
+    arrays = {
+        "image_id": pa.array(columns["image_id"], pa.string()),
+        "sha256": pa.array(columns["sha256"], pa.string()),
+        "encoder": pa.array([encoder.name] * rows, pa.string()),
+        "encoder_version": pa.array([encoder.version] * rows, pa.string()),
+        "box": pa.array(columns["box"], pa.list_(pa.int32(), 4)),
+        "flipped": pa.array(columns["flipped"], pa.bool_()),
+        "grid_h": pa.array([grid_h] * rows, pa.int16()),
+        "grid_w": pa.array([grid_w] * rows, pa.int16()),
+        "channels": pa.array([encoder.channels] * rows, pa.int32()),
+        "vector": vector_array,
+        "reason": pa.array(columns["reason"], pa.string()),
+        "detail": pa.array(columns["detail"], pa.string()),
+    }
+    table = pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
+    return table, encoded, rejected, reasons
+
+
+def read_encodings(
+    store: Store,
+    encoder: str,
+    version: str,
+    *,
+    kind: str = "grid",
+    columns: list[str] | None = None,
+    current_only: bool = True,
+    only: Collection[RowKey] | None = None,
+) -> pa.Table:
+    """All encoded rows (rejects excluded) of one encoder version.
+
+    ``current_only`` keeps rows whose (image_id, sha256) is usable in the current manifest,
+    so images that changed or were removed since they were encoded drop out. ``only`` keeps
+    the rows of these (image_id, sha256, box) keys: each shard's key columns are read first,
+    and the other columns (the vectors) only from shards that hold one of them — an
+    incremental index update reads the encodings of what changed, not of the catalog.
+    """
+    prefix = shard_prefix(encoder, kind, version)
+    wanted = (
+        None if columns is None else sorted({*columns, "image_id", "sha256", "flipped", "reason"})
+    )
+    wanted_keys = None if only is None else set(only)
+    tables = []
+    for info in store.list(prefix):
+        if not info.key.rsplit("/", 1)[-1].startswith("shard-"):
+            continue
+        if wanted_keys is None:
+            tables.append(store.read_parquet(info.key, wanted))
+            continue
+        keys = row_keys(store.read_parquet(info.key, _KEY_COLUMNS))
+        hit = pa.array([key in wanted_keys for key in keys], pa.bool_())
+        if pc.any(hit).as_py():
+            tables.append(store.read_parquet(info.key, wanted).filter(hit))
+    if not tables:
+        return pa.table({})
+    table = pa.concat_tables(tables)
+    table = table.filter(pc.is_null(table["reason"]))
+    if current_only:
+        manifest = read_manifest(store)
+        if manifest is not None:
+            ok = usable_rows(manifest)
+            current = pc.binary_join_element_wise(ok["image_id"], ok["sha256"], "\0")
+            keys = pc.binary_join_element_wise(table["image_id"], table["sha256"], "\0")
+            table = table.filter(pc.is_in(keys, value_set=current))
+    if kind == "box":
+        table = _current_boxes_only(store, table)
+    return table.sort_by([("image_id", "ascending"), ("flipped", "ascending")])
+
+
+def current_boxes(store: Store) -> dict[tuple[str, str], tuple[int, int, int, int]] | None:
+    """(image_id, sha256) → the box its box crop is encoded with now: the current
+    locator's box, else the whole photo; usable photos only (a reject has no size). None
+    before the first ingest."""
+    manifest = read_manifest(store)
+    if manifest is None:
+        return None
+    expected = {
+        (r["image_id"], r["sha256"]): (0, 0, int(r["width"]), int(r["height"]))
+        for r in usable_rows(manifest).select(["image_id", "sha256", "width", "height"]).to_pylist()
+    }
+    expected.update((k, v) for k, v in _located_boxes(store).items() if k in expected)
+    return expected
+
+
+def _current_boxes_only(store: Store, table: pa.Table) -> pa.Table:
+    """A photo re-located by a newer locator keeps its old rows on storage; only the rows of
+    its current box (the whole image when it has none) count."""
+    expected = current_boxes(store)
+    if expected is None:
+        return table
+    keys = zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True)
+    keep = [
+        expected.get(key) == _box_tuple(box)
+        for key, box in zip(keys, table["box"].to_pylist(), strict=True)
+    ]
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
+def vectors_as_maps(table: pa.Table) -> np.ndarray:
+    """The ``vector`` column as float32 maps (N, C, H, W), undoing the HWC layout."""
+    if table.num_rows == 0:
+        return np.zeros((0, 0, 0, 0), np.float32)
+    grid_h, grid_w = int(table["grid_h"][0].as_py()), int(table["grid_w"][0].as_py())
+    channels = int(table["channels"][0].as_py())
+    flat = table["vector"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32).reshape(-1, grid_h, grid_w, channels).transpose(0, 3, 1, 2)

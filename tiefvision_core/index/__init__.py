@@ -1,0 +1,134 @@
+"""Search: index vectors, versions on storage and their CURRENT pointer, incremental updates,
+search by id and by photo, reports.
+
+Public names are re-exported here and imported on first use (PEP 562): importing
+one stage's package must not load the heavy dependencies of its other modules
+(a search by id never imports torch)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tiefvision_core.index.pointer import (  # noqa: F401
+        INPUTS_READ_AT,
+        StaleIndexInputs,
+        inputs_read_at,
+        switch_current,
+    )
+    from tiefvision_core.index.report import (  # noqa: F401
+        compare_spaces,
+        search_report_html,
+    )
+    from tiefvision_core.index.search import (  # noqa: F401
+        QUERY_SCALES,
+        SearchHit,
+        SearchResult,
+        catalog_rows,
+        query_box,
+        query_scales,
+        rebuild_space,
+        search_by_id,
+        search_by_image,
+        space_source,
+        space_transform,
+        space_vectors,
+    )
+    from tiefvision_core.index.updates import (  # noqa: F401
+        Decision,
+        IndexDelta,
+        IndexUpdate,
+        LiveIndex,
+        RowDiff,
+        UpdatePolicy,
+        decide_update,
+        diff_rows,
+        update_space,
+    )
+    from tiefvision_core.index.vectors import (  # noqa: F401
+        IndexConfig,
+        VectorIndex,
+        build_index,
+        fit_projection,
+        update_index,
+    )
+    from tiefvision_core.index.versions import (  # noqa: F401
+        SPACES,
+        IndexVersion,
+        OpenedIndex,
+        SelfCheckFailed,
+        VersionInfo,
+        VersionRefused,
+        list_versions,
+        open_index,
+        publish_index,
+        remove_version,
+        sweep_staging,
+        use_version,
+        versions,
+    )
+
+#: Public name → the module of this package that defines it.
+_EXPORTS = {
+    "Decision": "updates",
+    "INPUTS_READ_AT": "pointer",
+    "IndexConfig": "vectors",
+    "IndexDelta": "updates",
+    "IndexUpdate": "updates",
+    "IndexVersion": "versions",
+    "LiveIndex": "updates",
+    "OpenedIndex": "versions",
+    "QUERY_SCALES": "search",
+    "RowDiff": "updates",
+    "SPACES": "versions",
+    "SearchHit": "search",
+    "SearchResult": "search",
+    "SelfCheckFailed": "versions",
+    "StaleIndexInputs": "pointer",
+    "UpdatePolicy": "updates",
+    "VectorIndex": "vectors",
+    "VersionInfo": "versions",
+    "VersionRefused": "versions",
+    "build_index": "vectors",
+    "catalog_rows": "search",
+    "compare_spaces": "report",
+    "decide_update": "updates",
+    "diff_rows": "updates",
+    "fit_projection": "vectors",
+    "inputs_read_at": "pointer",
+    "list_versions": "versions",
+    "open_index": "versions",
+    "publish_index": "versions",
+    "query_box": "search",
+    "query_scales": "search",
+    "rebuild_space": "search",
+    "remove_version": "versions",
+    "search_by_id": "search",
+    "search_by_image": "search",
+    "search_report_html": "report",
+    "space_source": "search",
+    "space_transform": "search",
+    "space_vectors": "search",
+    "sweep_staging": "versions",
+    "switch_current": "pointer",
+    "update_index": "vectors",
+    "update_space": "updates",
+    "use_version": "versions",
+    "versions": "versions",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,0 +1,528 @@
+"""Versioned indexes on storage: build into a new version, self-check, switch atomically.
+
+Layout (see ``docs/formats.md``)::
+
+    indexes/<space>/<version>/vectors.npy     full vectors (float16), memory-mapped by readers
+    indexes/<space>/<version>/index.faiss     exact or ANN index
+    indexes/<space>/<version>/projection.npy  compact projection (ANN only)
+    indexes/<space>/<version>/ids.parquet     row → image_id, sha256, box, category …
+    indexes/<space>/<version>/metadata.json   written last: space, source, kind, grid, config
+    indexes/<space>/CURRENT                   the live version, switched after the self-check
+
+A reader opens the version CURRENT names and keeps it open; a rebuild writes a new folder
+and only then switches the pointer, so a reader holding the old version keeps working (old
+versions are kept, the last ``keep`` of them). On S3 a version is copied to a local cache
+once (``~/.cache/tiefvision/indexes``) and memory-mapped from there.
+
+A build is staged in a folder named by its host and process (``indexes/.staging/`` inside a
+local store, so the finished files are renamed into the version rather than copied;
+``~/.cache/tiefvision/staging/`` for S3). A killed build leaves only that folder, which the
+next build or ``tiefvision gc`` removes once its process is gone. Versions are listed
+(:func:`list_versions`) and switched back or forth (:func:`use_version`) after the switch
+target passes its self-check again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tiefvision_core.errors import InputError, TiefVisionError
+from tiefvision_core.index.pointer import INPUTS_READ_AT, switch_current
+from tiefvision_core.index.vectors import BuiltIndex, IndexConfig, VectorIndex, build_index
+from tiefvision_core.paths import user_cache_dir
+from tiefvision_core.storage.lock import process_gone
+from tiefvision_core.storage.stores import LocalStore, Store
+
+__all__ = [
+    "SPACES",
+    "IndexVersion",
+    "OpenedIndex",
+    "SelfCheckFailed",
+    "VersionInfo",
+    "VersionRefused",
+    "list_versions",
+    "open_index",
+    "publish_index",
+    "remove_version",
+    "sweep_staging",
+    "use_version",
+    "versions",
+]
+
+SPACES = ("unsupervised", "supervised")
+_FILES = ("vectors.npy", "index.faiss", "projection.npy", "ids.parquet", "metadata.json")
+
+
+class SelfCheckFailed(RuntimeError):
+    """A freshly built index does not find its own images first: never published."""
+
+
+class VersionRefused(TiefVisionError):
+    """``index use`` names a version that is gone, unfinished or fails its self-check."""
+
+
+#: A staging folder or unfinished version younger than this may belong to a build still
+#: running on another machine: never removed.
+STAGING_GRACE_S = 6 * 3600.0
+_PID_REUSE_S = 24 * 3600.0
+
+
+def space_prefix(space: str) -> str:
+    if space not in SPACES:
+        raise InputError(f"unknown space {space!r}: choose one of {', '.join(SPACES)}")
+    return f"indexes/{space}/"
+
+
+@dataclass(frozen=True)
+class IndexVersion:
+    space: str
+    version: str
+    kind: str
+    size: int
+    dimension: int
+    build_seconds: float
+    self_check: dict[str, object]
+    uri: str
+    pruned: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _self_check(index: VectorIndex, sample: int = 50) -> dict[str, object]:
+    """A sample of the index's own vectors must come back first (a duplicate image with the
+    same score counts as found)."""
+    rows = np.linspace(0, len(index) - 1, num=min(sample, len(index))).astype(int)
+    queries = np.asarray(index.vectors[rows], np.float32)
+    scores, found = index.search(queries, 1)
+    own = np.einsum("ij,ij->i", queries, queries)
+    ok = (found[:, 0] == rows) | (np.abs(scores[:, 0] - own) <= 1e-3)
+    return {"queries": len(rows), "found_first": int(ok.sum())}
+
+
+def publish_index(
+    store: Store,
+    space: str,
+    vectors: np.ndarray | Sequence[np.ndarray],
+    ids: pd.DataFrame,
+    *,
+    grid: tuple[int, int, int],
+    source: dict[str, object],
+    config: IndexConfig | None = None,
+    keep: int = 3,
+    build: Callable[[np.ndarray], BuiltIndex] | None = None,
+    training: dict[str, int] | None = None,
+    inputs_read_at: float | None = None,
+) -> IndexVersion:
+    """Build, self-check, write and switch ``indexes/<space>/CURRENT`` to a new version.
+
+    ``vectors`` (N, D) — or blocks of rows written one after another (reused rows, then
+    new ones) — align with ``ids`` (image_id first). ``build`` makes the FAISS index from
+    the stored vectors (default: :func:`build_index`, trained afresh; an incremental update
+    passes one that reuses the previous version's training). ``training`` records how many
+    rows the ANN training saw and how many were added, changed or removed since, which is
+    what the next update decides on (default: a fresh build). Nothing is published when the
+    self-check fails, nor when the live version was built from newer inputs
+    (``inputs_read_at``: when the caller began reading them, default now; see
+    :mod:`tiefvision_core.index.pointer`).
+    """
+    read_at = time.time() if inputs_read_at is None else inputs_read_at
+    prefix = space_prefix(space)
+    blocks = [vectors] if isinstance(vectors, np.ndarray) else list(vectors)
+    rows = sum(len(block) for block in blocks)
+    if rows == 0:
+        raise InputError(f"nothing to index in space {space}: run `tiefvision encode` first")
+    config = config or IndexConfig()
+    build = build or (lambda stored: build_index(stored, grid, config))
+    started = time.perf_counter()
+    with _staging(store) as folder:
+        shape = (rows, int(blocks[0].shape[1]))
+        stored = np.lib.format.open_memmap(
+            folder / "vectors.npy", mode="w+", dtype=np.float16, shape=shape
+        )
+        done = 0
+        for block in blocks:
+            for start in range(0, len(block), 4096):
+                part = block[start : start + 4096]
+                stored[done : done + len(part)] = part
+                done += len(part)
+        stored.flush()
+        built = build(stored)
+        faiss.write_index(built.index, str(folder / "index.faiss"))
+        if built.projection is not None:
+            np.save(folder / "projection.npy", built.projection)
+        metadata = {
+            "space": space,
+            "kind": built.kind,
+            "grid": list(grid),
+            "size": rows,
+            "dimension": shape[1],
+            "config": asdict(built.config),
+            "source": source,
+            "training": training or {"rows": rows, "churn": 0},
+            "created_at": datetime.now(UTC).isoformat(),
+            INPUTS_READ_AT: read_at,
+        }
+        opened = VectorIndex.load(folder, metadata)
+        check = _self_check(opened)
+        metadata["self_check"] = check
+        if check["found_first"] < check["queries"]:
+            raise SelfCheckFailed(
+                f"new {space} index found only {check['found_first']} of {check['queries']} "
+                "sampled images first; the current index stays live"
+            )
+        pq_ids = pa.Table.from_pandas(ids.reset_index(drop=True), preserve_index=False)
+        pq.write_table(pq_ids, folder / "ids.parquet")
+        (folder / "metadata.json").write_text(json.dumps(metadata, indent=1))
+        seconds = time.perf_counter() - started
+        version = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{built.kind}"
+        for name in _FILES:  # metadata.json last: a version without it is unfinished
+            path = folder / name
+            if path.exists():
+                _place(store, f"{prefix}{version}/{name}", path)
+    switch_current(store, prefix, version, read_at)
+    pruned = _prune(store, prefix, keep, version)
+    return IndexVersion(
+        space,
+        version,
+        built.kind,
+        rows,
+        shape[1],
+        round(seconds, 3),
+        check,
+        store.uri(f"{prefix}{version}/"),
+        pruned,
+    )
+
+
+def _staging_root(store: Store) -> Path:
+    """Where builds are staged: inside a local store (same file system, so a finished file
+    is renamed into its version, never copied); in the local cache for S3."""
+    if isinstance(store, LocalStore):
+        return store.local_path("indexes/.staging")
+    return _cache_root().parent / "staging"
+
+
+def _owner_tag() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-"
+
+
+def _stale(folder: Path, now: float, grace_s: float) -> bool:
+    """A staging folder whose builder is gone: this host's process is dead, or (another
+    host's, or a temporary folder of an earlier release) it was last touched more than
+    ``grace_s`` ago. A live process with this PID may be another one that reused it: such
+    a folder goes once untouched for a day (no build runs that long), whatever the grace."""
+    try:
+        age = now - folder.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    host, sep, rest = folder.name.rpartition("-")[0].rpartition("-")
+    if sep and host == socket.gethostname() and rest.isdigit():
+        return process_gone(int(rest)) or age > _PID_REUSE_S
+    return age > grace_s
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def sweep_staging(
+    store: Store, *, grace_s: float = STAGING_GRACE_S, dry_run: bool = False
+) -> list[tuple[str, int]]:
+    """Remove the staging folders of builds that died (SIGKILL, power loss), and the
+    ``tiefvision-index-*`` temporary folders earlier releases built in; returns each
+    removed folder's path and bytes. A live build's folder is never touched."""
+    now = time.time()
+    candidates = []
+    root = _staging_root(store)
+    if root.is_dir():
+        candidates += [
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(_owner_tag())
+        ]
+    legacy = Path(tempfile.gettempdir())
+    candidates += [p for p in legacy.glob("tiefvision-index-*") if p.is_dir()]
+    removed = []
+    for folder in candidates:
+        if _stale(folder, now, grace_s):
+            removed.append((str(folder), _folder_bytes(folder)))
+            if not dry_run:
+                shutil.rmtree(folder, ignore_errors=True)
+    return removed
+
+
+@contextmanager
+def _staging(store: Store) -> Iterator[Path]:
+    """A fresh staging folder named by host and process, removed afterwards; dead builds'
+    folders are swept first, so a killed build costs disk only until the next one."""
+    sweep_staging(store)
+    root = _staging_root(store)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"{_owner_tag()}{uuid.uuid4().hex[:12]}"
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _place(store: Store, key: str, path: Path) -> None:
+    """Move a staged file to ``key``: a rename on a local store (the staging folder is on
+    the same file system), one PUT on S3."""
+    if isinstance(store, LocalStore):
+        target = store.local_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    else:
+        store.put_bytes(key, path.read_bytes())
+
+
+def versions(store: Store, space: str) -> list[str]:
+    """Finished versions of a space, oldest first."""
+    prefix = space_prefix(space)
+    found = {
+        info.key[len(prefix) :].split("/", 1)[0]
+        for info in store.list(prefix)
+        if info.key.endswith("/metadata.json")
+    }
+    return sorted(found)
+
+
+def _prune(store: Store, prefix: str, keep: int, current: str) -> tuple[str, ...]:
+    """The oldest finished versions beyond ``keep`` (never ``current``) and unfinished
+    versions of killed builds go."""
+    space = prefix.strip("/").split("/")[-1]
+    doomed = [v.version for v in prunable(store, space, keep, protect={current})]
+    for version in doomed:
+        remove_version(store, space, version)
+    return tuple(doomed)
+
+
+def _version_time(version: str) -> float | None:
+    """Versions are named by their UTC creation time (``20260102T030405123456Z-kind``)."""
+    try:
+        stamp = datetime.strptime(version.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One folder under ``indexes/<space>/``, as ``tiefvision index list`` shows it."""
+
+    space: str
+    version: str
+    finished: bool  # metadata.json is there (written last)
+    live: bool  # CURRENT names it
+    kind: str | None
+    rows: int | None
+    bytes: int
+    created_at: str | None
+    self_check: dict[str, object] | None  # the stored result of the build's self-check
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _folder_files(store: Store, prefix: str) -> dict[str, dict[str, int]]:
+    """version → {file name: bytes} of every folder under ``prefix``, temporary files of
+    killed writes included (a local folder holding only those is listed too)."""
+    folders: dict[str, dict[str, int]] = {}
+    if isinstance(store, LocalStore):
+        root = store.local_path(prefix.rstrip("/"))
+        if root.is_dir():
+            for folder in root.iterdir():
+                if folder.is_dir() and not folder.name.startswith("."):
+                    folders[folder.name] = {
+                        p.relative_to(folder).as_posix(): p.stat().st_size
+                        for p in folder.rglob("*")
+                        if p.is_file()
+                    }
+        return folders
+    for info in store.list(prefix):
+        rest = info.key[len(prefix) :]
+        if "/" in rest:
+            version, name = rest.split("/", 1)
+            folders.setdefault(version, {})[name] = info.size
+    return folders
+
+
+def list_versions(store: Store, space: str) -> list[VersionInfo]:
+    """Every version folder of a space, oldest first, finished or not, with its size and
+    the self-check it passed when built."""
+    prefix = space_prefix(space)
+    live = store.read_pointer(prefix + "CURRENT")
+    out = []
+    for version, files in sorted(_folder_files(store, prefix).items()):
+        metadata: dict = {}
+        if "metadata.json" in files:
+            try:
+                metadata = json.loads(store.get_bytes(f"{prefix}{version}/metadata.json"))
+            except (ValueError, TiefVisionError):
+                metadata = {}
+        out.append(
+            VersionInfo(
+                space=space,
+                version=version,
+                finished=bool(metadata),
+                live=version == live,
+                kind=metadata.get("kind"),
+                rows=metadata.get("size"),
+                bytes=sum(files.values()),
+                created_at=metadata.get("created_at"),
+                self_check=metadata.get("self_check"),
+            )
+        )
+    return out
+
+
+def prunable(
+    store: Store,
+    space: str,
+    keep: int,
+    *,
+    protect: set[str] | frozenset[str] = frozenset(),
+    grace_s: float = STAGING_GRACE_S,
+) -> list[VersionInfo]:
+    """Versions beyond ``keep`` — the live one and ``protect`` first, then the newest
+    finished others — and unfinished versions older than ``grace_s`` (a killed build's)."""
+    listed = list_versions(store, space)
+    pinned = {v.version for v in listed if v.live} | set(protect)
+    others = [v.version for v in listed if v.finished and v.version not in pinned]
+    room = max(0, keep - len(pinned)) if pinned else keep
+    kept = pinned | set(others[len(others) - room :] if room else ())
+    now = time.time()
+    doomed = []
+    for info in listed:
+        if info.version in kept:
+            continue
+        if not info.finished:
+            made = _version_time(info.version)
+            if made is not None and now - made <= grace_s:
+                continue
+        doomed.append(info)
+    return doomed
+
+
+def remove_version(store: Store, space: str, version: str) -> None:
+    """Delete a version folder whole: its objects, a killed write's temporary files and
+    the folder itself."""
+    prefix = f"{space_prefix(space)}{version}/"
+    store.delete_prefix(prefix)
+    if isinstance(store, LocalStore):
+        shutil.rmtree(store.local_path(prefix.rstrip("/")), ignore_errors=True)
+
+
+def use_version(store: Store, space: str, version: str) -> VersionInfo:
+    """Make ``version`` the live one (roll back or forward): it must exist, be finished and
+    find a sample of its own photos first again now — the files are re-read, not the
+    stored result trusted. Then ``CURRENT`` is switched in one atomic write."""
+    prefix = space_prefix(space)
+    listed = {v.version: v for v in list_versions(store, space)}
+    info = listed.get(version)
+    what = f"{space} index version {version}"
+    hint = f"`tiefvision index list --space {space}` lists the versions"
+    if info is None:
+        raise VersionRefused(f"{what} does not exist (pruned or never built): {hint}")
+    if not info.finished:
+        raise VersionRefused(f"{what} is unfinished (its build was killed): {hint}")
+    try:
+        opened = open_index(store, space, version)
+        if not len(opened.index) == len(opened.ids) == int(opened.metadata["size"]):
+            raise ValueError("rows of vectors, ids and metadata differ")
+        check = _self_check(opened.index)
+    except (OSError, ValueError, KeyError, RuntimeError, TiefVisionError) as error:
+        raise VersionRefused(f"{what} cannot be opened ({error}): pick another; {hint}") from None
+    if check["found_first"] < check["queries"]:
+        raise VersionRefused(
+            f"{what} fails its self-check ({check['found_first']} of {check['queries']} "
+            f"sampled photos found first): pick another; {hint}"
+        )
+    store.publish_pointer(prefix + "CURRENT", version)
+    return VersionInfo(**{**asdict(info), "live": True, "self_check": check})
+
+
+@dataclass
+class OpenedIndex:
+    space: str
+    version: str
+    index: VectorIndex
+    ids: pd.DataFrame
+    metadata: dict
+
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        """image_id → first row: a search by id is a dict lookup, not a scan of the ids."""
+        rows: dict[str, int] = {}
+        for row, image_id in enumerate(self.column("image_id")):  # its strings, not a copy
+            rows.setdefault(image_id, row)
+        return rows
+
+    def column(self, name: str) -> list:
+        """One id-map column as a Python list, built once: a search reads a few rows of it
+        per query, and pandas row access costs more than the ANN search."""
+        columns = self.__dict__.setdefault("_columns", {})
+        if name not in columns:
+            columns[name] = self.ids[name].tolist()
+        return columns[name]
+
+    def row_of(self, image_id: str) -> int:
+        row = self._rows.get(image_id)
+        if row is None:
+            raise InputError(
+                f"image id {image_id!r} is not in the {self.space} index {self.version}; "
+                "check the id (tiefvision ingest lists them) or rebuild the index"
+            )
+        return row
+
+
+def _cache_root() -> Path:
+    return user_cache_dir() / "indexes"
+
+
+def _local_folder(store: Store, prefix: str) -> Path:
+    if isinstance(store, LocalStore):
+        return store.local_path(prefix)
+    folder = _cache_root() / store.uri(prefix).replace("://", "/").replace(":", "_")
+    if not (folder / "metadata.json").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in _FILES:
+            key = prefix + name
+            if store.exists(key):
+                tmp = folder / f".tmp-{name}"
+                tmp.write_bytes(store.get_bytes(key))
+                os.replace(tmp, folder / name)
+    return folder
+
+
+def open_index(store: Store, space: str, version: str | None = None) -> OpenedIndex:
+    """The current (or a named) version of a space, ready to search."""
+    prefix = space_prefix(space)
+    version = version or store.read_pointer(prefix + "CURRENT")
+    if version is None:
+        raise InputError(
+            f"there is no {space} index yet: build it with `tiefvision rebuild-index "
+            f"--space {space}`"
+        )
+    folder = _local_folder(store, f"{prefix}{version}/")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    ids = pq.read_table(folder / "ids.parquet").to_pandas()
+    return OpenedIndex(space, version, VectorIndex.load(folder, metadata), ids, metadata)

@@ -1,0 +1,213 @@
+"""Train → evaluate on held-out photos → save: one locator run, the Python API behind the
+``train-locator`` flow (which runs the same steps as Prefect tasks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+
+from tiefvision_core.catalog.imaging import decode_image
+from tiefvision_core.encoding.runtime import resolve_device
+from tiefvision_core.errors import ImageRejected, StorageNotFound
+from tiefvision_core.locator.crops import CropDataset, MapSample, load_samples
+from tiefvision_core.locator.evaluation import (
+    LocatorEvaluation,
+    draw_box_grid,
+    evaluate_boxes,
+    iou_histogram_png,
+    png_bytes,
+)
+from tiefvision_core.locator.model import LocatedBox, WindowGeometry, locate_in_maps
+from tiefvision_core.locator.store import LocatorModel, save_locator
+from tiefvision_core.locator.training import EpochMetrics, TrainConfig, TrainedLocator, train_heads
+from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, Store, read_source
+
+__all__ = ["LocatorRun", "evaluate_samples", "fit_locator"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocatorRun:
+    version: str
+    dataset_id: str
+    best_epoch: int
+    epochs: int
+    stopped_early: bool
+    evaluation: dict[str, object]
+    evaluation_table: list[dict[str, object]]
+    metrics: list[dict[str, float]]
+    model_uri: str
+    grid_uri: str
+    histogram_uri: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _geometry(dataset: CropDataset) -> WindowGeometry:
+    return WindowGeometry(**{**dataset.window, "kernel": tuple(dataset.window["kernel"])})
+
+
+def evaluate_samples(
+    trained: TrainedLocator,
+    samples: Sequence[MapSample],
+    geometry: WindowGeometry,
+    threshold: float,
+) -> dict[str, LocatedBox]:
+    """Boxes for the photos of ``samples`` (all their scales together)."""
+    by_image: dict[str, list[MapSample]] = {}
+    for sample in samples:
+        by_image.setdefault(sample.image_id, []).append(sample)
+    return {
+        image_id: locate_in_maps(
+            trained.heads,
+            [(s.maps.float(), s.scale_xy) for s in group],
+            geometry=geometry,
+            scaler=trained.scaler,
+            image_size=group[0].image_size,
+            threshold=threshold,
+        )
+        for image_id, group in by_image.items()
+    }
+
+
+def _truth(samples: Sequence[MapSample]) -> pd.DataFrame:
+    seen = {s.image_id: s for s in samples}
+    return pd.DataFrame(
+        [
+            {
+                "image_id": s.image_id,
+                **dict(zip(("left", "top", "right", "bottom"), s.box, strict=True)),
+                "width": s.image_size[0],
+                "height": s.image_size[1],
+            }
+            for s in seen.values()
+        ]
+    )
+
+
+def _grid_png(
+    photos: dict[str, tuple[str, str]],
+    evaluation: LocatorEvaluation,
+    located,
+    truth,
+    max_bytes: int,
+):
+    """The worst-located held-out photos with both boxes; ``photos``: (uri, sha256) by id,
+    read as ingest recorded them — one changed or replaced since is left out."""
+    worst_first = evaluation.per_image.sort_values("iou").head(24)
+    items = []
+    boxes = truth.set_index("image_id")
+    for row in worst_first.itertuples():
+        uri, sha256 = photos[row.image_id]
+        try:
+            image = decode_image(read_source(uri, sha256=sha256, max_bytes=max_bytes))
+        except (ImageRejected, StorageNotFound) as error:
+            log.warning("held-out picture without %s: %s", row.image_id, error)
+            continue
+        true_box = boxes.loc[row.image_id, ["left", "top", "right", "bottom"]].tolist()
+        items.append((image, true_box, located[row.image_id].box, row.iou))
+    return png_bytes(draw_box_grid(items))
+
+
+def fit_locator(
+    store: Store,
+    dataset: CropDataset,
+    *,
+    config: TrainConfig | None = None,
+    threshold: float = 0.8,
+    device: str = "auto",
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+    publish: bool = True,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> tuple[LocatorModel, LocatorRun]:
+    """Train on the dataset's train split (early stopping on its test split), score the
+    test photos against their true boxes and both baselines, save model and pictures
+    (photos read as ingest recorded them, at most ``max_bytes`` each)."""
+    config = config or TrainConfig()
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold {threshold}: choose a probability in (0, 1)")
+    samples = load_samples(store, dataset)
+    train = [s for s in samples if s.split == "train"]
+    test = [s for s in samples if s.split == "test"]
+    geometry = _geometry(dataset)
+    trained = train_heads(
+        train,
+        test,
+        kernel=geometry.kernel,
+        config=config,
+        device=resolve_device(device),
+        on_epoch=on_epoch,
+    )
+    trained.heads.to(torch.device("cpu"))
+    located = evaluate_samples(trained, test, geometry, threshold)
+    predicted = pd.DataFrame(
+        [
+            {
+                "image_id": image_id,
+                **dict(zip(("left", "top", "right", "bottom"), box.box, strict=True)),
+                "fallback": box.fallback,
+            }
+            for image_id, box in located.items()
+        ]
+    )
+    truth = _truth(test)
+    evaluation = evaluate_boxes(predicted, truth, _truth(train))
+    work = store.read_parquet(f"{dataset.prefix}_work.parquet", ["image_id", "uri", "sha256"])
+    photos = dict(
+        zip(
+            work["image_id"].to_pylist(),
+            zip(work["uri"].to_pylist(), work["sha256"].to_pylist(), strict=True),
+            strict=True,
+        )
+    )
+    files = {
+        "heldout-boxes.png": _grid_png(photos, evaluation, located, truth, max_bytes),
+        "iou-histogram.png": iou_histogram_png(evaluation),
+    }
+    metadata = {
+        "encoder": dataset.encoder,
+        "encoder_version": dataset.encoder_version,
+        "crops_dataset": dataset.dataset_id,
+        "annotations": {"snapshot": dataset.snapshot_key, "digest": dataset.snapshot_digest},
+        "images": dataset.images,
+        "windows": dataset.windows,
+        "hyper_parameters": asdict(config),
+        "positive_weight": trained.positive_weight,
+        "best_epoch": trained.best_epoch,
+        "stopped_early": trained.stopped_early,
+        "metrics": trained.metrics(),
+        "evaluation": evaluation.as_dict(),
+    }
+    model = save_locator(
+        store,
+        trained.heads,
+        trained.scaler,
+        geometry=geometry,
+        scales=dataset.scales,
+        threshold=threshold,
+        metadata=metadata,
+        files=files,
+        publish=publish,
+    )
+    prefix = f"models/locator/{model.version}/"
+    run = LocatorRun(
+        version=model.version,
+        dataset_id=dataset.dataset_id,
+        best_epoch=trained.best_epoch,
+        epochs=len(trained.history),
+        stopped_early=trained.stopped_early,
+        evaluation=evaluation.as_dict(),
+        evaluation_table=evaluation.table(),
+        metrics=trained.metrics(),
+        model_uri=store.uri(prefix),
+        grid_uri=store.uri(prefix + "heldout-boxes.png"),
+        histogram_uri=store.uri(prefix + "iou-histogram.png"),
+    )
+    return model, run

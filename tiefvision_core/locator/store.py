@@ -1,0 +1,371 @@
+"""Locator models and located boxes on storage.
+
+Layout (see ``docs/formats.md``)::
+
+    models/locator/<version>/weights.pt       heads' state dict
+    models/locator/<version>/metadata.json    encoder, crops dataset, annotation snapshot,
+                                              hyper-parameters, metrics, evaluation
+    models/locator/<version>/*.png            held-out boxes drawn, IoU histogram
+    models/locator/CURRENT                    the live version, switched atomically
+    boxes/<version>/_plans/<id>.parquet       a locate run's work list
+    boxes/<version>/part-<id>.parquet         image_id, sha256, box, score, positions, fallback
+
+A model's files are written before ``CURRENT`` names it, so a reader never loads half a
+model; a boxes part is named by its input set and written in one put, so a killed locate
+run resumes without duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from PIL import Image
+
+from tiefvision_core.catalog.ingest import read_manifest, usable_rows
+from tiefvision_core.encoders import Encoder
+from tiefvision_core.encoding.runtime import CropRequest, EncodingRuntime, whole_pixels
+from tiefvision_core.errors import IncompatibleModel, InputError
+from tiefvision_core.locator.model import LocatedBox, LocatorHeads, TargetScaler, WindowGeometry
+from tiefvision_core.locator.model import locate_in_maps as _locate_in_maps
+from tiefvision_core.storage.stores import Store
+
+__all__ = [
+    "LOCATOR_CURRENT",
+    "LocatePlan",
+    "LocatorModel",
+    "boxes_prefix",
+    "latest_boxes",
+    "load_locator",
+    "locate_image",
+    "locate_shard",
+    "plan_locate",
+    "read_boxes",
+    "save_locator",
+]
+
+LOCATOR_PREFIX = "models/locator/"
+LOCATOR_CURRENT = LOCATOR_PREFIX + "CURRENT"
+_BOX_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("sha256", pa.string()),
+        ("locator_version", pa.string()),
+        ("box", pa.list_(pa.int32(), 4)),
+        ("score", pa.float32()),
+        ("positions_kept", pa.int32()),
+        ("fallback", pa.bool_()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+@dataclass
+class LocatorModel:
+    """Trained heads plus everything needed to apply them the way they were trained."""
+
+    version: str
+    heads: LocatorHeads
+    scaler: TargetScaler
+    geometry: WindowGeometry
+    scales: tuple[int, ...]
+    threshold: float
+    metadata: dict
+
+    @property
+    def encoder_version(self) -> str:
+        return str(self.metadata["encoder_version"])
+
+    def locate(self, maps: Sequence[tuple[torch.Tensor, tuple[float, float]]], size) -> LocatedBox:
+        return _locate_in_maps(
+            self.heads,
+            maps,
+            geometry=self.geometry,
+            scaler=self.scaler,
+            image_size=size,
+            threshold=self.threshold,
+        )
+
+
+def save_locator(
+    store: Store,
+    heads: LocatorHeads,
+    scaler: TargetScaler,
+    *,
+    geometry: WindowGeometry,
+    scales: Sequence[int],
+    threshold: float,
+    metadata: dict,
+    files: dict[str, bytes] | None = None,
+    publish: bool = True,
+) -> LocatorModel:
+    """Write weights, metadata and ``files`` under a new version; then switch CURRENT."""
+    buffer = io.BytesIO()
+    torch.save(heads.state_dict(), buffer)
+    weights = buffer.getvalue()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    version = f"{stamp}-{hashlib.sha256(weights).hexdigest()[:8]}"
+    prefix = f"{LOCATOR_PREFIX}{version}/"
+    metadata = {
+        **metadata,
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(),
+        "geometry": asdict(geometry),
+        "scales": list(scales),
+        "threshold": threshold,
+        "target_mean": list(scaler.mean),
+        "target_std": list(scaler.std),
+        "heads": {
+            "channels": int(heads.channel_mean.shape[1]),
+            "kernel": list(heads.kernel),
+            "reduced": heads.reduce[0].out_channels,
+            "hidden": heads.classifier[0].out_channels,
+            "dropout": heads.classifier[2].p,
+        },
+    }
+    for name, data in (files or {}).items():
+        store.put_bytes(prefix + name, data)
+    store.put_bytes(prefix + "weights.pt", weights)
+    store.put_bytes(prefix + "metadata.json", json.dumps(metadata, indent=1).encode())
+    if publish:
+        store.publish_pointer(LOCATOR_CURRENT, version)
+    return LocatorModel(version, heads, scaler, geometry, tuple(scales), threshold, metadata)
+
+
+def load_locator(
+    store: Store, version: str | None = None, *, encoder_version: str | None = None
+) -> LocatorModel:
+    """The current (or a named) locator; refuses one trained on another encoder version."""
+    version = version or store.read_pointer(LOCATOR_CURRENT)
+    if version is None:
+        raise InputError("no locator is trained yet: run `tiefvision train-locator` first")
+    prefix = f"{LOCATOR_PREFIX}{version}/"
+    if not store.exists(prefix + "metadata.json"):
+        raise InputError(f"locator {version} does not exist under {store.uri(LOCATOR_PREFIX)}")
+    metadata = json.loads(store.get_bytes(prefix + "metadata.json"))
+    if encoder_version is not None and metadata["encoder_version"] != encoder_version:
+        raise IncompatibleModel(
+            f"locator {version} was trained on encoder {metadata['encoder_version']}, "
+            f"but {encoder_version} was requested; retrain with `tiefvision train-locator` "
+            "or choose the encoder it was trained with"
+        )
+    spec = metadata["heads"]
+    heads = LocatorHeads(
+        spec["channels"],
+        tuple(spec["kernel"]),
+        reduced=spec["reduced"],
+        hidden=spec["hidden"],
+        dropout=spec["dropout"],
+    )
+    state = torch.load(io.BytesIO(store.get_bytes(prefix + "weights.pt")), weights_only=True)
+    heads.load_state_dict(state)
+    heads.eval()
+    geometry = WindowGeometry(
+        **{**metadata["geometry"], "kernel": tuple(metadata["geometry"]["kernel"])}
+    )
+    scaler = TargetScaler(tuple(metadata["target_mean"]), tuple(metadata["target_std"]))
+    return LocatorModel(
+        version, heads, scaler, geometry, tuple(metadata["scales"]), metadata["threshold"], metadata
+    )
+
+
+def locate_image(
+    model: LocatorModel,
+    encoder: Encoder,
+    image: Image.Image,
+    *,
+    scales: Sequence[int] | None = None,
+) -> LocatedBox:
+    """The box of one decoded photo (the query path: no storage, no workers).
+
+    ``scales``: the input sides to look at (default: the model's, as trained); the heads
+    are the same at every scale, so a subset is a cheaper query-time choice."""
+    maps = []
+    with torch.inference_mode():
+        for side in model.scales if scales is None else scales:
+            pixels, _ = whole_pixels(image, side=side, multiple=model.geometry.stride)
+            scale_xy = (pixels.shape[2] / image.width, pixels.shape[1] / image.height)
+            fmap = encoder.encode_maps(pixels.unsqueeze(0).to(encoder.device)).float().cpu()
+            maps.append((fmap, scale_xy))
+    return model.locate(maps, image.size)
+
+
+# -- located boxes for the catalog -----------------------------------------------------------
+
+
+def boxes_prefix(version: str) -> str:
+    return f"boxes/{version}/"
+
+
+@dataclass(frozen=True)
+class LocateShard:
+    shard_id: str
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class LocatePlan:
+    prefix: str
+    plan_key: str | None
+    shards: tuple[LocateShard, ...]
+    images: int
+    already_located: int
+
+    def shard_key(self, shard: LocateShard) -> str:
+        return f"{self.prefix}part-{shard.shard_id}.parquet"
+
+    @property
+    def to_locate(self) -> int:
+        return sum(s.stop - s.start for s in self.shards)
+
+
+def _parts(store: Store, prefix: str) -> list[str]:
+    return [
+        info.key
+        for info in store.list(prefix)
+        if info.key.rsplit("/", 1)[-1].startswith("part-") and info.key.endswith(".parquet")
+    ]
+
+
+def plan_locate(store: Store, model: LocatorModel, *, shard_size: int = 256) -> LocatePlan:
+    """Catalog images (status ok) without a box for this locator version and these bytes."""
+    manifest = read_manifest(store)
+    if manifest is None:
+        raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
+    prefix = boxes_prefix(model.version)
+    usable = usable_rows(manifest)
+    done = {
+        (r["image_id"], r["sha256"])
+        for key in _parts(store, prefix)
+        for r in store.read_parquet(key, ["image_id", "sha256"]).to_pylist()
+    }
+    rows = sorted(
+        (
+            r
+            for r in usable.select(
+                ["image_id", "sha256", "source_uri", "width", "height"]
+            ).to_pylist()
+            if (r["image_id"], r["sha256"]) not in done
+        ),
+        key=lambda r: r["image_id"],
+    )
+    if not rows:
+        return LocatePlan(prefix, None, (), usable.num_rows, usable.num_rows)
+    work = pa.Table.from_pylist(rows)
+    salt = json.dumps([model.version, [(r["image_id"], r["sha256"]) for r in rows]])
+    plan_key = f"{prefix}_plans/{hashlib.sha256(salt.encode()).hexdigest()[:24]}.parquet"
+    if not store.exists(plan_key):
+        store.write_parquet(plan_key, work)
+    shards = []
+    for start in range(0, len(rows), shard_size):
+        part = rows[start : start + shard_size]
+        ident = json.dumps([model.version, [(r["image_id"], r["sha256"]) for r in part]])
+        shards.append(
+            LocateShard(hashlib.sha256(ident.encode()).hexdigest()[:24], start, start + len(part))
+        )
+    return LocatePlan(prefix, plan_key, tuple(shards), usable.num_rows, usable.num_rows - len(rows))
+
+
+def locate_shard(
+    store: Store,
+    runtime: EncodingRuntime,
+    model: LocatorModel,
+    plan: LocatePlan,
+    shard: LocateShard,
+    *,
+    on_image: Callable[[int], None] | None = None,
+) -> dict[str, object]:
+    """Encode each image whole at every scale (the encoding runtime's whole-image mode),
+    apply the heads, write one part atomically. An existing part is skipped."""
+    key = plan.shard_key(shard)
+    if store.exists(key):
+        return {"key": key, "skipped": True, "located": 0, "fallback": 0, "rejected": 0}
+    rows = store.read_parquet(plan.plan_key).slice(shard.start, shard.stop - shard.start)
+    requests = [
+        CropRequest(
+            r["image_id"], r["sha256"], r["source_uri"], r["width"], r["height"], whole_side=side
+        )
+        for r in rows.to_pylist()
+        for side in model.scales
+    ]
+    pending: dict[str, list] = {}
+    out: list[dict[str, object]] = []
+
+    def finish(request: CropRequest, reason: str | None = None, detail: str | None = None):
+        maps = pending.pop(request.image_id, [])
+        row = {"image_id": request.image_id, "sha256": request.sha256}
+        if reason is None:
+            located = model.locate(maps, (request.width, request.height))
+            row |= {
+                "box": list(located.box),
+                "score": located.score,
+                "positions_kept": located.positions_kept,
+                "fallback": located.fallback,
+            }
+        else:
+            row |= {"box": None, "score": None, "positions_kept": 0, "fallback": None}
+        out.append({**row, "reason": reason, "detail": detail, "locator_version": model.version})
+        if on_image:
+            on_image(1)
+
+    rejected: set[str] = set()
+    for batch in runtime.stream(requests):
+        for request, fmap in zip(batch.requests, batch.maps, strict=True):
+            if request.image_id in rejected:
+                continue
+            width, height = request.whole_size(model.geometry.stride)
+            scale = (width / request.width, height / request.height)
+            pending.setdefault(request.image_id, []).append((torch.from_numpy(fmap), scale))
+            if len(pending[request.image_id]) == len(model.scales):
+                finish(request)
+        for request, reason, detail in batch.rejects:
+            if request.image_id not in rejected:
+                rejected.add(request.image_id)
+                finish(request, reason, detail)
+    table = pa.Table.from_pylist(out, schema=_BOX_SCHEMA)
+    store.write_parquet(key, table)
+    valid = [r for r in out if r["reason"] is None]
+    return {
+        "key": key,
+        "skipped": False,
+        "located": len(valid),
+        "fallback": sum(bool(r["fallback"]) for r in valid),
+        "rejected": len(out) - len(valid),
+    }
+
+
+def read_boxes(store: Store, version: str, *, current_only: bool = True) -> pd.DataFrame:
+    """Located boxes of one locator version as image_id, sha256, left…bottom, score,
+    positions_kept, fallback (rejects excluded; only images still in the catalog)."""
+    keys = _parts(store, boxes_prefix(version))
+    columns = ["image_id", "sha256", "left", "top", "right", "bottom", "score"]
+    if not keys:
+        return pd.DataFrame(columns=[*columns, "positions_kept", "fallback"])
+    table = pa.concat_tables(store.read_parquet(k) for k in keys)
+    frame = table.filter(pc.is_null(table["reason"])).to_pandas()
+    boxes = np.stack(frame["box"].to_numpy()) if len(frame) else np.zeros((0, 4))
+    frame[["left", "top", "right", "bottom"]] = boxes.astype(int)
+    if current_only:
+        manifest = read_manifest(store)
+        if manifest is not None:
+            ok = usable_rows(manifest).select(["image_id", "sha256"])
+            frame = frame.merge(ok.to_pandas(), on=["image_id", "sha256"])
+    return frame[[*columns, "positions_kept", "fallback"]].sort_values("image_id")
+
+
+def latest_boxes(store: Store) -> pd.DataFrame | None:
+    """Boxes of the current locator, or None when there is none (later stages then use the
+    whole image)."""
+    version = store.read_pointer(LOCATOR_CURRENT)
+    return None if version is None else read_boxes(store, version)

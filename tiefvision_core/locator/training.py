@@ -1,0 +1,221 @@
+"""Training the locator heads on whole-image maps, densely, with early stopping.
+
+Every head position of a stored map is a training window (OverFeat's efficient sliding):
+one forward pass over a photo's map scores all its windows, and the loss is taken where
+the window has a label. Background outnumbers foreground, so the classifier loss weighs
+foreground by the training ratio (balanced in expectation); the regression loss counts
+foreground windows only — a background window has no box to predict.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from tiefvision_core.locator.crops import MapSample
+from tiefvision_core.locator.model import LocatorHeads, TargetScaler
+
+__all__ = ["EpochMetrics", "TrainConfig", "TrainedLocator", "train_heads"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters; saved with the model."""
+
+    max_epochs: int = 40
+    patience: int = 6
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    reduced: int = 64
+    hidden: int = 128
+    dropout: float = 0.2
+    regression_weight: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float  # balanced accuracy of P(object) ≥ 0.5 over labelled test windows
+    test_box_error: float  # mean |target error| over test foreground windows, in window sizes
+    seconds: float
+
+
+@dataclass
+class TrainedLocator:
+    heads: LocatorHeads
+    scaler: TargetScaler
+    history: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    positive_weight: float = 1.0
+
+    def metrics(self) -> list[dict[str, float]]:
+        return [asdict(m) for m in self.history]
+
+
+def _channel_stats(samples: Sequence[MapSample]) -> tuple[torch.Tensor, torch.Tensor]:
+    total = None
+    squares = None
+    count = 0
+    for s in samples:
+        x = s.maps.float().flatten(1)
+        total = x.sum(1) if total is None else total + x.sum(1)
+        squares = (x * x).sum(1) if squares is None else squares + (x * x).sum(1)
+        count += x.shape[1]
+    mean = total / count
+    return mean, (squares / count - mean * mean).clamp_min(0).sqrt()
+
+
+def _batches(samples: Sequence[MapSample], size: int, rng: random.Random) -> list[list]:
+    """Mini-batches of same-shape maps (stackable), shuffled."""
+    by_shape: dict[tuple, list[MapSample]] = {}
+    for s in samples:
+        by_shape.setdefault(tuple(s.maps.shape), []).append(s)
+    batches = []
+    for group in by_shape.values():
+        group = list(group)
+        rng.shuffle(group)
+        batches += [group[i : i + size] for i in range(0, len(group), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class _Loss:
+    def __init__(self, scaler: TargetScaler, positive_weight: float, regression_weight: float):
+        self.mean = torch.tensor(scaler.mean, dtype=torch.float32)
+        self.std = torch.tensor(scaler.std, dtype=torch.float32)
+        self.positive_weight = torch.tensor(positive_weight)
+        self.regression_weight = regression_weight
+
+    def __call__(self, heads: LocatorHeads, batch: list[MapSample], device: torch.device):
+        maps = torch.stack([s.maps for s in batch]).to(device).float()
+        labels = torch.stack([s.labels for s in batch]).to(device)
+        targets = torch.stack([s.targets for s in batch]).to(device)
+        logits, predicted = heads(maps)
+        labelled = labels >= 0
+        foreground = labels == 1
+        cls = nn.functional.binary_cross_entropy_with_logits(
+            logits[labelled],
+            labels[labelled].float(),
+            pos_weight=self.positive_weight.to(device),
+            reduction="sum",
+        )
+        reg = torch.zeros((), device=device)
+        if foreground.any():
+            wanted = (targets[foreground] - self.mean.to(device)) / self.std.to(device)
+            got = predicted.permute(0, 2, 3, 1)[foreground]
+            reg = nn.functional.smooth_l1_loss(got, wanted, reduction="sum")
+        n = labelled.sum().clamp_min(1)
+        return (cls + self.regression_weight * reg) / n, logits, predicted
+
+
+@torch.no_grad()
+def _evaluate(heads, loss: _Loss, samples, device, batch_size) -> tuple[float, float, float]:
+    heads.eval()
+    total, windows = 0.0, 0
+    hits = {0: [0, 0], 1: [0, 0]}  # label → [correct, count]
+    box_error, fg = 0.0, 0
+    for batch in _batches(samples, batch_size, random.Random(0)):
+        value, logits, predicted = loss(heads, batch, device)
+        labels = torch.stack([s.labels for s in batch]).to(device)
+        n = int((labels >= 0).sum())
+        total += float(value) * n
+        windows += n
+        for label in (0, 1):
+            mask = labels == label
+            hits[label][0] += int(((logits[mask] >= 0) == bool(label)).sum())
+            hits[label][1] += int(mask.sum())
+        mask = labels == 1
+        if mask.any():
+            targets = torch.stack([s.targets for s in batch]).to(device)[mask]
+            restored = predicted.permute(0, 2, 3, 1)[mask] * loss.std.to(device) + loss.mean.to(
+                device
+            )
+            box_error += float((restored - targets).abs().mean(1).sum())
+            fg += int(mask.sum())
+    accuracy = np.mean([c / n for c, n in hits.values() if n]) if windows else 0.0
+    return total / max(windows, 1), float(accuracy), box_error / max(fg, 1)
+
+
+def train_heads(
+    train: Sequence[MapSample],
+    test: Sequence[MapSample],
+    *,
+    kernel: tuple[int, int],
+    config: TrainConfig | None = None,
+    device: torch.device | str = "cpu",
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+) -> TrainedLocator:
+    """Fit classifier and regressor heads; keep the weights of the best test-loss epoch and
+    stop after ``patience`` epochs without improvement."""
+    config = config or TrainConfig()
+    device = torch.device(device)
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    fg_targets = torch.cat([s.targets[s.labels == 1] for s in train])
+    scaler = TargetScaler.fit(fg_targets.numpy())
+    n_fg = sum(int((s.labels == 1).sum()) for s in train)
+    n_bg = sum(int((s.labels == 0).sum()) for s in train)
+    if n_fg == 0 or n_bg == 0:
+        raise ValueError(
+            f"the training windows have {n_fg} foreground and {n_bg} background examples; "
+            "both are needed (check the boxes and the scales)"
+        )
+    channels = int(train[0].maps.shape[0])
+    heads = LocatorHeads(
+        channels, kernel, reduced=config.reduced, hidden=config.hidden, dropout=config.dropout
+    )
+    heads.set_channel_stats(*_channel_stats(train))
+    heads.to(device)
+    loss = _Loss(scaler, n_bg / n_fg, config.regression_weight)
+    optimiser = torch.optim.AdamW(
+        heads.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    result = TrainedLocator(heads, scaler, positive_weight=n_bg / n_fg)
+    best_loss, best_state = float("inf"), copy.deepcopy(heads.state_dict())
+    for epoch in range(1, config.max_epochs + 1):
+        started = time.perf_counter()
+        heads.train()
+        running, seen = 0.0, 0
+        for batch in _batches(train, config.batch_size, rng):
+            optimiser.zero_grad(set_to_none=True)
+            value, _, _ = loss(heads, batch, device)
+            value.backward()
+            optimiser.step()
+            running += float(value.detach()) * len(batch)
+            seen += len(batch)
+        test_loss, accuracy, box_error = _evaluate(heads, loss, test, device, config.batch_size)
+        metrics = EpochMetrics(
+            epoch,
+            round(running / max(seen, 1), 5),
+            round(test_loss, 5),
+            round(accuracy, 4),
+            round(box_error, 4),
+            round(time.perf_counter() - started, 2),
+        )
+        result.history.append(metrics)
+        if on_epoch:
+            on_epoch(metrics)
+        if test_loss < best_loss:
+            best_loss, best_state, result.best_epoch = (
+                test_loss,
+                copy.deepcopy(heads.state_dict()),
+                epoch,
+            )
+        elif epoch - result.best_epoch >= config.patience:
+            result.stopped_early = True
+            break
+    heads.load_state_dict(best_state)
+    heads.eval()
+    return result

@@ -1,0 +1,287 @@
+"""One Deep Ranking run over the catalog's box-crop encodings, and the models it saves.
+
+Layout::
+
+    models/similarity/<version>/weights.pt      ProjectionNet state dict
+    models/similarity/<version>/metadata.json   encoder version, triplet sources, split,
+                                                config, per-epoch metrics, evaluation
+    models/similarity/<version>/loss-curves.png
+    models/similarity/CURRENT                   switched after the files are written
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+import torch
+
+from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.encoders import Encoder
+from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
+from tiefvision_core.errors import IncompatibleModel, InputError
+from tiefvision_core.similarity.deep_ranking import (
+    DeepRankingConfig,
+    EpochReport,
+    ProjectionNet,
+    fit_held_out,
+    held_out_split,
+)
+from tiefvision_core.similarity.unsupervised import similarity_grid
+from tiefvision_core.storage.stores import Store
+
+__all__ = ["SimilarityRun", "fit_similarity", "load_projection", "projected_maps"]
+
+PREFIX = "models/similarity/"
+CURRENT = PREFIX + "CURRENT"
+
+
+@dataclass(frozen=True)
+class SimilarityRun:
+    version: str
+    train_products: int
+    test_products: int
+    test_triplets: int
+    annotated_triplets: dict[str, int]
+    unsupervised_accuracy: float
+    supervised_accuracy: float
+    unsupervised_map10: float
+    supervised_map10: float
+    best_epoch: int
+    epochs: int
+    metrics: list[dict[str, float]]
+    model_uri: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _encodings(store: Store, encoder: Encoder):
+    table = read_encodings(store, encoder.name, encoder.version, kind="box")
+    if table.num_rows == 0:
+        raise InputError("no box-crop encodings yet: run `tiefvision rebuild-index` first")
+    plain = table.filter(pc.invert(table["flipped"]))
+    mirrored = table.filter(table["flipped"])
+    ids = plain["image_id"].to_pylist()
+    maps = similarity_grid(vectors_as_maps(plain))
+    flipped = None
+    if mirrored.num_rows:
+        order = {image_id: i for i, image_id in enumerate(mirrored["image_id"].to_pylist())}
+        if all(i in order for i in ids):
+            all_flipped = similarity_grid(vectors_as_maps(mirrored))
+            flipped = all_flipped[[order[i] for i in ids]]
+    return ids, maps, flipped
+
+
+def _index_neighbours(
+    store: Store, encoder: Encoder, ids: list[str], dimension: int
+) -> Callable[[np.ndarray, int], np.ndarray] | None:
+    """The current unsupervised index as a neighbour search over the training rows (its
+    rows renumbered to ``ids``; rows it lacks are dropped), when it holds this encoder's
+    vectors on the same similarity grid; else None (the rows are scanned exactly)."""
+    from tiefvision_core.index.versions import open_index, space_prefix
+
+    if store.read_pointer(space_prefix("unsupervised") + "CURRENT") is None:
+        return None
+    opened = open_index(store, "unsupervised")
+    source = opened.metadata.get("source", {})
+    stored_dimension = opened.index.vectors.shape[1]
+    if source.get("encoder_version") != encoder.version or stored_dimension != dimension:
+        return None
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    to_row = np.array([position.get(i, -1) for i in opened.ids["image_id"]], np.int64)
+
+    def neighbours(queries: np.ndarray, k: int) -> np.ndarray:
+        _, rows = opened.index.search(queries, k)
+        return np.where(rows >= 0, to_row[np.maximum(rows, 0)], -1)
+
+    return neighbours
+
+
+def _labels(store: Store, ids: list[str]) -> np.ndarray:
+    manifest = read_manifest(store)
+    if manifest is None or "product_id" not in manifest.column_names:
+        raise InputError(
+            "Deep Ranking needs same-product ground truth: ingest with `--metadata FILE` "
+            "holding a product_id column (annotated triplets alone are not enough yet)"
+        )
+    products = dict(
+        zip(manifest["image_id"].to_pylist(), manifest["product_id"].to_pylist(), strict=True)
+    )
+    return np.array([str(products.get(i) or f"unlabelled:{i}") for i in ids])
+
+
+def _annotated(triplets: pd.DataFrame | None, rows: dict[str, int], split: np.ndarray):
+    """Annotated triplets whose three photos are on one side of the split."""
+    train, test, dropped = [], [], 0
+    for r in [] if triplets is None else triplets.itertuples():
+        ids = (r.reference, r.positive, r.negative)
+        if not all(i in rows for i in ids):
+            dropped += 1
+            continue
+        triple = tuple(rows[i] for i in ids)
+        sides = {bool(split[t]) for t in triple}
+        if sides == {False}:
+            train.append(triple)
+        elif sides == {True}:
+            test.append(triple)
+        else:
+            dropped += 1
+    return train, test, dropped
+
+
+def _curves_png(history: list[EpochReport], before: float) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
+    epochs = [e.epoch for e in history]
+    left.plot(epochs, [e.train_loss for e in history], label="train")
+    left.plot(epochs, [e.test_loss for e in history], label="held-out")
+    left.set_xlabel("epoch")
+    left.set_ylabel("hinge loss")
+    left.legend()
+    right.plot(epochs, [e.test_accuracy for e in history], label="supervised")
+    right.axhline(before, color="grey", linestyle=":", label="unsupervised")
+    right.set_xlabel("epoch")
+    right.set_ylabel("held-out triplet accuracy")
+    right.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+@torch.no_grad()
+def projected_maps(net: ProjectionNet, maps: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Maps through the projection (the supervised space's grid encodings)."""
+    net.eval()
+    out = [
+        net(torch.from_numpy(np.asarray(maps[i : i + batch], np.float32))).numpy()
+        for i in range(0, len(maps), batch)
+    ]
+    return np.concatenate(out) if out else np.asarray(maps, np.float32)
+
+
+def fit_similarity(
+    store: Store,
+    encoder: Encoder,
+    *,
+    triplets: pd.DataFrame | None = None,
+    snapshot: dict[str, object] | None = None,
+    config: DeepRankingConfig | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> SimilarityRun:
+    """Train the projection on the catalog's box crops; save it and switch CURRENT."""
+    config = config or DeepRankingConfig()
+    ids, maps, flipped = _encodings(store, encoder)
+    labels = _labels(store, ids)
+    try:
+        split = held_out_split(labels, config)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    held_out = set(labels[split])
+    rows = {image_id: i for i, image_id in enumerate(ids)}
+    extra_train, extra_test, dropped = _annotated(triplets, rows, split)
+    dimension = maps.shape[1] * maps.shape[2] * maps.shape[3]
+    fit = fit_held_out(
+        maps,
+        labels,
+        split,
+        flipped=flipped,
+        config=config,
+        neighbours=_index_neighbours(store, encoder, ids, dimension),
+        extra_train=extra_train,
+        extra_test=extra_test,
+        on_epoch=on_epoch,
+    )
+    trained, test_triplets = fit.trained, fit.test_triplets
+    unsupervised_map, supervised_map = fit.unsupervised_map10, fit.supervised_map10
+
+    buffer = io.BytesIO()
+    torch.save(trained.net.state_dict(), buffer)
+    weights = buffer.getvalue()
+    version = (
+        f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{hashlib.sha256(weights).hexdigest()[:8]}"
+    )
+    prefix = f"{PREFIX}{version}/"
+    metadata = {
+        "version": version,
+        "encoder": encoder.name,
+        "encoder_version": encoder.version,
+        "channels": int(maps.shape[1]),
+        "similarity_grid": [int(maps.shape[2]), int(maps.shape[3])],
+        "annotations": snapshot,
+        "triplets": {
+            "annotated_train": len(extra_train),
+            "annotated_test": len(extra_test),
+            "annotated_dropped": dropped,
+            "test": len(test_triplets),
+        },
+        "held_out_products": sorted(held_out),
+        "config": asdict(config),
+        "metrics": trained.metrics(),
+        "best_epoch": trained.best_epoch,
+        "evaluation": {
+            "held_out_triplet_accuracy": {
+                "unsupervised": trained.unsupervised_accuracy,
+                "supervised": trained.best_accuracy,
+            },
+            "held_out_map_at_10": {
+                "unsupervised": unsupervised_map,
+                "supervised": supervised_map,
+            },
+        },
+    }
+    store.put_bytes(
+        prefix + "loss-curves.png", _curves_png(trained.history, trained.unsupervised_accuracy)
+    )
+    store.put_bytes(prefix + "weights.pt", weights)
+    store.put_bytes(prefix + "metadata.json", json.dumps(metadata, indent=1).encode())
+    store.publish_pointer(CURRENT, version)
+    return SimilarityRun(
+        version=version,
+        train_products=len(set(labels[~split])),
+        test_products=len(held_out),
+        test_triplets=len(test_triplets),
+        annotated_triplets=metadata["triplets"],
+        unsupervised_accuracy=trained.unsupervised_accuracy,
+        supervised_accuracy=trained.best_accuracy,
+        unsupervised_map10=unsupervised_map,
+        supervised_map10=supervised_map,
+        best_epoch=trained.best_epoch,
+        epochs=len(trained.history),
+        metrics=trained.metrics(),
+        model_uri=store.uri(prefix),
+    )
+
+
+def load_projection(store: Store, encoder_version: str, version: str | None = None):
+    """(net, metadata) of the current (or a named) similarity model; refuses one trained on
+    another encoder version."""
+    version = version or store.read_pointer(CURRENT)
+    if version is None:
+        raise InputError("no similarity model yet: run `tiefvision train-triplets` first")
+    metadata = json.loads(store.get_bytes(f"{PREFIX}{version}/metadata.json"))
+    if metadata["encoder_version"] != encoder_version:
+        raise IncompatibleModel(
+            f"similarity model {version} was trained on {metadata['encoder_version']}, "
+            f"but {encoder_version} was requested; retrain with `tiefvision train-triplets`"
+        )
+    net = ProjectionNet(metadata["channels"])
+    state = torch.load(
+        io.BytesIO(store.get_bytes(f"{PREFIX}{version}/weights.pt")), weights_only=True
+    )
+    net.load_state_dict(state)
+    net.eval()
+    return net, metadata
