@@ -8,6 +8,9 @@
 (``resnet50``, ``convnext_tiny`` …) works too, with weights from the torch hub cache.
 """
 
+# The families register themselves on import (as torchvision's models do): the registry is
+# full once this package is imported, and ``_api`` never imports a family back.
+from tiefvision_core.encoders import efficientnet_lite, torchvision_backbones  # noqa: F401
 from tiefvision_core.encoders._api import (
     Encoder,
     EncoderGeometry,
@@ -16,6 +19,7 @@ from tiefvision_core.encoders._api import (
     get_encoder,
     list_encoders,
     register_encoder,
+    register_encoder_family,
 )
 
 __all__ = [
@@ -26,4 +30,5 @@ __all__ = [
     "get_encoder",
     "list_encoders",
     "register_encoder",
+    "register_encoder_family",
 ]

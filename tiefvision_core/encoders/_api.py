@@ -180,11 +180,18 @@ def file_digest(path: str) -> str:
 
 
 EncoderBuilder = Callable[[WeightsArg], Encoder]
+#: A family of encoders too large to list (every torchvision classifier): name → its
+#: builder, or None when the name is not one of the family's.
+EncoderFamily = Callable[[str], EncoderBuilder | None]
 _REGISTRY: dict[str, EncoderBuilder] = {}
+_FAMILIES: list[EncoderFamily] = []
 
 
 def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
-    """Decorator: make ``builder(weights) -> Encoder`` available as ``get_encoder(name)``."""
+    """Decorator: make ``builder(weights) -> Encoder`` available as ``get_encoder(name)``.
+
+    The family modules use it at import time; ``tiefvision_core.encoders`` imports them
+    (as torchvision's ``models/__init__`` does), so this module never imports them back."""
 
     def wrap(builder: EncoderBuilder) -> EncoderBuilder:
         if name in _REGISTRY:
@@ -195,9 +202,15 @@ def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
     return wrap
 
 
+def register_encoder_family(family: EncoderFamily) -> EncoderFamily:
+    """Decorator: ask ``family(name)`` for a builder when no encoder of that name is
+    registered (asked in registration order, after the registry)."""
+    _FAMILIES.append(family)
+    return family
+
+
 def list_encoders() -> list[str]:
     """Names with a dedicated builder; any torchvision classification model also works."""
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
@@ -208,23 +221,14 @@ def get_encoder(name: str, weights: WeightsArg = "default") -> Encoder:
     ``"none"`` (random, seeded: an explicit choice, e.g. for tests and baselines), a
     torchvision weights name such as ``"IMAGENET1K_V1"``, or a path to a ``.pth`` file.
     """
-    _load_builtin()
     builder = _REGISTRY.get(name)
+    for family in _FAMILIES if builder is None else ():
+        builder = family(name)
+        if builder is not None:
+            break
     if builder is None:
-        from tiefvision_core.encoders.torchvision_backbones import (
-            is_torchvision_classifier,
-            torchvision_backbone,
+        raise ConfigError(
+            f"unknown encoder {name!r}: choose one of {', '.join(list_encoders())}, "
+            "or any torchvision classification model name (e.g. resnet50)"
         )
-
-        if not is_torchvision_classifier(name):
-            raise ConfigError(
-                f"unknown encoder {name!r}: choose one of {', '.join(list_encoders())}, "
-                "or any torchvision classification model name (e.g. resnet50)"
-            )
-        return torchvision_backbone(name, weights)
     return builder(weights)
-
-
-def _load_builtin() -> None:
-    """Import the modules whose decorators fill the registry (lazily: torch is heavy)."""
-    from tiefvision_core.encoders import efficientnet_lite, torchvision_backbones  # noqa: F401

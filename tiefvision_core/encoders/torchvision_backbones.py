@@ -16,6 +16,7 @@ from torch import nn
 from tiefvision_core.encoders._api import (
     IMAGENET,
     Encoder,
+    EncoderBuilder,
     EncoderGeometry,
     Preprocessing,
     WeightsArg,
@@ -23,11 +24,17 @@ from tiefvision_core.encoders._api import (
     encoder_version,
     file_digest,
     register_encoder,
+    register_encoder_family,
 )
 from tiefvision_core.encoders.geometry import GeometryKey, encoder_geometry
 from tiefvision_core.errors import ConfigError, WeightsNotFound
 
-__all__ = ["build_alexnet", "hub_checkpoint_path", "is_torchvision_classifier"]
+__all__ = [
+    "build_alexnet",
+    "hub_checkpoint_path",
+    "is_torchvision_classifier",
+    "torchvision_classifier",
+]
 
 
 def is_torchvision_classifier(name: str) -> bool:
@@ -152,3 +159,11 @@ def torchvision_backbone(name: str, weights: WeightsArg = "default", variant: st
 def build_alexnet(weights: WeightsArg = "default") -> Encoder:
     """AlexNet's convolutional part, last max-pool at stride 1: 256 channels, stride 16."""
     return torchvision_backbone("alexnet", weights, variant="pool5-stride1")
+
+
+@register_encoder_family
+def torchvision_classifier(name: str) -> EncoderBuilder | None:
+    """Any other torchvision classification model by its name (``resnet50`` …)."""
+    if not is_torchvision_classifier(name):
+        return None
+    return lambda weights: torchvision_backbone(name, weights)
