@@ -1,61 +1,53 @@
-"""The Prefect server side of the command line: setup, deployment runs, a deploy-time step.
+"""The one client of a configured Prefect server, shared by the CLI and the web service.
 
 Why a module of its own: these are the only places that talk to a *configured* Prefect
-server (``PREFECT_API_URL``) instead of running flows in-process, and each failure a user
-can meet here (no server set, server down, unknown deployment, wrong parameter) must
-become one line saying what to do. Pure logic (names, parameters, job templates) is in
-:mod:`tiefvision_core.deployments`.
+server (``PREFECT_API_URL``) instead of running flows in-process. Each failure a caller can
+meet here has its own type, so the CLI turns it into one line and an exit code and the web
+service into an HTTP status, both by type and never by the message's wording:
+
+- :class:`PrefectUnavailable`: no server set, or the server does not answer;
+- :class:`DeploymentNotFound`: no (runnable) deployment of that name;
+- :class:`~tiefvision_core.errors.ConfigError`: parameters the deployment does not take.
+
+Pure logic (names, parameters, job templates) is in :mod:`tiefvision_core.deployments`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from tiefvision_core.deployments import (
-    check_parameters,
-    cpu_pool_template,
-    gpu_pool_template,
-    parse_parameters,
-    pick_deployment,
-    values_from_environment,
-)
+from tiefvision_core.deployments import check_parameters, pick_deployment, typed_parameters
 from tiefvision_core.errors import ConfigError, InputError
 
 __all__ = [
-    "CPU_POOL",
-    "CREDENTIALS_BLOCK",
-    "GPU_POOL",
-    "RESULTS_BLOCK",
-    "environment",
-    "setup_prefect",
+    "DeploymentNotFound",
+    "PrefectUnavailable",
+    "TriggeredRun",
+    "deployment_names",
+    "find_deployment",
+    "flow_names",
+    "result_of",
+    "server",
     "trigger",
+    "validate_parameters",
 ]
 
-CPU_POOL = "tiefvision-cpu"
-GPU_POOL = "tiefvision-gpu"
-CREDENTIALS_BLOCK = "tiefvision-s3"
-RESULTS_BLOCK = "tiefvision-results"
-#: The pools' default run environment: flow results go to the S3 bucket block.
-RESULT_ENV = {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"s3-bucket/{RESULTS_BLOCK}"}
+
+class PrefectUnavailable(ConfigError):
+    """No Prefect server is configured, or the configured one does not answer."""
 
 
-def environment(**spec: Mapping[str, str]) -> dict[str, str]:
-    """prefect.yaml build step: values from the deployer's environment, with defaults.
-
-    Used as ``tiefvision_cli.orchestration.environment`` (``id: nightly``) so the file can
-    say ``cron: "{{ nightly.cron }}"`` and still deploy when the variable is unset.
-    """
-    return values_from_environment(spec, os.environ)
+class DeploymentNotFound(InputError):
+    """No deployment of that name (or several) on the server, or one that cannot run."""
 
 
 @contextmanager
-def _server() -> Iterator[Any]:
-    """A client of the configured Prefect server, checked to answer.
+def server() -> Iterator[Any]:
+    """A (sync) client of the configured Prefect server, checked to answer.
 
     Without ``PREFECT_API_URL`` Prefect would quietly start a throw-away in-process server,
     where no deployment exists: refuse instead.
@@ -65,137 +57,78 @@ def _server() -> Iterator[Any]:
 
     url = get_current_settings().api.url
     if not url:
-        raise ConfigError(
+        raise PrefectUnavailable(
             "PREFECT_API_URL is not set: point it at your Prefect server, e.g. "
             "export PREFECT_API_URL=http://127.0.0.1:4200/api (`prefect server start` runs one)"
         )
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
         if problem is not None:
-            raise ConfigError(
+            raise PrefectUnavailable(
                 f"the Prefect server at {url} does not answer ({type(problem).__name__}): "
                 "start it (`prefect server start`) or fix PREFECT_API_URL"
             )
         yield client
 
 
-# -- setup ----------------------------------------------------------------------------------
-def _save_result_storage(bucket: str, folder: str, endpoint: str | None) -> str:
-    """The ``S3Bucket`` block (with its ``AwsCredentials``) results are written to."""
-    from prefect_aws import AwsCredentials, S3Bucket
-    from prefect_aws.client_parameters import AwsClientParameters
-
-    from tiefvision_core.config import load_settings
-    from tiefvision_core.storage.stores import open_store
-
-    settings = load_settings(s3_endpoint_url=endpoint)
-    # Fail here, not in the first nightly run: the bucket must exist and let us in.
-    open_store(f"s3://{bucket}/{folder}", settings)
-    key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
-    credentials = AwsCredentials(
-        aws_access_key_id=key_id.get_secret_value() if key_id else None,
-        aws_secret_access_key=secret,
-        region_name=settings.aws_region,
-        aws_client_parameters=AwsClientParameters(endpoint_url=settings.s3_endpoint_url),
-    )
-    credentials.save(CREDENTIALS_BLOCK, overwrite=True)
-    S3Bucket(bucket_name=bucket, bucket_folder=folder, credentials=credentials).save(
-        RESULTS_BLOCK, overwrite=True
-    )
-    where = settings.s3_endpoint_url or "AWS"
-    return f"s3://{bucket}/{folder} on {where}"
+# -- names ----------------------------------------------------------------------------------
+def deployment_names(
+    client: Any, more_flow_ids: Sequence[Any] = ()
+) -> tuple[dict[str, Any], dict[Any, str]]:
+    """Every deployment on the server by its full ``flow/deployment`` name, and the names of
+    their flows and of ``more_flow_ids`` (flow id → name), read in one request."""
+    deployments = client.read_deployments(limit=200)
+    names = flow_names(client, [*(d.flow_id for d in deployments), *more_flow_ids])
+    named = {f"{names.get(d.flow_id, '?')}/{d.name}": d for d in deployments}
+    return named, names
 
 
-def _put_pool(client: Any, name: str, kind: str, template: dict[str, Any], description: str) -> str:
-    """Create the pool, or update the template and description of an existing one (its
-    pause state and concurrency limit stay as the operator left them)."""
-    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-    from prefect.exceptions import ObjectAlreadyExists
+def flow_names(client: Any, flow_ids: Sequence[Any]) -> dict[Any, str]:
+    """Flow id → flow name, in one request."""
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterId
 
-    try:
-        client.create_work_pool(
-            WorkPoolCreate(
-                name=name, type=kind, base_job_template=template, description=description
-            )
-        )
-        return "created"
-    except ObjectAlreadyExists:
-        existing = client.read_work_pool(name)
-        if existing.type != kind:
-            raise ConfigError(
-                f"work pool {name} exists with type {existing.type}, not {kind}: delete it "
-                f"(`prefect work-pool delete {name}`) and run setup-prefect again"
-            ) from None
-        client.update_work_pool(
-            name, WorkPoolUpdate(base_job_template=template, description=description)
-        )
-        return "updated"
+    ids = list(set(flow_ids))
+    flows = client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=ids))) if ids else []
+    return {flow.id: flow.name for flow in flows}
 
 
-def _default_template(client: Any, collection: str, kind: str) -> dict[str, Any]:
-    """A worker type's default job template, as the server knows it (bundled offline)."""
-    metadata = client.read_worker_metadata()
-    return metadata[collection][kind]["default_base_job_configuration"]
+def find_deployment(client: Any, name: str) -> tuple[str, Any]:
+    """The full name and the deployment ``name`` means (``reindex`` → ``reindex/nightly``).
 
-
-GPU_POOL_TYPES = ("kubernetes", "process")
-
-
-def setup_prefect(
-    *,
-    bucket: str,
-    folder: str = "prefect-results",
-    endpoint: str | None = None,
-    gpu_pool_type: str = "kubernetes",
-    gpu_image: str = "tiefvision:gpu",
-    namespace: str = "tiefvision",
-) -> dict[str, str]:
-    """Result storage blocks and both work pools on the configured server (idempotent).
-
-    The GPU pool is Kubernetes by default (one job per flow run, requesting a GPU); with
-    ``gpu_pool_type="process"`` it is a process pool for a worker that runs on a GPU host
-    itself (infra/compose.yaml's ``worker-gpu``).
+    Raises :class:`DeploymentNotFound` saying what is deployed when nothing, or more than
+    one, matches, and when the deployment has no work pool to run on.
     """
-    if gpu_pool_type not in GPU_POOL_TYPES:
-        raise ConfigError(f"--gpu-pool-type {gpu_pool_type!r}: choose kubernetes or process")
-    with _server() as client:
-        done = {"result_storage": _save_result_storage(bucket, folder, endpoint)}
-        process = _default_template(client, "prefect", "process")
-        done[CPU_POOL] = _put_pool(
-            client,
-            CPU_POOL,
-            "process",
-            cpu_pool_template(process, RESULT_ENV),
-            "TiefVision CPU stages (ingest, rebuild-index, nightly reindex): each flow run is "
-            "a process that inherits the worker's environment (store URL, credentials).",
-        )
-        if gpu_pool_type == "process":
-            gpu = cpu_pool_template(process, RESULT_ENV)
-        else:
-            gpu = gpu_pool_template(
-                _default_template(client, "prefect-kubernetes", "kubernetes"),
-                RESULT_ENV,
-                image=gpu_image,
-                namespace=namespace,
-                config_map="tiefvision-env",
-                secret="tiefvision-credentials",
-            )
-        done[GPU_POOL] = _put_pool(
-            client,
-            GPU_POOL,
-            gpu_pool_type,
-            gpu,
-            "TiefVision GPU stages (encode, crops, locate, train-locator, train-triplets): "
-            + (
-                "one Kubernetes job per flow run, one GPU each (job variable `gpus`)."
-                if gpu_pool_type == "kubernetes"
-                else "flow runs are processes of a worker on a GPU host."
-            ),
-        )
-        return done
+    deployments, _ = deployment_names(client)
+    try:
+        full = pick_deployment(name, list(deployments))
+    except InputError as error:
+        raise DeploymentNotFound(str(error)) from None
+    deployment = deployments[full]
+    if not deployment.work_pool_name:
+        raise DeploymentNotFound(f"{full} has no work pool: deploy it again from prefect.yaml")
+    return full, deployment
 
 
-# -- trigger --------------------------------------------------------------------------------
+# -- parameters -----------------------------------------------------------------------------
+def validate_parameters(
+    parameters: Mapping[str, Any], schema: Mapping[str, Any], name: str
+) -> None:
+    """Names the deployment takes, the required ones, and each value against its schema
+    (Prefect's own check), before a run exists: a wrong value is one
+    :class:`~tiefvision_core.errors.ConfigError` listing every problem."""
+    from prefect.utilities.schema_tools.validation import validate
+
+    check_parameters(parameters, schema, name)
+    errors = validate(dict(parameters), dict(schema), raise_on_error=False, ignore_required=True)
+    if errors:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in error.path) or 'parameters'}: {error.message}"
+            for error in errors
+        )
+        raise ConfigError(f"{name}: {detail} (see the deployment's form in the Prefect UI)")
+
+
+# -- runs -----------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class TriggeredRun:
     deployment: str
@@ -211,40 +144,7 @@ class TriggeredRun:
         return dataclasses.asdict(self)
 
 
-def _deployment_names(
-    client: Any, more_flow_ids: Sequence[Any] = ()
-) -> tuple[dict[str, Any], dict[Any, str]]:
-    """Every deployment on the server by its full ``flow/deployment`` name, and the names of
-    their flows and of ``more_flow_ids`` (flow id → name), read in one request."""
-    deployments = client.read_deployments(limit=200)
-    flow_names = _flow_names(client, [*(d.flow_id for d in deployments), *more_flow_ids])
-    named = {f"{flow_names.get(d.flow_id, '?')}/{d.name}": d for d in deployments}
-    return named, flow_names
-
-
-def _flow_names(client: Any, flow_ids: Sequence[Any]) -> dict[Any, str]:
-    """Flow id → flow name, in one request."""
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterId
-
-    ids = list(set(flow_ids))
-    flows = client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=ids))) if ids else []
-    return {flow.id: flow.name for flow in flows}
-
-
-def _validate(parameters: dict[str, Any], schema: dict[str, Any], name: str) -> None:
-    from prefect.utilities.schema_tools.validation import validate
-
-    check_parameters(parameters, schema, name)
-    errors = validate(parameters, schema, raise_on_error=False, ignore_required=True)
-    if errors:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in error.path) or 'parameters'}: {error.message}"
-            for error in errors
-        )
-        raise ConfigError(f"{name}: {detail} (see the deployment's form in the Prefect UI)")
-
-
-def _result_of(flow_run: Any) -> Any:
+def result_of(flow_run: Any) -> Any:
     """The run's persisted (JSON) result as plain data, or None when it cannot be read here
     (no access to the result storage from this machine is not an error of the run)."""
     from pydantic_core import to_jsonable_python
@@ -258,31 +158,36 @@ def _result_of(flow_run: Any) -> Any:
 
 def trigger(
     name: str,
-    params: Sequence[str] = (),
+    parameters: Mapping[str, Any] | None = None,
     *,
+    text_as_json: bool = False,
     wait: bool = False,
     timeout: float | None = None,
     poll_seconds: float = 2.0,
 ) -> TriggeredRun:
-    """Start a run of a deployment (``reindex``, ``reindex/nightly``) with ``NAME=VALUE``
-    parameters checked against its schema first; with ``wait``, until it is final."""
+    """Start a run of a deployment (``reindex``, ``reindex/nightly``) with ``parameters``
+    checked against its schema first; with ``wait``, until it is final (or ``timeout``
+    seconds), with its result when it completed.
+
+    ``text_as_json``: the values are as a person gives them (``--param keep=3``, a form):
+    text is read as JSON where the deployment's schema does not take it as text
+    (:func:`~tiefvision_core.deployments.typed_parameters`).
+    """
     from prefect.deployments import run_deployment
     from prefect.settings import get_current_settings
 
-    with _server() as client:
-        deployments, _ = _deployment_names(client)
-        full = pick_deployment(name, list(deployments))
-        deployment = deployments[full]
+    with server() as client:
+        full, deployment = find_deployment(client, name)
         schema = deployment.parameter_openapi_schema or {}
-        parameters = parse_parameters(params, schema)
-        _validate({**(deployment.parameters or {}), **parameters}, schema, full)
-        if not deployment.work_pool_name:
-            raise InputError(f"{full} has no work pool: deploy it again from prefect.yaml")
+        given = dict(parameters or {})
+        typed = typed_parameters(given, schema) if text_as_json else given
+        validate_parameters({**(deployment.parameters or {}), **typed}, schema, full)
 
     started = time.monotonic()
-    flow_run = run_deployment(
+    # Sync-compatible: called from sync code it returns the flow run itself.
+    flow_run: Any = run_deployment(
         deployment.id,
-        parameters=parameters,
+        parameters=typed,
         timeout=timeout if wait else 0,
         poll_interval=poll_seconds,
         as_subflow=False,
@@ -297,5 +202,5 @@ def trigger(
         message=state.message if state else None,
         url=f"{ui.rstrip('/')}/runs/flow-run/{flow_run.id}" if ui else None,
         seconds=round(time.monotonic() - started, 1),
-        result=_result_of(flow_run) if wait and state and state.is_completed() else None,
+        result=result_of(flow_run) if wait and state and state.is_completed() else None,
     )

@@ -891,7 +891,7 @@ def setup_prefect(
 ) -> None:
     """Create or update flow-result storage (S3 block) and the work pools on the Prefect
     server at $PREFECT_API_URL (idempotent)."""
-    from tiefvision_cli.orchestration import setup_prefect as setup
+    from deployments.setup import setup_prefect as setup
 
     if bucket is None:
         from tiefvision_core.config import load_settings

@@ -3,7 +3,7 @@
 Why here: ``tiefvision trigger reindex --param keep=3`` has to turn shell words into the
 typed parameters a deployment's schema expects, and pick one deployment from a short name;
 both are plain data transformations, testable without a server. The Prefect client side is
-in :mod:`tiefvision_cli.orchestration`.
+in :mod:`deployments.client`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ __all__ = [
     "gpu_pool_template",
     "parse_parameters",
     "pick_deployment",
+    "split_parameters",
+    "typed_parameters",
     "values_from_environment",
 ]
 
@@ -34,17 +36,10 @@ def _accepts_only_strings(schema: Mapping[str, Any]) -> bool:
     return "string" in types and types <= {"string", "null"}
 
 
-def parse_parameters(
-    items: Iterable[str], schema: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """``NAME=VALUE`` words → parameters. A value is read as JSON when it parses (``3``,
-    ``true``, ``null``, ``[320, 448]``), else taken as text (``s3://photos/catalog``).
-
-    Where the schema says a parameter is text, the value stays text even when it looks
-    like JSON: ``--param encoder=123`` means the encoder named "123", not the number.
-    """
-    properties = (schema or {}).get("properties", {})
-    parameters: dict[str, Any] = {}
+def split_parameters(items: Iterable[str]) -> dict[str, str]:
+    """``NAME=VALUE`` words → each parameter's text as typed; refuses a word without a
+    name or ``=``, and a name given twice."""
+    parameters: dict[str, str] = {}
     for item in items:
         name, sep, raw = item.partition("=")
         name = name.strip()
@@ -54,25 +49,55 @@ def parse_parameters(
             )
         if name in parameters:
             raise ConfigError(f"--param {name} given twice: give each parameter once")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        if (
-            not isinstance(value, str)
-            and value is not None
-            and _accepts_only_strings(properties.get(name, {}))
-        ):
-            value = raw
-        parameters[name] = value
+        parameters[name] = raw
     return parameters
+
+
+def typed_parameters(
+    values: Mapping[str, Any], schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Values as a person gives them → the types the schema expects. Text is read as JSON
+    when it parses (``"3"``, ``"true"``, ``"[320, 448]"``), else kept as text; other values
+    are kept as they are.
+
+    Where the schema says a parameter is text, the value is text even when it looks like
+    JSON: ``encoder=123`` (or ``{"encoder": 123}`` from a JSON body) means the encoder named
+    "123", not the number. Why one rule for words and JSON bodies: the web API has always
+    accepted exactly what ``--param`` accepts.
+    """
+    properties = (schema or {}).get("properties", {})
+    typed: dict[str, Any] = {}
+    for name, given in values.items():
+        text_only = _accepts_only_strings(properties.get(name, {}))
+        if isinstance(given, str):
+            try:
+                value = json.loads(given)
+            except ValueError:
+                value = given
+            if not isinstance(value, str) and value is not None and text_only:
+                value = given
+        elif given is not None and text_only:
+            value = json.dumps(given)
+        else:
+            value = given
+        typed[name] = value
+    return typed
+
+
+def parse_parameters(
+    items: Iterable[str], schema: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``NAME=VALUE`` words → parameters (:func:`split_parameters`, then
+    :func:`typed_parameters`): ``3``, ``true``, ``null``, ``[320, 448]`` are JSON,
+    ``s3://photos/catalog`` is text, and a text parameter stays text."""
+    return typed_parameters(split_parameters(items), schema)
 
 
 def check_parameters(
     parameters: Mapping[str, Any], schema: Mapping[str, Any], deployment: str
 ) -> None:
     """Refuse names the deployment does not take and required ones that are missing (the
-    schema check of the values themselves is the server's, see the orchestration module)."""
+    schema check of the values themselves is Prefect's, see :mod:`deployments.client`)."""
     known = list(schema.get("properties", {}))
     unknown = sorted(set(parameters) - set(known))
     if unknown:

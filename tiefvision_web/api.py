@@ -8,7 +8,6 @@ unreachable dependency (storage, database, Prefect).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Annotated, Any, Literal
@@ -463,23 +462,18 @@ def run_flow(name: str, body: FlowRunBody | None = None) -> dict[str, Any]:
             http.HTTP_503_SERVICE_UNAVAILABLE,
             "no Prefect server is configured: set PREFECT_API_URL for the web service",
         )
-    from tiefvision_cli.orchestration import trigger
+    from deployments.client import DeploymentNotFound, PrefectUnavailable, trigger
 
-    params = [
-        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-        for key, value in (body.parameters if body else {}).items()
-    ]
     try:
-        return trigger(name, params).as_dict()
-    except InputError as error:
+        # Body values as the CLI's --param takes them: "3" is 3 unless the parameter is text.
+        run = trigger(name, body.parameters if body else {}, text_as_json=True)
+    except DeploymentNotFound as error:
         raise _not_found(error) from None
+    except PrefectUnavailable as error:
+        raise HTTPException(http.HTTP_503_SERVICE_UNAVAILABLE, str(error)) from None
     except ConfigError as error:
-        code = (
-            http.HTTP_503_SERVICE_UNAVAILABLE
-            if "does not answer" in str(error)
-            else http.HTTP_422_UNPROCESSABLE_CONTENT
-        )
-        raise HTTPException(code, str(error)) from None
+        raise HTTPException(http.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+    return run.as_dict()
 
 
 @router.get("/health", summary="Liveness: the process answers; whether the storage does")

@@ -1,8 +1,8 @@
 """Deployments and recent flow runs from the configured Prefect server, for the status page.
 
-Why through ``tiefvision_cli.orchestration``: it is the one place that talks to a
-configured server and turns "no PREFECT_API_URL", "server down" and "no such deployment"
-into one line saying what to do; the web service shows those lines instead of failing.
+Why through :mod:`deployments.client`: it is the one client of a configured server (shared
+with the CLI) and turns "no PREFECT_API_URL" and "server down" into one line saying what to
+do; the web service shows that line instead of failing.
 Without ``PREFECT_API_URL`` nothing is imported or contacted (Prefect would otherwise start
 a throw-away in-process server).
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 from typing import Any
-
-from tiefvision_core.errors import TiefVisionError
 
 __all__ = ["prefect_configured", "prefect_status"]
 
@@ -37,16 +35,16 @@ def prefect_status(runs: int = 10) -> dict[str, Any]:
         }
     from prefect.client.schemas.sorting import FlowRunSort
 
-    from tiefvision_cli.orchestration import _deployment_names, _server
+    from deployments.client import PrefectUnavailable, deployment_names, server
 
     try:
-        with _server() as client:
+        with server() as client:
             recent = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=runs)
             # Subflows (a reindex's ingest and encode) have no deployment: their flow
             # name says what they are.
-            deployments, flows = _deployment_names(client, [run.flow_id for run in recent])
+            deployments, flows = deployment_names(client, [run.flow_id for run in recent])
             by_id = {d.id: name for name, d in deployments.items()}
-    except TiefVisionError as error:
+    except PrefectUnavailable as error:
         return {"configured": True, "deployments": [], "runs": [], "error": str(error)}
     return {
         "configured": True,

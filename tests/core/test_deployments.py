@@ -14,6 +14,8 @@ from tiefvision_core.deployments import (
     gpu_pool_template,
     parse_parameters,
     pick_deployment,
+    split_parameters,
+    typed_parameters,
     values_from_environment,
 )
 from tiefvision_core.errors import ConfigError, InputError
@@ -51,6 +53,23 @@ def test_text_parameters_stay_text_even_when_they_look_like_json() -> None:
     parsed = parse_parameters(["encoder=123", "images=true", "space=null"], SCHEMA)
     assert parsed == {"encoder": "123", "images": "true", "space": None}
     assert parse_parameters(["encoder=123"]) == {"encoder": 123}  # no schema: JSON wins
+
+
+def test_json_body_values_are_read_like_words() -> None:
+    """A web body's values: text as --param reads it, typed values kept, a typed value for a
+    text parameter as its JSON text (what the route accepted when it went through words)."""
+    body = {"keep": "3", "scales": [320, 448], "flips": True, "encoder": 123, "space": None}
+    assert typed_parameters(body, SCHEMA) == {
+        "keep": 3,
+        "scales": [320, 448],
+        "flips": True,
+        "encoder": "123",
+        "space": None,
+    }
+    assert typed_parameters({"images": ["a", "b"]}, SCHEMA) == {"images": '["a", "b"]'}
+    words = ["keep=3", "encoder=123", "images=s3://a/b"]
+    assert typed_parameters(split_parameters(words), SCHEMA) == parse_parameters(words, SCHEMA)
+    assert split_parameters([" keep =3", "images=a=b"]) == {"keep": "3", "images": "a=b"}
 
 
 @pytest.mark.parametrize(

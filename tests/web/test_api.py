@@ -431,6 +431,53 @@ def test_flow_trigger_errors(client, monkeypatch) -> None:
         assert answer.status_code == 503 and "PREFECT_API_URL" in answer.json()["detail"]
 
 
+@pytest.fixture
+def triggered(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict, dict]]:
+    """Runs the trigger route starts, through a stand-in of the shared Prefect client."""
+    from deployments import client as prefect_client
+    from deployments.client import TriggeredRun
+
+    calls: list[tuple[str, dict, dict]] = []
+
+    def trigger(name: str, parameters: dict, **options: object) -> TriggeredRun:
+        calls.append((name, parameters, options))
+        return TriggeredRun(name, "id-1", "brave-fox", "SCHEDULED", None, None, 0.0)
+
+    monkeypatch.setattr(prefect_client, "trigger", trigger)
+    monkeypatch.setattr("tiefvision_web.prefect_status.prefect_configured", lambda: True)
+    return calls
+
+
+def test_flow_trigger_passes_the_body_as_typed_values(client, triggered) -> None:
+    body = {"parameters": {"images": "s3://photos/catalog", "keep": 3, "scales": [320, 448]}}
+    answer = client.post("/api/flows/reindex/nightly/run", json=body)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["flow_run_name"] == "brave-fox"
+    # The values as the body typed them; text is read as JSON the way --param reads it.
+    assert triggered == [("reindex/nightly", body["parameters"], {"text_as_json": True})]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [("PrefectUnavailable", 503), ("DeploymentNotFound", 404), ("ConfigError", 422)],
+)
+def test_flow_trigger_errors_map_to_a_status_by_type(
+    client, triggered, monkeypatch, error: str, status: int
+) -> None:
+    """By the error's type: the message's wording (here none of the usual) plays no part."""
+    import deployments.client
+    from tiefvision_core import errors
+
+    kind = getattr(deployments.client, error, None) or getattr(errors, error)
+
+    def refuse(name: str, parameters: dict, **options: object) -> None:
+        raise kind("something went wrong")
+
+    monkeypatch.setattr(deployments.client, "trigger", refuse)
+    answer = client.post("/api/flows/reindex/run")
+    assert answer.status_code == status and answer.json()["detail"] == "something went wrong"
+
+
 def test_cors_is_off_and_pages_carry_security_headers(client, ids) -> None:
     origin = {"Origin": "https://evil.example"}
     answer = client.get("/api/search", params={"id": ids[0]}, headers=origin)
