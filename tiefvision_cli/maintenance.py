@@ -105,12 +105,13 @@ def index_use(
     again; CURRENT is switched atomically, readers pick it up on their next request."""
     from tiefvision_core.config import load_settings
     from tiefvision_core.index.versions import space_prefix, use_version
+    from tiefvision_core.storage.layout import current_key
     from tiefvision_core.storage.stores import open_store
 
     space_prefix(space)
     settings = load_settings(store_url=store)
     target = open_store(settings.store_url, settings)
-    before = target.read_pointer(space_prefix(space) + "CURRENT")
+    before = target.read_pointer(current_key(space_prefix(space)))
     with _store_lock(target, "index use", lock_timeout):
         info = use_version(target, space, version)
     if as_json:

@@ -55,13 +55,21 @@ from tiefvision_core.index.versions import (
     sweep_staging,
     versions,
 )
+from tiefvision_core.storage.layout import (
+    BOXES_PREFIX,
+    ENCODINGS_PREFIX,
+    LOCATOR_PREFIX,
+    MODEL_PREFIXES,
+    SIMILARITY_PREFIX,
+    current_key,
+)
 from tiefvision_core.storage.stores import LocalStore, ObjectInfo, Store
 
 __all__ = ["GcItem", "GcReport", "Retention", "collect_garbage"]
 
-_MODELS = ("models/locator/", "models/similarity/")
-_BOXES = "boxes/"
-_ENCODINGS = "encodings/"
+_MODELS = MODEL_PREFIXES
+_BOXES = BOXES_PREFIX
+_ENCODINGS = ENCODINGS_PREFIX
 
 
 @dataclass(frozen=True)
@@ -206,7 +214,7 @@ def _kept_models(store: Store, keep: int, grace_s: float) -> dict[str, set[str]]
             for name, infos in _folders(store, prefix).items()
             if any(i.key.endswith("/metadata.json") for i in infos)
         )
-        live = store.read_pointer(prefix + "CURRENT")
+        live = store.read_pointer(current_key(prefix))
         kept[prefix] = set(finished[-keep:]) | ({live} if live else set())
     for space in SPACES:
         prefix = space_prefix(space)
@@ -217,7 +225,7 @@ def _kept_models(store: Store, keep: int, grace_s: float) -> dict[str, set[str]]
             except (KeyError, ValueError):
                 continue
             if source.get("model_version"):
-                kept["models/similarity/"].add(str(source["model_version"]))
+                kept[SIMILARITY_PREFIX].add(str(source["model_version"]))
     return kept
 
 
@@ -239,7 +247,7 @@ def _versioned(
             young = min(_age(i, c.now) for i in infos) <= grace
             if name not in kept and (finished or not young):
                 c.delete("model", infos, folder=f"{prefix}{name}/")
-    locators = kept_models["models/locator/"]
+    locators = kept_models[LOCATOR_PREFIX]
     for name, infos in _folders(c.store, _BOXES).items():
         if name not in locators:
             if min(_age(i, c.now) for i in infos) > grace:  # a locate may be starting

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from tiefvision_core.index.updates import IndexUpdate
 from tiefvision_core.index.versions import SPACES, space_prefix
+from tiefvision_core.storage.layout import LOCATOR_CURRENT, SIMILARITY_CURRENT, current_key
 from tiefvision_core.storage.stores import Store
 
 __all__ = ["ReindexPlan", "ReindexSummary", "StageClock", "plan_reindex", "reindex_markdown"]
@@ -33,11 +34,8 @@ class ReindexPlan:
 def plan_reindex(store: Store) -> ReindexPlan:
     """What this store needs: the unsupervised space always (a first run builds it), the
     supervised one when it is live or a similarity model exists to build it."""
-    from tiefvision_core.locator.store import LOCATOR_CURRENT
-    from tiefvision_core.similarity.training import CURRENT as SIMILARITY_CURRENT
-
     model = store.read_pointer(SIMILARITY_CURRENT)
-    live = {s for s in SPACES if store.read_pointer(space_prefix(s) + "CURRENT")}
+    live = {s for s in SPACES if store.read_pointer(current_key(space_prefix(s)))}
     spaces = ("unsupervised",) + (("supervised",) if model or "supervised" in live else ())
     return ReindexPlan(store.read_pointer(LOCATOR_CURRENT), model, spaces)
 

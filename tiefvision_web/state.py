@@ -19,11 +19,11 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from tiefvision_core.catalog.ingest import CURRENT_KEY as MANIFEST_CURRENT
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.config import Settings
 from tiefvision_core.errors import InputError, StorageError
 from tiefvision_core.index.versions import SPACES, OpenedIndex, open_index
+from tiefvision_core.storage.layout import MANIFEST_CURRENT, index_current
 from tiefvision_core.storage.stores import Store, open_store
 from tiefvision_web.catalog_view import CatalogView
 from tiefvision_web.live_pointer import LivePointer
@@ -64,7 +64,7 @@ class WebState:
         self.indexes: dict[str, LivePointer[OpenedIndex]] = {
             space: LivePointer(
                 self.store,
-                f"indexes/{space}/CURRENT",
+                index_current(space),
                 lambda version, space=space: open_index(self.store, space, version),
                 lambda space=space: InputError(
                     f"there is no {space} index yet: build it with "

@@ -60,6 +60,7 @@ from tiefvision_core.annotations.files import (
     read_triplet_file,
 )
 from tiefvision_core.errors import ConfigError, InputError, StorageUnreachable
+from tiefvision_core.storage.layout import SNAPSHOT_PREFIX
 
 if TYPE_CHECKING:
     from tiefvision_core.config import Settings
@@ -87,7 +88,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_SQLITE_NAME = "annotations.sqlite"
-SNAPSHOT_PREFIX = "annotations/snapshots/"
 SNAPSHOT_KINDS = ("boxes", "triplets")
 #: Bump when the meaning of a snapshot's rows changes: the digest then changes too.
 _SNAPSHOT_FORMAT = 1

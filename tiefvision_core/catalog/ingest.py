@@ -34,6 +34,13 @@ import pyarrow as pa
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, inspect_image
 from tiefvision_core.catalog.sources import Refused, list_source
 from tiefvision_core.errors import ImageRejected, InputError, StorageNotFound
+from tiefvision_core.storage import layout
+from tiefvision_core.storage.layout import (
+    MANIFEST_CURRENT,
+    MANIFEST_PREFIX,
+    REJECTS_PREFIX,
+    STAGING_PREFIX,
+)
 from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, ObjectInfo, Store
 
 __all__ = [
@@ -60,10 +67,7 @@ __all__ = [
     "usable_rows",
 ]
 
-MANIFEST_PREFIX = "catalog/manifest/"
-REJECTS_PREFIX = "catalog/rejects/"
-STAGING_PREFIX = "catalog/staging/"
-CURRENT_KEY = MANIFEST_PREFIX + "CURRENT"
+CURRENT_KEY = MANIFEST_CURRENT
 #: Bump when the meaning of a staged chunk changes, so stale staging is never reused.
 _STAGING_FORMAT = 1
 
@@ -485,8 +489,8 @@ def publish_manifest(store: Store, frame: pd.DataFrame, *, keep: int = 5) -> Man
         json.dumps(frame[["image_id", "sha256", "status"]].astype(str).values.tolist()).encode()
     ).hexdigest()[:8]
     version = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{content}"
-    manifest_key = f"{MANIFEST_PREFIX}{version}.parquet"
-    rejects_key = f"{REJECTS_PREFIX}{version}.parquet"
+    manifest_key = layout.manifest_key(version)
+    rejects_key = layout.rejects_key(version)
     rejects = table.filter(pa.compute.equal(table["status"], "rejected")).select(
         ["image_id", "rel_path", "source_uri", "sha256", "reason", "detail", "ingested_at"]
     )
@@ -510,14 +514,14 @@ def read_manifest(store: Store, version: str | None = None) -> pa.Table | None:
     version = version or store.read_pointer(CURRENT_KEY)
     if version is None:
         return None
-    return store.read_parquet(f"{MANIFEST_PREFIX}{version}.parquet")
+    return store.read_parquet(layout.manifest_key(version))
 
 
 def read_rejects(store: Store, version: str | None = None) -> pa.Table | None:
     version = version or store.read_pointer(CURRENT_KEY)
     if version is None:
         return None
-    return store.read_parquet(f"{REJECTS_PREFIX}{version}.parquet")
+    return store.read_parquet(layout.rejects_key(version))
 
 
 def usable_rows(manifest: pa.Table) -> pa.Table:

@@ -28,6 +28,7 @@ from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import CropRequest, EncodedBatch
 from tiefvision_core.errors import ConfigError, InputError
+from tiefvision_core.storage.layout import encodings_prefix
 from tiefvision_core.storage.stores import Store
 
 __all__ = [
@@ -60,7 +61,7 @@ _KEY_COLUMNS = ["image_id", "sha256", "box"]
 def shard_prefix(encoder: str, kind: str, version: str) -> str:
     if kind not in KINDS:
         raise ConfigError(f"unknown encoding kind {kind!r}: choose one of {', '.join(KINDS)}")
-    return f"encodings/{encoder}/{kind}/{version}/"
+    return encodings_prefix(encoder, kind, version)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 
 from tiefvision_core.errors import StorageNotFound, TiefVisionError
+from tiefvision_core.storage.layout import current_key
 from tiefvision_core.storage.stores import Store
 
 __all__ = ["INPUTS_READ_AT", "StaleIndexInputs", "inputs_read_at", "switch_current"]
@@ -48,7 +49,7 @@ def switch_current(store: Store, prefix: str, version: str, read_at: float) -> N
     """Point ``<prefix>CURRENT`` at ``version`` (whose inputs were read at ``read_at``)
     unless the live version's inputs are newer: then delete ``version`` and raise
     :class:`StaleIndexInputs`. A pointer that moves while we judge is judged again."""
-    key, new = prefix + "CURRENT", version.encode("utf-8")
+    key, new = current_key(prefix), version.encode("utf-8")
     while True:
         try:
             seen: bytes | None = store.get_bytes(key)

@@ -44,6 +44,7 @@ from tiefvision_core.index.search import (
 )
 from tiefvision_core.index.vectors import BuiltIndex, IndexConfig, update_index
 from tiefvision_core.index.versions import open_index, publish_index, space_prefix
+from tiefvision_core.storage.layout import current_key
 from tiefvision_core.storage.stores import Store
 
 __all__ = [
@@ -289,7 +290,7 @@ def update_space(
     or leave the live one when nothing changed. ``index_kind`` forces a kind (default: the
     live version's configuration; ``auto`` for a first build)."""
     started, read_at = time.perf_counter(), time.time()  # read_at: before any input is read
-    before = store.read_pointer(space_prefix(space) + "CURRENT")
+    before = store.read_pointer(current_key(space_prefix(space)))
     opened = open_index(store, space, before) if before else None
     live = LiveIndex.from_metadata(before, opened.metadata) if opened else None
     source = space_source(store, encoder, space)

@@ -48,6 +48,7 @@ from tiefvision_core.errors import InputError, TiefVisionError
 from tiefvision_core.index.pointer import INPUTS_READ_AT, switch_current
 from tiefvision_core.index.vectors import BuiltIndex, IndexConfig, VectorIndex, build_index
 from tiefvision_core.paths import user_cache_dir
+from tiefvision_core.storage.layout import INDEX_STAGING, current_key, index_prefix
 from tiefvision_core.storage.lock import process_gone
 from tiefvision_core.storage.stores import LocalStore, Store
 
@@ -88,7 +89,7 @@ _PID_REUSE_S = 24 * 3600.0
 def space_prefix(space: str) -> str:
     if space not in SPACES:
         raise InputError(f"unknown space {space!r}: choose one of {', '.join(SPACES)}")
-    return f"indexes/{space}/"
+    return index_prefix(space)
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ def _staging_root(store: Store) -> Path:
     """Where builds are staged: inside a local store (same file system, so a finished file
     is renamed into its version, never copied); in the local cache for S3."""
     if isinstance(store, LocalStore):
-        return store.local_path("indexes/.staging")
+        return store.local_path(INDEX_STAGING)
     return _cache_root().parent / "staging"
 
 
@@ -369,7 +370,7 @@ def list_versions(store: Store, space: str) -> list[VersionInfo]:
     """Every version folder of a space, oldest first, finished or not, with its size and
     the self-check it passed when built."""
     prefix = space_prefix(space)
-    live = store.read_pointer(prefix + "CURRENT")
+    live = store.read_pointer(current_key(prefix))
     out = []
     for version, files in sorted(_folder_files(store, prefix).items()):
         metadata: dict = {}
@@ -456,7 +457,7 @@ def use_version(store: Store, space: str, version: str) -> VersionInfo:
             f"{what} fails its self-check ({check['found_first']} of {check['queries']} "
             f"sampled photos found first): pick another; {hint}"
         )
-    store.publish_pointer(prefix + "CURRENT", version)
+    store.publish_pointer(current_key(prefix), version)
     return VersionInfo(**{**asdict(info), "live": True, "self_check": check})
 
 
@@ -516,7 +517,7 @@ def _local_folder(store: Store, prefix: str) -> Path:
 def open_index(store: Store, space: str, version: str | None = None) -> OpenedIndex:
     """The current (or a named) version of a space, ready to search."""
     prefix = space_prefix(space)
-    version = version or store.read_pointer(prefix + "CURRENT")
+    version = version or store.read_pointer(current_key(prefix))
     if version is None:
         raise InputError(
             f"there is no {space} index yet: build it with `tiefvision rebuild-index "

@@ -43,6 +43,7 @@ from tiefvision_core.locator.model import (
     split_by_image,
     window_label,
 )
+from tiefvision_core.storage.layout import CROPS_LATEST, crops_dataset_key, crops_prefix
 from tiefvision_core.storage.stores import Store
 
 __all__ = [
@@ -63,7 +64,7 @@ __all__ = [
 #: 50 % and 39 % of the photo's longer side: small and large products both get windows
 #: that lie mostly inside them.
 DEFAULT_SCALES = (320, 448, 576)
-LATEST_KEY = "crops/LATEST"
+LATEST_KEY = CROPS_LATEST
 _MAP_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -206,7 +207,7 @@ def plan_crops(
         [encoder.version, snapshot_digest, list(config.scales), config.test_fraction, config.seed]
     )
     dataset_id = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    prefix = f"crops/{dataset_id}/"
+    prefix = crops_prefix(dataset_id)
     work = pa.Table.from_pandas(
         frame[["image_id", "sha256", "source_uri", "width", "height"]]
         .rename(columns={"source_uri": "uri"})
@@ -390,7 +391,7 @@ def finish_crops(store: Store, encoder: Encoder, plan: CropPlan, config: CropCon
 def read_dataset(store: Store, dataset_id: str | None = None) -> CropDataset:
     """A finished dataset (default: the latest one written)."""
     dataset_id = dataset_id or store.read_pointer(LATEST_KEY)
-    key = f"crops/{dataset_id}/dataset.json"
+    key = crops_dataset_key(dataset_id)
     if dataset_id is None or not store.exists(key):
         raise InputError(
             f"no finished crops dataset {dataset_id or ''}: run `tiefvision crops` "

@@ -25,6 +25,7 @@ from tiefvision_core.locator.evaluation import (
 from tiefvision_core.locator.model import LocatedBox, WindowGeometry, locate_in_maps
 from tiefvision_core.locator.store import LocatorModel, save_locator
 from tiefvision_core.locator.training import EpochMetrics, TrainConfig, TrainedLocator, train_heads
+from tiefvision_core.storage.layout import locator_prefix
 from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, Store, read_source
 
 __all__ = ["LocatorRun", "evaluate_samples", "fit_locator"]
@@ -196,7 +197,7 @@ def fit_locator(
         files=files,
         publish=publish,
     )
-    prefix = f"models/locator/{model.version}/"
+    prefix = locator_prefix(model.version)
     run = LocatorRun(
         version=model.version,
         dataset_id=dataset.dataset_id,

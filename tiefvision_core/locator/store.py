@@ -37,6 +37,7 @@ from tiefvision_core.encoding.runtime import CropRequest, EncodingRuntime, whole
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.locator.model import LocatedBox, LocatorHeads, TargetScaler, WindowGeometry
 from tiefvision_core.locator.model import locate_in_maps as _locate_in_maps
+from tiefvision_core.storage.layout import LOCATOR_CURRENT, LOCATOR_PREFIX, boxes_prefix
 from tiefvision_core.storage.stores import Store
 
 __all__ = [
@@ -53,8 +54,6 @@ __all__ = [
     "save_locator",
 ]
 
-LOCATOR_PREFIX = "models/locator/"
-LOCATOR_CURRENT = LOCATOR_PREFIX + "CURRENT"
 _BOX_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -201,10 +200,6 @@ def locate_image(
 
 
 # -- located boxes for the catalog -----------------------------------------------------------
-
-
-def boxes_prefix(version: str) -> str:
-    return f"boxes/{version}/"
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,13 @@ from tiefvision_core.similarity.deep_ranking import (
     held_out_split,
 )
 from tiefvision_core.similarity.unsupervised import similarity_grid
+from tiefvision_core.storage.layout import SIMILARITY_CURRENT, SIMILARITY_PREFIX
 from tiefvision_core.storage.stores import Store
 
 __all__ = ["SimilarityRun", "fit_similarity", "load_projection", "projected_maps"]
 
-PREFIX = "models/similarity/"
-CURRENT = PREFIX + "CURRENT"
+PREFIX = SIMILARITY_PREFIX
+CURRENT = SIMILARITY_CURRENT
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tiefvision_core.errors import StorageNotFound, TiefVisionError
+from tiefvision_core.storage.layout import LOCK_PREFIX
 from tiefvision_core.storage.stores import Store
 
 __all__ = ["LockBusy", "LockHolder", "LockLost", "StoreLock", "lock_key", "process_gone"]
 
-LOCK_PREFIX = "locks/"
 _log = logging.getLogger(__name__)
 
 
