@@ -19,6 +19,7 @@ from flows._scale_out import SettingsTaskRunner, gather, gpu_request
 from tasks.locator import locate_shard, plan_locate, report_locate
 from tasks.progress import advance, start_progress
 from tasks.stores import get_store
+from tiefvision_core.locator.store import LocateSummary
 
 __all__ = ["locate"]
 
@@ -32,7 +33,7 @@ def locate(
     batch_size: int | None = None,
     locator: str | None = None,
     shard_size: int = 256,
-) -> dict[str, object]:
+) -> LocateSummary:
     """Locate the product in every catalog photo that has no box for this locator yet.
 
     Args:
@@ -47,7 +48,7 @@ def locate(
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
     started = time.perf_counter()
     plan = plan_locate(settings.store_url, config, locator, shard_size)
-    version = plan.prefix.rstrip("/").rsplit("/", 1)[-1]
+    version = plan.locator_version
     progress = start_progress("locate", plan.images, f"Locating products with {version}")
     advance(progress, "locate", plan.already_located)
     with gpu_request():
@@ -59,16 +60,12 @@ def locate(
             list(plan.shards),
             unmapped(progress),
         )
-    results = gather(futures, plan.shards, progress, "locate")
-    summary = {
-        "locator_version": version,
-        "images": plan.images,
-        "already_located": plan.already_located,
-        "located": sum(r["located"] for r in results),
-        "fallback": sum(r["fallback"] for r in results),
-        "rejected": sum(r["rejected"] for r in results),
-        "seconds": round(time.perf_counter() - started, 2),
-        "boxes_uri": get_store(settings.store_url).uri(plan.prefix),
-    }
+    parts = gather(futures, plan.shards, progress, "locate")
+    summary = LocateSummary.of_parts(
+        plan,
+        parts,
+        seconds=time.perf_counter() - started,
+        boxes_uri=get_store(settings.store_url).uri(plan.prefix),
+    )
     report_locate(summary)
     return summary

@@ -20,6 +20,7 @@ from flows._runtime import runtime_config
 from flows.encode import encode
 from tasks.search import build_space_index, report_index
 from tasks.store_lock import store_lock
+from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.vectors import IndexConfig
 from tiefvision_core.index.versions import IndexVersion
 
@@ -34,7 +35,7 @@ def rebuild_index(
     weights: str = "default",
     device: Literal["auto", "cpu", "cuda"] | None = None,
     batch_size: int | None = None,
-    index_kind: Literal["auto", "exact", "hnsw", "ivfpq"] = "auto",
+    index_kind: IndexKindChoice = "auto",
     keep: int = 3,
     lock_timeout: float = 600.0,
     lock_ttl: float = 120.0,

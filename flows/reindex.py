@@ -29,6 +29,7 @@ from flows.locate import locate
 from tasks.gc import collect_garbage_task
 from tasks.reindex import plan_reindex, report_reindex, update_space_index
 from tasks.store_lock import store_lock
+from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.updates import UpdatePolicy
 from tiefvision_core.reindex import ReindexSummary, StageClock
 
@@ -45,7 +46,7 @@ def reindex(
     device: Literal["auto", "cpu", "cuda"] | None = None,
     batch_size: int | None = None,
     shard_size: int = 256,
-    index_kind: Literal["auto", "exact", "hnsw", "ivfpq"] | None = None,
+    index_kind: IndexKindChoice | None = None,
     keep: int = 3,
     max_churn: float = 0.2,
     max_growth: float = 2.0,
@@ -125,7 +126,7 @@ def reindex(
         removed=catalog.removed,
         rejected=catalog.rejected,
         locator_version=plan.locator,
-        located=int(located["located"]) if located else 0,
+        located=located.located if located else 0,
         encoded=encoded.encoded,
         encode_rejected=encoded.rejected,
         indexes=tuple(updates),

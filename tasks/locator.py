@@ -7,6 +7,8 @@ weights stay on storage and are opened where they are used.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -19,9 +21,9 @@ from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.locator import crops as crops_core
 from tiefvision_core.locator import store as locator_store
-from tiefvision_core.locator.crops import CropConfig, CropDataset, CropPlan, PartSpec
+from tiefvision_core.locator.crops import CropConfig, CropDataset, CropPart, CropPlan, PartSpec
 from tiefvision_core.locator.runs import LocatorRun, fit_locator
-from tiefvision_core.locator.store import LocatePlan, LocateShard
+from tiefvision_core.locator.store import LocatedPart, LocatePlan, LocateShard, LocateSummary
 from tiefvision_core.locator.training import TrainConfig
 
 __all__ = [
@@ -40,12 +42,8 @@ __all__ = [
 @task(name="export-box-snapshot", **RETRYING)
 def export_box_snapshot(store_url: str) -> Snapshot:
     """Freeze the boxes as a content-addressed Parquet file (credentials from the env)."""
-    settings = load_settings(store_url=store_url)
-    annotations = open_annotations(settings)
-    try:
+    with open_annotations(load_settings(store_url=store_url)) as annotations:
         snapshot = annotations.export_snapshot(get_store(store_url), "boxes")
-    finally:
-        annotations.close()
     get_run_logger().info("%d boxes in snapshot %s", snapshot.rows, snapshot.key)
     return snapshot
 
@@ -83,7 +81,7 @@ def build_crop_part(
     spec: PartSpec,
     scales: tuple[int, ...],
     progress_id: str | None = None,
-) -> dict[str, object]:
+) -> CropPart:
     result = crops_core.build_part(get_store(store_url), get_runtime(config), plan, spec, scales)
     advance(progress_id, "crops", spec.stop - spec.start)
     return result
@@ -189,7 +187,7 @@ def locate_shard(
     plan: LocatePlan,
     shard: LocateShard,
     progress_id: str | None = None,
-) -> dict[str, object]:
+) -> LocatedPart:
     store = get_store(store_url)
     runtime = get_runtime(config)
     model = _model(store_url, version, runtime.encoder.version)
@@ -203,29 +201,27 @@ def locate_shard(
     )
 
 
-_MODELS: dict[tuple[str, str], locator_store.LocatorModel] = {}
-
-
+@lru_cache(maxsize=2)
 def _model(store_url: str, version: str, encoder_version: str) -> locator_store.LocatorModel:
-    key = (store_url, version)
-    if key not in _MODELS:
-        _MODELS[key] = locator_store.load_locator(
-            get_store(store_url), version, encoder_version=encoder_version
-        )
-    return _MODELS[key]
+    """One model per process, store, version and encoder version, as :func:`get_runtime`
+    keeps one runtime: a version's files never change, and every shard of a run (and every
+    run in a worker) would otherwise read the weights again."""
+    return locator_store.load_locator(
+        get_store(store_url), version, encoder_version=encoder_version
+    )
 
 
 @task(name="report-locate", **EPHEMERAL)
-def report_locate(summary: dict[str, object]) -> None:
+def report_locate(summary: LocateSummary) -> None:
     create_table_artifact(
         key="locate-summary",
-        table=[{"measure": k, "value": str(v)} for k, v in summary.items()],
-        description=f"Boxes of locator {summary['locator_version']}",
+        table=[{"measure": k, "value": str(v)} for k, v in summary.as_dict().items()],
+        description=f"Boxes of locator {summary.locator_version}",
     )
     get_run_logger().info(
         "located %s images (%s fell back to the whole image, %s rejected) into %s",
-        summary["located"],
-        summary["fallback"],
-        summary["rejected"],
-        summary["boxes_uri"],
+        summary.located,
+        summary.fallback,
+        summary.rejected,
+        summary.boxes_uri,
     )

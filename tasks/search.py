@@ -61,11 +61,8 @@ def report_index(version: IndexVersion) -> None:
 @task(name="export-triplet-snapshot", **RETRYING)
 def export_triplet_snapshot(store_url: str) -> Snapshot:
     """Freeze the annotated triplets (credentials for the database from the environment)."""
-    annotations = open_annotations(load_settings(store_url=store_url))
-    try:
+    with open_annotations(load_settings(store_url=store_url)) as annotations:
         return annotations.export_snapshot(get_store(store_url), "triplets")
-    finally:
-        annotations.close()
 
 
 @task(name="train-projection", **EPHEMERAL)

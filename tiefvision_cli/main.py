@@ -30,10 +30,14 @@ from tiefvision_cli.options import (
     WeightsOption,
 )
 from tiefvision_cli.prefect_server import first_word, flow_run, start_early, start_early_for
+from tiefvision_cli.preflight import preflight
 from tiefvision_core.errors import ConfigError, TiefVisionError
+from tiefvision_core.index.kinds import check_index_kind, spelled_choices
 
 if TYPE_CHECKING:
     from tiefvision_core.encoding.catalog import EncodeSummary
+    from tiefvision_core.locator.runs import LocatorRun
+    from tiefvision_core.locator.store import LocateSummary
 
 # Without PREFECT_API_URL each command starts Prefect's temporary server, which gets 20 s by
 # default: a busy 2-core machine (a test run, an encoding beside it) can take longer, and
@@ -119,17 +123,10 @@ def _run_ingest(
     verify_hashes: bool = False,
     follow_symlinks: bool | None = None,
 ) -> object:
-    from tiefvision_core.catalog.ingest import load_metadata
-    from tiefvision_core.config import load_settings
-    from tiefvision_core.storage.stores import open_store
-
-    # Fail fast, before the flow runs: settings, the source, the store and the metadata.
     start_early()  # Prefect's server boots while the checks below run
-    settings = load_settings(store_url=store, follow_symlinks=follow_symlinks)
-    open_store(images, settings, create=False)
-    open_store(settings.store_url, settings)
-    if metadata is not None:
-        load_metadata(metadata)  # raises InputError naming what is wrong with the file
+    settings = preflight(
+        store=store, images=images, metadata=metadata, follow_symlinks=follow_symlinks
+    ).settings
 
     from flows.ingest import ingest as ingest_flow
 
@@ -187,19 +184,17 @@ def _run_encode(
     dtype: str = "float16",
     progress: bool = True,
 ) -> EncodeSummary:
-    from tiefvision_core.config import load_settings
-    from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding.runtime import resolve_device
-    from tiefvision_core.storage.stores import open_store
-
+    start_early()  # Prefect's server boots while the checks below run
     if dtype not in ("float16", "float32"):
         raise ConfigError(f"--dtype {dtype!r}: choose float16 or float32")
-    # Fail fast, before the flow runs: settings, store, device, encoder name and weights.
-    start_early()  # Prefect's server boots while the checks below run
-    settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
-    open_store(settings.store_url, settings)
-    resolve_device(settings.device)
-    get_encoder(settings.encoder, weights)
+    settings = preflight(
+        store=store,
+        encoder=encoder,
+        device=device,
+        batch_size=batch_size,
+        check_device=True,
+        weights=weights,
+    ).settings
 
     from flows._runtime import runtime_config
     from flows.encode import encode as encode_flow
@@ -261,13 +256,14 @@ def demo(
 
     with flow_run(console):
         run = pipeline(images=images, store=store, metadata=str(metadata) if metadata else None)
-    _print_pipeline(run)
+    from tiefvision_cli.report import print_box_scores, print_pipeline
+
+    print_pipeline(console, run)
     if catalog_dir is not None and run.locator is not None:
         from tiefvision_cli.demo import score_located
-        from tiefvision_cli.report import print_box_scores
-        from tiefvision_core.storage.stores import open_store
 
-        evaluation = score_located(open_store(store), run.locator.version, catalog_dir, annotated)
+        target = preflight(store=store).store
+        evaluation = score_located(target, run.locator.version, catalog_dir, annotated)
         print_box_scores(
             console,
             f"Never-annotated photos ({evaluation.images}): located boxes vs baselines",
@@ -281,45 +277,17 @@ def demo(
     )
 
 
-def _print_pipeline(run) -> None:
-    """Each stage's summary, then why a stage was skipped."""
-    from tiefvision_cli.report import (
-        print_encode_summary,
-        print_ingest_summary,
-        print_locate_summary,
-        print_locator_run,
-        print_similarity_run,
-    )
-
-    print_ingest_summary(console, run.ingest)
-    print_encode_summary(console, run.encode)
-    if run.locator is not None:
-        print_locator_run(console, run.locator.as_dict())
-        print_locate_summary(console, run.locate)
-    else:
-        console.print(f"Locator skipped: {run.plan.locator_reason}; search uses whole photos.")
-    version = run.unsupervised_index
-    console.print(f"unsupervised index {version.version}: {version.size} photos")
-    if run.similarity is not None:
-        print_similarity_run(console, run.similarity.as_dict())
-    else:
-        console.print(f"Deep Ranking skipped: {run.plan.similarity_reason}.")
-    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in run.seconds.items())
-    console.print(f"Pipeline stages: {stages}")
-
-
 def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
     """Retrieval scores side by side (when the catalog has product ids) and an HTML report
     of searches in the best space."""
     from tiefvision_cli.report import print_retrieval
     from tiefvision_core.catalog.ingest import read_manifest
-    from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.index.report import compare_spaces, search_report_html
     from tiefvision_core.index.versions import open_index
-    from tiefvision_core.storage.stores import open_store
 
-    target = open_store(store)
+    checked = preflight(store=store)
+    target = checked.store
     manifest = read_manifest(target)
     if manifest is not None and "product_id" in manifest.column_names:
         print_retrieval(console, compare_spaces(target, get_encoder("efficientnet_lite0")))
@@ -332,7 +300,7 @@ def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
             target,
             open_index(target, space),
             title="TiefVision demo",
-            max_bytes=load_settings(store_url=store).max_image_bytes,
+            max_bytes=checked.settings.max_image_bytes,
         )
     )
     console.print(f"Search report (queries and their top results): {report}")
@@ -389,31 +357,31 @@ def import_triplets(
 
 def _run_import(kind: str, file: Path, store: str | None, database: str | None) -> object:
     from tiefvision_core.annotations.files import NO_CATALOG
-    from tiefvision_core.annotations.store import AnnotationStore, database_url_for
+    from tiefvision_core.annotations.store import open_annotations
     from tiefvision_core.catalog.ingest import read_manifest
-    from tiefvision_core.config import load_settings
     from tiefvision_core.errors import InputError
-    from tiefvision_core.storage.stores import open_store
 
-    # Fail fast and cheaply: settings and database URL (S3 needs one), the file, the catalog.
-    settings = load_settings(store_url=store, database_url=database)
-    url = database_url_for(settings)
+    # Fail fast and cheaply: the file, settings and database URL (S3 needs one), the catalog.
     if not file.is_file():
         raise InputError(f"{kind} file {file} does not exist: check the path")
-    manifest = read_manifest(open_store(settings.store_url, settings))
+    checked = preflight(store=store, database=database, check_database=True)
+    manifest = read_manifest(checked.store)
     if manifest is None:
-        raise InputError(f"{settings.store_url}: {NO_CATALOG}")
-    with AnnotationStore(url) as annotations:
+        raise InputError(f"{checked.settings.store_url}: {NO_CATALOG}")
+    with open_annotations(checked.settings) as annotations:
         if kind == "boxes":
             return annotations.import_boxes(file, manifest)
         return annotations.import_triplets(file, manifest)
 
 
 def _print_import_report(report: object, as_json: bool, strict: bool) -> None:
+    """The report (text or JSON); ``--strict`` turns refused rows into exit code 1."""
     if as_json:
         print(json.dumps(report.as_dict()))
     else:
-        console.print(report.format(), markup=False, highlight=False, soft_wrap=True)
+        from tiefvision_cli.report import print_lines
+
+        print_lines(console, report.format())
     if strict and report.refused:
         raise typer.Exit(1)
 
@@ -447,7 +415,7 @@ def train_locator(
         progress=not as_json,
     )
     if as_json:
-        print(json.dumps(run))
+        print(json.dumps(run.as_dict()))
     else:
         print_locator_run(console, run)
 
@@ -463,19 +431,17 @@ def _run_train_locator(
     max_epochs: int = 40,
     min_images: int = 20,
     progress: bool = True,
-) -> dict[str, object]:
-    from tiefvision_core.annotations.store import database_url_for
-    from tiefvision_core.config import load_settings
-    from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding.runtime import resolve_device
-    from tiefvision_core.storage.stores import open_store
-
+) -> LocatorRun:
     start_early()  # Prefect's server boots while the checks below run
-    settings = load_settings(store_url=store, database_url=database, encoder=encoder, device=device)
-    open_store(settings.store_url, settings)
-    database_url_for(settings)  # an S3 store needs a database URL: say so now
-    resolve_device(settings.device)
-    get_encoder(settings.encoder, weights)
+    settings = preflight(
+        store=store,
+        database=database,
+        check_database=True,
+        encoder=encoder,
+        device=device,
+        check_device=True,
+        weights=weights,
+    ).settings
     if database:  # the flow reads it from the environment: never a (logged) parameter
         os.environ["TIEFVISION_DATABASE_URL"] = database
 
@@ -491,7 +457,7 @@ def _run_train_locator(
             max_epochs=max_epochs,
             min_images=min_images,
         )
-    return run.as_dict()
+    return run
 
 
 @app.command()
@@ -510,61 +476,78 @@ def locate(
     as_json: JsonOption = False,
 ) -> None:
     """Locate the product: in one photo (prints its box) or in every catalog photo."""
-    from tiefvision_core.config import load_settings
-    from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding.runtime import resolve_device
-    from tiefvision_core.storage.stores import open_store
-
-    settings = load_settings(store_url=store, encoder=encoder, device=device)
-    target = open_store(settings.store_url, settings)
-    resolve_device(settings.device)
-    if image is not None:
-        print_located(image, target, get_encoder(settings.encoder, weights), locator, as_json)
+    if image is not None:  # a query: no flow, so no Prefect server either
+        _locate_one(image, store, encoder=encoder, weights=weights, device=device,
+                    locator=locator, as_json=as_json)  # fmt: skip
         return
-    start_early()
-    get_encoder(settings.encoder, weights)
-
-    from flows.locate import locate as locate_flow
     from tiefvision_cli.report import print_locate_summary
 
-    with flow_run(console, progress=not as_json):
-        summary = locate_flow(
+    summary = _run_locate(
+        store, encoder=encoder, weights=weights, device=device, locator=locator,
+        progress=not as_json,
+    )  # fmt: skip
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        print_locate_summary(console, summary)
+
+
+def _locate_one(
+    image: Path,
+    store: str | None,
+    *,
+    encoder: str | None,
+    weights: str,
+    device: str | None,
+    locator: str | None,
+    as_json: bool,
+) -> None:
+    """One photo's box with the locator, printed (``--json``: box, score, fallback)."""
+    from tiefvision_core.catalog.imaging import decode_image
+    from tiefvision_core.errors import InputError
+    from tiefvision_core.locator.store import load_locator, locate_image
+
+    checked = preflight(
+        store=store, encoder=encoder, device=device, check_device=True, weights=weights
+    )
+    if not image.is_file():
+        raise InputError(f"image {image} does not exist: check the path")
+    encoder_model = checked.encoder
+    assert encoder_model is not None  # built because weights were given
+    model = load_locator(checked.store, locator, encoder_version=encoder_model.version)
+    located = locate_image(model, encoder_model, decode_image(image.read_bytes()))
+    if as_json:
+        data = located.as_dict()
+        print(json.dumps({k: data[k] for k in ("box", "score", "fallback")}))
+    else:
+        from tiefvision_cli.report import print_located
+
+        print_located(console, image, located, model.version)
+
+
+def _run_locate(
+    store: str | None,
+    *,
+    encoder: str | None = None,
+    weights: str = "default",
+    device: str | None = None,
+    locator: str | None = None,
+    progress: bool = True,
+) -> LocateSummary:
+    start_early()  # Prefect's server boots while the checks below run
+    settings = preflight(
+        store=store, encoder=encoder, device=device, check_device=True, weights=weights
+    ).settings
+
+    from flows.locate import locate as locate_flow
+
+    with flow_run(console, progress=progress):
+        return locate_flow(
             store=settings.store_url,
             encoder=settings.encoder,
             weights=weights,
             device=settings.device,
             locator=locator,
-        )
-    if as_json:
-        print(json.dumps(summary))
-    else:
-        print_locate_summary(console, summary)
-
-
-def print_located(
-    image: Path, store: object, encoder: object, version: str | None, as_json: bool
-) -> None:
-    from tiefvision_core.catalog.imaging import decode_image
-    from tiefvision_core.errors import InputError
-    from tiefvision_core.locator.store import load_locator, locate_image
-
-    if not image.is_file():
-        raise InputError(f"image {image} does not exist: check the path")
-    model = load_locator(store, version, encoder_version=encoder.version)
-    located = locate_image(model, encoder, decode_image(image.read_bytes()))
-    if as_json:
-        data = located.as_dict()
-        print(json.dumps({k: data[k] for k in ("box", "score", "fallback")}))
-    else:
-        left, top, right, bottom = located.box
-        how = (
-            "whole image (no position passed the threshold)"
-            if located.fallback
-            else (f"{located.positions_kept} positions averaged")
-        )
-        console.print(
-            f"{image}: box left={left} top={top} right={right} bottom={bottom}, "
-            f"score {located.score:.3f}, {how}; locator {model.version}"
         )
 
 
@@ -574,9 +557,7 @@ def rebuild_index(
     space: Annotated[str, typer.Option(help="unsupervised or supervised.")] = "unsupervised",
     encoder: EncoderOption = None,
     device: DeviceOption = None,
-    index_kind: Annotated[
-        str, typer.Option(help="auto, exact, hnsw or ivfpq (compressed).")
-    ] = "auto",
+    index_kind: Annotated[str, typer.Option(help=f"{spelled_choices()} (compressed).")] = "auto",
     lock_timeout: LockTimeoutOption = 600.0,
     lock_ttl: LockTtlOption = 120.0,
     as_json: JsonOption = False,
@@ -595,13 +576,9 @@ def rebuild_index(
     if as_json:
         print(json.dumps(version))
         return
-    check = version["self_check"]
-    console.print(
-        f"{version['space']} index {version['version']}: {version['size']} photos, "
-        f"{version['kind']} search over {version['dimension']} numbers each, built in "
-        f"{version['build_seconds']:.1f} s; self-check {check['found_first']}/"
-        f"{check['queries']} found themselves first\nIndex: {version['uri']}"
-    )
+    from tiefvision_cli.report import print_index_version
+
+    print_index_version(console, version)
 
 
 def _run_rebuild_index(
@@ -614,16 +591,12 @@ def _run_rebuild_index(
     lock_timeout: float = 600.0,
     lock_ttl: float = 120.0,
 ) -> dict[str, object]:
-    from tiefvision_core.config import load_settings
     from tiefvision_core.index.versions import space_prefix
-    from tiefvision_core.storage.stores import open_store
 
     start_early()  # Prefect's server boots while the checks below run
-    settings = load_settings(store_url=store, encoder=encoder, device=device)
-    open_store(settings.store_url, settings)
+    settings = preflight(store=store, encoder=encoder, device=device).settings
     space_prefix(space)
-    if index_kind not in ("auto", "exact", "hnsw", "ivfpq"):
-        raise ConfigError(f"--index-kind {index_kind!r}: choose auto, exact, hnsw or ivfpq")
+    kind = check_index_kind(index_kind)
 
     from flows.rebuild_index import rebuild_index as rebuild_flow
 
@@ -633,7 +606,7 @@ def _run_rebuild_index(
             space=space,
             encoder=settings.encoder,
             device=settings.device,
-            index_kind=index_kind,
+            index_kind=kind,
             lock_timeout=lock_timeout,
             lock_ttl=lock_ttl,
         )
@@ -654,7 +627,7 @@ def reindex(
     ] = 256,
     index_kind: Annotated[
         str | None,
-        typer.Option(help="auto, exact, hnsw or ivfpq (default: keep each live index's kind)."),
+        typer.Option(help=f"{spelled_choices()} (default: keep each live index's kind)."),
     ] = None,
     max_churn: Annotated[
         float,
@@ -681,19 +654,16 @@ def reindex(
 ) -> None:
     """The nightly incremental reindex: ingest, locate and encode what is new or changed,
     drop what was removed, update every live index (one run at a time per store)."""
-    from tiefvision_core.catalog.ingest import load_metadata
-    from tiefvision_core.config import load_settings
-    from tiefvision_core.storage.stores import open_store
-
-    if index_kind not in (None, "auto", "exact", "hnsw", "ivfpq"):
-        raise ConfigError(f"--index-kind {index_kind!r}: choose auto, exact, hnsw or ivfpq")
-    # Fail fast, before the flow runs: settings, the source, the store and the metadata.
     start_early()  # Prefect's server boots while the checks below run
-    settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
-    open_store(images, settings, create=False)
-    open_store(settings.store_url, settings)
-    if metadata is not None:
-        load_metadata(metadata)
+    kind = None if index_kind is None else check_index_kind(index_kind)
+    settings = preflight(
+        store=store,
+        images=images,
+        metadata=metadata,
+        encoder=encoder,
+        device=device,
+        batch_size=batch_size,
+    ).settings
 
     from flows.reindex import reindex as reindex_flow
 
@@ -707,7 +677,7 @@ def reindex(
             device=settings.device,
             batch_size=settings.batch_size,
             shard_size=shard_size,
-            index_kind=index_kind,
+            index_kind=kind,
             max_churn=max_churn,
             max_growth=max_growth,
             lock_timeout=lock_timeout,
@@ -718,34 +688,9 @@ def reindex(
     if as_json:
         print(json.dumps(summary.as_dict()))
     else:
-        _print_reindex(summary)
+        from tiefvision_cli.report import print_reindex
 
-
-def _print_reindex(summary) -> None:
-    """The run summary in a few lines: changes, work per stage, index versions."""
-    located = (
-        f"{summary.located} located with {summary.locator_version}"
-        if summary.locator_version
-        else "no locator: whole photos"
-    )
-    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.stages.items())
-    lines = [
-        f"Reindex of {summary.store_url} (manifest {summary.manifest_version}): "
-        f"{summary.images} photos",
-        f"  new {summary.new}, changed {summary.changed}, removed {summary.removed}, "
-        f"rejected {summary.rejected + summary.encode_rejected}",
-        f"  {located}; {summary.encoded} encoded (each with its mirror)",
-        f"  stages: {stages}; total {summary.seconds:.1f} s "
-        f"(waited {summary.lock_waited_s:.1f} s for the lock); gc freed "
-        f"{summary.garbage_bytes:,} bytes",
-    ]
-    for update in summary.indexes:
-        lines.append(
-            f"  {update.space} index: {update.before or 'none'} → {update.after} "
-            f"({update.action}: {update.reason}); {update.size} photos, "
-            f"{update.vectors_computed} vectors computed"
-        )
-    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+        print_reindex(console, summary)
 
 
 @app.command()
@@ -767,10 +712,8 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """Find the catalog photos most similar to a photo or to a catalog image id."""
-    from tiefvision_core.config import load_settings
     from tiefvision_core.index.search import search_by_id, search_by_image
     from tiefvision_core.index.versions import open_index
-    from tiefvision_core.storage.stores import open_store
 
     if (image is None) == (image_id is None):
         raise ConfigError("give either a photo file or --id ID (not both)")
@@ -780,8 +723,8 @@ def search(
         if not sep or not column:
             raise ConfigError(f"--filter {item!r}: write COLUMN=VALUE, e.g. category=dress")
         filters[column] = value
-    settings = load_settings(store_url=store, encoder=encoder)
-    target = open_store(settings.store_url, settings)
+    checked = preflight(store=store, encoder=encoder)
+    settings, target = checked.settings, checked.store
     opened = open_index(target, space)
     if image_id is not None:
         result = search_by_id(opened, image_id, k=k, where=filters)
@@ -838,14 +781,10 @@ def _run_train_triplets(
     margin: float = 0.1,
     max_epochs: int = 30,
 ) -> dict[str, object]:
-    from tiefvision_core.annotations.store import database_url_for
-    from tiefvision_core.config import load_settings
-    from tiefvision_core.storage.stores import open_store
-
     start_early()  # Prefect's server boots while the checks below run
-    settings = load_settings(store_url=store, database_url=database, encoder=encoder, device=device)
-    open_store(settings.store_url, settings)
-    database_url_for(settings)
+    settings = preflight(
+        store=store, database=database, check_database=True, encoder=encoder, device=device
+    ).settings
     if database:  # the flow reads it from the environment: never a (logged) parameter
         os.environ["TIEFVISION_DATABASE_URL"] = database
 
@@ -914,13 +853,9 @@ def setup_prefect(
     if as_json:
         print(json.dumps(done))
         return
-    lines = [f"Flow results: {done.pop('result_storage')} (block s3-bucket/tiefvision-results)"]
-    lines += [f"Work pool {pool}: {what}" for pool, what in done.items()]
-    lines += [
-        "Next: prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml",
-        "      prefect worker start --pool tiefvision-cpu   (with TIEFVISION_* and AWS_* set)",
-    ]
-    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+    from tiefvision_cli.report import print_setup_prefect
+
+    print_setup_prefect(console, done)
 
 
 @app.command()

@@ -29,15 +29,6 @@ index_app = typer.Typer(
 )
 
 
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 @contextmanager
 def _store_lock(store: object, what: str, timeout_s: float) -> Iterator[None]:
     from tiefvision_core.reindex import LOCK_NAME
@@ -57,6 +48,7 @@ def index_list(
     as_json: JsonOption = False,
 ) -> None:
     """Every version with its rows, bytes, creation time, self-check and which is live."""
+    from tiefvision_cli.report import print_index_versions
     from tiefvision_core.config import load_settings
     from tiefvision_core.index.versions import SPACES, list_versions, space_prefix
     from tiefvision_core.storage.stores import open_store
@@ -70,27 +62,7 @@ def index_list(
     if as_json:
         print(json.dumps([info.as_dict() for info in listed]))
         return
-    if not listed:
-        console.print("No index versions yet: run `tiefvision rebuild-index`.")
-        return
-    rows = [("space", "version", "live", "rows", "size", "created", "self-check")]
-    for info in listed:
-        check = info.self_check or {}
-        rows.append(
-            (
-                info.space,
-                info.version,
-                "yes" if info.live else "",
-                "—" if info.rows is None else f"{info.rows:,}",
-                _human(info.bytes),
-                (info.created_at or "unfinished")[:19],
-                f"{check['found_first']}/{check['queries']}" if check else "—",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:  # plain aligned text: readable in any terminal width, easy to grep
-        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        print(line.rstrip())
+    print_index_versions(console, listed)
 
 
 @index_app.command("use")
@@ -117,11 +89,9 @@ def index_use(
     if as_json:
         print(json.dumps({**info.as_dict(), "before": before}))
         return
-    check = info.self_check or {}
-    console.print(
-        f"{space} index: {before or 'none'} → {info.version} (self-check "
-        f"{check.get('found_first')}/{check.get('queries')} found themselves first)"
-    )
+    from tiefvision_cli.report import print_index_switch
+
+    print_index_switch(console, space, before, info)
 
 
 def gc(
@@ -162,9 +132,6 @@ def gc(
     if as_json:
         print(json.dumps(report.as_dict()))
         return
-    if dry_run:
-        for item in report.items:
-            console.print(f"{item.action:7} {item.what:9} {_human(item.bytes):>10}  {item.key}")
-    verb = "would free" if dry_run else "freed"
-    parts = ", ".join(f"{k} {v['objects']}" for k, v in report.totals.items()) or "nothing"
-    console.print(f"gc {verb} {_human(report.bytes)} ({report.bytes:,} bytes): {parts}")
+    from tiefvision_cli.report import print_gc_report
+
+    print_gc_report(console, report, dry_run=dry_run)

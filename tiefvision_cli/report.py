@@ -1,4 +1,8 @@
-"""Human-readable summaries for the terminal (the JSON forms live on the summaries)."""
+"""Human-readable summaries for the terminal, every command's in this one module (the JSON
+forms live on the summaries: ``as_dict()``).
+
+Heavy types (torch behind the encoding and locator modules) are imported for checkers only:
+printing a summary must not load a model's dependencies."""
 
 from __future__ import annotations
 
@@ -14,29 +18,58 @@ from tiefvision_core.catalog.ingest import IngestSummary, read_rejects
 from tiefvision_core.storage.stores import open_store
 
 if TYPE_CHECKING:  # torch is heavy: import the type only for checkers
+    from pathlib import Path
+
     from tiefvision_core.encoding.catalog import EncodeSummary
+    from tiefvision_core.gc import GcReport
+    from tiefvision_core.index.versions import VersionInfo
+    from tiefvision_core.locator.model import LocatedBox
+    from tiefvision_core.locator.runs import LocatorRun
+    from tiefvision_core.locator.store import LocateSummary
+    from tiefvision_core.reindex import ReindexSummary
 
 __all__ = [
+    "BINARY_UNITS",
+    "human_size",
     "print_box_scores",
     "print_encode_summary",
+    "print_gc_report",
+    "print_index_switch",
+    "print_index_version",
+    "print_index_versions",
     "print_ingest_summary",
+    "print_lines",
     "print_locate_summary",
+    "print_located",
     "print_locator_run",
+    "print_pipeline",
+    "print_reindex",
     "print_retrieval",
     "print_search_result",
+    "print_setup_prefect",
     "print_similarity_run",
     "progress_bar",
 ]
 
 _SHOWN_REJECTS = 12
 
+#: Units of 1024 as ``index list`` and ``gc`` write them (the ingest table says KB, MB, GB).
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB")
 
-def _size(num: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if num < 1024 or unit == "GB":
-            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.1f} {unit}"
+
+def human_size(num: float, units: tuple[str, ...] = ("B", "KB", "MB", "GB")) -> str:
+    """``num`` bytes in the largest of ``units`` (steps of 1024) below 1024 of it."""
+    for unit in units:
+        if num < 1024 or unit == units[-1]:
+            return f"{num:.0f} {unit}" if unit == units[0] else f"{num:.1f} {unit}"
         num /= 1024
     return f"{num} B"
+
+
+def print_lines(console: Console, text: str) -> None:
+    """Plain text as is: no Rich markup or highlighting (paths and ids contain brackets),
+    and long lines are not wrapped (they stay greppable)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def print_ingest_summary(console: Console, summary: IngestSummary) -> None:
@@ -54,7 +87,7 @@ def print_ingest_summary(console: Console, summary: IngestSummary) -> None:
         ("listed (usable + rejected)", summary.listed),
         ("skipped, no row", summary.skipped),
         *((f"  skipped: {reason}", n) for reason, n in summary.skipped_reasons.items()),
-        ("bytes", _size(summary.bytes_total)),
+        ("bytes", human_size(summary.bytes_total)),
     ):
         table.add_row(label, str(value))
     console.print(table)
@@ -151,40 +184,54 @@ def print_box_scores(console: Console, title: str, rows: list[dict[str, object]]
     console.print(table)
 
 
-def print_locator_run(console: Console, run: dict[str, object]) -> None:
-    evaluation = run["evaluation"]
+def print_locator_run(console: Console, run: LocatorRun) -> None:
+    evaluation = run.evaluation
     console.print(
         _measures(
-            f"Locator training — {run['version']}",
+            f"Locator training — {run.version}",
             [
-                ("crops dataset", run["dataset_id"]),
-                ("epochs (best)", f"{run['epochs']} ({run['best_epoch']})"),
-                ("stopped early", run["stopped_early"]),
+                ("crops dataset", run.dataset_id),
+                ("epochs (best)", f"{run.epochs} ({run.best_epoch})"),
+                ("stopped early", run.stopped_early),
                 ("held-out images", evaluation["images"]),
                 ("fallbacks (no position ≥ threshold)", evaluation["fallbacks"]),
             ],
         )
     )
-    print_box_scores(console, "Held-out boxes vs baselines", run["evaluation_table"])
-    console.print(f"Model:    {run['model_uri']}")
-    console.print(f"Pictures: {run['grid_uri']}\n          {run['histogram_uri']}")
+    print_box_scores(console, "Held-out boxes vs baselines", run.evaluation_table)
+    console.print(f"Model:    {run.model_uri}")
+    console.print(f"Pictures: {run.grid_uri}\n          {run.histogram_uri}")
 
 
-def print_locate_summary(console: Console, summary: dict[str, object]) -> None:
+def print_locate_summary(console: Console, summary: LocateSummary) -> None:
     console.print(
         _measures(
-            f"Box inference — locator {summary['locator_version']}",
+            f"Box inference — locator {summary.locator_version}",
             [
-                ("images in catalog", summary["images"]),
-                ("already located", summary["already_located"]),
-                ("located now", summary["located"]),
-                ("fell back to whole image", summary["fallback"]),
-                ("rejected now", summary["rejected"]),
-                ("seconds", summary["seconds"]),
+                ("images in catalog", summary.images),
+                ("already located", summary.already_located),
+                ("located now", summary.located),
+                ("fell back to whole image", summary.fallback),
+                ("rejected now", summary.rejected),
+                ("seconds", summary.seconds),
             ],
         )
     )
-    console.print(f"Boxes: {summary['boxes_uri']}")
+    console.print(f"Boxes: {summary.boxes_uri}")
+
+
+def print_located(console: Console, image: Path, located: LocatedBox, version: str) -> None:
+    """One photo's located box, how it was found, and the locator that found it."""
+    left, top, right, bottom = located.box
+    how = (
+        "whole image (no position passed the threshold)"
+        if located.fallback
+        else (f"{located.positions_kept} positions averaged")
+    )
+    console.print(
+        f"{image}: box left={left} top={top} right={right} bottom={bottom}, "
+        f"score {located.score:.3f}, {how}; locator {version}"
+    )
 
 
 def print_search_result(console: Console, result: object) -> None:
@@ -234,3 +281,118 @@ def print_retrieval(console: Console, rows: list[dict[str, object]]) -> None:
             f"{row['map_at_10']:.3f}",
         )
     console.print(table)
+
+
+def print_pipeline(console: Console, run: object) -> None:
+    """Each stage's summary of a ``flows.pipeline`` run, then why a stage was skipped."""
+    print_ingest_summary(console, run.ingest)
+    print_encode_summary(console, run.encode)
+    if run.locator is not None:
+        print_locator_run(console, run.locator)
+        print_locate_summary(console, run.locate)
+    else:
+        console.print(f"Locator skipped: {run.plan.locator_reason}; search uses whole photos.")
+    version = run.unsupervised_index
+    console.print(f"unsupervised index {version.version}: {version.size} photos")
+    if run.similarity is not None:
+        print_similarity_run(console, run.similarity.as_dict())
+    else:
+        console.print(f"Deep Ranking skipped: {run.plan.similarity_reason}.")
+    stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in run.seconds.items())
+    console.print(f"Pipeline stages: {stages}")
+
+
+def print_reindex(console: Console, summary: ReindexSummary) -> None:
+    """The run summary in a few lines: changes, work per stage, index versions."""
+    located = (
+        f"{summary.located} located with {summary.locator_version}"
+        if summary.locator_version
+        else "no locator: whole photos"
+    )
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.stages.items())
+    lines = [
+        f"Reindex of {summary.store_url} (manifest {summary.manifest_version}): "
+        f"{summary.images} photos",
+        f"  new {summary.new}, changed {summary.changed}, removed {summary.removed}, "
+        f"rejected {summary.rejected + summary.encode_rejected}",
+        f"  {located}; {summary.encoded} encoded (each with its mirror)",
+        f"  stages: {stages}; total {summary.seconds:.1f} s "
+        f"(waited {summary.lock_waited_s:.1f} s for the lock); gc freed "
+        f"{summary.garbage_bytes:,} bytes",
+    ]
+    for update in summary.indexes:
+        lines.append(
+            f"  {update.space} index: {update.before or 'none'} → {update.after} "
+            f"({update.action}: {update.reason}); {update.size} photos, "
+            f"{update.vectors_computed} vectors computed"
+        )
+    print_lines(console, "\n".join(lines))
+
+
+def print_index_version(console: Console, version: dict[str, object]) -> None:
+    """A freshly built index version (``rebuild-index``): size, kind, build time, self-check."""
+    check = version["self_check"]
+    console.print(
+        f"{version['space']} index {version['version']}: {version['size']} photos, "
+        f"{version['kind']} search over {version['dimension']} numbers each, built in "
+        f"{version['build_seconds']:.1f} s; self-check {check['found_first']}/"
+        f"{check['queries']} found themselves first\nIndex: {version['uri']}"
+    )
+
+
+def print_index_versions(console: Console, listed: list[VersionInfo]) -> None:
+    """``index list``: plain aligned text, readable in any terminal width, easy to grep."""
+    if not listed:
+        console.print("No index versions yet: run `tiefvision rebuild-index`.")
+        return
+    rows = [("space", "version", "live", "rows", "size", "created", "self-check")]
+    for info in listed:
+        check = info.self_check or {}
+        rows.append(
+            (
+                info.space,
+                info.version,
+                "yes" if info.live else "",
+                "—" if info.rows is None else f"{info.rows:,}",
+                human_size(info.bytes, BINARY_UNITS),
+                (info.created_at or "unfinished")[:19],
+                f"{check['found_first']}/{check['queries']}" if check else "—",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(line.rstrip())
+
+
+def print_index_switch(console: Console, space: str, before: str | None, info: VersionInfo) -> None:
+    """``index use``: which version was live, which is now, and its self-check."""
+    check = info.self_check or {}
+    console.print(
+        f"{space} index: {before or 'none'} → {info.version} (self-check "
+        f"{check.get('found_first')}/{check.get('queries')} found themselves first)"
+    )
+
+
+def print_gc_report(console: Console, report: GcReport, *, dry_run: bool) -> None:
+    """What gc freed (or, with ``--dry-run``, each object it would delete and the total)."""
+    if dry_run:
+        for item in report.items:
+            size = human_size(item.bytes, BINARY_UNITS)
+            console.print(f"{item.action:7} {item.what:9} {size:>10}  {item.key}")
+    verb = "would free" if dry_run else "freed"
+    parts = ", ".join(f"{k} {v['objects']}" for k, v in report.totals.items()) or "nothing"
+    size = human_size(report.bytes, BINARY_UNITS)
+    console.print(f"gc {verb} {size} ({report.bytes:,} bytes): {parts}")
+
+
+def print_setup_prefect(console: Console, done: dict[str, str]) -> None:
+    """What ``setup-prefect`` created or updated, and the next two commands to run."""
+    done = dict(done)
+    lines = [f"Flow results: {done.pop('result_storage')} (block s3-bucket/tiefvision-results)"]
+    lines += [f"Work pool {pool}: {what}" for pool, what in done.items()]
+    lines += [
+        "Next: prefect --no-prompt deploy --all --prefect-file deployments/prefect.yaml",
+        "      prefect worker start --pool tiefvision-cpu   (with TIEFVISION_* and AWS_* set)",
+    ]
+    print_lines(console, "\n".join(lines))

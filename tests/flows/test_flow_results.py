@@ -21,6 +21,7 @@ from flows._results import FLOW_RESULTS
 from tiefvision_core.catalog.ingest import IngestSummary
 from tiefvision_core.index.versions import IndexVersion
 from tiefvision_core.locator.crops import CropDataset
+from tiefvision_core.locator.store import LocateSummary
 
 
 def _members(package: object, kind: type) -> dict[str, object]:
@@ -74,6 +75,7 @@ SERIALIZER = FLOW_RESULTS["result_serializer"]
             "s3://b/s", "v2", None, 8, 8, 0, 0, 0, 0, 0, 9000, "s3://m", "s3://r", {"empty": 1}
         ),
         CropDataset("d", "p", "e", "ev", "k", "dg", (320, 448), {"kernel": [7, 7]}, {}, {}, 0, {}),
+        LocateSummary("v1", 4, 1, np.int64(3), 0, 0, 1.5, "s3://b/boxes/v1/"),
         {"located": np.int64(3), "images": 4},
     ],
 )

@@ -20,7 +20,7 @@ from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.locator.evaluation import evaluate_boxes
-from tiefvision_core.locator.store import read_boxes
+from tiefvision_core.locator.store import LocateSummary, read_boxes
 from tiefvision_core.storage.stores import LocalStore, Store, open_store
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
@@ -35,7 +35,7 @@ class Trained:
     store_url: str
     truth: pd.DataFrame  # image_id, left…bottom, width, height, annotated
     run: object
-    located: dict
+    located: LocateSummary
 
 
 def _truth(catalog: Path, store: Store) -> pd.DataFrame:
@@ -91,7 +91,7 @@ def test_trained_locator_beats_baselines_on_never_annotated_photos(trained: Trai
     assert evaluation.locator.mean_iou >= evaluation.centre_median.mean_iou + 0.2
     # The run's own evaluation (test split of the annotated photos) is reported too.
     assert trained.run.evaluation["locator"]["mean_iou"] >= 0.6
-    assert trained.located["located"] == 64 and trained.located["rejected"] == 0
+    assert trained.located.located == 64 and trained.located.rejected == 0
 
 
 def test_model_records_what_it_was_trained_on(trained: Trained) -> None:
@@ -121,14 +121,14 @@ def test_locate_is_incremental_and_crops_resume(trained: Trained) -> None:
     from flows.locate import locate
 
     again = locate(store=trained.store_url)
-    assert (again["located"], again["already_located"]) == (0, 64)
+    assert (again.located, again.already_located) == (0, 64)
 
     # A new photo (a copy under a new name) is the only one located by the next run.
     source = next(trained.images.rglob("*.jpg"))
     shutil.copy(source, trained.images / "new-photo.jpg")
     ingest_catalog(LocalStore(trained.images, create=False), open_store(trained.store_url))
     more = locate(store=trained.store_url)
-    assert (more["located"], more["already_located"]) == (1, 64)
+    assert (more.located, more.already_located) == (1, 64)
 
     dataset = crops(store=trained.store_url)
     assert dataset.dataset_id == trained.run.dataset_id  # same annotations: same dataset

@@ -11,6 +11,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tiefvision_core.index.kinds import (  # noqa: F401
+        INDEX_KIND_CHOICES,
+        INDEX_KINDS,
+        IndexKind,
+        IndexKindChoice,
+        check_index_kind,
+    )
     from tiefvision_core.index.pointer import (  # noqa: F401
         INPUTS_READ_AT,
         StaleIndexInputs,
@@ -72,9 +79,13 @@ if TYPE_CHECKING:
 #: Public name → the module of this package that defines it.
 _EXPORTS = {
     "Decision": "updates",
+    "INDEX_KINDS": "kinds",
+    "INDEX_KIND_CHOICES": "kinds",
     "INPUTS_READ_AT": "pointer",
     "IndexConfig": "vectors",
     "IndexDelta": "updates",
+    "IndexKind": "kinds",
+    "IndexKindChoice": "kinds",
     "IndexUpdate": "updates",
     "IndexVersion": "versions",
     "LiveIndex": "updates",
@@ -92,6 +103,7 @@ _EXPORTS = {
     "VersionRefused": "versions",
     "build_index": "vectors",
     "catalog_rows": "search",
+    "check_index_kind": "kinds",
     "compare_spaces": "report",
     "decide_update": "updates",
     "diff_rows": "updates",

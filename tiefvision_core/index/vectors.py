@@ -22,14 +22,23 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import faiss
 import numpy as np
 
-__all__ = ["IndexConfig", "VectorIndex", "build_index", "fit_projection", "update_index"]
+from tiefvision_core.index.kinds import INDEX_KIND_CHOICES, INDEX_KINDS, IndexKind, IndexKindChoice
 
-IndexKind = Literal["exact", "hnsw", "ivfpq"]
+__all__ = [
+    "INDEX_KINDS",
+    "INDEX_KIND_CHOICES",
+    "IndexConfig",
+    "IndexKind",
+    "IndexKindChoice",
+    "VectorIndex",
+    "build_index",
+    "fit_projection",
+    "update_index",
+]
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,7 @@ class IndexConfig:
     # Exact search scans every float32 vector per query: up to 64 MiB (~1,450 photos of
     # 11,520 numbers) that stays under ~15 ms; at 10,000 photos it took 172 ms (bench/api.py).
     exact_max_bytes: int = 64 << 20
-    kind: Literal["auto", "exact", "hnsw", "ivfpq"] = "auto"
+    kind: IndexKindChoice = "auto"
     compact_channels: int = 64
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80

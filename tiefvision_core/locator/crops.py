@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_SCALES",
     "CropConfig",
     "CropDataset",
+    "CropPart",
     "CropPlan",
     "MapSample",
     "build_part",
@@ -293,24 +294,38 @@ def map_rows(batches: Iterable[EncodedBatch], stride: int) -> pa.Table:
     return pa.Table.from_pydict(rows, schema=_MAP_SCHEMA)
 
 
-def build_part(store: Store, runtime, plan: CropPlan, spec: PartSpec, scales: tuple[int, ...]):
+@dataclass(frozen=True)
+class CropPart:
+    """What one :func:`build_part` call did; ``skipped``: the part was already written (by
+    an earlier, killed run), so nothing was encoded now."""
+
+    key: str
+    skipped: bool
+    maps: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+
+
+def build_part(
+    store: Store, runtime, plan: CropPlan, spec: PartSpec, scales: tuple[int, ...]
+) -> CropPart:
     """Encode one part's images at every scale (the encoding runtime's whole-image mode)
     and write its maps in one atomic put; an existing part is skipped."""
     key = plan.part_key(spec)
     if store.exists(key):
-        return {"key": key, "skipped": True, "maps": 0, "rejected": 0, "seconds": 0.0}
+        return CropPart(key, skipped=True)
     started = time.perf_counter()
     requests = _work_requests(store, plan, spec, scales)
     table = map_rows(runtime.stream(requests), runtime.encoder.geometry.stride)
     store.write_parquet(key, table, plain_columns=("vector",))
     rejected = int(pc.sum(pc.is_valid(table["reason"])).as_py() or 0)
-    return {
-        "key": key,
-        "skipped": False,
-        "maps": table.num_rows - rejected,
-        "rejected": rejected,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    return CropPart(
+        key,
+        skipped=False,
+        maps=table.num_rows - rejected,
+        rejected=rejected,
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 def _windows_for(

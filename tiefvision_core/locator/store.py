@@ -43,6 +43,8 @@ from tiefvision_core.storage.stores import Store
 __all__ = [
     "LOCATOR_CURRENT",
     "LocatePlan",
+    "LocateSummary",
+    "LocatedPart",
     "LocatorModel",
     "boxes_prefix",
     "latest_boxes",
@@ -224,6 +226,58 @@ class LocatePlan:
     def to_locate(self) -> int:
         return sum(s.stop - s.start for s in self.shards)
 
+    @property
+    def locator_version(self) -> str:
+        """The version whose boxes this plan writes (the last folder of ``prefix``)."""
+        return self.prefix.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class LocatedPart:
+    """What one :func:`locate_shard` call did; ``skipped``: the part was already written
+    (by an earlier, killed run), so nothing was located now."""
+
+    key: str
+    skipped: bool
+    located: int = 0
+    fallback: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class LocateSummary:
+    """The locate stage's result: small plain values, persisted as a flow result (JSON) and
+    printed by ``tiefvision locate [--json]``."""
+
+    locator_version: str
+    images: int
+    already_located: int
+    located: int
+    fallback: int
+    rejected: int
+    seconds: float
+    boxes_uri: str
+
+    @classmethod
+    def of_parts(
+        cls, plan: LocatePlan, parts: Sequence[LocatedPart], *, seconds: float, boxes_uri: str
+    ) -> LocateSummary:
+        """The counts of every part of ``plan`` added up."""
+        return cls(
+            locator_version=plan.locator_version,
+            images=plan.images,
+            already_located=plan.already_located,
+            located=sum(part.located for part in parts),
+            fallback=sum(part.fallback for part in parts),
+            rejected=sum(part.rejected for part in parts),
+            seconds=round(seconds, 2),
+            boxes_uri=boxes_uri,
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        """The ``--json`` form (keys in this order, as before the dataclass)."""
+        return asdict(self)
+
 
 def _parts(store: Store, prefix: str) -> list[str]:
     return [
@@ -280,12 +334,12 @@ def locate_shard(
     shard: LocateShard,
     *,
     on_image: Callable[[int], None] | None = None,
-) -> dict[str, object]:
+) -> LocatedPart:
     """Encode each image whole at every scale (the encoding runtime's whole-image mode),
     apply the heads, write one part atomically. An existing part is skipped."""
     key = plan.shard_key(shard)
     if store.exists(key):
-        return {"key": key, "skipped": True, "located": 0, "fallback": 0, "rejected": 0}
+        return LocatedPart(key, skipped=True)
     rows = store.read_parquet(plan.plan_key).slice(shard.start, shard.stop - shard.start)
     requests = [
         CropRequest(
@@ -331,13 +385,13 @@ def locate_shard(
     table = pa.Table.from_pylist(out, schema=_BOX_SCHEMA)
     store.write_parquet(key, table)
     valid = [r for r in out if r["reason"] is None]
-    return {
-        "key": key,
-        "skipped": False,
-        "located": len(valid),
-        "fallback": sum(bool(r["fallback"]) for r in valid),
-        "rejected": len(out) - len(valid),
-    }
+    return LocatedPart(
+        key,
+        skipped=False,
+        located=len(valid),
+        fallback=sum(bool(r["fallback"]) for r in valid),
+        rejected=len(out) - len(valid),
+    )
 
 
 def read_boxes(store: Store, version: str, *, current_only: bool = True) -> pd.DataFrame:
