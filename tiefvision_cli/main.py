@@ -890,21 +890,10 @@ def trigger(
     failed = wait and run.state != "COMPLETED"
     if as_json:
         print(json.dumps(run.as_dict()))
-    elif failed:
-        err_console.print(
-            f"[bold red]error:[/] {escape(run.deployment)} run {escape(run.flow_run_name)} "
-            f"ended {run.state.title()}: {escape(run.message or 'no message')}; "
-            f"logs: {run.url or run.flow_run_id}",
-            highlight=False,
-            soft_wrap=True,
-        )
     else:
-        how = f"{run.state.title()} in {run.seconds:.0f} s" if wait else run.state.title()
-        console.print(
-            f"{run.deployment} run {run.flow_run_name}: {how} ({run.url or run.flow_run_id})",
-            markup=False,
-            highlight=False,
-        )
+        from tiefvision_cli.report import print_triggered
+
+        print_triggered(err_console if failed else console, run, waited=wait, failed=failed)
     if failed:
         raise typer.Exit(1)
 

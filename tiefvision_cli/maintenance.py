@@ -19,6 +19,7 @@ from rich.console import Console
 
 from tiefvision_cli.options import JsonOption, LockTimeoutOption, StoreOption
 from tiefvision_cli.prefect_server import flow_run, start_early
+from tiefvision_cli.preflight import preflight
 
 __all__ = ["gc", "index_app"]
 
@@ -49,15 +50,12 @@ def index_list(
 ) -> None:
     """Every version with its rows, bytes, creation time, self-check and which is live."""
     from tiefvision_cli.report import print_index_versions
-    from tiefvision_core.config import load_settings
     from tiefvision_core.index.versions import SPACES, list_versions, space_prefix
-    from tiefvision_core.storage.stores import open_store
 
-    settings = load_settings(store_url=store)
     spaces = [space] if space else list(SPACES)
     for name in spaces:
         space_prefix(name)
-    target = open_store(settings.store_url, settings)
+    target = preflight(store=store).store
     listed = [info for name in spaces for info in list_versions(target, name)]
     if as_json:
         print(json.dumps([info.as_dict() for info in listed]))
@@ -75,14 +73,11 @@ def index_use(
 ) -> None:
     """Make VERSION the live index (roll back or forward) after it passes its self-check
     again; CURRENT is switched atomically, readers pick it up on their next request."""
-    from tiefvision_core.config import load_settings
     from tiefvision_core.index.versions import space_prefix, use_version
     from tiefvision_core.storage.layout import current_key
-    from tiefvision_core.storage.stores import open_store
 
     space_prefix(space)
-    settings = load_settings(store_url=store)
-    target = open_store(settings.store_url, settings)
+    target = preflight(store=store).store
     before = target.read_pointer(current_key(space_prefix(space)))
     with _store_lock(target, "index use", lock_timeout):
         info = use_version(target, space, version)
@@ -112,12 +107,8 @@ def gc(
     """Delete what nothing live refers to: encodings and boxes of removed or re-shot photos,
     index, model and manifest versions beyond the retention (never the live one), leftovers
     of killed runs. Waits for a running reindex or rebuild."""
-    from tiefvision_core.config import load_settings
-    from tiefvision_core.storage.stores import open_store
-
     start_early()  # Prefect's server boots while the store is checked
-    settings = load_settings(store_url=store)
-    open_store(settings.store_url, settings)  # a wrong URL fails here, before the flow runs
+    settings = preflight(store=store).settings  # a wrong URL fails here, before the flow runs
 
     from flows.gc import gc as gc_flow
 

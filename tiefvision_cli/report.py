@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -48,6 +49,7 @@ __all__ = [
     "print_search_result",
     "print_setup_prefect",
     "print_similarity_run",
+    "print_triggered",
     "progress_bar",
 ]
 
@@ -396,3 +398,23 @@ def print_setup_prefect(console: Console, done: dict[str, str]) -> None:
         "      prefect worker start --pool tiefvision-cpu   (with TIEFVISION_* and AWS_* set)",
     ]
     print_lines(console, "\n".join(lines))
+
+
+def print_triggered(console: Console, run: object, *, waited: bool, failed: bool) -> None:
+    """A triggered deployment run: its state (and time, when waited for) and where its
+    logs are; a failed run as the one-line error scripts look for (give the error console)."""
+    if failed:
+        console.print(
+            f"[bold red]error:[/] {escape(run.deployment)} run {escape(run.flow_run_name)} "
+            f"ended {run.state.title()}: {escape(run.message or 'no message')}; "
+            f"logs: {run.url or run.flow_run_id}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    how = f"{run.state.title()} in {run.seconds:.0f} s" if waited else run.state.title()
+    console.print(
+        f"{run.deployment} run {run.flow_run_name}: {how} ({run.url or run.flow_run_id})",
+        markup=False,
+        highlight=False,
+    )
