@@ -4,6 +4,8 @@ would otherwise read the weights from storage again."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 import tasks.locator as locator_tasks
@@ -11,7 +13,7 @@ from tiefvision_core.locator import store as locator_store
 
 
 @pytest.fixture
-def loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+def loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]:
     seen: list[tuple[str, str]] = []
 
     def load(store: object, version: str, *, encoder_version: str) -> object:
