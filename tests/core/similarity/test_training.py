@@ -1,0 +1,171 @@
+"""``fit_similarity`` / ``load_projection`` (one Deep Ranking run and the models it saves) on
+a tiny real catalog: box crops of 8 products × 2 views encoded once per module, then each
+test trains on its own copy of that store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
+from tiefvision_core.catalog.synthetic import generate_catalog
+from tiefvision_core.encoding.catalog import encode_catalog
+from tiefvision_core.encoding.runtime import EncodingRuntime
+from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
+from tiefvision_core.errors import IncompatibleModel, InputError
+from tiefvision_core.similarity import (
+    DeepRankingConfig,
+    fit_similarity,
+    load_projection,
+    projected_maps,
+    similarity_grid,
+    split_products,
+)
+from tiefvision_core.storage.stores import LocalStore
+
+PRODUCTS, VIEWS = 8, 2
+CURRENT = "models/similarity/CURRENT"
+FAST = DeepRankingConfig(max_epochs=4, patience=2, batch_size=8, mined_negatives=3, seed=0)
+
+
+def _encoded_store(root: Path, lite0, *, products: int, metadata: bool) -> Path:
+    generate_catalog(root / "catalog", products=products, views=VIEWS, seed=4, size=(96, 120))
+    store = LocalStore(root / "store")
+    ingest_catalog(
+        LocalStore(root / "catalog" / "images", create=False),
+        store,
+        metadata=root / "catalog" / "products.csv" if metadata else None,
+    )
+    runtime = EncodingRuntime(lite0, device="cpu", batch_size=4, workers=0)
+    encode_catalog(store, runtime, kind="box", flips=True, dtype="float32")
+    return root / "store"
+
+
+@pytest.fixture(scope="module")
+def encoded(lite0, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _encoded_store(tmp_path_factory.mktemp("sim"), lite0, products=PRODUCTS, metadata=True)
+
+
+@pytest.fixture
+def store(encoded: Path, tmp_path: Path) -> LocalStore:
+    """This test's own copy of the encoded store (runs write models and pointers)."""
+    shutil.copytree(encoded, tmp_path / "store")
+    return LocalStore(tmp_path / "store")
+
+
+def _maps(store: LocalStore, lite0) -> np.ndarray:
+    table = read_encodings(store, lite0.name, lite0.version, kind="box")
+    return similarity_grid(vectors_as_maps(table.filter(~np.asarray(table["flipped"]))))
+
+
+def test_a_run_writes_its_version_then_switches_current(store: LocalStore, lite0) -> None:
+    epochs = []
+    run = fit_similarity(store, lite0, config=FAST, on_epoch=epochs.append)
+    prefix = f"models/similarity/{run.version}/"
+    for name in ("weights.pt", "metadata.json", "loss-curves.png"):
+        assert store.exists(prefix + name), name
+    assert store.read_pointer(CURRENT) == run.version
+    assert run.model_uri == store.uri(prefix)
+
+    metadata = json.loads(store.get_bytes(prefix + "metadata.json"))
+    assert metadata["encoder_version"] == lite0.version and metadata["config"] == asdict(FAST)
+    assert set(metadata["held_out_products"]) == split_products(_ids(), 0.25, FAST.seed)
+    assert len(metadata["held_out_products"]) == run.test_products
+    assert run.train_products + run.test_products == PRODUCTS
+    assert run.epochs == len(epochs) == len(metadata["metrics"]) <= FAST.max_epochs
+    assert metadata["evaluation"]["held_out_triplet_accuracy"] == {
+        "unsupervised": run.unsupervised_accuracy,
+        "supervised": run.supervised_accuracy,
+    }
+    # The kept epoch is never worse than the identity it started from.
+    assert run.supervised_accuracy >= run.unsupervised_accuracy
+
+    _, loaded = load_projection(store, lite0.version)
+    assert loaded["version"] == run.version and loaded["channels"] == metadata["channels"]
+
+
+def test_no_improvement_stops_after_patience_and_keeps_the_identity(
+    store: LocalStore, lite0
+) -> None:
+    # A zero learning rate leaves the weights as initialised: no epoch beats the identity,
+    # so the run must stop `patience` epochs in and save the identity (best epoch 0).
+    config = replace(FAST, max_epochs=30, patience=3, learning_rate=0.0)
+    run = fit_similarity(store, lite0, config=config)
+    assert (run.best_epoch, run.epochs) == (0, config.patience)
+    assert run.supervised_accuracy == run.unsupervised_accuracy
+    net, _ = load_projection(store, lite0.version)
+    maps = _maps(store, lite0)
+    np.testing.assert_allclose(projected_maps(net, maps), maps, atol=1e-5)
+
+
+def test_a_later_run_moves_current_and_an_older_one_stays_loadable(
+    store: LocalStore, lite0
+) -> None:
+    first = fit_similarity(store, lite0, config=FAST)
+    second = fit_similarity(store, lite0, config=replace(FAST, seed=1))
+    assert first.version != second.version
+    assert store.read_pointer(CURRENT) == second.version
+    assert load_projection(store, lite0.version)[1]["version"] == second.version
+    assert load_projection(store, lite0.version, first.version)[1]["version"] == first.version
+
+
+def test_a_model_of_another_encoder_version_is_refused(store: LocalStore, lite0) -> None:
+    with pytest.raises(InputError, match="run `tiefvision train-triplets` first"):
+        load_projection(store, lite0.version)
+    run = fit_similarity(store, lite0, config=FAST)
+    with pytest.raises(IncompatibleModel, match="retrain with `tiefvision train-triplets`"):
+        load_projection(store, "efficientnet_lite0-other")
+    assert store.read_pointer(CURRENT) == run.version
+
+
+def test_annotated_triplets_join_one_side_of_the_split_or_are_dropped(
+    store: LocalStore, lite0
+) -> None:
+    held_out = split_products(_ids(), FAST.test_fraction, FAST.seed)  # the run's split
+    ids = {p: [image_id_for(f"{p}/view-{v}.jpg") for v in range(1, VIEWS + 1)] for p in _ids()}
+    train = [p for p in ids if p not in held_out]
+    test = sorted(held_out)
+    triplets = pd.DataFrame(
+        [
+            (ids[train[0]][0], ids[train[0]][1], ids[train[1]][0]),  # all in training
+            (ids[test[0]][0], ids[test[0]][1], ids[test[1]][0]),  # all held out
+            (ids[train[0]][0], ids[train[0]][1], ids[test[0]][0]),  # across the split
+            ("no-such-photo", ids[train[0]][1], ids[train[1]][0]),  # not in the catalog
+        ],
+        columns=["reference", "positive", "negative"],
+    )
+    run = fit_similarity(store, lite0, triplets=triplets, config=FAST)
+    assert run.annotated_triplets["annotated_train"] == 1
+    assert run.annotated_triplets["annotated_test"] == 1
+    assert run.annotated_triplets["annotated_dropped"] == 2
+    # The held-out one is scored with the mined ones.
+    assert run.test_triplets == run.annotated_triplets["test"]
+
+
+def _ids() -> list[str]:
+    return [f"p{i:04d}" for i in range(PRODUCTS)]
+
+
+def test_too_few_products_on_a_side_is_refused_before_anything_is_written(
+    store: LocalStore, lite0
+) -> None:
+    # 8 products, 90 % held out: one product left to train on.
+    with pytest.raises(InputError, match="at least 2 products on each side"):
+        fit_similarity(store, lite0, config=replace(FAST, test_fraction=0.9))
+    assert store.read_pointer(CURRENT) is None
+
+
+def test_no_encodings_or_no_product_ids_say_what_to_do(lite0, tmp_path: Path) -> None:
+    empty = LocalStore(tmp_path / "empty")
+    with pytest.raises(InputError, match="tiefvision rebuild-index"):
+        fit_similarity(empty, lite0, config=FAST)
+    unlabelled = LocalStore(_encoded_store(tmp_path, lite0, products=4, metadata=False))
+    with pytest.raises(InputError, match="product_id column"):
+        fit_similarity(unlabelled, lite0, config=FAST)
+    assert unlabelled.read_pointer(CURRENT) is None
