@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from prefect.context import FlowRunContext
-from prefect.futures import PrefectFutureList, as_completed
+from prefect.futures import PrefectFuture, PrefectFutureList, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from tasks.progress import advance
@@ -50,7 +50,8 @@ def task_runner_for(settings: Settings, *, max_workers: int = 1) -> TaskRunner:
     gpus = torch.cuda.device_count() if settings.device != "cpu" else 0
     workers = settings.dask_workers or gpus or settings.workers
     return DaskTaskRunner(
-        cluster_class=local_cluster,
+        # prefect-dask types it Callable[[], Cluster] but calls it with **cluster_kwargs
+        cluster_class=local_cluster,  # type: ignore[arg-type]
         cluster_kwargs={
             "workers": workers,
             "threads": max(1, settings.workers // workers),
@@ -59,7 +60,7 @@ def task_runner_for(settings: Settings, *, max_workers: int = 1) -> TaskRunner:
     )
 
 
-class SettingsTaskRunner(TaskRunner):
+class SettingsTaskRunner(TaskRunner[PrefectFuture[Any]]):
     """A flow's task runner that becomes :func:`task_runner_for` the settings at each run.
 
     Prefect enters ``flow.task_runner.duplicate()`` when a flow run starts; this one's

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tiefvision_core.errors import ConfigError
@@ -265,7 +266,7 @@ _ENV_NAMES = {
 }
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     field = str(error["loc"][0]) if error.get("loc") else "settings"
     flag = _CLI_FLAGS.get(field, field.replace("_", "-"))
     name = _ENV_NAMES.get(field, f"TIEFVISION_{field.upper()} / --{flag}")
@@ -280,7 +281,8 @@ def load_settings(**overrides: object) -> Settings:
 
     Raises :class:`ConfigError` naming every invalid setting and what it accepts.
     """
-    given = {key: value for key, value in overrides.items() if value is not None}
+    # Any, not object: each value is whatever the CLI parsed, validated by pydantic right here.
+    given: dict[str, Any] = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:

@@ -253,9 +253,9 @@ def _versioned(
             if min(_age(i, c.now) for i in infos) > grace:  # a locate may be starting
                 c.delete("boxes", infos, folder=f"{_BOXES}{name}/")
             continue
-        for info in infos:
-            if info.key.rsplit("/", 1)[-1].startswith("part-"):
-                c.filter_rows("boxes", info, _Liveness(boxes, by_box=False))
+        for part in infos:
+            if part.key.rsplit("/", 1)[-1].startswith("part-"):
+                c.filter_rows("boxes", part, _Liveness(boxes, by_box=False))
 
 
 def _manifests(c: _Collector) -> None:
@@ -305,10 +305,10 @@ def _leftovers(c: _Collector) -> None:
     staged = list(c.store.list(STAGING_PREFIX))
     c.delete("temporary", [i for i in staged if _age(i, c.now) > grace])
     if isinstance(c.store, LocalStore):
-        for path, size in _temporary_files(c.store.root, c.now, grace):
-            c.items.append(GcItem("temporary", path.relative_to(c.store.root).as_posix(), size))
+        for file, size in _temporary_files(c.store.root, c.now, grace):
+            c.items.append(GcItem("temporary", file.relative_to(c.store.root).as_posix(), size))
             if not c.dry_run:
-                path.unlink(missing_ok=True)
+                file.unlink(missing_ok=True)
     for path, size in sweep_staging(c.store, grace_s=grace, dry_run=c.dry_run):
         c.items.append(GcItem("temporary", path, size))
 

@@ -13,6 +13,7 @@ request rate.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -42,6 +43,13 @@ HEALTH_TTL = 2.0
 NO_CATALOG = "nothing was ingested into this store yet: run `tiefvision ingest --images DIR`"
 
 
+def _no_index(space: str) -> InputError:
+    """What a search of ``space`` answers before its first index: the command that builds it."""
+    return InputError(
+        f"there is no {space} index yet: build it with `tiefvision rebuild-index --space {space}`"
+    )
+
+
 class WebState:
     """Shared by every request; each member is safe to use from many threads."""
 
@@ -65,11 +73,8 @@ class WebState:
             space: LivePointer(
                 self.store,
                 index_current(space),
-                lambda version, space=space: open_index(self.store, space, version),
-                lambda space=space: InputError(
-                    f"there is no {space} index yet: build it with "
-                    f"`tiefvision rebuild-index --space {space}`"
-                ),
+                functools.partial(open_index, self.store, space),
+                functools.partial(_no_index, space),
                 interval=reload_interval,
             )
             for space in SPACES

@@ -289,8 +289,8 @@ def _boxes_from_csv(path: Path, text: str, catalog: CatalogIndex) -> ParsedFile:
             if problem:
                 raise _Refused(problem)
             results.append((line, name, image_id, box, None))
-        except _Refused as refused:
-            results.append((line, name, image_id, None, str(refused)))
+        except _Refused as why:
+            results.append((line, name, image_id, None, str(why)))
     rows, refused = _refuse_duplicates(results, "lines")
     return ParsedFile(f"csv:{path.name}", tuple(rows), tuple(refused))
 

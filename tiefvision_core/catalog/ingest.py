@@ -18,6 +18,7 @@ switched; a reader sees the old manifest or the new one, never a mix.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import posixpath
@@ -321,7 +322,7 @@ def inspect_chunk(
             and prev.get("bytes") == item.size
             and prev.get("status") != "removed"
         )
-        if same_tag and not verify_hashes and not limit_bound:
+        if prev is not None and same_tag and not verify_hashes and not limit_bound:
             rows.append(_carry(prev, item, now))
             continue
         row = _new_row(source, item.key, prev, now)
@@ -339,7 +340,7 @@ def inspect_chunk(
                 continue
             row.update(sha256=sha, bytes=len(data))
             row.update(_inspect(data, max_pixels))
-        if limit_bound and same_tag and _same_verdict(row, prev):
+        if prev is not None and limit_bound and same_tag and _same_verdict(row, prev):
             row = _carry(prev, item, now)
         rows.append(row)
     return pa.Table.from_pylist(
@@ -608,6 +609,13 @@ def ingest_catalog(
         max_bytes=max_bytes,
         follow_symlinks=follow_symlinks,
     )
-    limits = {"verify_hashes": verify_hashes, "max_pixels": max_pixels, "max_bytes": max_bytes}
-    keys = [stage_chunk(source, store, chunk, **limits) for chunk in plan.chunks]
+    stage = functools.partial(
+        stage_chunk,
+        source,
+        store,
+        verify_hashes=verify_hashes,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+    )
+    keys = [stage(chunk) for chunk in plan.chunks]
     return finish_ingest(store, plan, keys, metadata)

@@ -118,7 +118,7 @@ def _silhouette(product: ProductSpec, height: float) -> list[tuple[float, float]
     hem = height * LENGTHS[product.length]
     if product.category == "skirt":
         waist, top = 0.20 * height, 0.0
-        shoulders = None
+        shoulders = 0.0  # none: the outline below adds shoulder points only when truthy
     else:
         waist, top = 0.30 * height, 0.0
         shoulders = 0.19 * height
@@ -185,16 +185,15 @@ def _pattern_layer(product: ProductSpec, size: tuple[int, int], scale: float) ->
     elif product.pattern == "print":
         rng = _rng(product.product_id, "print")  # the same motif in every view
         for _ in range(max(6, width * height // (step * step * 3))):
-            x, y = rng.uniform(0, width), rng.uniform(0, height)
+            cx, cy = rng.uniform(0, width), rng.uniform(0, height)
             r = rng.uniform(0.4, 1.0) * step
-            draw.ellipse([x - r, y - r / 2, x + r, y + r / 2], fill=other)
-            draw.ellipse([x - r / 3, y - r / 3, x + r / 3, y + r / 3], fill=(250, 245, 235))
+            draw.ellipse([cx - r, cy - r / 2, cx + r, cy + r / 2], fill=other)
+            draw.ellipse([cx - r / 3, cy - r / 3, cx + r / 3, cy + r / 3], fill=(250, 245, 235))
     shade = Image.linear_gradient("L").resize(size).point(lambda v: 200 + v * 55 // 255)
     folds = Image.new("L", size, 255)
     fold_draw = ImageDraw.Draw(folds)
     for i in range(1, 5):
-        x = width * i / 5
-        fold_draw.line([(width / 2, 0), (x, height)], fill=215, width=max(1, step // 3))
+        fold_draw.line([(width / 2, 0), (width * i / 5, height)], fill=215, width=max(1, step // 3))
     folds = folds.filter(ImageFilter.GaussianBlur(max(1, step // 2)))
     black = Image.new("RGB", size, (0, 0, 0))
     fabric = Image.composite(fabric, black, shade)

@@ -7,7 +7,7 @@ them in one process for scripts and tests that do not want an orchestrator.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 from tiefvision_core.encoding.runtime import EncodedBatch, EncodingRuntime
@@ -66,10 +66,12 @@ def encode_shard(
         if on_batch:
             on_batch(spec.size)
         return ShardResult(key, 0, 0, 0.0, skipped=True)
+    plan_key = plan.plan_key
+    assert plan_key is not None  # None only in a plan without shards, so never beside a spec
     started = time.perf_counter()
 
-    def batches() -> Sequence[EncodedBatch]:
-        for batch in runtime.stream(load_requests(store, plan.plan_key, spec), flips=flips):
+    def batches() -> Iterator[EncodedBatch]:
+        for batch in runtime.stream(load_requests(store, plan_key, spec), flips=flips):
             if on_batch:
                 on_batch(len(batch.rejects) + int((~batch.flipped).sum()))
             yield batch

@@ -259,8 +259,8 @@ class _CropDataset(Dataset):
                 resized = image.resize(size, Image.Resampling.BILINEAR)
                 return index, _to_tensor(resized), "", ""
             scale = image.size[0] / request.width
-            box = tuple(round(v * scale) for v in request.full_box)
-            return index, crop_pixels(image, box, self.size), "", ""
+            left, top, right, bottom = (round(v * scale) for v in request.full_box)
+            return index, crop_pixels(image, (left, top, right, bottom), self.size), "", ""
         except ImageRejected as rejected:
             return index, None, rejected.reason, rejected.detail
         except ValueError as error:

@@ -21,7 +21,7 @@ import copy
 import hashlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -53,7 +53,9 @@ class ProjectionNet(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 1)
         with torch.no_grad():
             self.conv.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
-            self.conv.bias.zero_()
+            bias = self.conv.bias
+            assert bias is not None  # Conv2d's default bias=True: typed Optional for bias=False
+            bias.zero_()
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return self.conv(maps)
@@ -72,7 +74,7 @@ def hinge_loss(sim_pos: torch.Tensor, sim_neg: torch.Tensor, margin: float) -> t
     return torch.clamp(margin - sim_pos + sim_neg, min=0).mean()
 
 
-def split_products(products: Sequence[str], test_fraction: float, seed: int) -> set[str]:
+def split_products(products: Iterable[str], test_fraction: float, seed: int) -> set[str]:
     """The held-out products (seeded; at least one when there are two or more)."""
     unique = sorted(set(products))
     random.Random(hashlib.sha256(f"{seed}".encode()).digest()).shuffle(unique)

@@ -70,7 +70,7 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     for y in range(h):
         for x in range(w):
             u, v = a[:, y, x], b[:, y, x]
-            total += float(u @ v) / max(np.linalg.norm(u) * np.linalg.norm(v), _EPS**2)
+            total += float(u @ v) / max(float(np.linalg.norm(u) * np.linalg.norm(v)), _EPS**2)
     return total / (h * w)
 
 

@@ -8,7 +8,7 @@ migrate one after the other and every migration is committed with the caller's t
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from tiefvision_core.annotations.store import Base
 
@@ -16,7 +16,7 @@ config = context.config
 target = Base.metadata
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target,
@@ -35,7 +35,10 @@ if context.is_offline_mode():  # `--sql`: print the DDL for a DBA instead of run
 elif config.attributes.get("connection") is not None:
     _run(config.attributes["connection"])
 else:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if url is None:  # the `alembic` command run with neither a URL nor a connection
+        raise RuntimeError("alembic: set sqlalchemy.url, or pass a connection in attributes")
+    engine = create_engine(url)
     with engine.begin() as connection:
         _run(connection)
     engine.dispose()
