@@ -12,9 +12,9 @@ from tasks.stores import get_store
 from tiefvision_core.annotations.store import Snapshot, open_annotations, read_snapshot
 from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
-from tiefvision_core.index import search
+from tiefvision_core.index.spaces import rebuild_space
 from tiefvision_core.index.vectors import IndexConfig
-from tiefvision_core.index.versions import IndexVersion
+from tiefvision_core.index.versions import IndexVersion, open_live_index
 from tiefvision_core.similarity.deep_ranking import DeepRankingConfig
 from tiefvision_core.similarity.training import SimilarityRun, fit_similarity
 
@@ -30,7 +30,7 @@ __all__ = [
 def build_space_index(
     store_url: str, config: RuntimeConfig, space: str, index_config: IndexConfig, keep: int
 ) -> IndexVersion:
-    version = search.rebuild_space(
+    version = rebuild_space(
         get_store(store_url), get_runtime(config).encoder, space, config=index_config, keep=keep
     )
     get_run_logger().info(
@@ -78,6 +78,7 @@ def train_projection(
         get_runtime(config).encoder,
         triplets=triplets,
         snapshot=snapshot.as_dict(),
+        neighbour_index=open_live_index(store, "unsupervised"),
         config=ranking,
         on_epoch=lambda e: logger.info(
             "epoch %d: train loss %.4f, held-out loss %.4f, held-out triplet accuracy %.3f",

@@ -36,3 +36,180 @@ def test_web_service_never_imports_the_cli() -> None:
         if module == "tiefvision_cli" or module.startswith("tiefvision_cli.")
     ]
     assert not offending, "\n".join(offending)
+
+
+# -- the project's module import graph ------------------------------------------------------
+
+#: The project's importable packages (tests and scripts are not imported by anything).
+_PACKAGES = ("tiefvision_core", "tiefvision_web", "tiefvision_cli", "tasks", "flows", "deployments")
+
+
+def _module_files() -> dict[str, Path]:
+    """Dotted module name → source file, for every module of the project's packages."""
+    modules: dict[str, Path] = {}
+    for package in _PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = path
+    return modules
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_imports(tree: ast.Module) -> list[tuple[ast.Import | ast.ImportFrom, bool]]:
+    """Every import that can run, with whether it sits in a function body; imports under
+    ``if TYPE_CHECKING:`` never run and are left out."""
+    found: list[tuple[ast.Import | ast.ImportFrom, bool]] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child.test):
+                for orelse in child.orelse:
+                    visit(orelse, in_function)
+                continue
+            if isinstance(child, ast.Import | ast.ImportFrom):
+                found.append((child, in_function))
+            inner = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+def _targets(
+    node: ast.Import | ast.ImportFrom, module: str, is_package: bool, modules: dict[str, Path]
+) -> set[str]:
+    """The project modules an import statement loads: the named module (a relative one
+    resolved against ``module``), a submodule named in ``from X import name``, and the
+    packages above them (their ``__init__`` runs first) — except the importer's own
+    packages, which are always initialised before any of their modules runs."""
+    if isinstance(node, ast.Import):
+        named = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            anchor = module.split(".")
+            anchor = anchor if is_package else anchor[:-1]
+            anchor = anchor[: len(anchor) - (node.level - 1)]
+            base = ".".join([*anchor, *([base] if base else [])])
+        named = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    own = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 2)}
+    loaded: set[str] = set()
+    for name in named:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix in modules and prefix not in own:
+                loaded.add(prefix)
+    return loaded
+
+
+def _import_graph() -> tuple[dict[str, set[str]], list[tuple[str, int, str]]]:
+    """Module → the project modules it imports at run time (top level and in functions),
+    and every function-level import as (importer, line, imported)."""
+    modules = _module_files()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    in_functions: list[tuple[str, int, str]] = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node, in_function in _runtime_imports(tree):
+            targets = _targets(node, name, path.name == "__init__.py", modules)
+            graph[name] |= targets
+            in_functions += [(name, node.lineno, t) for t in targets if in_function]
+    return graph, in_functions
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                connect(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            connect(node)
+    return found
+
+
+def _stage(module: str) -> str:
+    """A core module's stage: its subpackage, or the top-level module itself."""
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def test_the_graph_sees_what_python_imports() -> None:
+    """The checks below are only as good as the graph: it resolves relative imports, sees
+    function bodies, skips TYPE_CHECKING blocks, and adds the package of a submodule."""
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "from . import layout\n"
+        "from ..index.versions import open_index\n"
+        "if TYPE_CHECKING:\n"
+        "    from tiefvision_core.locator.store import LocatorModel\n"
+        "def f():\n"
+        "    import tiefvision_core.encoders\n"
+    )
+    modules = _module_files()
+    name = "tiefvision_core.storage.lock"
+    seen = [
+        (sorted(_targets(node, name, False, modules)), in_function)
+        for node, in_function in _runtime_imports(tree)
+    ]
+    assert seen == [
+        ([], False),  # typing is not a project module
+        (["tiefvision_core.storage.layout"], False),
+        (["tiefvision_core.index", "tiefvision_core.index.versions"], False),
+        (["tiefvision_core.encoders"], True),
+    ]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_between_project_modules() -> None:
+    """A cycle makes import order matter (a half-initialised module, an ImportError on a
+    refactor): each module may only import what sits below it."""
+    graph, _ = _import_graph()
+    assert "tiefvision_core.encoders._api" in graph
+    assert not _cycles(graph), "\n".join(" ↔ ".join(c) for c in _cycles(graph))
+
+
+def test_no_function_level_import_between_core_stages() -> None:
+    """A stage reaching into another from inside a function hides a dependency the module's
+    imports should state: what one stage needs from another is passed in, or lives below
+    both (a function-level import inside one stage, for cold start, is fine)."""
+    _, in_functions = _import_graph()
+    offending = [
+        f"{importer}:{line} imports {imported}"
+        for importer, line, imported in in_functions
+        if importer.startswith("tiefvision_core.")
+        and imported.startswith("tiefvision_core.")
+        and _stage(importer) != _stage(imported)
+    ]
+    assert not offending, "\n".join(offending)

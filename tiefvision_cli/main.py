@@ -712,7 +712,7 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """Find the catalog photos most similar to a photo or to a catalog image id."""
-    from tiefvision_core.index.search import search_by_id, search_by_image
+    from tiefvision_core.index.search import search_by_id
     from tiefvision_core.index.versions import open_index
 
     if (image is None) == (image_id is None):
@@ -731,6 +731,7 @@ def search(
     else:
         from tiefvision_core.encoders import get_encoder
         from tiefvision_core.errors import InputError
+        from tiefvision_core.index.photo_search import search_by_image
 
         if not image.is_file():
             raise InputError(f"image {image} does not exist: check the path")

@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from tiefvision_core.annotations import files as annotation_files
 from tiefvision_core.errors import ConfigError, InputError, TiefVisionError
-from tiefvision_core.index.search import SearchResult, search_by_id, search_by_image
+from tiefvision_core.index.photo_search import search_by_image
+from tiefvision_core.index.search import SearchResult, search_by_id
 from tiefvision_core.index.versions import SPACES, OpenedIndex
 from tiefvision_web.auth import require_writer, writes_need_token
 from tiefvision_web.catalog_view import CatalogImage, CatalogView, valid_image_id

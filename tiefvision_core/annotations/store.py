@@ -59,6 +59,7 @@ from tiefvision_core.annotations.files import (
     read_box_file,
     read_triplet_file,
 )
+from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.errors import ConfigError, InputError, StorageUnreachable
 from tiefvision_core.storage.layout import SNAPSHOT_PREFIX
 
@@ -646,8 +647,6 @@ class AnnotationStore:
         is the digest of the sorted rows, so exporting unchanged annotations again writes
         nothing and returns the same key.
         """
-        from tiefvision_core.catalog.ingest import read_manifest
-
         if kind not in SNAPSHOT_KINDS:
             raise InputError(f"snapshot kind {kind!r}: choose {' or '.join(SNAPSHOT_KINDS)}")
         catalog = CatalogIndex(read_manifest(store))

@@ -11,6 +11,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tiefvision_core.catalog.boxes import (  # noqa: F401
+        latest_boxes,
+        located_boxes,
+        read_boxes,
+    )
     from tiefvision_core.catalog.imaging import (  # noqa: F401
         DEFAULT_MAX_PIXELS,
         FILE_REASONS,
@@ -58,6 +63,9 @@ if TYPE_CHECKING:
 
 #: Public name → the module of this package that defines it.
 _EXPORTS = {
+    "latest_boxes": "boxes",
+    "located_boxes": "boxes",
+    "read_boxes": "boxes",
     "CHANGE_KINDS": "ingest",
     "DEFAULT_MAX_PIXELS": "imaging",
     "FILE_REASONS": "imaging",

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tiefvision_core.catalog.boxes import Box, located_boxes
 from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import CropRequest, EncodedBatch
@@ -141,18 +142,20 @@ def plan_encoding(
     shard_size: int = 256,
     flips: bool = False,
     dtype: VectorDType = "float16",
+    manifest: pa.Table | None = None,
 ) -> EncodePlan:
     """Select manifest images without an encoding for (sha256, encoder version, box) and
-    split them into content-named shards. The work list is written to storage once."""
+    split them into content-named shards. The work list is written to storage once.
+    ``manifest``: the catalog this run already read (read here when not given)."""
     if shard_size < 1:
         raise ConfigError("--shard-size must be at least 1")
     prefix = shard_prefix(encoder.name, kind, encoder.version)
-    manifest = read_manifest(store)
+    manifest = read_manifest(store) if manifest is None else manifest
     if manifest is None:
         raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
     usable = usable_rows(manifest)
     done = encoded_keys(store, prefix)
-    located = _located_boxes(store) if kind == "box" else {}
+    located = located_boxes(store, manifest=manifest) if kind == "box" else {}
     rows = []
     for row in usable.select(["image_id", "sha256", "source_uri", "width", "height"]).to_pylist():
         whole = (0, 0, int(row["width"]), int(row["height"]))
@@ -175,20 +178,6 @@ def plan_encoding(
         shard_id = hashlib.sha256(ident.encode()).hexdigest()[:24]
         shards.append(ShardSpec(shard_id, start, start + len(part)))
     return EncodePlan(prefix, plan_key, tuple(shards), usable.num_rows, usable.num_rows - len(rows))
-
-
-def _located_boxes(store: Store) -> dict[tuple[str, str], tuple[int, int, int, int]]:
-    """(image_id, sha256) → box of the current locator (fallback rows are the whole image
-    already); empty when no locator exists yet."""
-    from tiefvision_core.locator.store import latest_boxes
-
-    boxes = latest_boxes(store)
-    if boxes is None or boxes.empty:
-        return {}
-    coords = boxes[["left", "top", "right", "bottom"]].astype(int).itertuples(index=False)
-    return {
-        (i, s): tuple(b) for i, s, b in zip(boxes["image_id"], boxes["sha256"], coords, strict=True)
-    }
 
 
 def load_requests(store: Store, plan_key: str, spec: ShardSpec) -> list[CropRequest]:
@@ -306,6 +295,7 @@ def read_encodings(
     columns: list[str] | None = None,
     current_only: bool = True,
     only: Collection[RowKey] | None = None,
+    manifest: pa.Table | None = None,
 ) -> pa.Table:
     """All encoded rows (rejects excluded) of one encoder version.
 
@@ -314,6 +304,7 @@ def read_encodings(
     the rows of these (image_id, sha256, box) keys: each shard's key columns are read first,
     and the other columns (the vectors) only from shards that hold one of them — an
     incremental index update reads the encodings of what changed, not of the catalog.
+    ``manifest``: the catalog this run already read (read here, once, when not given).
     """
     prefix = shard_prefix(encoder, kind, version)
     wanted = (
@@ -335,37 +326,42 @@ def read_encodings(
         return pa.table({})
     table = pa.concat_tables(tables)
     table = table.filter(pc.is_null(table["reason"]))
-    if current_only:
-        manifest = read_manifest(store)
-        if manifest is not None:
-            ok = usable_rows(manifest)
-            current = pc.binary_join_element_wise(ok["image_id"], ok["sha256"], "\0")
-            keys = pc.binary_join_element_wise(table["image_id"], table["sha256"], "\0")
-            table = table.filter(pc.is_in(keys, value_set=current))
+    if current_only or kind == "box":
+        manifest = read_manifest(store) if manifest is None else manifest
+    if current_only and manifest is not None:
+        ok = usable_rows(manifest)
+        current = pc.binary_join_element_wise(ok["image_id"], ok["sha256"], "\0")
+        keys = pc.binary_join_element_wise(table["image_id"], table["sha256"], "\0")
+        table = table.filter(pc.is_in(keys, value_set=current))
     if kind == "box":
-        table = _current_boxes_only(store, table)
+        table = _current_boxes_only(store, table, manifest)
     return table.sort_by([("image_id", "ascending"), ("flipped", "ascending")])
 
 
-def current_boxes(store: Store) -> dict[tuple[str, str], tuple[int, int, int, int]] | None:
+def current_boxes(
+    store: Store, *, manifest: pa.Table | None = None
+) -> dict[tuple[str, str], Box] | None:
     """(image_id, sha256) → the box its box crop is encoded with now: the current
     locator's box, else the whole photo; usable photos only (a reject has no size). None
-    before the first ingest."""
-    manifest = read_manifest(store)
+    before the first ingest. ``manifest``: the catalog a run already read."""
+    manifest = read_manifest(store) if manifest is None else manifest
     if manifest is None:
         return None
     expected = {
         (r["image_id"], r["sha256"]): (0, 0, int(r["width"]), int(r["height"]))
         for r in usable_rows(manifest).select(["image_id", "sha256", "width", "height"]).to_pylist()
     }
-    expected.update((k, v) for k, v in _located_boxes(store).items() if k in expected)
+    located = located_boxes(store, manifest=manifest)
+    expected.update((k, v) for k, v in located.items() if k in expected)
     return expected
 
 
-def _current_boxes_only(store: Store, table: pa.Table) -> pa.Table:
+def _current_boxes_only(store: Store, table: pa.Table, manifest: pa.Table | None) -> pa.Table:
     """A photo re-located by a newer locator keeps its old rows on storage; only the rows of
     its current box (the whole image when it has none) count."""
-    expected = current_boxes(store)
+    if manifest is None:  # before the first ingest
+        return table
+    expected = current_boxes(store, manifest=manifest)
     if expected is None:
         return table
     keys = zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True)

@@ -1,5 +1,5 @@
 """Search: index vectors, versions on storage and their CURRENT pointer, incremental updates,
-search by id and by photo, reports.
+search by id and by photo (in separate modules: a search by id never imports torch), reports.
 
 Public names are re-exported here and imported on first use (PEP 562): importing
 one stage's package must not load the heavy dependencies of its other modules
@@ -18,6 +18,12 @@ if TYPE_CHECKING:
         IndexKindChoice,
         check_index_kind,
     )
+    from tiefvision_core.index.photo_search import (  # noqa: F401
+        QUERY_SCALES,
+        query_box,
+        query_scales,
+        search_by_image,
+    )
     from tiefvision_core.index.pointer import (  # noqa: F401
         INPUTS_READ_AT,
         StaleIndexInputs,
@@ -29,15 +35,13 @@ if TYPE_CHECKING:
         search_report_html,
     )
     from tiefvision_core.index.search import (  # noqa: F401
-        QUERY_SCALES,
         SearchHit,
         SearchResult,
-        catalog_rows,
-        query_box,
-        query_scales,
-        rebuild_space,
         search_by_id,
-        search_by_image,
+    )
+    from tiefvision_core.index.spaces import (  # noqa: F401
+        catalog_rows,
+        rebuild_space,
         space_source,
         space_transform,
         space_vectors,
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
         VersionRefused,
         list_versions,
         open_index,
+        open_live_index,
         publish_index,
         remove_version,
         sweep_staging,
@@ -90,7 +95,7 @@ _EXPORTS = {
     "IndexVersion": "versions",
     "LiveIndex": "updates",
     "OpenedIndex": "versions",
-    "QUERY_SCALES": "search",
+    "QUERY_SCALES": "photo_search",
     "RowDiff": "updates",
     "SPACES": "versions",
     "SearchHit": "search",
@@ -102,7 +107,7 @@ _EXPORTS = {
     "VersionInfo": "versions",
     "VersionRefused": "versions",
     "build_index": "vectors",
-    "catalog_rows": "search",
+    "catalog_rows": "spaces",
     "check_index_kind": "kinds",
     "compare_spaces": "report",
     "decide_update": "updates",
@@ -111,17 +116,18 @@ _EXPORTS = {
     "inputs_read_at": "pointer",
     "list_versions": "versions",
     "open_index": "versions",
+    "open_live_index": "versions",
     "publish_index": "versions",
-    "query_box": "search",
-    "query_scales": "search",
-    "rebuild_space": "search",
+    "query_box": "photo_search",
+    "query_scales": "photo_search",
+    "rebuild_space": "spaces",
     "remove_version": "versions",
     "search_by_id": "search",
-    "search_by_image": "search",
+    "search_by_image": "photo_search",
     "search_report_html": "report",
-    "space_source": "search",
-    "space_transform": "search",
-    "space_vectors": "search",
+    "space_source": "spaces",
+    "space_transform": "spaces",
+    "space_vectors": "spaces",
     "sweep_staging": "versions",
     "switch_current": "pointer",
     "update_index": "vectors",

@@ -21,7 +21,9 @@ from tiefvision_core.errors import ImageRejected, InputError, StorageNotFound
 from tiefvision_core.index.search import search_by_id
 from tiefvision_core.index.versions import OpenedIndex
 from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+from tiefvision_core.similarity.training import load_projection, projected_maps
 from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
+from tiefvision_core.storage.layout import SIMILARITY_CURRENT
 from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, Store, read_source
 
 __all__ = ["compare_spaces", "search_report_html"]
@@ -51,9 +53,7 @@ def compare_spaces(store: Store, encoder: Encoder) -> list[dict[str, object]]:
         scores = retrieval_scores(ranked_neighbours(similarity_vectors(maps), 10), labels)
         rows.append({"crop": label, "space": "unsupervised", "photos": "all", **scores.as_dict()})
 
-    from tiefvision_core.similarity.training import CURRENT, load_projection, projected_maps
-
-    if store.read_pointer(CURRENT) is not None:
+    if store.read_pointer(SIMILARITY_CURRENT) is not None:
         net, metadata = load_projection(store, encoder.version)
         held_out = set(metadata["held_out_products"])
         keep = [i for i, image_id in enumerate(boxes_ids) if products[image_id] in held_out]

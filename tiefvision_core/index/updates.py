@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, row_keys
-from tiefvision_core.index.search import (
+from tiefvision_core.index.spaces import (
     catalog_rows,
     id_frame,
     space_source,

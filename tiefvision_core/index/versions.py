@@ -61,6 +61,7 @@ __all__ = [
     "VersionRefused",
     "list_versions",
     "open_index",
+    "open_live_index",
     "publish_index",
     "remove_version",
     "sweep_staging",
@@ -512,6 +513,13 @@ def _local_folder(store: Store, prefix: str) -> Path:
                 tmp.write_bytes(store.get_bytes(key))
                 os.replace(tmp, folder / name)
     return folder
+
+
+def open_live_index(store: Store, space: str) -> OpenedIndex | None:
+    """The live version of a space, or None when the space has none yet."""
+    if store.read_pointer(current_key(space_prefix(space))) is None:
+        return None
+    return open_index(store, space)
 
 
 def open_index(store: Store, space: str, version: str | None = None) -> OpenedIndex:

@@ -24,13 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from PIL import Image
 
+from tiefvision_core.catalog.boxes import latest_boxes, part_keys, read_boxes
 from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import CropRequest, EncodingRuntime, whole_pixels
@@ -279,14 +277,6 @@ class LocateSummary:
         return asdict(self)
 
 
-def _parts(store: Store, prefix: str) -> list[str]:
-    return [
-        info.key
-        for info in store.list(prefix)
-        if info.key.rsplit("/", 1)[-1].startswith("part-") and info.key.endswith(".parquet")
-    ]
-
-
 def plan_locate(store: Store, model: LocatorModel, *, shard_size: int = 256) -> LocatePlan:
     """Catalog images (status ok) without a box for this locator version and these bytes."""
     manifest = read_manifest(store)
@@ -296,7 +286,7 @@ def plan_locate(store: Store, model: LocatorModel, *, shard_size: int = 256) -> 
     usable = usable_rows(manifest)
     done = {
         (r["image_id"], r["sha256"])
-        for key in _parts(store, prefix)
+        for key in part_keys(store, prefix)
         for r in store.read_parquet(key, ["image_id", "sha256"]).to_pylist()
     }
     rows = sorted(
@@ -392,29 +382,3 @@ def locate_shard(
         fallback=sum(bool(r["fallback"]) for r in valid),
         rejected=len(out) - len(valid),
     )
-
-
-def read_boxes(store: Store, version: str, *, current_only: bool = True) -> pd.DataFrame:
-    """Located boxes of one locator version as image_id, sha256, left…bottom, score,
-    positions_kept, fallback (rejects excluded; only images still in the catalog)."""
-    keys = _parts(store, boxes_prefix(version))
-    columns = ["image_id", "sha256", "left", "top", "right", "bottom", "score"]
-    if not keys:
-        return pd.DataFrame(columns=[*columns, "positions_kept", "fallback"])
-    table = pa.concat_tables(store.read_parquet(k) for k in keys)
-    frame = table.filter(pc.is_null(table["reason"])).to_pandas()
-    boxes = np.stack(frame["box"].to_numpy()) if len(frame) else np.zeros((0, 4))
-    frame[["left", "top", "right", "bottom"]] = boxes.astype(int)
-    if current_only:
-        manifest = read_manifest(store)
-        if manifest is not None:
-            ok = usable_rows(manifest).select(["image_id", "sha256"])
-            frame = frame.merge(ok.to_pandas(), on=["image_id", "sha256"])
-    return frame[[*columns, "positions_kept", "fallback"]].sort_values("image_id")
-
-
-def latest_boxes(store: Store) -> pd.DataFrame | None:
-    """Boxes of the current locator, or None when there is none (later stages then use the
-    whole image)."""
-    version = store.read_pointer(LOCATOR_CURRENT)
-    return None if version is None else read_boxes(store, version)

@@ -17,6 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,9 @@ from tiefvision_core.similarity.deep_ranking import (
 from tiefvision_core.similarity.unsupervised import similarity_grid
 from tiefvision_core.storage.layout import SIMILARITY_CURRENT, SIMILARITY_PREFIX
 from tiefvision_core.storage.stores import Store
+
+if TYPE_CHECKING:  # passed in by the caller: training never opens an index itself
+    from tiefvision_core.index.versions import OpenedIndex
 
 __all__ = ["SimilarityRun", "fit_similarity", "load_projection", "projected_maps"]
 
@@ -82,16 +86,14 @@ def _encodings(store: Store, encoder: Encoder):
 
 
 def _index_neighbours(
-    store: Store, encoder: Encoder, ids: list[str], dimension: int
+    opened: OpenedIndex | None, encoder: Encoder, ids: list[str], dimension: int
 ) -> Callable[[np.ndarray, int], np.ndarray] | None:
-    """The current unsupervised index as a neighbour search over the training rows (its
-    rows renumbered to ``ids``; rows it lacks are dropped), when it holds this encoder's
-    vectors on the same similarity grid; else None (the rows are scanned exactly)."""
-    from tiefvision_core.index.versions import open_index, space_prefix
-
-    if store.read_pointer(space_prefix("unsupervised") + "CURRENT") is None:
+    """The live unsupervised index (``opened``) as a neighbour search over the training
+    rows (its rows renumbered to ``ids``; rows it lacks are dropped), when it holds this
+    encoder's vectors on the same similarity grid; else None (the rows are scanned
+    exactly)."""
+    if opened is None:
         return None
-    opened = open_index(store, "unsupervised")
     source = opened.metadata.get("source", {})
     stored_dimension = opened.index.vectors.shape[1]
     if source.get("encoder_version") != encoder.version or stored_dimension != dimension:
@@ -182,8 +184,13 @@ def fit_similarity(
     snapshot: dict[str, object] | None = None,
     config: DeepRankingConfig | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    neighbour_index: OpenedIndex | None = None,
 ) -> SimilarityRun:
-    """Train the projection on the catalog's box crops; save it and switch CURRENT."""
+    """Train the projection on the catalog's box crops; save it and switch CURRENT.
+
+    ``neighbour_index``: the live unsupervised index, whose search then finds the hard
+    negatives (see :func:`tiefvision_core.index.versions.open_live_index`); passed in, not
+    opened here, so similarity training never reaches into the index stage."""
     config = config or DeepRankingConfig()
     ids, maps, flipped = _encodings(store, encoder)
     labels = _labels(store, ids)
@@ -201,7 +208,7 @@ def fit_similarity(
         split,
         flipped=flipped,
         config=config,
-        neighbours=_index_neighbours(store, encoder, ids, dimension),
+        neighbours=_index_neighbours(neighbour_index, encoder, ids, dimension),
         extra_train=extra_train,
         extra_test=extra_test,
         on_epoch=on_epoch,

@@ -29,12 +29,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import urlparse, urlunparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tiefvision_core.config import Settings, load_settings, normalise_store_url
 from tiefvision_core.errors import (
     ImageRejected,
     StorageAuthError,
@@ -42,9 +42,6 @@ from tiefvision_core.errors import (
     StorageNotFound,
     StorageUnreachable,
 )
-
-if TYPE_CHECKING:
-    from tiefvision_core.config import Settings
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -823,8 +820,6 @@ def open_store(
     new empty catalog. ``interactive=True``: an S3 client with :data:`INTERACTIVE` timeouts
     and attempts (no effect on a local store).
     """
-    from tiefvision_core.config import load_settings, normalise_store_url
-
     settings = settings or load_settings()
     normal = normalise_store_url(url)
     if normal.startswith("s3://"):

@@ -520,7 +520,7 @@ def test_locate_image_looks_at_the_query_scales_when_given(tmp_path) -> None:
 
 
 def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
-    from tiefvision_core.index import search
+    from tiefvision_core.index import photo_search as search
     from tiefvision_core.locator import store as locator_store
     from tiefvision_core.storage.stores import LocalStore
 
@@ -542,7 +542,7 @@ def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
 
 
 def test_an_upload_is_located_at_the_query_scales_of_the_trained_ones(tmp_path) -> None:
-    from tiefvision_core.index import search
+    from tiefvision_core.index import photo_search as search
     from tiefvision_core.storage.stores import LocalStore
 
     assert search.query_scales((320, 448, 576)) == search.QUERY_SCALES == (448, 576)

@@ -1,0 +1,79 @@
+"""The located boxes of the catalog on storage: what the locate stage writes and every
+later stage (encoding, gc, training) reads.
+
+Why here, below the locator: reading boxes needs only Parquet and the manifest, so the
+encoding stage reads them without importing the locator (and its torch model code), and
+no stage reaches into another's package for them. Each function takes the manifest a run
+already read (``manifest=``), so one run reads it once.
+
+    boxes/<locator version>/part-<id>.parquet   one row per (image, sha256), see docs/formats.md
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tiefvision_core.catalog.ingest import read_manifest, usable_rows
+from tiefvision_core.storage.layout import LOCATOR_CURRENT, boxes_prefix
+from tiefvision_core.storage.stores import Store
+
+__all__ = ["Box", "latest_boxes", "located_boxes", "part_keys", "read_boxes"]
+
+Box = tuple[int, int, int, int]
+_COLUMNS = ["image_id", "sha256", "left", "top", "right", "bottom", "score"]
+
+
+def part_keys(store: Store, prefix: str) -> list[str]:
+    """The finished ``part-*.parquet`` files under ``prefix``."""
+    return [
+        info.key
+        for info in store.list(prefix)
+        if info.key.rsplit("/", 1)[-1].startswith("part-") and info.key.endswith(".parquet")
+    ]
+
+
+def read_boxes(
+    store: Store,
+    version: str,
+    *,
+    current_only: bool = True,
+    manifest: pa.Table | None = None,
+) -> pd.DataFrame:
+    """Located boxes of one locator version as image_id, sha256, left…bottom, score,
+    positions_kept, fallback (rejects excluded; only images still in the catalog, by
+    ``manifest`` when given, else the store's current one)."""
+    keys = part_keys(store, boxes_prefix(version))
+    if not keys:
+        return pd.DataFrame(columns=[*_COLUMNS, "positions_kept", "fallback"])
+    table = pa.concat_tables(store.read_parquet(k) for k in keys)
+    frame = table.filter(pc.is_null(table["reason"])).to_pandas()
+    boxes = np.stack(frame["box"].to_numpy()) if len(frame) else np.zeros((0, 4))
+    frame[["left", "top", "right", "bottom"]] = boxes.astype(int)
+    if current_only:
+        manifest = read_manifest(store) if manifest is None else manifest
+        if manifest is not None:
+            ok = usable_rows(manifest).select(["image_id", "sha256"])
+            frame = frame.merge(ok.to_pandas(), on=["image_id", "sha256"])
+    return frame[[*_COLUMNS, "positions_kept", "fallback"]].sort_values("image_id")
+
+
+def latest_boxes(store: Store, *, manifest: pa.Table | None = None) -> pd.DataFrame | None:
+    """Boxes of the current locator, or None when there is none (later stages then use the
+    whole image)."""
+    version = store.read_pointer(LOCATOR_CURRENT)
+    return None if version is None else read_boxes(store, version, manifest=manifest)
+
+
+def located_boxes(store: Store, *, manifest: pa.Table | None = None) -> dict[tuple[str, str], Box]:
+    """(image_id, sha256) → box of the current locator (fallback rows are the whole image
+    already); empty when no locator exists yet."""
+    boxes = latest_boxes(store, manifest=manifest)
+    if boxes is None or boxes.empty:
+        return {}
+    coords = boxes[["left", "top", "right", "bottom"]].astype(int).itertuples(index=False)
+    return {
+        (i, s): tuple(b) for i, s, b in zip(boxes["image_id"], boxes["sha256"], coords, strict=True)
+    }

@@ -1,0 +1,176 @@
+"""A search space's vectors from the stored box-crop encodings, and a new index version of
+them: what ``rebuild-index`` and the nightly update compute.
+
+The manifest is read once per build and passed on (``manifest=``): the encodings' filter,
+the current boxes and the id frame's metadata all come from that one table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.encoders import Encoder
+from tiefvision_core.encoding.shards import RowKey, read_encodings, vectors_as_maps
+from tiefvision_core.errors import InputError
+from tiefvision_core.index.vectors import IndexConfig
+from tiefvision_core.index.versions import IndexVersion, publish_index
+from tiefvision_core.similarity.training import load_projection, projected_maps
+from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
+from tiefvision_core.storage.layout import SIMILARITY_CURRENT
+from tiefvision_core.storage.stores import Store
+
+__all__ = [
+    "catalog_rows",
+    "id_frame",
+    "rebuild_space",
+    "space_source",
+    "space_transform",
+    "space_vectors",
+]
+
+_ID_COLUMNS = ["image_id", "sha256", "box"]
+_METADATA_COLUMNS = ("product_id", "category")
+
+
+def catalog_rows(
+    store: Store,
+    encoder: Encoder,
+    *,
+    vectors: bool = True,
+    only: Collection[RowKey] | None = None,
+    manifest: pa.Table | None = None,
+) -> pa.Table:
+    """The current box-crop encodings (no mirrors) of the catalog, one row per photo.
+
+    ``vectors=False`` reads the keys (image_id, sha256, box) alone; ``only`` reads the rows
+    of these keys alone (see :func:`read_encodings`); ``manifest``: the catalog this run
+    already read."""
+    extra = ["vector", "grid_h", "grid_w", "channels"] if vectors else []
+    table = read_encodings(
+        store,
+        encoder.name,
+        encoder.version,
+        kind="box",
+        columns=[*_ID_COLUMNS, *extra],
+        only=only,
+        manifest=manifest,
+    )
+    if table.num_rows == 0:
+        if only is not None:
+            return table
+        raise InputError(
+            "no box-crop encodings for this encoder yet: run `tiefvision rebuild-index`, "
+            "which encodes them first"
+        )
+    table = table.filter(pc.invert(table["flipped"]))
+    # One row per photo (its current bytes and box), whichever runs wrote it: an index must
+    # not hold a photo twice.
+    first: dict[tuple, int] = {}
+    for row, key in enumerate(
+        zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True)
+    ):
+        first.setdefault(key, row)
+    if len(first) < table.num_rows:
+        table = table.take(pa.array(sorted(first.values()), pa.int64()))
+    return table
+
+
+def _chunks(table: pa.Table, size: int = 512) -> Iterator[pa.Table]:
+    for start in range(0, table.num_rows, size):
+        yield table.slice(start, size)
+
+
+def space_vectors(
+    table: pa.Table, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Flat mean-cosine vectors (float16) of every row on the similarity grid, computed
+    chunk by chunk, after ``transform`` of the maps (the supervised projection) when given.
+    Returns them with the grid (H, W, C) they were measured on."""
+    out, grid = None, (0, 0, 0)
+    done = 0
+    for part in _chunks(table):
+        maps = similarity_grid(vectors_as_maps(part))
+        maps = transform(maps) if transform else maps
+        if out is None:
+            grid = (maps.shape[2], maps.shape[3], maps.shape[1])
+            out = np.empty((table.num_rows, int(np.prod(grid))), np.float16)
+        vectors = similarity_vectors(maps)
+        out[done : done + len(vectors)] = vectors
+        done += len(vectors)
+    assert out is not None, "catalog_rows never returns an empty table"
+    return out, grid
+
+
+def id_frame(store: Store, table: pa.Table, *, manifest: pa.Table | None = None) -> pd.DataFrame:
+    """Row → image_id, sha256, box, and the manifest's product_id/category when present
+    (category is a search filter; product_id is the evaluation's ground truth).
+    ``manifest``: the catalog this run already read."""
+    frame = table.select(_ID_COLUMNS).to_pandas()
+    frame["box"] = frame["box"].map(lambda b: [int(v) for v in b])
+    manifest = read_manifest(store) if manifest is None else manifest
+    if manifest is not None:
+        extra = [c for c in _METADATA_COLUMNS if c in manifest.column_names]
+        if extra:
+            meta = manifest.select(["image_id", *extra]).to_pandas()
+            frame = frame.merge(meta, on="image_id", how="left")
+    return frame
+
+
+def space_transform(
+    store: Store, space: str, encoder: Encoder, model_version: str | None = None
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """How a space turns encoder maps into its grid encodings: nothing for the
+    unsupervised space, the trained projection for the supervised one."""
+    if space != "supervised":
+        return None
+    net, _ = load_projection(store, encoder.version, model_version)
+    return lambda maps: projected_maps(net, maps)
+
+
+def space_source(store: Store, encoder: Encoder, space: str) -> dict[str, object]:
+    """What a space's vectors are computed from, as recorded in an index version: vectors
+    of another encoder version or similarity model are not comparable."""
+    source: dict[str, object] = {
+        "encoder": encoder.name,
+        "encoder_version": encoder.version,
+        "kind": "box",
+    }
+    if space == "supervised":
+        source["model_version"] = store.read_pointer(SIMILARITY_CURRENT)
+    return source
+
+
+def rebuild_space(
+    store: Store,
+    encoder: Encoder,
+    space: str = "unsupervised",
+    *,
+    config: IndexConfig | None = None,
+    keep: int = 3,
+) -> IndexVersion:
+    """A new version of ``space``'s index from the current box-crop encodings (through the
+    current similarity model for the supervised space)."""
+    read_at = time.time()  # before any input is read: orders this version among rebuilds
+    source = space_source(store, encoder, space)
+    transform = space_transform(store, space, encoder, source.get("model_version"))
+    manifest = read_manifest(store)  # once: the encodings' filter and the ids' metadata
+    table = catalog_rows(store, encoder, manifest=manifest)
+    vectors, grid = space_vectors(table, transform)
+    return publish_index(
+        store,
+        space,
+        vectors,
+        id_frame(store, table, manifest=manifest),
+        grid=grid,
+        source=source,
+        config=config,
+        keep=keep,
+        inputs_read_at=read_at,
+    )
