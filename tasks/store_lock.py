@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.runtime import flow_run
@@ -46,7 +47,7 @@ def mark_crashed(flow_run_id: str, reason: str, logger) -> bool:
 
     try:
         with get_client(sync_client=True) as client:
-            run = client.read_flow_run(flow_run_id)
+            run = client.read_flow_run(UUID(flow_run_id))
             if run.state is not None and run.state.is_final():
                 return False
             client.set_flow_run_state(
