@@ -16,6 +16,7 @@ import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from tasks.catalog import current_manifest
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
 from tasks.stores import get_store
@@ -88,6 +89,7 @@ def plan_encoding(
         shard_size=shard_size,
         flips=flips,
         dtype=dtype,
+        manifest=current_manifest(store_url),
     )
     get_run_logger().info(
         "%d usable images, %d already encoded, %d to encode in %d shards under %s",

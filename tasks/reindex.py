@@ -7,6 +7,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from tasks.catalog import current_manifest
 from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
@@ -48,6 +49,7 @@ def update_space_index(
         index_kind=index_kind,
         policy=policy,
         keep=keep,
+        manifest=current_manifest(store_url),
     )
     get_run_logger().info(
         "%s index: %s (%s); %s → %s, %d rows (%d new, %d changed, %d removed, "

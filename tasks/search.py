@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from tasks.catalog import current_manifest
 from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
@@ -31,7 +32,12 @@ def build_space_index(
     store_url: str, config: RuntimeConfig, space: str, index_config: IndexConfig, keep: int
 ) -> IndexVersion:
     version = rebuild_space(
-        get_store(store_url), get_runtime(config).encoder, space, config=index_config, keep=keep
+        get_store(store_url),
+        get_runtime(config).encoder,
+        space,
+        config=index_config,
+        keep=keep,
+        manifest=current_manifest(store_url),
     )
     get_run_logger().info(
         "%s index %s: %d vectors, %s, built in %.1f s, self-check %s",

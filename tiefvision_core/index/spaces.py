@@ -154,13 +154,15 @@ def rebuild_space(
     *,
     config: IndexConfig | None = None,
     keep: int = 3,
+    manifest: pa.Table | None = None,
 ) -> IndexVersion:
     """A new version of ``space``'s index from the current box-crop encodings (through the
-    current similarity model for the supervised space)."""
+    current similarity model for the supervised space). ``manifest``: the catalog this run
+    already read (else read here, once, for the encodings' filter and the ids' metadata)."""
     read_at = time.time()  # before any input is read: orders this version among rebuilds
     source = space_source(store, encoder, space)
     transform = space_transform(store, space, encoder, source.get("model_version"))
-    manifest = read_manifest(store)  # once: the encodings' filter and the ids' metadata
+    manifest = read_manifest(store) if manifest is None else manifest
     table = catalog_rows(store, encoder, manifest=manifest)
     vectors, grid = space_vectors(table, transform)
     return publish_index(

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, row_keys
 from tiefvision_core.index.spaces import (
@@ -284,12 +285,15 @@ def update_space(
     index_kind: str | None = None,
     policy: UpdatePolicy | None = None,
     keep: int = 3,
+    manifest: pa.Table | None = None,
 ) -> IndexUpdate:
     """Bring ``space``'s index up to the catalog's current box-crop encodings: decide
     (:func:`decide_update`), then publish a new version built from reused and new vectors —
     or leave the live one when nothing changed. ``index_kind`` forces a kind (default: the
-    live version's configuration; ``auto`` for a first build)."""
+    live version's configuration; ``auto`` for a first build). ``manifest``: the catalog
+    this run already read (else read here, once, for every step below)."""
     started, read_at = time.perf_counter(), time.time()  # read_at: before any input is read
+    manifest = read_manifest(store) if manifest is None else manifest
     before = store.read_pointer(current_key(space_prefix(space)))
     opened = open_index(store, space, before) if before else None
     live = LiveIndex.from_metadata(before, opened.metadata) if opened else None
@@ -308,8 +312,10 @@ def update_space(
             )
         ]
     )
-    diff = diff_rows(old_keys, row_keys(catalog_rows(store, encoder, vectors=False)))
-    ids = id_frame(store, _keys_table(diff.kept + diff.added))
+    diff = diff_rows(
+        old_keys, row_keys(catalog_rows(store, encoder, manifest=manifest, vectors=False))
+    )
+    ids = id_frame(store, _keys_table(diff.kept + diff.added), manifest=manifest)
     delta = diff.delta
     if opened is not None and delta.touched == 0:
         moved = not _same_frame(ids, opened.ids.reset_index(drop=True))
@@ -343,7 +349,7 @@ def update_space(
         grid = tuple(opened.metadata["grid"])
         blocks: list = [_RowView(opened.index.vectors, diff.kept_rows)]
         if diff.added:
-            table = catalog_rows(store, encoder, only=diff.added)
+            table = catalog_rows(store, encoder, manifest=manifest, only=diff.added)
             if row_keys(table) != diff.added:
                 raise RuntimeError("box-crop encodings changed while the index was updated")
             fresh, fresh_grid = space_vectors(table, transform)
@@ -352,9 +358,9 @@ def update_space(
             blocks.append(fresh)
         computed = len(diff.added)
     else:
-        table = catalog_rows(store, encoder)
+        table = catalog_rows(store, encoder, manifest=manifest)
         vectors, grid = space_vectors(table, transform)
-        blocks, ids, computed = [vectors], id_frame(store, table), table.num_rows
+        blocks, ids, computed = [vectors], id_frame(store, table, manifest=manifest), table.num_rows
     build, training = None, None
     if decision.action == "update":
         assert opened is not None and live is not None
