@@ -46,3 +46,14 @@ def test_index_kinds_are_checked_against_the_one_declaration() -> None:
     assert [check_index_kind(kind) for kind in INDEX_KIND_CHOICES] == list(INDEX_KIND_CHOICES)
     with pytest.raises(ConfigError, match=r"--index-kind 'annoy': choose auto, exact, hnsw or"):
         check_index_kind("annoy")
+
+
+def test_a_missing_database_url_is_reported_before_the_store_is_opened(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Configuration only, so it comes first: an S3 store without a database URL is refused
+    # before any S3 request (here one that would fail for want of credentials).
+    for name in ("TIEFVISION_DATABASE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(TiefVisionError, match="TIEFVISION_DATABASE_URL"):
+        preflight(store="s3://bucket/prefix", check_database=True)

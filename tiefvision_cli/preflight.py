@@ -3,9 +3,10 @@
 Why: a flow that fails on a typo in ``--store`` or a missing GPU costs a Prefect run, logs
 in the UI and, for the encoders, seconds of model loading before the error. Every command
 therefore checks its inputs first and fails fast with one line (exit code 2, see
-:func:`tiefvision_cli.main.main`). The checks always run in the same order: settings, the
-source folder, the store, the metadata file, the database URL, the device, the encoder;
-each command asks only for those its flow needs. Heavy imports (torch for the device and
+:func:`tiefvision_cli.main.main`). The checks always run in the same order, cheapest
+first: settings, the database URL (configuration only: an S3 store needs one), the source
+folder, the store, the metadata file, the device, the encoder; each command asks only for
+those its flow needs. Heavy imports (torch for the device and
 the encoder) happen only when asked for, so ``search --id`` stays free of torch.
 """
 
@@ -62,6 +63,10 @@ def preflight(
     from tiefvision_core.storage.stores import open_store
 
     settings = load_settings(store_url=store, database_url=database, **overrides)
+    if check_database:
+        from tiefvision_core.annotations.store import database_url_for
+
+        database_url_for(settings)  # an S3 store needs a database URL: say so now
     if images is not None:
         open_store(images, settings, create=False)
     target = open_store(settings.store_url, settings)
@@ -69,10 +74,6 @@ def preflight(
         from tiefvision_core.catalog.ingest import load_metadata
 
         load_metadata(metadata)  # raises InputError naming what is wrong with the file
-    if check_database:
-        from tiefvision_core.annotations.store import database_url_for
-
-        database_url_for(settings)  # an S3 store needs a database URL: say so now
     device = None
     if check_device:
         from tiefvision_core.encoding.runtime import resolve_device
