@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from tiefvision_cli.options import (
     BatchSizeOption,
+    DatabaseOption,
     DeviceOption,
     EncoderOption,
     JsonOption,
@@ -27,6 +28,8 @@ from tiefvision_cli.options import (
     MetadataOption,
     SourceOption,
     StoreOption,
+    StrictOption,
+    VerifyHashesOption,
     WeightsOption,
 )
 from tiefvision_cli.prefect_server import first_word, flow_run, start_early, start_early_for
@@ -35,6 +38,7 @@ from tiefvision_core.errors import ConfigError, TiefVisionError
 from tiefvision_core.index.kinds import check_index_kind, spelled_choices
 
 if TYPE_CHECKING:
+    from tiefvision_core.catalog.ingest import IngestSummary
     from tiefvision_core.encoding.catalog import EncodeSummary
     from tiefvision_core.locator.runs import LocatorRun
     from tiefvision_core.locator.store import LocateSummary
@@ -93,9 +97,7 @@ def ingest(
     images: SourceOption,
     store: StoreOption = None,
     metadata: MetadataOption = None,
-    verify_hashes: Annotated[
-        bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
-    ] = False,
+    verify_hashes: VerifyHashesOption = False,
     follow_symlinks: Annotated[
         bool | None,
         typer.Option(
@@ -122,7 +124,7 @@ def _run_ingest(
     metadata: Path | None,
     verify_hashes: bool = False,
     follow_symlinks: bool | None = None,
-) -> object:
+) -> IngestSummary:
     start_early()  # Prefect's server boots while the checks below run
     settings = preflight(
         store=store, images=images, metadata=metadata, follow_symlinks=follow_symlinks
@@ -304,19 +306,6 @@ def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
         )
     )
     console.print(f"Search report (queries and their top results): {report}")
-
-
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        help="Annotations database: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
-        "(default: $TIEFVISION_DATABASE_URL, else annotations.sqlite under a local store).",
-    ),
-]
-StrictOption = Annotated[
-    bool, typer.Option(help="Exit with code 1 when any row was refused (the rest is imported).")
-]
 
 
 @app.command("import-boxes")
@@ -641,9 +630,7 @@ def reindex(
     ] = 2.0,
     lock_timeout: LockTimeoutOption = 600.0,
     lock_ttl: LockTtlOption = 120.0,
-    verify_hashes: Annotated[
-        bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
-    ] = False,
+    verify_hashes: VerifyHashesOption = False,
     retention: Annotated[
         int | None,
         typer.Option(

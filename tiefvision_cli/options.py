@@ -10,6 +10,7 @@ import typer
 
 __all__ = [
     "BatchSizeOption",
+    "DatabaseOption",
     "DeviceOption",
     "EncoderOption",
     "JsonOption",
@@ -18,6 +19,8 @@ __all__ = [
     "MetadataOption",
     "SourceOption",
     "StoreOption",
+    "StrictOption",
+    "VerifyHashesOption",
     "WeightsOption",
 ]
 
@@ -56,4 +59,18 @@ LockTimeoutOption = Annotated[
 LockTtlOption = Annotated[
     float,
     typer.Option(min=1, help="Seconds without a heartbeat after which a holder is dead."),
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="Annotations database: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+        "(default: $TIEFVISION_DATABASE_URL, else annotations.sqlite under a local store).",
+    ),
+]
+StrictOption = Annotated[
+    bool, typer.Option(help="Exit with code 1 when any row was refused (the rest is imported).")
+]
+VerifyHashesOption = Annotated[
+    bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
 ]
