@@ -57,8 +57,8 @@ def test_search_by_id_excludes_itself_and_finds_the_same_product(indexed) -> Non
     result = search_by_id(opened, first, k=5)
     ids = [hit.image_id for hit in result.results]
     assert first not in ids and len(ids) == 5
-    scores = [h.score for h in result.results]
-    assert scores == sorted(scores, reverse=True)
+    hit_scores = [h.score for h in result.results]
+    assert hit_scores == sorted(hit_scores, reverse=True)
     assert search_by_id(opened, first, k=1, include_self=True).results[0].image_id == first
 
     vectors = np.asarray(opened.index.vectors, np.float32)

@@ -22,6 +22,7 @@ from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.index import open_index, search_by_id
 from tiefvision_core.similarity import (
     ProjectionNet,
+    SimilarityRun,
     load_projection,
     similarity_grid,
     triplet_accuracy,
@@ -36,7 +37,7 @@ PRODUCTS, VIEWS = 18, 3
 @dataclass
 class Trained:
     store_url: str
-    run: object  # SimilarityRun
+    run: SimilarityRun
     rejects: dict[str, str]  # rel_path → reason
 
 
@@ -55,7 +56,9 @@ def trained(prefect_harness, tmp_path_factory: pytest.TempPathFactory) -> Traine
         LocalStore(images, create=False), store, metadata=root / "catalog" / "products.csv"
     )
     assert summary.images == PRODUCTS * VIEWS
-    rejects = {r["rel_path"]: r["reason"] for r in read_rejects(store).to_pylist()}
+    rejected = read_rejects(store)
+    assert rejected is not None
+    rejects = {r["rel_path"]: r["reason"] for r in rejected.to_pylist()}
     run = train_triplets(store=store_url, test_fraction=1 / 3, max_epochs=30)
     return Trained(store_url, run, rejects)
 
@@ -79,6 +82,7 @@ def _accuracies(store_url: str, encoder_version: str) -> tuple[float, float, int
     plain = table.filter(pc.invert(table["flipped"]))
     maps = similarity_grid(vectors_as_maps(plain))
     manifest = read_manifest(store)
+    assert manifest is not None
     products = dict(
         zip(manifest["image_id"].to_pylist(), manifest["product_id"].to_pylist(), strict=True)
     )
@@ -113,7 +117,9 @@ def test_rejects_stay_out_and_the_supervised_index_uses_the_new_model(trained: T
     assert (trained.run.train_products, trained.run.test_products) == (12, 6)
     opened = open_index(store, "supervised")
     assert opened.metadata["source"]["model_version"] == trained.run.version
-    assert set(opened.ids["image_id"]) <= set(read_manifest(store)["image_id"].to_pylist())
+    manifest = read_manifest(store)
+    assert manifest is not None
+    assert set(opened.ids["image_id"]) <= set(manifest["image_id"].to_pylist())
     assert len(opened.ids) == PRODUCTS * VIEWS
     assert not {image_id_for(path) for path in trained.rejects} & set(opened.ids["image_id"])
 

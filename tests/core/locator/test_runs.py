@@ -18,6 +18,7 @@ from PIL import Image
 
 from tiefvision_core.locator import (
     CropDataset,
+    EpochMetrics,
     MapSample,
     TrainConfig,
     WindowGeometry,
@@ -126,7 +127,7 @@ FAST = TrainConfig(max_epochs=8, patience=3, batch_size=4, reduced=8, hidden=8, 
 
 def test_a_run_saves_its_version_and_switches_current(run_setup, caplog) -> None:
     store, _ = run_setup
-    epochs = []
+    epochs: list[EpochMetrics] = []
     with caplog.at_level(logging.WARNING, logger="tiefvision_core.locator.runs"):
         model, run = fit_locator(store, _dataset(), config=FAST, on_epoch=epochs.append)
     prefix = f"models/locator/{run.version}/"

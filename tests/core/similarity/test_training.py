@@ -21,6 +21,7 @@ from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.similarity import (
     DeepRankingConfig,
+    EpochReport,
     fit_similarity,
     load_projection,
     projected_maps,
@@ -65,7 +66,7 @@ def _maps(store: LocalStore, lite0) -> np.ndarray:
 
 
 def test_a_run_writes_its_version_then_switches_current(store: LocalStore, lite0) -> None:
-    epochs = []
+    epochs: list[EpochReport] = []
     run = fit_similarity(store, lite0, config=FAST, on_epoch=epochs.append)
     prefix = f"models/similarity/{run.version}/"
     for name in ("weights.pt", "metadata.json", "loss-curves.png"):
