@@ -19,7 +19,9 @@ from tiefvision_core.index.versions import OpenedIndex
 
 __all__ = ["SearchHit", "SearchResult", "search_by_id"]
 
-#: Names that lived here before the split → the module of this package that has them now.
+#: Names that lived here before the split → the module of this package that has them now:
+#: ``from tiefvision_core.index.search import rebuild_space`` (bench scripts, older callers)
+#: keeps working, and only such an import pays for torch.
 _MOVED = {
     "QUERY_SCALES": "photo_search",
     "catalog_rows": "spaces",
