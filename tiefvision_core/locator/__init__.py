@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tiefvision_core.locator.crops import (  # noqa: F401
         DEFAULT_SCALES,
+        WINDOWS_SCHEMA,
         CropConfig,
         CropDataset,
         CropPart,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         map_rows,
         plan_crops,
         window_geometry,
+        window_piece,
     )
     from tiefvision_core.locator.evaluation import (  # noqa: F401
         BoxScores,
@@ -129,6 +131,8 @@ _EXPORTS = {
     "split_by_image": "model",
     "train_heads": "training",
     "window_geometry": "crops",
+    "window_piece": "crops",
+    "WINDOWS_SCHEMA": "crops",
     "window_label": "model",
 }
 

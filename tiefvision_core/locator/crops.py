@@ -48,6 +48,7 @@ from tiefvision_core.storage.stores import Store
 
 __all__ = [
     "DEFAULT_SCALES",
+    "WINDOWS_SCHEMA",
     "CropConfig",
     "CropDataset",
     "CropPart",
@@ -59,6 +60,7 @@ __all__ = [
     "map_rows",
     "plan_crops",
     "window_geometry",
+    "window_piece",
 ]
 
 #: Longer side of the whole-image input, per scale. A 224-pixel window then spans 70 %,
@@ -345,6 +347,45 @@ def _windows_for(
     }
 
 
+#: ``windows.parquet``: one row per labelled window. Declared rather than inferred: a photo
+#: with no labelled window at some scale (on real photos, a box that every window overlaps
+#: between half and all) gives an empty piece, whose inferred types are all null and would
+#: not concatenate with the others.
+WINDOWS_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.string()),
+        ("split", pa.string()),
+        ("side", pa.int32()),
+        ("row", pa.int32()),
+        ("col", pa.int32()),
+        ("crop", pa.list_(pa.float64(), 4)),
+        ("inside", pa.float64()),
+        ("label", pa.int8()),
+        ("target", pa.list_(pa.float64(), 4)),
+    ]
+)
+
+
+def window_piece(image_id: str, split: str, side: int, windows: dict[str, np.ndarray]) -> pa.Table:
+    """The labelled windows of one map as rows of :data:`WINDOWS_SCHEMA` (maybe none)."""
+    labelled = windows["label"] >= 0
+    n = int(labelled.sum())
+    return pa.table(
+        {
+            "image_id": [image_id] * n,
+            "split": [split] * n,
+            "side": np.full(n, side, np.int32),
+            "row": windows["row"][labelled].astype(np.int32),
+            "col": windows["col"][labelled].astype(np.int32),
+            "crop": list(windows["crop"][labelled]),
+            "inside": windows["inside"][labelled].astype(np.float64),
+            "label": windows["label"][labelled].astype(np.int8),
+            "target": list(windows["target"][labelled]),
+        },
+        schema=WINDOWS_SCHEMA,
+    )
+
+
 def finish_crops(store: Store, encoder: Encoder, plan: CropPlan, config: CropConfig) -> CropDataset:
     """Label every window of every stored map, write ``windows.parquet`` and, last,
     ``dataset.json``; point ``crops/LATEST`` at the dataset."""
@@ -358,26 +399,8 @@ def finish_crops(store: Store, encoder: Encoder, plan: CropPlan, config: CropCon
         info = work.loc[row["image_id"]]
         row = {**row, "width": int(info["width"]), "height": int(info["height"])}
         windows = _windows_for(row, tuple(info["box"]), geometry)
-        labelled = windows["label"] >= 0
-        n = int(labelled.sum())
-        pieces.append(
-            pa.table(
-                {
-                    "image_id": [row["image_id"]] * n,
-                    "split": [info["split"]] * n,
-                    "side": np.full(n, row["side"], np.int32),
-                    "row": windows["row"][labelled].astype(np.int32),
-                    "col": windows["col"][labelled].astype(np.int32),
-                    "crop": pa.array(list(windows["crop"][labelled]), pa.list_(pa.float64(), 4)),
-                    "inside": windows["inside"][labelled],
-                    "label": windows["label"][labelled],
-                    "target": pa.array(
-                        list(windows["target"][labelled]), pa.list_(pa.float64(), 4)
-                    ),
-                }
-            )
-        )
-    table = pa.concat_tables(pieces)
+        pieces.append(window_piece(row["image_id"], info["split"], row["side"], windows))
+    table = pa.concat_tables(pieces) if pieces else WINDOWS_SCHEMA.empty_table()
     store.write_parquet(f"{plan.prefix}windows.parquet", table)
     frame = table.select(["split", "label"]).to_pandas()
     counts = {

@@ -1,0 +1,80 @@
+"""The crops stage on real street photos (tests/data/real/ccp-dresses): two of them have
+no labelled window at the smallest scale, which once made ``finish_crops`` fail with
+pyarrow's "Schema at index N was different" (an empty piece typed from nothing)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
+from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.locator.crops import (
+    WINDOWS_SCHEMA,
+    CropConfig,
+    build_part,
+    finish_crops,
+    plan_crops,
+    window_piece,
+)
+from tiefvision_core.storage.stores import LocalStore
+
+DRESSES = Path(__file__).parents[2] / "data" / "real" / "ccp-dresses"
+WINDOWLESS = {"0047.jpg", "0136.jpg"}  # no labelled window at scale 320 (see README)
+
+
+def test_a_map_without_labelled_windows_is_an_empty_piece_of_the_declared_schema() -> None:
+    ignored = {
+        "row": np.arange(3),
+        "col": np.arange(3),
+        "crop": np.zeros((3, 4)),
+        "inside": np.full(3, 0.7),
+        "label": np.full(3, -1, np.int8),
+        "target": np.zeros((3, 4)),
+    }
+    empty = window_piece("a", "train", 320, ignored)
+    assert empty.num_rows == 0 and empty.schema == WINDOWS_SCHEMA
+    labelled = window_piece("b", "test", 448, {**ignored, "label": np.array([1, 0, -1], np.int8)})
+    assert labelled.num_rows == 2
+    assert pa.concat_tables([empty, labelled]).column("image_id").to_pylist() == ["b", "b"]
+
+
+def test_crops_of_real_street_photos_with_a_windowless_scale(lite0, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in DRESSES.glob("*.jpg"):
+        shutil.copy(photo, images / photo.name)
+    (images / "empty.jpg").write_bytes(b"")  # a reject beside the real photos
+    assert {p.name for p in images.iterdir()} >= WINDOWLESS
+    store = LocalStore(str(tmp_path / "store"))
+    summary = ingest_catalog(LocalStore(str(images)), store)
+    assert summary.rejected == 1
+    with open(DRESSES / "boxes.csv", newline="") as rows:
+        boxes = pd.DataFrame(
+            {
+                "image_id": image_id_for(r["image"]),
+                **{k: int(r[k]) for k in ("left", "top", "right", "bottom")},
+                "sha256": None,
+            }
+            for r in csv.DictReader(rows)
+        )
+    config = CropConfig(min_images=4, part_size=4)
+    plan = plan_crops(store, lite0, boxes, snapshot_key="snap", snapshot_digest="d", config=config)
+    runtime = RuntimeConfig(device="cpu", threads=1, workers=0, cpu_processes=0).build()
+    for spec in plan.parts:
+        build_part(store, runtime, plan, spec, config.scales)
+
+    dataset = finish_crops(store, lite0, plan, config)
+
+    windows = store.read_parquet(f"{dataset.prefix}windows.parquet")
+    assert windows.schema == WINDOWS_SCHEMA
+    ids = {image_id_for(name) for name in WINDOWLESS}
+    at_320 = windows.filter(pa.compute.equal(windows["side"], 320)).column("image_id")
+    assert ids.isdisjoint(at_320.to_pylist())  # nothing labelled there …
+    assert ids <= set(windows.column("image_id").to_pylist())  # … but at the larger scales
+    assert sum(dataset.windows.values()) == windows.num_rows
