@@ -217,3 +217,28 @@ def test_import_errors_are_one_line(ingested: tuple[Path, str], tmp_path: Path) 
     result = _run("import-boxes", str(bad), "--store", store, "--database", database)
     line = _one_line_error(result)
     assert "cannot open the annotations database" in line and secret not in result.stderr
+
+
+def test_an_unexpected_error_is_one_line_naming_the_stage_and_the_exception_type(
+    tmp_path: Path,
+) -> None:
+    """A corrupt manifest is nothing the CLI checks for: pyarrow raises deep inside the
+    encode flow. The user gets the command, our stage and the exception type — never
+    pyarrow's own words — and exit code 1; ``--debug`` shows the traceback."""
+    store = tmp_path / "store"
+    (store / "catalog" / "manifest").mkdir(parents=True)
+    (store / "catalog" / "manifest" / "CURRENT").write_text("v1")
+    (store / "catalog" / "manifest" / "v1.parquet").write_bytes(b"not a parquet file")
+
+    result = _run("encode", "--store", str(store))
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert "tiefvision encode failed" in line and "ArrowInvalid" in line
+    assert "in tiefvision_core." in line and "--debug" in line
+    assert "magic bytes" not in result.stderr and "Traceback" not in result.stderr
+
+    debug = _run("--debug", "encode", "--store", str(store))
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "magic bytes" in debug.stderr

@@ -929,7 +929,8 @@ app.command("gc")(gc)
 
 
 def main() -> None:
-    """Console-script entry point: user errors become one line and exit code 2.
+    """Console-script entry point: user errors become one line and exit code 2; anything
+    else one line naming the command, our stage and the exception type, and exit code 1.
 
     Usage errors (unknown option, missing argument) are handled by Typer itself (exit 2).
     """
@@ -945,6 +946,15 @@ def main() -> None:
         message = escape(str(error))
         err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as error:  # a bug or a case nobody checks for: one line, never its text
+        if _state["debug"]:
+            raise
+        from tiefvision_cli.unexpected import unexpected_error_line
+
+        at = first_word(argv)
+        line = unexpected_error_line(argv[at] if at < len(argv) else None, error)
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
