@@ -37,15 +37,24 @@ def ranked_neighbours(vectors: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(top, order, axis=1)
 
 
-def retrieval_scores(neighbours: np.ndarray, labels: np.ndarray) -> RetrievalScores:
+def retrieval_scores(
+    neighbours: np.ndarray, labels: np.ndarray, queries: np.ndarray | None = None
+) -> RetrievalScores:
     """P@1, P@5 and mAP@10 of ranked ``neighbours`` (N, ≥10 or fewer) for ``labels`` (N,).
 
     AP@10 = Σ_{i≤10} P@i · rel_i / min(10, relevant in gallery); queries whose label has no
-    other member are skipped (nothing to find).
+    other member are skipped (nothing to find). ``queries``: the gallery rows that asked,
+    one per row of ``neighbours``, when only some did (default: every row, in order) — a
+    held-out query searches the whole gallery, as it does live. A neighbour of -1 (a search
+    that found fewer) is never relevant.
     """
     labels = np.asarray(labels)
-    relevant = labels[neighbours] == labels[:, None]
-    counts = np.array([(labels == label).sum() - 1 for label in labels])
+    neighbours = np.asarray(neighbours)
+    rows = np.arange(len(labels)) if queries is None else np.asarray(queries, np.int64)
+    query_labels = labels[rows]
+    relevant = (labels[neighbours] == query_labels[:, None]) & (neighbours >= 0)
+    _, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    counts = sizes[inverse.reshape(-1)][rows] - 1
     usable = counts > 0
     rel = relevant[usable]
     depth = min(10, rel.shape[1])

@@ -11,11 +11,12 @@ pins them). Imports nothing: any stage, however light, may use it.
     catalog/rejects/<version>.parquet        files ingest refused
     catalog/staging/                         chunks of an ingest under way
     crops/LATEST, crops/<dataset>/           the locator's training crops
-    models/locator/[CURRENT|<version>/]      locator models
+    models/locator/[CURRENT|<version>/]      locator models (<version>/evaluation.json)
     models/similarity/[CURRENT|<version>/]   Deep Ranking projections
     boxes/<locator version>/                 located boxes of the catalog
     encodings/<encoder>/<kind>/<version>/    encoding shards
-    indexes/<space>/[CURRENT|<version>/]     search indexes; indexes/.staging while built
+    indexes/<space>/[CURRENT|<version>/]     search indexes (<version>/evaluation.json);
+                                             indexes/.staging while built
     annotations/snapshots/                   frozen annotation exports
     locks/                                   store locks
 """
@@ -27,6 +28,7 @@ __all__ = [
     "CROPS_LATEST",
     "CROPS_PREFIX",
     "ENCODINGS_PREFIX",
+    "EVALUATION_NAME",
     "INDEXES_PREFIX",
     "INDEX_STAGING",
     "LOCATOR_CURRENT",
@@ -43,10 +45,13 @@ __all__ = [
     "boxes_prefix",
     "crops_dataset_key",
     "crops_prefix",
+    "crops_work_key",
     "current_key",
     "encodings_prefix",
     "index_current",
+    "index_evaluation_key",
     "index_prefix",
+    "locator_evaluation_key",
     "locator_prefix",
     "manifest_key",
     "rejects_key",
@@ -86,6 +91,11 @@ def crops_dataset_key(dataset_id: str) -> str:
     return crops_prefix(dataset_id) + "dataset.json"
 
 
+def crops_work_key(dataset_id: str) -> str:
+    """The dataset's plan: annotated photos, their boxes and train/test split."""
+    return crops_prefix(dataset_id) + "_work.parquet"
+
+
 LOCATOR_PREFIX = "models/locator/"
 LOCATOR_CURRENT = current_key(LOCATOR_PREFIX)
 SIMILARITY_PREFIX = "models/similarity/"
@@ -96,6 +106,15 @@ MODEL_PREFIXES = (LOCATOR_PREFIX, SIMILARITY_PREFIX)
 
 def locator_prefix(version: str) -> str:
     return f"{LOCATOR_PREFIX}{version}/"
+
+
+#: ``tiefvision evaluate``'s scores of a model or index version, in that version's folder:
+#: they go (and are kept) with the version they score, so a later run compares like with like.
+EVALUATION_NAME = "evaluation.json"
+
+
+def locator_evaluation_key(version: str) -> str:
+    return locator_prefix(version) + EVALUATION_NAME
 
 
 BOXES_PREFIX = "boxes/"
@@ -122,6 +141,10 @@ def index_prefix(space: str) -> str:
 
 def index_current(space: str) -> str:
     return current_key(index_prefix(space))
+
+
+def index_evaluation_key(space: str, version: str) -> str:
+    return f"{index_prefix(space)}{version}/{EVALUATION_NAME}"
 
 
 SNAPSHOT_PREFIX = "annotations/snapshots/"

@@ -26,6 +26,7 @@ PINNED = {
     "INDEX_STAGING": "indexes/.staging",
     "SNAPSHOT_PREFIX": "annotations/snapshots/",
     "LOCK_PREFIX": "locks/",
+    "EVALUATION_NAME": "evaluation.json",
 }
 
 CALLS = [
@@ -34,6 +35,8 @@ CALLS = [
     (layout.rejects_key, ("v7",), "catalog/rejects/v7.parquet"),
     (layout.crops_prefix, ("d1",), "crops/d1/"),
     (layout.crops_dataset_key, ("d1",), "crops/d1/dataset.json"),
+    (layout.crops_work_key, ("d1",), "crops/d1/_work.parquet"),
+    (layout.locator_evaluation_key, ("l3",), "models/locator/l3/evaluation.json"),
     (layout.locator_prefix, ("l3",), "models/locator/l3/"),
     (layout.boxes_prefix, ("l3",), "boxes/l3/"),
     (
@@ -43,6 +46,7 @@ CALLS = [
     ),
     (layout.index_prefix, ("supervised",), "indexes/supervised/"),
     (layout.index_current, ("unsupervised",), "indexes/unsupervised/CURRENT"),
+    (layout.index_evaluation_key, ("supervised", "v2"), "indexes/supervised/v2/evaluation.json"),
 ]
 
 

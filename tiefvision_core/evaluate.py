@@ -1,0 +1,249 @@
+"""How good is what is live, on the user's own catalog: the ``evaluate`` stage.
+
+Two questions, each answered only on data the live model did not learn from — a score on
+training photos says how well it memorised, not how well it will do on the next photo:
+
+* **locator** — the live locator's located boxes against the annotated boxes, on the
+  annotated photos outside its crops dataset's train split (its test photos, and photos
+  annotated since that it never saw), side by side with the whole-photo and median-box
+  baselines of :mod:`tiefvision_core.locator.evaluation`;
+* **retrieval** — P@1, P@5 and mAP@10 of each live index space, with "same ``product_id``"
+  as relevant and the query photo itself left out: the unsupervised space on every
+  product, the supervised space only on the products its similarity model held out.
+
+Each result is written as ``evaluation.json`` into the folder of the version it scores
+(keys in :mod:`tiefvision_core.storage.layout`), so a later run, or a later version,
+compares with it. What cannot be scored (no locator, no index, no product ids) is skipped
+with a note saying why and what to do; it is not an error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from tiefvision_core.catalog.boxes import read_boxes
+from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.index.versions import SPACES, OpenedIndex, open_live_index
+from tiefvision_core.locator.evaluation import evaluate_boxes
+from tiefvision_core.similarity.retrieval import retrieval_scores
+from tiefvision_core.storage.layout import (
+    LOCATOR_CURRENT,
+    SIMILARITY_PREFIX,
+    crops_work_key,
+    index_evaluation_key,
+    locator_evaluation_key,
+    locator_prefix,
+)
+from tiefvision_core.storage.stores import Store
+
+__all__ = [
+    "EvaluationReport",
+    "evaluate_catalog",
+    "evaluate_locator",
+    "evaluate_space",
+    "live_neighbours",
+]
+
+_COORDS = ["left", "top", "right", "bottom"]
+#: Ranked results kept per query: mAP@10 needs ten.
+_DEPTH = 10
+#: Queries searched at once: bounds the (queries × results) arrays on a large catalog.
+_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """What ``tiefvision evaluate`` found: small, plain values (a flow result)."""
+
+    locator: dict[str, object] | None = None
+    retrieval: dict[str, dict[str, object]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    written: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def rows(self) -> list[dict[str, object]]:
+        """One row per measured thing, for a table (CLI, Prefect artifact)."""
+        rows: list[dict[str, object]] = []
+        if self.locator is not None:
+            for name in ("locator", "whole_image", "centre_median"):
+                scores = self.locator[name]
+                assert isinstance(scores, dict)
+                rows.append(
+                    {
+                        "what": f"boxes: {name.replace('_', ' ')}",
+                        "on": f"{self.locator['images']} held-out photos",
+                        "score": (
+                            f"IoU {scores['mean_iou']:.3f} · ≥0.5 {scores['share_iou_05']:.0%}"
+                            f" · ≥0.7 {scores['share_iou_07']:.0%}"
+                        ),
+                    }
+                )
+            rows[0]["score"] = f"{rows[0]['score']} · {self.locator['fallbacks']} fallbacks"
+        for space, scores in self.retrieval.items():
+            rows.append(
+                {
+                    "what": f"retrieval: {space}",
+                    "on": f"{scores['queries']} queries, {scores['products']} products",
+                    "score": (
+                        f"P@1 {scores['precision_at_1']:.3f} · P@5 {scores['precision_at_5']:.3f}"
+                        f" · mAP@10 {scores['map_at_10']:.3f}"
+                    ),
+                }
+            )
+        return rows
+
+
+def _truth_of_work(work: pd.DataFrame) -> pd.DataFrame:
+    """A crops plan's rows (image_id, sha256, box, width, height) as truth boxes."""
+    boxes = np.array(work["box"].tolist(), np.float64).reshape(-1, 4)
+    truth = work[["image_id", "sha256", "width", "height"]].copy()
+    truth[_COORDS] = boxes
+    return truth
+
+
+def evaluate_locator(
+    store: Store,
+    annotated: pd.DataFrame | None = None,
+    *,
+    manifest: pa.Table | None = None,
+) -> tuple[dict[str, object] | None, str | None]:
+    """(scores, None) of the live locator on the annotated photos it did not train on, or
+    (None, why not). Writes them to ``<locator version>/evaluation.json``.
+
+    ``annotated``: the current boxes (image_id, sha256, width, height, left…bottom, as an
+    annotation snapshot holds them); default: the boxes the locator's crops dataset was
+    planned from. A photo whose bytes changed since it was annotated is left out (its box
+    may no longer fit), as training leaves it out.
+    """
+    version = store.read_pointer(LOCATOR_CURRENT)
+    if version is None:
+        return None, "no locator yet: `tiefvision train-locator` trains one"
+    metadata = json.loads(store.get_bytes(locator_prefix(version) + "metadata.json"))
+    work = store.read_parquet(crops_work_key(str(metadata["crops_dataset"]))).to_pandas()
+    trained_on = set(work.loc[work["split"] == "train", "image_id"])
+    truth = _truth_of_work(work) if annotated is None else annotated
+    held_out = truth[~truth["image_id"].isin(trained_on)]
+    predicted = read_boxes(store, version, manifest=manifest)
+    if "sha256" in held_out:
+        predicted = predicted.merge(held_out[["image_id", "sha256"]], on=["image_id", "sha256"])
+    scored = held_out[held_out["image_id"].isin(predicted["image_id"])]
+    if scored.empty:
+        return None, (
+            f"locator {version}: none of {len(held_out)} held-out annotated photos has a "
+            "located box: run `tiefvision locate` (or annotate photos it did not train on)"
+        )
+    evaluation = evaluate_boxes(predicted, scored, _truth_of_work(work[work["split"] == "train"]))
+    result: dict[str, object] = {
+        "version": version,
+        **evaluation.as_dict(),
+        "held_out_annotated": len(held_out),
+        "never_seen": int((~held_out["image_id"].isin(set(work["image_id"]))).sum()),
+        "trained_on": len(trained_on),
+    }
+    store.put_bytes(locator_evaluation_key(version), json.dumps(result, indent=1).encode())
+    return result, None
+
+
+def live_neighbours(
+    opened: OpenedIndex, rows: Sequence[int] | np.ndarray, k: int = _DEPTH
+) -> np.ndarray:
+    """(len(rows), k) index rows the live search returns for each of ``rows``'s stored
+    vectors, the query's own row left out (-1 where it found fewer): the ranking a user
+    gets from "more like this photo"."""
+    vectors = opened.index.vectors
+    out = np.full((len(rows), k), -1, np.int64)
+    for start in range(0, len(rows), _BATCH):
+        chunk = np.asarray(rows[start : start + _BATCH], np.int64)
+        _, found = opened.index.search(np.asarray(vectors[chunk], np.float32), k + 1)
+        for n, (query, hits) in enumerate(zip(chunk, found, strict=True)):
+            kept = hits[(hits != query) & (hits >= 0)][:k]
+            out[start + n, : len(kept)] = kept
+    return out
+
+
+def _held_out_products(store: Store, opened: OpenedIndex) -> set[str] | str:
+    """The products the supervised space's similarity model held out, or why unknown."""
+    model = opened.metadata.get("source", {}).get("model_version")
+    key = f"{SIMILARITY_PREFIX}{model}/metadata.json"
+    if model is None or not store.exists(key):
+        return f"the similarity model {model} of the supervised index is gone"
+    return {str(p) for p in json.loads(store.get_bytes(key)).get("held_out_products", [])}
+
+
+def evaluate_space(store: Store, space: str) -> tuple[dict[str, object] | None, str | None]:
+    """(scores, None) of a live index space, or (None, why not); writes them to
+    ``<index version>/evaluation.json``. Relevant: the query's ``product_id``; photos
+    without one are in the gallery but never relevant nor asked."""
+    opened = open_live_index(store, space)
+    if opened is None:
+        return None, f"no {space} index: `tiefvision rebuild-index --space {space}` builds it"
+    if "product_id" not in opened.ids or opened.ids["product_id"].isna().all():
+        return None, (
+            f"{space} retrieval skipped: the catalog has no product ids (ingest with "
+            "`--metadata FILE` holding a product_id column)"
+        )
+    products = opened.ids["product_id"]
+    labels = np.array(
+        [
+            f"unlabelled:{i}" if pd.isna(p) else str(p)
+            for i, p in zip(opened.ids["image_id"], products, strict=True)
+        ]
+    )
+    asking = products.notna().to_numpy()
+    scope = "all products"
+    if space == "supervised":
+        held = _held_out_products(store, opened)
+        if isinstance(held, str):
+            return None, f"supervised retrieval skipped: {held}"
+        asking = asking & np.isin(labels, sorted(held))
+        scope = "products the similarity model held out"
+    rows = np.flatnonzero(asking)
+    if len(rows) == 0 or len(opened.ids) < 2:
+        return None, f"{space} retrieval skipped: no query photo ({scope})"
+    scores = retrieval_scores(live_neighbours(opened, rows), labels, queries=rows)
+    if scores.queries == 0:
+        return None, f"{space} retrieval skipped: no product has two photos ({scope})"
+    result: dict[str, object] = {
+        "version": opened.version,
+        **scores.as_dict(),
+        "products": len(set(labels[rows])),
+        "scope": scope,
+        "gallery": len(opened.ids),
+    }
+    key = index_evaluation_key(space, opened.version)
+    store.put_bytes(key, json.dumps(result, indent=1).encode())
+    return result, None
+
+
+def evaluate_catalog(
+    store: Store,
+    annotated: pd.DataFrame | None = None,
+    *,
+    spaces: Iterable[str] = SPACES,
+) -> EvaluationReport:
+    """Locator and every live space scored, each written next to its version."""
+    manifest = read_manifest(store)
+    notes: list[str] = []
+    written: list[str] = []
+    locator, why = evaluate_locator(store, annotated, manifest=manifest)
+    if locator is None:
+        notes.append(str(why))
+    else:
+        written.append(store.uri(locator_evaluation_key(str(locator["version"]))))
+    retrieval: dict[str, dict[str, object]] = {}
+    for space in spaces:
+        scores, why = evaluate_space(store, space)
+        if scores is None:
+            notes.append(str(why))
+            continue
+        retrieval[space] = scores
+        written.append(store.uri(index_evaluation_key(space, str(scores["version"]))))
+    return EvaluationReport(locator, retrieval, tuple(notes), tuple(written))
