@@ -40,6 +40,7 @@ from tiefvision_core.index.kinds import check_index_kind, spelled_choices
 if TYPE_CHECKING:
     from tiefvision_core.catalog.ingest import IngestSummary
     from tiefvision_core.encoding.catalog import EncodeSummary
+    from tiefvision_core.evaluate import EvaluationReport
     from tiefvision_core.locator.runs import LocatorRun
     from tiefvision_core.locator.store import LocateSummary
 
@@ -272,6 +273,9 @@ def demo(
             evaluation.table(),
         )
     _demo_search(store, workdir, supervised=run.similarity is not None)
+    from tiefvision_cli.report import print_evaluation
+
+    print_evaluation(console, _run_evaluate(store))
     console.print(
         f"Web UI: tiefvision serve --store {store}  then open http://127.0.0.1:8000/",
         markup=False,
@@ -538,6 +542,29 @@ def _run_locate(
             device=settings.device,
             locator=locator,
         )
+
+
+@app.command()
+def evaluate(store: StoreOption = None, as_json: JsonOption = False) -> None:
+    """Score what is live on held-out data: the locator's boxes (IoU vs baselines) on
+    annotated photos it did not train on, each index space's P@1/P@5/mAP@10 by product_id;
+    the scores are written next to each version (evaluation.json)."""
+    report = _run_evaluate(store)
+    if as_json:
+        print(json.dumps(report.as_dict()))
+        return
+    from tiefvision_cli.report import print_evaluation
+
+    print_evaluation(console, report)
+
+
+def _run_evaluate(store: str | None) -> EvaluationReport:
+    start_early()  # Prefect's server boots while the store is checked
+    settings = preflight(store=store).settings
+    from flows.evaluate import evaluate as evaluate_flow
+
+    with flow_run(console, progress=False):
+        return evaluate_flow(store=settings.store_url)
 
 
 @app.command("rebuild-index")

@@ -187,6 +187,7 @@ FLOW_COMMANDS = frozenset(
         "reindex",
         "train-triplets",
         "gc",
+        "evaluate",
     }
 )
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # torch is heavy: import the type only for checkers
     from pathlib import Path
 
     from tiefvision_core.encoding.catalog import EncodeSummary
+    from tiefvision_core.evaluate import EvaluationReport
     from tiefvision_core.gc import GcReport
     from tiefvision_core.index.versions import VersionInfo
     from tiefvision_core.locator.model import LocatedBox
@@ -34,6 +35,7 @@ __all__ = [
     "human_size",
     "print_box_scores",
     "print_encode_summary",
+    "print_evaluation",
     "print_gc_report",
     "print_index_switch",
     "print_index_version",
@@ -386,6 +388,21 @@ def print_gc_report(console: Console, report: GcReport, *, dry_run: bool) -> Non
     parts = ", ".join(f"{k} {v['objects']}" for k, v in report.totals.items()) or "nothing"
     size = human_size(report.bytes, BINARY_UNITS)
     console.print(f"gc {verb} {size} ({report.bytes:,} bytes): {parts}")
+
+
+def print_evaluation(console: Console, report: EvaluationReport) -> None:
+    """What ``tiefvision evaluate`` scored (held-out data only), what it skipped and why,
+    and where the scores were written."""
+    table = Table(title="Quality of what is live (held-out data)", title_justify="left")
+    for column in ("what", "on", "score"):
+        table.add_column(column)
+    for row in report.rows():
+        table.add_row(*(escape(str(row[c])) for c in ("what", "on", "score")))
+    console.print(table)
+    for note in report.notes:
+        console.print(f"skipped: {note}", markup=False, highlight=False, soft_wrap=True)
+    for uri in report.written:
+        console.print(f"written: {uri}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_setup_prefect(console: Console, done: dict[str, str]) -> None:

@@ -46,7 +46,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (union - inter)
 
 
-def _expected_retrieval(vectors: np.ndarray, labels: np.ndarray, queries: np.ndarray):
+def expected_retrieval(vectors: np.ndarray, labels: np.ndarray, queries: np.ndarray):
     """P@1, P@5, mAP@10 by brute force: every other photo ranked by inner product."""
     p1, p5, aps = [], [], []
     for q in queries:
@@ -62,11 +62,10 @@ def _expected_retrieval(vectors: np.ndarray, labels: np.ndarray, queries: np.nda
     return float(np.mean(p1)), float(np.mean(p5)), float(np.mean(aps))
 
 
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
-    root = tmp_path_factory.mktemp("evaluate")
+def truth_of_catalog(root: Path, store: Store) -> pd.DataFrame:
+    """A 6-product × 3-view synthetic catalog ingested into ``store`` with its product ids:
+    one row per photo with its sha256, size, product_id and true box (from boxes.csv)."""
     generate_catalog(root / "catalog", products=6, views=3, seed=3, size=(96, 120))
-    store = LocalStore(root / "store")
     ingest_catalog(
         LocalStore(root / "catalog" / "images", create=False),
         store,
@@ -78,7 +77,13 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFram
     boxes = pd.read_csv(root / "catalog" / "boxes.csv")
     boxes["image_id"] = boxes["image"].map(image_id_for)
     truth = photos.merge(boxes[["image_id", *COORDS]], on="image_id").sort_values("image_id")
-    return root, truth.reset_index(drop=True)
+    return truth.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("evaluate")
+    return root, truth_of_catalog(root, LocalStore(root / "store"))
 
 
 def _write_locator(store: Store, truth: pd.DataFrame) -> tuple[set[str], set[str], pd.DataFrame]:
@@ -133,17 +138,18 @@ def _write_locator(store: Store, truth: pd.DataFrame) -> tuple[set[str], set[str
     return train, test, expected[held]
 
 
-def _vectors(truth: pd.DataFrame, seed: int) -> np.ndarray:
-    """Each product a direction, each photo that direction plus noise (unit rows)."""
+def publish_vectors(
+    store: Store, space: str, truth: pd.DataFrame, *, seed: int, source: dict
+) -> tuple[np.ndarray, str]:
+    """A live ``space`` index of made-up vectors: each product a direction, each photo that
+    direction plus noise (unit rows). Returns the vectors and the version."""
     rng = np.random.default_rng(seed)
     centres = {p: rng.normal(size=32) for p in sorted(set(truth["product_id"]))}
     rows = np.stack([centres[p] + 1.1 * rng.normal(size=32) for p in truth["product_id"]])
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
-
-
-def _publish(store: Store, space: str, truth: pd.DataFrame, vectors: np.ndarray, source: dict):
+    vectors = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
     ids = truth[["image_id", "sha256", "product_id"]].assign(box=[[0, 0, 1, 1]] * len(truth))
-    return publish_index(store, space, vectors, ids, grid=(32, 1, 1), source=source)
+    version = publish_index(store, space, vectors, ids, grid=(32, 1, 1), source=source)
+    return vectors, version.version
 
 
 def test_the_locator_is_scored_on_held_out_photos_and_spaces_on_their_products(
@@ -152,15 +158,15 @@ def test_the_locator_is_scored_on_held_out_photos_and_spaces_on_their_products(
     root, truth = catalog
     store = LocalStore(root / "store")
     train, test, expected_boxes = _write_locator(store, truth)
-    unsupervised = _vectors(truth, seed=1)
-    supervised = _vectors(truth, seed=2)
     held_products = sorted(set(truth["product_id"]))[:2]
     store.put_bytes(
         f"{SIMILARITY_PREFIX}{SIMILARITY}/metadata.json",
         json.dumps({"held_out_products": held_products}).encode(),
     )
-    live_u = _publish(store, "unsupervised", truth, unsupervised, {})
-    live_s = _publish(store, "supervised", truth, supervised, {"model_version": SIMILARITY})
+    unsupervised, live_u = publish_vectors(store, "unsupervised", truth, seed=1, source={})
+    supervised, live_s = publish_vectors(
+        store, "supervised", truth, seed=2, source={"model_version": SIMILARITY}
+    )
     annotated = truth[["image_id", "sha256", "width", "height", *COORDS]]
 
     report = evaluate_catalog(store, annotated)
@@ -193,7 +199,7 @@ def test_the_locator_is_scored_on_held_out_photos_and_spaces_on_their_products(
         ("supervised", supervised, held),
     ):
         got = report.retrieval[space]
-        p1, p5, map10 = _expected_retrieval(vectors, labels, queries)
+        p1, p5, map10 = expected_retrieval(vectors, labels, queries)
         assert got["queries"] == len(queries), space
         assert got["precision_at_1"] == pytest.approx(p1, abs=1e-4), space
         assert got["precision_at_5"] == pytest.approx(p5, abs=1e-4), space
@@ -204,8 +210,8 @@ def test_the_locator_is_scored_on_held_out_photos_and_spaces_on_their_products(
     # Written next to the versions they score, readable by a later run.
     keys = {
         locator_evaluation_key(LOCATOR): locator,
-        index_evaluation_key("unsupervised", live_u.version): report.retrieval["unsupervised"],
-        index_evaluation_key("supervised", live_s.version): report.retrieval["supervised"],
+        index_evaluation_key("unsupervised", live_u): report.retrieval["unsupervised"],
+        index_evaluation_key("supervised", live_s): report.retrieval["supervised"],
     }
     for key, value in keys.items():
         assert json.loads(store.get_bytes(key)) == value

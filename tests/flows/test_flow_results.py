@@ -19,6 +19,7 @@ import flows
 import tasks
 from flows._results import FLOW_RESULTS
 from tiefvision_core.catalog.ingest import IngestSummary
+from tiefvision_core.evaluate import EvaluationReport
 from tiefvision_core.index.versions import IndexVersion
 from tiefvision_core.locator.crops import CropDataset
 from tiefvision_core.locator.store import LocateSummary
@@ -44,6 +45,7 @@ def test_every_flow_persists_json_and_no_task_persists() -> None:
         "locate",
         "rebuild-index",
         "train-triplets",
+        "evaluate",
     }
     for name, flow in all_flows.items():
         assert flow.persist_result is True, name
@@ -77,6 +79,12 @@ SERIALIZER = FLOW_RESULTS["result_serializer"]
         CropDataset("d", "p", "e", "ev", "k", "dg", (320, 448), {"kernel": [7, 7]}, {}, {}, 0, {}),
         LocateSummary("v1", 4, 1, np.int64(3), 0, 0, 1.5, "s3://b/boxes/v1/"),
         {"located": np.int64(3), "images": 4},
+        EvaluationReport(
+            None,
+            {"unsupervised": {"version": "v1", "queries": 24, "precision_at_1": 0.5}},
+            ("no locator yet",),
+            ("s3://b/indexes/unsupervised/v1/evaluation.json",),
+        ),
     ],
 )
 def test_results_round_trip_through_json(result: object) -> None:

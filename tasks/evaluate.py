@@ -1,0 +1,40 @@
+"""Prefect task of the ``evaluate`` stage: score what is live, publish the table. Thin:
+what is scored, on which photos, is decided by ``tiefvision_core.evaluate``."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from tasks.policies import RETRYING
+from tasks.stores import get_store
+from tiefvision_core.annotations.store import Snapshot, read_snapshot
+from tiefvision_core.evaluate import EvaluationReport, evaluate_catalog
+
+__all__ = ["evaluate_live", "report_evaluation"]
+
+
+@task(name="evaluate-live", **RETRYING)
+def evaluate_live(store_url: str, snapshot: Snapshot | None) -> EvaluationReport:
+    """Score the live locator (on the annotations of ``snapshot``; none, or an empty one:
+    the boxes its crops dataset was planned from) and every live index space."""
+    store = get_store(store_url)
+    annotated = read_snapshot(store, snapshot.key) if snapshot and snapshot.rows else None
+    return evaluate_catalog(store, annotated)
+
+
+@task(name="report-evaluation", **RETRYING)
+def report_evaluation(report: EvaluationReport) -> None:
+    """Log the scores and what was skipped; publish the table as an artifact."""
+    logger = get_run_logger()
+    rows = report.rows()
+    for row in rows:
+        logger.info("%s on %s: %s", row["what"], row["on"], row["score"])
+    for note in report.notes:
+        logger.warning("%s", note)
+    table = rows + [{"what": "skipped", "on": "", "score": note} for note in report.notes]
+    create_table_artifact(
+        key="evaluation",
+        table=table or [{"what": "nothing live to evaluate", "on": "", "score": ""}],
+        description="Quality of the live locator and indexes on held-out data",
+    )
