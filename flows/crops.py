@@ -27,7 +27,8 @@ from tiefvision_core.locator.crops import DEFAULT_SCALES, CropConfig, CropDatase
 __all__ = ["crops"]
 
 
-@flow(name="crops", task_runner=ThreadPoolTaskRunner(max_workers=1), **FLOW_RESULTS)
+# Prefect types task_runner TaskRunner[PrefectFuture[Any]], invariant: no concrete runner fits.
+@flow(name="crops", task_runner=ThreadPoolTaskRunner(max_workers=1), **FLOW_RESULTS)  # type: ignore[arg-type]
 def crops(
     store: str | None = None,
     encoder: str | None = None,

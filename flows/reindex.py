@@ -17,7 +17,7 @@ already did, and each index reuses its live version's vectors (see
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Literal, TypedDict
 
 from prefect import flow
 
@@ -29,11 +29,23 @@ from flows.locate import locate
 from tasks.gc import collect_garbage_task
 from tasks.reindex import plan_reindex, report_reindex, update_space_index
 from tasks.store_lock import store_lock
+from tiefvision_core.config import Device
 from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.updates import UpdatePolicy
 from tiefvision_core.reindex import ReindexSummary, StageClock
 
 __all__ = ["reindex"]
+
+
+class _RuntimeArgs(TypedDict):
+    """The arguments this run's locate and encode flows share."""
+
+    store: str
+    encoder: str
+    weights: str
+    device: Device
+    batch_size: int | None
+    shard_size: int
 
 
 @flow(name="reindex", **FLOW_RESULTS)
@@ -87,7 +99,7 @@ def reindex(
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
     policy = UpdatePolicy(max_churn=max_churn, max_growth=max_growth)
     url, clock = settings.store_url, StageClock()
-    runtime = {
+    runtime: _RuntimeArgs = {
         "store": url,
         "encoder": settings.encoder,
         "weights": weights,

@@ -13,6 +13,7 @@ from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
 from tiefvision_core import reindex as core
 from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.updates import IndexUpdate, UpdatePolicy, update_space
 from tiefvision_core.reindex import ReindexPlan, ReindexSummary
 
@@ -36,7 +37,7 @@ def update_space_index(
     store_url: str,
     config: RuntimeConfig,
     space: str,
-    index_kind: str | None,
+    index_kind: IndexKindChoice | None,
     policy: UpdatePolicy,
     keep: int,
 ) -> IndexUpdate:

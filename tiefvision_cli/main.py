@@ -34,12 +34,14 @@ from tiefvision_cli.options import (
 )
 from tiefvision_cli.prefect_server import first_word, flow_run, start_early, start_early_for
 from tiefvision_cli.preflight import preflight
-from tiefvision_core.errors import ConfigError, TiefVisionError
+from tiefvision_core.errors import ConfigError, TiefVisionError, one_of
 from tiefvision_core.index.kinds import check_index_kind, spelled_choices
 
 if TYPE_CHECKING:
+    from tiefvision_core.annotations.store import ImportReport
     from tiefvision_core.catalog.ingest import IngestSummary
     from tiefvision_core.encoding.catalog import EncodeSummary
+    from tiefvision_core.encoding.shards import VectorDType
     from tiefvision_core.evaluate import EvaluationReport
     from tiefvision_core.locator.runs import LocatorRun
     from tiefvision_core.locator.store import LocateSummary
@@ -175,6 +177,10 @@ def encode(
         print_encode_summary(console, summary)
 
 
+#: What --dtype accepts (spelled here: importing the encoding modules loads torch).
+_VECTOR_DTYPES: tuple[VectorDType, ...] = ("float16", "float32")
+
+
 def _run_encode(
     store: str | None,
     *,
@@ -188,7 +194,8 @@ def _run_encode(
     progress: bool = True,
 ) -> EncodeSummary:
     start_early()  # Prefect's server boots while the checks below run
-    if dtype not in ("float16", "float32"):
+    vector_dtype = one_of(dtype, _VECTOR_DTYPES)
+    if vector_dtype is None:
         raise ConfigError(f"--dtype {dtype!r}: choose float16 or float32")
     settings = preflight(
         store=store,
@@ -216,7 +223,7 @@ def _run_encode(
             batch_size=settings.batch_size,
             shard_size=shard_size,
             flips=flips,
-            dtype=dtype,
+            dtype=vector_dtype,
         )
 
 
@@ -348,7 +355,7 @@ def import_triplets(
     _print_import_report(_run_import("triplets", file, store, database), as_json, strict)
 
 
-def _run_import(kind: str, file: Path, store: str | None, database: str | None) -> object:
+def _run_import(kind: str, file: Path, store: str | None, database: str | None) -> ImportReport:
     from tiefvision_core.annotations.files import NO_CATALOG
     from tiefvision_core.annotations.store import open_annotations
     from tiefvision_core.catalog.ingest import read_manifest
@@ -367,7 +374,7 @@ def _run_import(kind: str, file: Path, store: str | None, database: str | None) 
         return annotations.import_triplets(file, manifest)
 
 
-def _print_import_report(report: object, as_json: bool, strict: bool) -> None:
+def _print_import_report(report: ImportReport, as_json: bool, strict: bool) -> None:
     """The report (text or JSON); ``--strict`` turns refused rows into exit code 1."""
     if as_json:
         print(json.dumps(report.as_dict()))
@@ -607,11 +614,11 @@ def _run_rebuild_index(
     lock_timeout: float = 600.0,
     lock_ttl: float = 120.0,
 ) -> dict[str, object]:
-    from tiefvision_core.index.versions import space_prefix
+    from tiefvision_core.index.versions import check_space
 
     start_early()  # Prefect's server boots while the checks below run
     settings = preflight(store=store, encoder=encoder, device=device).settings
-    space_prefix(space)
+    checked_space = check_space(space)
     kind = check_index_kind(index_kind)
 
     from flows.rebuild_index import rebuild_index as rebuild_flow
@@ -619,7 +626,7 @@ def _run_rebuild_index(
     with flow_run(console):
         version = rebuild_flow(
             store=settings.store_url,
-            space=space,
+            space=checked_space,
             encoder=settings.encoder,
             device=settings.device,
             index_kind=kind,
@@ -747,6 +754,7 @@ def search(
         from tiefvision_core.errors import InputError
         from tiefvision_core.index.photo_search import search_by_image
 
+        assert image is not None  # exactly one of image and --id, checked above
         if not image.is_file():
             raise InputError(f"image {image} does not exist: check the path")
         result = search_by_image(

@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.console import Console
 from tiefvision_cli.options import JsonOption, LockTimeoutOption, StoreOption
 from tiefvision_cli.prefect_server import flow_run, start_early
 from tiefvision_cli.preflight import preflight
+
+if TYPE_CHECKING:
+    from tiefvision_core.storage.stores import Store
 
 __all__ = ["gc", "index_app"]
 
@@ -31,7 +34,7 @@ index_app = typer.Typer(
 
 
 @contextmanager
-def _store_lock(store: object, what: str, timeout_s: float) -> Iterator[None]:
+def _store_lock(store: Store, what: str, timeout_s: float) -> Iterator[None]:
     from tiefvision_core.reindex import LOCK_NAME
     from tiefvision_core.storage.lock import StoreLock
 

@@ -6,13 +6,20 @@ printing a summary must not load a model's dependencies."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from tiefvision_core.catalog.ingest import IngestSummary, read_rejects
@@ -21,9 +28,12 @@ from tiefvision_core.storage.stores import open_store
 if TYPE_CHECKING:  # torch is heavy: import the type only for checkers
     from pathlib import Path
 
+    from deployments.client import TriggeredRun
+    from flows.pipeline import PipelineRun
     from tiefvision_core.encoding.catalog import EncodeSummary
     from tiefvision_core.evaluate import EvaluationReport
     from tiefvision_core.gc import GcReport
+    from tiefvision_core.index.search import SearchResult
     from tiefvision_core.index.versions import VersionInfo
     from tiefvision_core.locator.model import LocatedBox
     from tiefvision_core.locator.runs import LocatorRun
@@ -95,8 +105,12 @@ def print_ingest_summary(console: Console, summary: IngestSummary) -> None:
     ):
         table.add_row(label, str(value))
     console.print(table)
-    if summary.rejects_total:
-        rejects = read_rejects(open_store(summary.store_url), summary.version)
+    rejects = (
+        read_rejects(open_store(summary.store_url), summary.version)
+        if summary.rejects_total
+        else None
+    )
+    if rejects is not None:
         shown = Table(title="Rejected images (reason)", title_justify="left")
         shown.add_column("image")
         shown.add_column("reason")
@@ -118,7 +132,7 @@ def progress_bar(console: Console, *, enabled: bool = True) -> Iterator[None]:
         return
     from tasks.progress import listen
 
-    bars: dict[str, int] = {}
+    bars: dict[str, TaskID] = {}
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -238,7 +252,7 @@ def print_located(console: Console, image: Path, located: LocatedBox, version: s
     )
 
 
-def print_search_result(console: Console, result: object) -> None:
+def print_search_result(console: Console, result: SearchResult) -> None:
     table = Table(
         title=f"{result.space} index {result.index_version}"
         + (f" — query box {result.query_box}" if result.query_box else ""),
@@ -287,7 +301,7 @@ def print_retrieval(console: Console, rows: list[dict[str, object]]) -> None:
     console.print(table)
 
 
-def print_pipeline(console: Console, run: object) -> None:
+def print_pipeline(console: Console, run: PipelineRun) -> None:
     """Each stage's summary of a ``flows.pipeline`` run, then why a stage was skipped."""
     print_ingest_summary(console, run.ingest)
     print_encode_summary(console, run.encode)
@@ -333,7 +347,7 @@ def print_reindex(console: Console, summary: ReindexSummary) -> None:
     print_lines(console, "\n".join(lines))
 
 
-def print_index_version(console: Console, version: dict[str, object]) -> None:
+def print_index_version(console: Console, version: Mapping[str, Any]) -> None:
     """A freshly built index version (``rebuild-index``): size, kind, build time, self-check."""
     check = version["self_check"]
     console.print(
@@ -417,7 +431,7 @@ def print_setup_prefect(console: Console, done: dict[str, str]) -> None:
     print_lines(console, "\n".join(lines))
 
 
-def print_triggered(console: Console, run: object, *, waited: bool, failed: bool) -> None:
+def print_triggered(console: Console, run: TriggeredRun, *, waited: bool, failed: bool) -> None:
     """A triggered deployment run: its state (and time, when waited for) and where its
     logs are; a failed run as the one-line error scripts look for (give the error console)."""
     if failed:

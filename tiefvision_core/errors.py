@@ -7,6 +7,9 @@ anything that is not a ``TiefVisionError`` is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 __all__ = [
     "ConfigError",
     "ImageRejected",
@@ -18,7 +21,18 @@ __all__ = [
     "StorageUnreachable",
     "TiefVisionError",
     "WeightsNotFound",
+    "one_of",
 ]
+
+Choice = TypeVar("Choice", bound=str)
+
+
+def one_of(value: str, choices: Iterable[Choice]) -> Choice | None:
+    """The member of ``choices`` that ``value`` equals, else None (the caller raises the
+    error that names them): a user's string checked into the choices' Literal type, no cast.
+    Here, beside the errors, because the command line checks its flags with it before it
+    imports anything heavier."""
+    return next((choice for choice in choices if choice == value), None)
 
 
 class TiefVisionError(Exception):

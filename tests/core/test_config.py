@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tiefvision_core.config import load_settings, normalise_store_url
-from tiefvision_core.errors import ConfigError
+from tiefvision_core.errors import ConfigError, one_of
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +76,10 @@ def test_store_url_normalisation(tmp_path, monkeypatch) -> None:
     assert normalise_store_url("rel/store") == (tmp_path / "rel" / "store").as_uri()
     assert normalise_store_url("file:///data/store/") == "file:///data/store"
     assert normalise_store_url("s3://bucket") == "s3://bucket"
+
+
+def test_one_of_gives_the_choice_a_string_equals_or_none() -> None:
+    """What check_index_kind, check_space and --dtype build on."""
+    assert one_of("cpu", ("auto", "cpu", "cuda")) == "cpu"
+    assert one_of("gpu", ("auto", "cpu", "cuda")) is None
+    assert one_of("CPU", ("auto", "cpu", "cuda")) is None  # exact, as the flags are

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import pyarrow as pa
 
@@ -96,13 +96,16 @@ class TripletInput:
     negative: str
 
 
+Row = TypeVar("Row", BoxInput, TripletInput)
+
+
 @dataclass(frozen=True)
-class ParsedFile:
+class ParsedFile(Generic[Row]):
     """The valid rows of one file and the refused ones; ``source`` goes into the database
     (``csv:<file name>``, ``coco:<file name>``) so every annotation says where it came from."""
 
     source: str
-    rows: tuple[BoxInput, ...] | tuple[TripletInput, ...]
+    rows: tuple[Row, ...]
     refused: tuple[Refusal, ...]
 
 
@@ -268,7 +271,7 @@ def _refuse_duplicates(
     return rows, refused
 
 
-def _boxes_from_csv(path: Path, text: str, catalog: CatalogIndex) -> ParsedFile:
+def _boxes_from_csv(path: Path, text: str, catalog: CatalogIndex) -> ParsedFile[BoxInput]:
     head = next(csv.reader(io.StringIO(text, newline="")), [])
     names = [name.strip().lower() for name in head]
     image_column = next((c for c in IMAGE_COLUMNS if c in names), "image")
@@ -302,7 +305,7 @@ _COCO_SHAPE = (
 )
 
 
-def _boxes_from_coco(path: Path, text: str, catalog: CatalogIndex) -> ParsedFile:
+def _boxes_from_coco(path: Path, text: str, catalog: CatalogIndex) -> ParsedFile[BoxInput]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -359,7 +362,7 @@ def _boxes_from_coco(path: Path, text: str, catalog: CatalogIndex) -> ParsedFile
     return ParsedFile(f"coco:{path.name}", tuple(rows), tuple(refused + refused_rows))
 
 
-def read_box_file(path: str | Path, catalog: CatalogIndex) -> ParsedFile:
+def read_box_file(path: str | Path, catalog: CatalogIndex) -> ParsedFile[BoxInput]:
     """Boxes from a CSV (``image_id|image,left,top,right,bottom``) or COCO JSON file.
 
     COCO is recognised by a ``.json`` suffix or a leading ``{``; its float coordinates are
@@ -372,7 +375,7 @@ def read_box_file(path: str | Path, catalog: CatalogIndex) -> ParsedFile:
     return _boxes_from_csv(path, text, catalog)
 
 
-def read_triplet_file(path: str | Path, catalog: CatalogIndex) -> ParsedFile:
+def read_triplet_file(path: str | Path, catalog: CatalogIndex) -> ParsedFile[TripletInput]:
     """Triplets from a CSV ``reference,positive,negative``: positive is more similar to the
     reference than negative. Three different, usable images per row."""
     path = Path(path)

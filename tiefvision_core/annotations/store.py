@@ -379,10 +379,12 @@ class AnnotationStore:
 
     def _insert(self, table: Any) -> Any:
         if self.url.get_backend_name() == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+            from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+            return postgresql_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -709,9 +711,11 @@ _SNAPSHOT_SCHEMAS = {
 
 def _box_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], int]:
     rows, left_out = [], 0
-    for record in frame.itertuples(index=False):
-        image = catalog.get(record.image_id)
-        box = Box(int(record.left), int(record.top), int(record.right), int(record.bottom))
+    for record in frame.to_dict("records"):
+        image = catalog.get(record["image_id"])
+        box = Box(
+            int(record["left"]), int(record["top"]), int(record["right"]), int(record["bottom"])
+        )
         if image is None or box_problem(box, image):
             left_out += 1
             continue
@@ -719,7 +723,7 @@ def _box_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], i
             {"image_id": image.image_id, "sha256": image.sha256}
             | {"width": image.width, "height": image.height}
             | box._asdict()
-            | {"source": record.source}
+            | {"source": record["source"]}
         )
     return sorted(rows, key=lambda row: row["image_id"]), left_out
 
@@ -727,12 +731,12 @@ def _box_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], i
 def _triplet_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], int]:
     rows, left_out = [], 0
     names = ("reference", "positive", "negative")
-    for record in frame.itertuples(index=False):
-        images = [catalog.get(getattr(record, name)) for name in names]
-        if any(image is None for image in images):
+    for record in frame.to_dict("records"):
+        images = [image for name in names if (image := catalog.get(record[name])) is not None]
+        if len(images) < len(names):
             left_out += 1
             continue
-        row: dict[str, object] = {"source": record.source}
+        row: dict[str, object] = {"source": record["source"]}
         for name, image in zip(names, images, strict=True):
             row |= {name: image.image_id, f"{name}_sha256": image.sha256}
         rows.append(row)

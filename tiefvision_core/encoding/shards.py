@@ -18,13 +18,13 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, SupportsInt
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiefvision_core.catalog.boxes import Box, located_boxes
+from tiefvision_core.catalog.boxes import Box, as_box, located_boxes
 from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import CropRequest, EncodedBatch
@@ -45,6 +45,7 @@ __all__ = [
     "load_requests",
     "plan_encoding",
     "read_encodings",
+    "row_key",
     "row_keys",
     "shard_prefix",
     "vectors_as_maps",
@@ -109,17 +110,18 @@ class ShardResult:
         return asdict(self)
 
 
-def _box_tuple(value: object) -> tuple[int, int, int, int]:
-    return tuple(int(v) for v in value)  # type: ignore[return-value]
-
-
 RowKey = tuple[str, str, tuple[int, int, int, int]]  # image_id, sha256, box
+
+
+def row_key(image_id: str, sha256: str, box: Iterable[SupportsInt]) -> RowKey:
+    """One row's key; the box as four ints, whatever it was read as (list, array)."""
+    return image_id, sha256, as_box(box)
 
 
 def row_keys(table: pa.Table) -> list[RowKey]:
     """(image_id, sha256, box) of every row of a table with those columns."""
     return [
-        (image_id, sha, _box_tuple(box))
+        row_key(image_id, sha, box)
         for image_id, sha, box in zip(*(table[c].to_pylist() for c in _KEY_COLUMNS), strict=True)
     ]
 
@@ -189,7 +191,7 @@ def load_requests(store: Store, plan_key: str, spec: ShardSpec) -> list[CropRequ
             uri=r["uri"],
             width=int(r["width"]),
             height=int(r["height"]),
-            box=_box_tuple(r["box"]),
+            box=as_box(r["box"]),
         )
         for r in table.to_pylist()
     ]
@@ -366,7 +368,7 @@ def _current_boxes_only(store: Store, table: pa.Table, manifest: pa.Table | None
         return table
     keys = zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True)
     keep = [
-        expected.get(key) == _box_tuple(box)
+        expected.get(key) == as_box(box)
         for key, box in zip(keys, table["box"].to_pylist(), strict=True)
     ]
     return table.filter(pa.array(keep, pa.bool_()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from tiefvision_core.errors import ConfigError
+from tiefvision_core.errors import ConfigError, one_of
 
 __all__ = [
     "INDEX_KINDS",
@@ -25,8 +25,8 @@ IndexKind = Literal["exact", "hnsw", "ivfpq"]
 #: What a user may ask for: a kind, or ``auto`` (exact while the vectors fit, else HNSW).
 IndexKindChoice = Literal["auto", IndexKind]
 
-INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
-INDEX_KIND_CHOICES: tuple[str, ...] = ("auto", *INDEX_KINDS)
+INDEX_KINDS: tuple[IndexKind, ...] = get_args(IndexKind)
+INDEX_KIND_CHOICES: tuple[IndexKindChoice, ...] = ("auto", *INDEX_KINDS)
 
 
 def spelled_choices() -> str:
@@ -37,6 +37,7 @@ def spelled_choices() -> str:
 def check_index_kind(kind: str, option: str = "--index-kind") -> IndexKindChoice:
     """``kind`` when it is one of :data:`INDEX_KIND_CHOICES`, else a one-line ConfigError
     naming them (before any flow starts: a typo must not cost a run)."""
-    if kind not in INDEX_KIND_CHOICES:
+    checked = one_of(kind, INDEX_KIND_CHOICES)
+    if checked is None:
         raise ConfigError(f"{option} {kind!r}: choose {spelled_choices()}")
-    return kind  # type: ignore[return-value]  # checked against the Literal's values
+    return checked

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tiefvision_core.catalog.boxes import as_box
 from tiefvision_core.catalog.imaging import decode_image
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import encode_crops
@@ -98,8 +99,8 @@ def search_by_image(
         )
     image = decode_image(data)
     box = query_box(store, encoder, image, scales=scales)
-    maps = similarity_grid(encode_crops(encoder, [image], [tuple(box)]).cpu().numpy())
-    transform = space_transform(store, opened.space, encoder, source.get("model_version"))
+    maps = similarity_grid(encode_crops(encoder, [image], [as_box(box)]).cpu().numpy())
+    transform = space_transform(store, opened.space, encoder, source)
     if transform is not None:
         maps = transform(maps)
     query = similarity_vectors(maps)[0]

@@ -101,6 +101,8 @@ def search_report_html(
     (box in green when it is the same product, red otherwise), with scores. Photos are read
     as the manifest recorded them (:func:`read_source`); one changed since is left blank."""
     manifest = read_manifest(store)
+    if manifest is None:  # an index exists, so only a store stripped of its catalog
+        raise InputError("this store has no catalog manifest: run `tiefvision ingest`")
     ids = manifest["image_id"].to_pylist()
     photos = dict(
         zip(

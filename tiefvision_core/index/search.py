@@ -9,8 +9,9 @@ modules. Their names stay importable from here, loaded on first use (PEP 562).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, SupportsInt
 
 import numpy as np
 
@@ -51,8 +52,8 @@ class SearchResult:
     query_box: list[int] | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, object]:
-        data = {
+    def as_dict(self) -> dict[str, Any]:  # JSON: the API and `search --json` answer it
+        data: dict[str, Any] = {
             "index_version": self.index_version,
             "space": self.space,
             "results": [asdict(hit) for hit in self.results],
@@ -85,7 +86,7 @@ def _hits(
     return hits
 
 
-def _ints(box: object) -> list[int]:
+def _ints(box: Iterable[SupportsInt]) -> list[int]:
     return [int(v) for v in box]
 
 

@@ -8,7 +8,7 @@ the current boxes and the id frame's metadata all come from that one table.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -124,12 +124,15 @@ def id_frame(store: Store, table: pa.Table, *, manifest: pa.Table | None = None)
 
 
 def space_transform(
-    store: Store, space: str, encoder: Encoder, model_version: str | None = None
+    store: Store, space: str, encoder: Encoder, source: Mapping[str, object] | None = None
 ) -> Callable[[np.ndarray], np.ndarray] | None:
     """How a space turns encoder maps into its grid encodings: nothing for the
-    unsupervised space, the trained projection for the supervised one."""
+    unsupervised space, the trained projection for the supervised one: the model that
+    ``source`` (:func:`space_source`, or an index version's) records, else the current one."""
     if space != "supervised":
         return None
+    recorded = (source or {}).get("model_version")
+    model_version = None if recorded is None else str(recorded)
     net, _ = load_projection(store, encoder.version, model_version)
     return lambda maps: projected_maps(net, maps)
 
@@ -161,7 +164,7 @@ def rebuild_space(
     already read (else read here, once, for the encodings' filter and the ids' metadata)."""
     read_at = time.time()  # before any input is read: orders this version among rebuilds
     source = space_source(store, encoder, space)
-    transform = space_transform(store, space, encoder, source.get("model_version"))
+    transform = space_transform(store, space, encoder, source)
     manifest = read_manifest(store) if manifest is None else manifest
     table = catalog_rows(store, encoder, manifest=manifest)
     vectors, grid = space_vectors(table, transform)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,8 @@ import pyarrow as pa
 
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.encoders import Encoder
-from tiefvision_core.encoding.shards import RowKey, row_keys
+from tiefvision_core.encoding.shards import RowKey, row_key, row_keys
+from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.spaces import (
     catalog_rows,
     id_frame,
@@ -89,7 +90,7 @@ class LiveIndex:
     churn: int  # rows added, changed or removed since then
 
     @classmethod
-    def from_metadata(cls, version: str, metadata: Mapping[str, object]) -> LiveIndex:
+    def from_metadata(cls, version: str, metadata: Mapping[str, Any]) -> LiveIndex:  # JSON
         # Versions published before updates existed were all fresh builds.
         training = metadata.get("training") or {"rows": metadata["size"], "churn": 0}
         return cls(
@@ -282,7 +283,7 @@ def update_space(
     encoder: Encoder,
     space: str,
     *,
-    index_kind: str | None = None,
+    index_kind: IndexKindChoice | None = None,
     policy: UpdatePolicy | None = None,
     keep: int = 3,
     manifest: pa.Table | None = None,
@@ -296,7 +297,7 @@ def update_space(
     manifest = read_manifest(store) if manifest is None else manifest
     before = store.read_pointer(current_key(space_prefix(space)))
     opened = open_index(store, space, before) if before else None
-    live = LiveIndex.from_metadata(before, opened.metadata) if opened else None
+    live = LiveIndex.from_metadata(opened.version, opened.metadata) if opened else None
     source = space_source(store, encoder, space)
     if index_kind is not None:
         config = IndexConfig(kind=index_kind)
@@ -306,7 +307,7 @@ def update_space(
         []
         if opened is None
         else [
-            (i, s, tuple(int(v) for v in b))
+            row_key(i, s, b)
             for i, s, b in zip(
                 opened.ids["image_id"], opened.ids["sha256"], opened.ids["box"], strict=True
             )
@@ -343,7 +344,7 @@ def update_space(
     if decision.action == "unchanged":
         assert live is not None
         return result(before, live.kind, live.size, 0, {})
-    transform = space_transform(store, space, encoder, source.get("model_version"))
+    transform = space_transform(store, space, encoder, source)
     if decision.reuse_vectors:
         assert opened is not None
         grid = tuple(opened.metadata["grid"])

@@ -201,13 +201,14 @@ def update_index(previous: VectorIndex, vectors: np.ndarray, kept: np.ndarray) -
         index.remove_ids(faiss.IDSelectorBatch(gone))
     _renumber_lists(faiss.extract_index_ivf(index), renumber)
     _add_compact(index, vectors, grid, projection, start=len(kept))
-    index.nprobe = previous.index.nprobe
+    faiss.extract_index_ivf(index).nprobe = faiss.extract_index_ivf(previous.index).nprobe
     return BuiltIndex("ivfpq", index, projection, config)
 
 
 def _renumber_lists(index: faiss.IndexIVF, renumber: np.ndarray) -> None:
     """Rewrite the ids stored in every inverted list through ``renumber`` (old → new)."""
     lists = index.invlists
+    assert lists is not None  # an IVF index read or built here owns its inverted lists
     for number in range(index.nlist):
         size = lists.list_size(number)
         if not size:
@@ -254,9 +255,11 @@ class VectorIndex:
         config = IndexConfig(**metadata["config"])
         index = faiss.read_index(str(folder / "index.faiss"))
         if metadata["kind"] == "hnsw":
+            assert isinstance(index, faiss.IndexHNSW)  # read_index returns the concrete class
             index.hnsw.efSearch = config.hnsw_ef_search
         elif metadata["kind"] == "ivfpq":
-            index.nprobe = min(index.nlist, config.ivf_probe)
+            ivf = faiss.extract_index_ivf(index)
+            ivf.nprobe = min(ivf.nlist, config.ivf_probe)
         projection_file = folder / "projection.npy"
         return cls(
             kind=metadata["kind"],
@@ -281,6 +284,7 @@ class VectorIndex:
             scores, rows = self.index.search(queries, k)
             return scores, rows
         wanted = min(len(self), max(k, candidates or self.config.rerank))
+        assert self.projection is not None, "ANN indexes always have a projection"
         _, found = self.index.search(_compact(queries, self.grid, self.projection), wanted)
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
         out_rows = np.full((len(queries), k), -1, np.int64)

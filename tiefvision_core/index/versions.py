@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -44,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tiefvision_core.errors import InputError, TiefVisionError
+from tiefvision_core.errors import InputError, TiefVisionError, one_of
 from tiefvision_core.index.pointer import INPUTS_READ_AT, switch_current
 from tiefvision_core.index.vectors import BuiltIndex, IndexConfig, VectorIndex, build_index
 from tiefvision_core.paths import user_cache_dir
@@ -57,8 +58,10 @@ __all__ = [
     "IndexVersion",
     "OpenedIndex",
     "SelfCheckFailed",
+    "Space",
     "VersionInfo",
     "VersionRefused",
+    "check_space",
     "list_versions",
     "open_index",
     "open_live_index",
@@ -69,7 +72,8 @@ __all__ = [
     "versions",
 ]
 
-SPACES = ("unsupervised", "supervised")
+Space = Literal["unsupervised", "supervised"]
+SPACES: tuple[Space, ...] = ("unsupervised", "supervised")
 _FILES = ("vectors.npy", "index.faiss", "projection.npy", "ids.parquet", "metadata.json")
 
 
@@ -87,10 +91,16 @@ STAGING_GRACE_S = 6 * 3600.0
 _PID_REUSE_S = 24 * 3600.0
 
 
-def space_prefix(space: str) -> str:
-    if space not in SPACES:
+def check_space(space: str) -> Space:
+    """``space`` when it is one of :data:`SPACES`, else an InputError naming them."""
+    checked = one_of(space, SPACES)
+    if checked is None:
         raise InputError(f"unknown space {space!r}: choose one of {', '.join(SPACES)}")
-    return index_prefix(space)
+    return checked
+
+
+def space_prefix(space: str) -> str:
+    return index_prefix(check_space(space))
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,7 @@ class IndexVersion:
     size: int
     dimension: int
     build_seconds: float
-    self_check: dict[str, object]
+    self_check: dict[str, int]  # {"queries", "found_first"} of this build's self-check
     uri: str
     pruned: tuple[str, ...] = ()
 
@@ -109,7 +119,7 @@ class IndexVersion:
         return asdict(self)
 
 
-def _self_check(index: VectorIndex, sample: int = 50) -> dict[str, object]:
+def _self_check(index: VectorIndex, sample: int = 50) -> dict[str, int]:
     """A sample of the index's own vectors must come back first (a duplicate image with the
     same score counts as found)."""
     rows = np.linspace(0, len(index) - 1, num=min(sample, len(index))).astype(int)

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from tiefvision_core.catalog.boxes import as_box
 from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import CropRequest, EncodedBatch
@@ -215,7 +216,11 @@ def plan_crops(
         frame[["image_id", "sha256", "source_uri", "width", "height"]]
         .rename(columns={"source_uri": "uri"})
         .assign(
-            box=[list(map(int, b)) for b in frame[["left", "top", "right", "bottom"]].values],
+            # a Series: pandas-stubs take a plain list for scalars only, not one list per row
+            box=pd.Series(
+                frame[["left", "top", "right", "bottom"]].astype(int).to_numpy().tolist(),
+                index=frame.index,
+            ),
             split=frame["split"],
         ),
         preserve_index=False,
@@ -429,8 +434,8 @@ def finish_crops(store: Store, encoder: Encoder, plan: CropPlan, config: CropCon
 def read_dataset(store: Store, dataset_id: str | None = None) -> CropDataset:
     """A finished dataset (default: the latest one written)."""
     dataset_id = dataset_id or store.read_pointer(LATEST_KEY)
-    key = crops_dataset_key(dataset_id)
-    if dataset_id is None or not store.exists(key):
+    key = crops_dataset_key(dataset_id) if dataset_id is not None else None
+    if key is None or not store.exists(key):
         raise InputError(
             f"no finished crops dataset {dataset_id or ''}: run `tiefvision crops` "
             "(or `tiefvision train-locator`, which builds it) first".replace("  ", " ")
@@ -464,7 +469,7 @@ def _read_maps(store: Store, dataset: CropDataset) -> Iterator[dict]:
 
 def load_samples(store: Store, dataset: CropDataset) -> list[MapSample]:
     """Every (photo, scale) of the dataset as a training sample, maps kept in float16."""
-    geometry = WindowGeometry(**{**dataset.window, "kernel": tuple(dataset.window["kernel"])})
+    geometry = WindowGeometry.from_dict(dataset.window)
     work = store.read_parquet(f"{dataset.prefix}_work.parquet").to_pandas().set_index("image_id")
     windows = store.read_parquet(f"{dataset.prefix}windows.parquet").to_pandas()
     by_key = {key: group for key, group in windows.groupby(["image_id", "side"])}
@@ -496,7 +501,7 @@ def load_samples(store: Store, dataset: CropDataset) -> list[MapSample]:
                 targets=targets,
                 scale_xy=(row["input_w"] / width, row["input_h"] / height),
                 image_size=(width, height),
-                box=tuple(int(v) for v in info["box"]),
+                box=as_box(info["box"]),
             )
         )
     return samples

@@ -177,7 +177,7 @@ def iou_histogram_png(evaluation: LocatorEvaluation, *, bins: int = 20) -> bytes
     from matplotlib import pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
-    edges = np.linspace(0, 1, bins + 1)
+    edges = np.linspace(0, 1, bins + 1).tolist()
     axes.hist(evaluation.per_image["iou_whole"], bins=edges, alpha=0.5, label="whole image")
     axes.hist(evaluation.per_image["iou_centre"], bins=edges, alpha=0.5, label="centre, median")
     axes.hist(evaluation.per_image["iou"], bins=edges, alpha=0.7, label="locator")

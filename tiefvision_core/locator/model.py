@@ -25,6 +25,7 @@ import hashlib
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,6 +62,11 @@ class WindowGeometry:
     stride: int
     crop_size: int
     kernel: tuple[int, int]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WindowGeometry:
+        """Read back from its JSON form (:func:`dataclasses.asdict`): the kernel is a list."""
+        return cls(**{**data, "kernel": tuple(data["kernel"])})
 
     def head_grid(self, map_h: int, map_w: int) -> tuple[int, int]:
         """Head positions over an encoder map of ``map_h``×``map_w`` (0 when too small)."""
@@ -155,7 +161,7 @@ class TargetScaler:
         if len(targets) < 2:
             raise ValueError("need at least two foreground windows to standardise targets")
         std = np.maximum(targets.std(axis=0), 1e-6)
-        return cls(tuple(targets.mean(axis=0).tolist()), tuple(std.tolist()))  # type: ignore[arg-type]
+        return cls(tuple(targets.mean(axis=0).tolist()), tuple(std.tolist()))
 
     def standardise(self, targets: np.ndarray) -> np.ndarray:
         return (np.asarray(targets, np.float64) - self.mean) / self.std
@@ -215,6 +221,11 @@ class LocatorHeads(nn.Module):
     channel by the training maps' statistics (buffers, saved with the weights).
     """
 
+    # The buffers registered in __init__, declared for the type checker (which otherwise
+    # sees nn.Module.__getattr__'s Tensor | Module).
+    channel_mean: torch.Tensor
+    channel_std: torch.Tensor
+
     def __init__(
         self,
         channels: int,
@@ -225,7 +236,8 @@ class LocatorHeads(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        self.kernel = tuple(kernel)
+        rows, cols = kernel  # a list when read back from JSON
+        self.kernel = (rows, cols)
         self.register_buffer("channel_mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("channel_std", torch.ones(1, channels, 1, 1))
         self.reduce = nn.Sequential(nn.Conv2d(channels, reduced, 1), nn.ReLU(inplace=True))

@@ -52,7 +52,7 @@ class LocatorRun:
 
 
 def _geometry(dataset: CropDataset) -> WindowGeometry:
-    return WindowGeometry(**{**dataset.window, "kernel": tuple(dataset.window["kernel"])})
+    return WindowGeometry.from_dict(dataset.window)
 
 
 def evaluate_samples(
@@ -105,15 +105,15 @@ def _grid_png(
     worst_first = evaluation.per_image.sort_values("iou").head(24)
     items = []
     boxes = truth.set_index("image_id")
-    for row in worst_first.itertuples():
-        uri, sha256 = photos[row.image_id]
+    for image_id, iou in zip(worst_first["image_id"], worst_first["iou"], strict=True):
+        uri, sha256 = photos[image_id]
         try:
             image = decode_image(read_source(uri, sha256=sha256, max_bytes=max_bytes))
         except (ImageRejected, StorageNotFound) as error:
-            log.warning("held-out picture without %s: %s", row.image_id, error)
+            log.warning("held-out picture without %s: %s", image_id, error)
             continue
-        true_box = boxes.loc[row.image_id, ["left", "top", "right", "bottom"]].tolist()
-        items.append((image, true_box, located[row.image_id].box, row.iou))
+        true_box = boxes.loc[image_id, ["left", "top", "right", "bottom"]].tolist()
+        items.append((image, true_box, located[image_id].box, iou))
     return png_bytes(draw_box_grid(items))
 
 

@@ -169,9 +169,7 @@ def load_locator(
     state = torch.load(io.BytesIO(store.get_bytes(prefix + "weights.pt")), weights_only=True)
     heads.load_state_dict(state)
     heads.eval()
-    geometry = WindowGeometry(
-        **{**metadata["geometry"], "kernel": tuple(metadata["geometry"]["kernel"])}
-    )
+    geometry = WindowGeometry.from_dict(metadata["geometry"])
     scaler = TargetScaler(tuple(metadata["target_mean"]), tuple(metadata["target_std"]))
     return LocatorModel(
         version, heads, scaler, geometry, tuple(metadata["scales"]), metadata["threshold"], metadata
@@ -330,6 +328,7 @@ def locate_shard(
     key = plan.shard_key(shard)
     if store.exists(key):
         return LocatedPart(key, skipped=True)
+    assert plan.plan_key is not None  # None only in a plan without shards
     rows = store.read_parquet(plan.plan_key).slice(shard.start, shard.stop - shard.start)
     requests = [
         CropRequest(
@@ -343,7 +342,7 @@ def locate_shard(
 
     def finish(request: CropRequest, reason: str | None = None, detail: str | None = None):
         maps = pending.pop(request.image_id, [])
-        row = {"image_id": request.image_id, "sha256": request.sha256}
+        row: dict[str, object] = {"image_id": request.image_id, "sha256": request.sha256}
         if reason is None:
             located = model.locate(maps, (request.width, request.height))
             row |= {

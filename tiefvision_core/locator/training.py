@@ -73,6 +73,8 @@ def _channel_stats(samples: Sequence[MapSample]) -> tuple[torch.Tensor, torch.Te
         total = x.sum(1) if total is None else total + x.sum(1)
         squares = (x * x).sum(1) if squares is None else squares + (x * x).sum(1)
         count += x.shape[1]
+    if total is None or squares is None:
+        raise ValueError("no training samples to standardise the channels on")
     mean = total / count
     return mean, (squares / count - mean * mean).clamp_min(0).sqrt()
 

@@ -124,8 +124,9 @@ def _labels(store: Store, ids: list[str]) -> np.ndarray:
 def _annotated(triplets: pd.DataFrame | None, rows: dict[str, int], split: np.ndarray):
     """Annotated triplets whose three photos are on one side of the split."""
     train, test, dropped = [], [], 0
-    for r in [] if triplets is None else triplets.itertuples():
-        ids = (r.reference, r.positive, r.negative)
+    records = [] if triplets is None else triplets.to_dict("records")
+    for r in records:
+        ids = (r["reference"], r["positive"], r["negative"])
         if not all(i in rows for i in ids):
             dropped += 1
             continue
@@ -223,6 +224,12 @@ def fit_similarity(
         f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{hashlib.sha256(weights).hexdigest()[:8]}"
     )
     prefix = f"{PREFIX}{version}/"
+    triplet_counts = {
+        "annotated_train": len(extra_train),
+        "annotated_test": len(extra_test),
+        "annotated_dropped": dropped,
+        "test": len(test_triplets),
+    }
     metadata = {
         "version": version,
         "encoder": encoder.name,
@@ -230,12 +237,7 @@ def fit_similarity(
         "channels": int(maps.shape[1]),
         "similarity_grid": [int(maps.shape[2]), int(maps.shape[3])],
         "annotations": snapshot,
-        "triplets": {
-            "annotated_train": len(extra_train),
-            "annotated_test": len(extra_test),
-            "annotated_dropped": dropped,
-            "test": len(test_triplets),
-        },
+        "triplets": triplet_counts,
         "held_out_products": sorted(held_out),
         "config": asdict(config),
         "metrics": trained.metrics(),
@@ -262,7 +264,7 @@ def fit_similarity(
         train_products=len(set(labels[~split])),
         test_products=len(held_out),
         test_triplets=len(test_triplets),
-        annotated_triplets=metadata["triplets"],
+        annotated_triplets=triplet_counts,
         unsupervised_accuracy=trained.unsupervised_accuracy,
         supervised_accuracy=trained.best_accuracy,
         unsupervised_map10=unsupervised_map,

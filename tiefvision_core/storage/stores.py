@@ -16,6 +16,7 @@ Keys are always relative to the store root and use forward slashes.
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import hashlib
 import io
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypedDict
 from urllib.parse import urlparse, urlunparse
 
 import pyarrow as pa
@@ -167,10 +169,13 @@ class Store(ABC):
         )
         self.put_bytes(key, sink.getvalue())
 
-    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
+    # builtins.list: inside this class, `list` names the method above.
+    def read_parquet(self, key: str, columns: builtins.list[str] | None = None) -> pa.Table:
         return pq.read_table(pa.BufferReader(self.get_bytes(key)), columns=columns)
 
-    def read_parquet_dataset(self, prefix: str, columns: list[str] | None = None) -> pa.Table:
+    def read_parquet_dataset(
+        self, prefix: str, columns: builtins.list[str] | None = None
+    ) -> pa.Table:
         """All ``*.parquet`` under ``prefix`` as one table (empty table if none)."""
         tables = [
             self.read_parquet(info.key, columns)
@@ -479,7 +484,7 @@ class S3Store(Store):
         if check:
             self._check(client(2, min(2.0, connect_timeout)))
 
-    def _check(self, probe: object) -> None:
+    def _check(self, probe: Any) -> None:  # a boto3 S3 client: boto3 has no type information
         try:
             probe.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
         except Exception as exc:
@@ -803,7 +808,15 @@ def read_source(
 #: S3 client options for a request a person waits on (the web service): during an outage
 #: an answer within a few seconds beats minutes of retries; two attempts still ride out a
 #: dropped connection.
-INTERACTIVE = {"max_attempts": 2, "connect_timeout": 1.0, "read_timeout": 2.0}
+class _ClientLimits(TypedDict, total=False):
+    """Keyword arguments of :class:`S3Store` that bound how long one request may take."""
+
+    max_attempts: int
+    connect_timeout: float
+    read_timeout: float
+
+
+INTERACTIVE: _ClientLimits = {"max_attempts": 2, "connect_timeout": 1.0, "read_timeout": 2.0}
 
 
 def open_store(

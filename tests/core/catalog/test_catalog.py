@@ -8,11 +8,13 @@ import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from tests.guards import finishes_within
 from tiefvision_core.catalog import ingest as catalog
+from tiefvision_core.catalog.boxes import as_box
 from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest, read_rejects
 from tiefvision_core.errors import InputError
 from tiefvision_core.storage.stores import LocalStore
@@ -316,3 +318,12 @@ def test_hidden_entries_are_skipped_alike_in_a_folder_and_a_bucket(store) -> Non
     # S3's listing never shows an object whose own name is hidden, so only disk counts it
     hidden_files = {(".DS_Store", "hidden")} if isinstance(store, LocalStore) else set()
     assert set(listing.skipped) == hidden_folders | hidden_files
+
+
+def test_as_box_gives_four_python_ints_from_a_list_or_an_array() -> None:
+    assert as_box([1, 2, 3, 4]) == (1, 2, 3, 4)
+    box = as_box(np.array([10, 20, 30, 40], np.int64))  # as Parquet reads a list column
+    assert box == (10, 20, 30, 40)
+    assert all(type(v) is int for v in box)
+    with pytest.raises(ValueError):
+        as_box([1, 2, 3])

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from tests.core.index.test_index import PREFIX, publish, random_vectors
+from tiefvision_core.errors import InputError
 from tiefvision_core.index.versions import (
     VersionRefused,
+    check_space,
     list_versions,
     open_index,
     use_version,
@@ -168,3 +170,9 @@ def test_delete_prefix_leaves_no_empty_folders(tmp_path: Path) -> None:
         store.put_bytes(key, b"x")
     assert store.delete_prefix("boxes/v1/") == 2
     assert files_on_disk(store.root) == {"boxes", "boxes/v2", "boxes/v2/part-b.parquet"}
+
+
+def test_check_space_accepts_the_two_spaces_and_names_them_otherwise() -> None:
+    assert check_space("supervised") == "supervised"
+    with pytest.raises(InputError, match="choose one of unsupervised, supervised"):
+        check_space("semantic")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -556,3 +558,11 @@ def test_an_upload_is_located_at_the_query_scales_of_the_trained_ones(tmp_path) 
     encoder.inputs.clear()
     search.query_box(store, encoder, Image.new("RGB", (320, 400)), scales=(320, 448, 576))
     assert [max(size) for size in encoder.inputs] == [320, 448, 576]
+
+
+def test_window_geometry_reads_back_its_json_form() -> None:
+    """metadata.json and dataset.json hold the kernel as a list: it comes back a tuple."""
+    geometry = WindowGeometry(stride=32, crop_size=224, kernel=(7, 7))
+    again = WindowGeometry.from_dict(json.loads(json.dumps(asdict(geometry))))
+    assert again == geometry
+    assert again.kernel == (7, 7)
