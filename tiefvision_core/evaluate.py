@@ -173,8 +173,10 @@ def _held_out_products(store: Store, opened: OpenedIndex) -> set[str] | str:
     """The products the supervised space's similarity model held out, or why unknown."""
     model = opened.metadata.get("source", {}).get("model_version")
     key = f"{SIMILARITY_PREFIX}{model}/metadata.json"
-    if model is None or not store.exists(key):
-        return f"the similarity model {model} of the supervised index is gone"
+    if model is None:
+        return "the supervised index does not say which similarity model it was built with"
+    if not store.exists(key):
+        return f"similarity model {model}, which the supervised index was built with, is gone"
     return {str(p) for p in json.loads(store.get_bytes(key)).get("held_out_products", [])}
 
 

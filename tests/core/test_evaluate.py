@@ -86,7 +86,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFram
     return root, truth_of_catalog(root, LocalStore(root / "store"))
 
 
-def _write_locator(store: Store, truth: pd.DataFrame) -> tuple[set[str], set[str], pd.DataFrame]:
+def write_locator(store: Store, truth: pd.DataFrame) -> tuple[set[str], set[str], pd.DataFrame]:
     """Train split: the first 8 photos; test: the next 6; the last 4 never in the dataset.
     Train photos get perfect boxes (a stage scoring them would look better than it is),
     the others a shifted box or, for two, the whole photo (fallback)."""
@@ -157,7 +157,7 @@ def test_the_locator_is_scored_on_held_out_photos_and_spaces_on_their_products(
 ) -> None:
     root, truth = catalog
     store = LocalStore(root / "store")
-    train, test, expected_boxes = _write_locator(store, truth)
+    train, test, expected_boxes = write_locator(store, truth)
     held_products = sorted(set(truth["product_id"]))[:2]
     store.put_bytes(
         f"{SIMILARITY_PREFIX}{SIMILARITY}/metadata.json",
