@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= tiefvision-demo
 
-.PHONY: install demo test lint format bench constraints clean postgres chromium
+.PHONY: install demo test lint typecheck format bench constraints clean postgres chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tiefvision demo --workdir $(DEMO_DIR)
 
-## test: lint + the whole pytest suite (slow end-to-end tests included); the annotation
+## test: lint + typecheck + the whole pytest suite (slow end-to-end tests included); the annotation
 ## tests need PostgreSQL binaries (installed by `postgres`), so a missing server fails the run;
 ## the web pages' browser tests need Debian's Chromium (installed by `chromium`)
-test: $(STAMP) lint postgres chromium
+test: $(STAMP) lint typecheck postgres chromium
 	TIEFVISION_REQUIRE_POSTGRES=1 $(BIN)/python -m pytest
 
 ## postgres: install PostgreSQL from Debian packages when missing (the tests start their own
@@ -47,6 +47,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## typecheck: mypy over the packages named in pyproject.toml's [tool.mypy] files
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -62,4 +66,4 @@ constraints: $(STAMP)
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache .mypy_cache
