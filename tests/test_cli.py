@@ -97,6 +97,9 @@ def test_demo_prints_summary_and_where_output_is(tmp_path: Path) -> None:
     assert "Locator skipped" in result.stdout and "Deep Ranking skipped" in result.stdout
     assert "Pipeline stages: ingest" in result.stdout
     assert "mAP@10" in result.stdout
+    # The evaluate table closes the demo: no locator to score, the index scored by product.
+    assert "Quality of what is live" in result.stdout and "retrieval: unsupervised" in result.stdout
+    assert "skipped: no locator yet" in result.stdout
     report = (tmp_path / "demo" / "search-report.html").read_text()
     assert report.count("<tr>") == 8 and "data:image/jpeg;base64," in report
     _printed_web_ui_serves_the_demo(result.stdout, images=8)
