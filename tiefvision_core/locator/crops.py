@@ -475,11 +475,15 @@ def load_samples(store: Store, dataset: CropDataset) -> list[MapSample]:
     by_key = {key: group for key, group in windows.groupby(["image_id", "side"])}
     samples = []
     for row in _read_maps(store, dataset):
+        rows, cols = geometry.head_grid(row["grid_h"], row["grid_w"])
+        if rows == 0 or cols == 0:
+            # This scale's input is narrower than one window (a tall street photo at the
+            # smallest side): no window to learn from, and the heads cannot run over it.
+            continue
         info = work.loc[row["image_id"]]
         maps = torch.from_numpy(
             np.asarray(row["vector"], np.float16).reshape(row["grid_h"], row["grid_w"], -1)
         ).permute(2, 0, 1)
-        rows, cols = geometry.head_grid(row["grid_h"], row["grid_w"])
         labels = torch.full((rows, cols), -1, dtype=torch.int8)
         targets = torch.zeros(rows, cols, 4)
         group = by_key.get((row["image_id"], row["side"]))
