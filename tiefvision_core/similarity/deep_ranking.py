@@ -17,6 +17,7 @@ sim(H, H+) beats sim(H, H−) by a margin.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import hashlib
 import random
@@ -117,19 +118,38 @@ def make_triplets(
     labels: np.ndarray, rows: Sequence[int], rng: random.Random, negatives: list[list[int]]
 ) -> list[tuple[int, int, int]]:
     """One (anchor, positive, negative) per anchor in ``rows``: positive = another photo of
-    the product (−1 = the anchor mirrored when it has none), negative from ``negatives``."""
-    by_label: dict[object, list[int]] = {}
-    for row in rows:
-        by_label.setdefault(labels[row], []).append(row)
+    the product (−1 = the anchor mirrored when it has none), negative from ``negatives``
+    (those among ``rows``), else any photo of ``rows`` of another product.
+
+    Linear in ``len(rows)``: each random pick indexes the list it draws from instead of
+    building it (``rng.randrange(n)`` draws what ``rng.choice`` of an n-list does, so the
+    triplets of a seed are the ones the former list-building version gave)."""
+    rows = [int(r) for r in rows]
+    members = set(rows)
+    label_of = dict(zip(rows, np.asarray(labels)[rows].tolist(), strict=True))
+    by_label: dict[object, list[int]] = {}  # rows of each label, in ``rows`` order
+    place: dict[int, int] = {}  # row → its index in its label's list
+    shifted: dict[object, list[int]] = {}  # label → position in rows − its rank (sorted)
+    for position, row in enumerate(rows):
+        own = by_label.setdefault(label_of[row], [])
+        shifted.setdefault(label_of[row], []).append(position - len(own))
+        place[row] = len(own)
+        own.append(row)
     triplets = []
     for row in rows:
-        others = [r for r in by_label[labels[row]] if r != row]
-        positive = rng.choice(others) if others else -1
-        pool = [r for r in negatives[row] if r in set(rows)] or [
-            r for r in rows if labels[r] != labels[row]
-        ]
+        own = by_label[label_of[row]]
+        positive = -1
+        if len(own) > 1:  # the k-th of the label's rows other than ``row``
+            k = rng.randrange(len(own) - 1)
+            positive = own[k + (k >= place[row])]
+        pool = [r for r in negatives[row] if r in members]
         if pool:
             triplets.append((row, positive, rng.choice(pool)))
+        elif len(rows) > len(own):  # the k-th row of another label, in ``rows`` order
+            k = rng.randrange(len(rows) - len(own))
+            triplets.append(
+                (row, positive, rows[k + bisect.bisect_right(shifted[label_of[row]], k)])
+            )
     return triplets
 
 

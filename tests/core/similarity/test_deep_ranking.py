@@ -120,3 +120,43 @@ def test_mining_through_an_index_matches_the_exact_scan() -> None:
     scores = vectors @ vectors.T
     scores[labels[:, None] == labels[None, :]] = -np.inf
     assert [row[0] for row in exact] == list(np.argmax(scores, axis=1))
+
+
+def _make_triplets_by_lists(labels, rows, rng, negatives):
+    """The former make_triplets, which built each candidate list (and ``set(rows)`` for
+    every element: quadratic): the reference the linear one must reproduce."""
+    by_label: dict[object, list[int]] = {}
+    for row in rows:
+        by_label.setdefault(labels[row], []).append(row)
+    triplets = []
+    for row in rows:
+        others = [r for r in by_label[labels[row]] if r != row]
+        positive = rng.choice(others) if others else -1
+        pool = [r for r in negatives[row] if r in set(rows)] or [
+            r for r in rows if labels[r] != labels[row]
+        ]
+        if pool:
+            triplets.append((row, positive, rng.choice(pool)))
+    return triplets
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_make_triplets_draws_what_the_list_building_version_drew(seed: int) -> None:
+    """Same seed → same triplets, on shuffled rows with singletons (mirror positives),
+    mined negatives partly or wholly outside ``rows`` (the fallback draw) and one label
+    alone (no negative at all)."""
+    gen = np.random.default_rng(seed)
+    singles = [f"s{i}" for i in range(6)]  # one photo each: mirror positives
+    labels = np.array(singles + [f"p{int(v)}" for v in gen.integers(0, 9, size=74)])
+    rows = [*range(6), *(int(r) for r in 6 + gen.permutation(74)[:44])]
+    gen.shuffle(rows)
+    negatives = [
+        [int(v) for v in gen.integers(0, 80, size=int(gen.integers(0, 4)))] for _ in labels
+    ]
+    expected = _make_triplets_by_lists(labels, rows, random.Random(seed), negatives)
+    assert make_triplets(labels, rows, random.Random(seed), negatives) == expected
+    assert any(p == -1 for _, p, _ in expected) and len(expected) == len(rows)
+    lonely = [r for r in rows if labels[r] == labels[rows[0]]]
+    assert make_triplets(labels, lonely, random.Random(seed), negatives) == (
+        _make_triplets_by_lists(labels, lonely, random.Random(seed), negatives)
+    )
