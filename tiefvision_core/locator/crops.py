@@ -60,6 +60,7 @@ __all__ = [
     "load_samples",
     "map_rows",
     "plan_crops",
+    "split_strata",
     "window_geometry",
     "window_piece",
 ]
@@ -161,7 +162,7 @@ class CropDataset:
         return asdict(self)
 
 
-def _strata(frame: pd.DataFrame) -> dict[str, str]:
+def split_strata(frame: pd.DataFrame) -> dict[str, str]:
     """Category when the catalog has one; otherwise the box's share of the photo in
     quartiles, so both splits see small and large products."""
     if "category" in frame and frame["category"].notna().all():
@@ -249,7 +250,7 @@ def plan_crops(
 
 
 def split_by_image_frame(frame: pd.DataFrame, config: CropConfig) -> dict[str, str]:
-    return split_by_image(_strata(frame), test_fraction=config.test_fraction, seed=config.seed)
+    return split_by_image(split_strata(frame), test_fraction=config.test_fraction, seed=config.seed)
 
 
 def _work_requests(store: Store, plan: CropPlan, spec: PartSpec, scales: Iterable[int]) -> list:

@@ -63,12 +63,14 @@ class LocatorEvaluation:
     whole_image: BoxScores
     centre_median: BoxScores
     fallbacks: int
-    per_image: pd.DataFrame  # image_id, iou, iou_whole, iou_centre, fallback
+    per_image: pd.DataFrame  # image_id, iou, iou_whole, iou_centre, fallback, low_confidence
+    low_confidence: int = 0  # boxes from the best positions, none passing the threshold
 
     def as_dict(self) -> dict[str, object]:
         return {
             "images": self.images,
             "fallbacks": self.fallbacks,
+            "low_confidence": self.low_confidence,
             "locator": asdict(self.locator),
             "whole_image": asdict(self.whole_image),
             "centre_median": asdict(self.centre_median),
@@ -103,13 +105,16 @@ def centre_median_boxes(
 def evaluate_boxes(
     predicted: pd.DataFrame, truth: pd.DataFrame, reference: pd.DataFrame
 ) -> LocatorEvaluation:
-    """Score ``predicted`` boxes (image_id, left…bottom, fallback) against ``truth``
+    """Score ``predicted`` boxes (image_id, left…bottom, fallback, low_confidence; both
+    flags false when absent, as in records written before the flag) against ``truth``
     (image_id, left…bottom, width, height) on the images both have; ``reference`` (boxes
     with width and height, e.g. the training annotations) sets the median-size baseline."""
-    if "fallback" not in predicted:
-        predicted = predicted.assign(fallback=False)
+    flags = ["fallback", "low_confidence"]
+    predicted = predicted.assign(
+        **{flag: predicted[flag].fillna(False) if flag in predicted else False for flag in flags}
+    )
     joined = truth.merge(
-        predicted[["image_id", *_COORDS, "fallback"]], on="image_id", suffixes=("", "_pred")
+        predicted[["image_id", *_COORDS, *flags]], on="image_id", suffixes=("", "_pred")
     )
     if joined.empty:
         raise ValueError("no image has both a predicted and a true box")
@@ -127,6 +132,7 @@ def evaluate_boxes(
             "iou_whole": iou(whole, true),
             "iou_centre": iou(centre, true),
             "fallback": joined["fallback"].astype(bool),
+            "low_confidence": joined["low_confidence"].astype(bool),
         }
     )
     return LocatorEvaluation(
@@ -136,6 +142,7 @@ def evaluate_boxes(
         centre_median=BoxScores.of(per_image["iou_centre"].to_numpy()),
         fallbacks=int(per_image["fallback"].sum()),
         per_image=per_image,
+        low_confidence=int(per_image["low_confidence"].sum()),
     )
 
 

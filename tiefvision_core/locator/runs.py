@@ -24,7 +24,13 @@ from tiefvision_core.locator.evaluation import (
 )
 from tiefvision_core.locator.model import LocatedBox, WindowGeometry, locate_in_maps
 from tiefvision_core.locator.store import LocatorModel, save_locator
-from tiefvision_core.locator.training import EpochMetrics, TrainConfig, TrainedLocator, train_heads
+from tiefvision_core.locator.training import (
+    EpochMetrics,
+    TrainConfig,
+    TrainedLocator,
+    train_heads,
+    validation_split,
+)
 from tiefvision_core.storage.layout import locator_prefix
 from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, Store, read_source
 
@@ -128,19 +134,24 @@ def fit_locator(
     publish: bool = True,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> tuple[LocatorModel, LocatorRun]:
-    """Train on the dataset's train split (early stopping on its test split), score the
-    test photos against their true boxes and both baselines, save model and pictures
-    (photos read as ingest recorded them, at most ``max_bytes`` each)."""
+    """Train on the dataset's train split (early stopping on a validation share of it,
+    ``config.validation_fraction``), score the test photos — which neither trained nor
+    chose the epoch — against their true boxes and both baselines, save model and
+    pictures (photos read as ingest recorded them, at most ``max_bytes`` each)."""
     config = config or TrainConfig()
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold {threshold}: choose a probability in (0, 1)")
     samples = load_samples(store, dataset)
-    train = [s for s in samples if s.split == "train"]
+    train, validation = validation_split(
+        [s for s in samples if s.split == "train"],
+        fraction=config.validation_fraction,
+        seed=config.seed,
+    )
     test = [s for s in samples if s.split == "test"]
     geometry = _geometry(dataset)
     trained = train_heads(
         train,
-        test,
+        validation,
         kernel=geometry.kernel,
         config=config,
         device=resolve_device(device),
@@ -154,12 +165,13 @@ def fit_locator(
                 "image_id": image_id,
                 **dict(zip(("left", "top", "right", "bottom"), box.box, strict=True)),
                 "fallback": box.fallback,
+                "low_confidence": box.low_confidence,
             }
             for image_id, box in located.items()
         ]
     )
     truth = _truth(test)
-    evaluation = evaluate_boxes(predicted, truth, _truth(train))
+    evaluation = evaluate_boxes(predicted, truth, _truth(train + validation))
     work = store.read_parquet(f"{dataset.prefix}_work.parquet", ["image_id", "uri", "sha256"])
     photos = dict(
         zip(
@@ -178,6 +190,7 @@ def fit_locator(
         "crops_dataset": dataset.dataset_id,
         "annotations": {"snapshot": dataset.snapshot_key, "digest": dataset.snapshot_digest},
         "images": dataset.images,
+        "validation_images": len({s.image_id for s in validation}),
         "windows": dataset.windows,
         "hyper_parameters": asdict(config),
         "positive_weight": trained.positive_weight,

@@ -8,7 +8,9 @@ Layout (see ``docs/formats.md``)::
     models/locator/<version>/*.png            held-out boxes drawn, IoU histogram
     models/locator/CURRENT                    the live version, switched atomically
     boxes/<version>/_plans/<id>.parquet       a locate run's work list
-    boxes/<version>/part-<id>.parquet         image_id, sha256, box, score, positions, fallback
+    boxes/<version>/part-<id>.parquet         image_id, sha256, box, score, positions, fallback,
+                                              low_confidence (absent in parts written before it:
+                                              read as false)
 
 A model's files are written before ``CURRENT`` names it, so a reader never loads half a
 model; a boxes part is named by its input set and written in one put, so a killed locate
@@ -33,7 +35,14 @@ from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import CropRequest, EncodingRuntime, whole_pixels
 from tiefvision_core.errors import IncompatibleModel, InputError
-from tiefvision_core.locator.model import LocatedBox, LocatorHeads, TargetScaler, WindowGeometry
+from tiefvision_core.locator.model import (
+    BEST_POSITIONS,
+    MIN_POSITIONS,
+    LocatedBox,
+    LocatorHeads,
+    TargetScaler,
+    WindowGeometry,
+)
 from tiefvision_core.locator.model import locate_in_maps as _locate_in_maps
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, LOCATOR_PREFIX, boxes_prefix
 from tiefvision_core.storage.stores import Store
@@ -65,6 +74,8 @@ _BOX_SCHEMA = pa.schema(
         ("fallback", pa.bool_()),
         ("reason", pa.string()),
         ("detail", pa.string()),
+        # Last, so the columns before it keep their positions in parts written before it.
+        ("low_confidence", pa.bool_()),
     ]
 )
 
@@ -80,6 +91,8 @@ class LocatorModel:
     scales: tuple[int, ...]
     threshold: float
     metadata: dict
+    min_positions: int = MIN_POSITIONS
+    best_positions: int = BEST_POSITIONS
 
     @property
     def encoder_version(self) -> str:
@@ -93,6 +106,8 @@ class LocatorModel:
             scaler=self.scaler,
             image_size=size,
             threshold=self.threshold,
+            min_positions=self.min_positions,
+            best_positions=self.best_positions,
         )
 
 
@@ -107,8 +122,11 @@ def save_locator(
     metadata: dict,
     files: dict[str, bytes] | None = None,
     publish: bool = True,
+    min_positions: int = MIN_POSITIONS,
+    best_positions: int = BEST_POSITIONS,
 ) -> LocatorModel:
-    """Write weights, metadata and ``files`` under a new version; then switch CURRENT."""
+    """Write weights, metadata and ``files`` under a new version; then switch CURRENT.
+    The box rule (threshold, ``min_positions``, ``best_positions``) travels with it."""
     buffer = io.BytesIO()
     torch.save(heads.state_dict(), buffer)
     weights = buffer.getvalue()
@@ -122,6 +140,7 @@ def save_locator(
         "geometry": asdict(geometry),
         "scales": list(scales),
         "threshold": threshold,
+        "low_confidence_rule": {"min_positions": min_positions, "best_positions": best_positions},
         "target_mean": list(scaler.mean),
         "target_std": list(scaler.std),
         "heads": {
@@ -138,7 +157,17 @@ def save_locator(
     store.put_bytes(prefix + "metadata.json", json.dumps(metadata, indent=1).encode())
     if publish:
         store.publish_pointer(LOCATOR_CURRENT, version)
-    return LocatorModel(version, heads, scaler, geometry, tuple(scales), threshold, metadata)
+    return LocatorModel(
+        version,
+        heads,
+        scaler,
+        geometry,
+        tuple(scales),
+        threshold,
+        metadata,
+        min_positions,
+        best_positions,
+    )
 
 
 def load_locator(
@@ -171,8 +200,18 @@ def load_locator(
     heads.eval()
     geometry = WindowGeometry.from_dict(metadata["geometry"])
     scaler = TargetScaler(tuple(metadata["target_mean"]), tuple(metadata["target_std"]))
+    # A model saved before the low-confidence rule gets today's defaults for it.
+    rule = metadata.get("low_confidence_rule", {})
     return LocatorModel(
-        version, heads, scaler, geometry, tuple(metadata["scales"]), metadata["threshold"], metadata
+        version,
+        heads,
+        scaler,
+        geometry,
+        tuple(metadata["scales"]),
+        metadata["threshold"],
+        metadata,
+        int(rule.get("min_positions", MIN_POSITIONS)),
+        int(rule.get("best_positions", BEST_POSITIONS)),
     )
 
 
@@ -238,6 +277,7 @@ class LocatedPart:
     located: int = 0
     fallback: int = 0
     rejected: int = 0
+    low_confidence: int = 0
 
 
 @dataclass(frozen=True)
@@ -253,6 +293,7 @@ class LocateSummary:
     rejected: int
     seconds: float
     boxes_uri: str
+    low_confidence: int = 0  # located from the best positions, none passing the threshold
 
     @classmethod
     def of_parts(
@@ -268,6 +309,7 @@ class LocateSummary:
             rejected=sum(part.rejected for part in parts),
             seconds=round(seconds, 2),
             boxes_uri=boxes_uri,
+            low_confidence=sum(part.low_confidence for part in parts),
         )
 
     def as_dict(self) -> dict[str, object]:
@@ -350,9 +392,16 @@ def locate_shard(
                 "score": located.score,
                 "positions_kept": located.positions_kept,
                 "fallback": located.fallback,
+                "low_confidence": located.low_confidence,
             }
         else:
-            row |= {"box": None, "score": None, "positions_kept": 0, "fallback": None}
+            row |= {
+                "box": None,
+                "score": None,
+                "positions_kept": 0,
+                "fallback": None,
+                "low_confidence": None,
+            }
         out.append({**row, "reason": reason, "detail": detail, "locator_version": model.version})
         if on_image:
             on_image(1)
@@ -380,4 +429,5 @@ def locate_shard(
         located=len(valid),
         fallback=sum(bool(r["fallback"]) for r in valid),
         rejected=len(out) - len(valid),
+        low_confidence=sum(bool(r["low_confidence"]) for r in valid),
     )

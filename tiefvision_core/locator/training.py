@@ -5,6 +5,16 @@ one forward pass over a photo's map scores all its windows, and the loss is take
 the window has a label. Background outnumbers foreground, so the classifier loss weighs
 foreground by the training ratio (balanced in expectation); the regression loss counts
 foreground windows only — a background window has no box to predict.
+
+Early stopping watches a **validation** split carved out of the training photos
+(:func:`validation_split`), never the photos a run is scored on: a score on the photos
+that chose the epoch is optimistic.
+
+Optional robustness (``TrainConfig``; each measured on held-out real photos, see
+``docs/benchmarks.md``): ``flip`` mirrors a batch's maps along their width with mirrored
+targets (exact for the windows' geometry, approximate for CNN features);
+``hard_negative_weight`` weighs the background windows the classifier got wrong in the
+previous epoch; ``focal_gamma`` down-weighs windows it already gets right.
 """
 
 from __future__ import annotations
@@ -16,13 +26,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
-from tiefvision_core.locator.crops import MapSample
-from tiefvision_core.locator.model import LocatorHeads, TargetScaler
+from tiefvision_core.locator.crops import MapSample, split_strata
+from tiefvision_core.locator.model import LocatorHeads, TargetScaler, split_by_image
 
-__all__ = ["EpochMetrics", "TrainConfig", "TrainedLocator", "train_heads"]
+__all__ = [
+    "EpochMetrics",
+    "TrainConfig",
+    "TrainedLocator",
+    "mine_hard_negatives",
+    "mirror_windows",
+    "train_heads",
+    "validation_split",
+]
 
 
 @dataclass(frozen=True)
@@ -39,15 +58,23 @@ class TrainConfig:
     dropout: float = 0.2
     regression_weight: float = 1.0
     seed: int = 0
+    #: Share of the training photos kept apart for early stopping (never the scored ones).
+    validation_fraction: float = 0.2
+    flip: bool = False
+    hard_negative_weight: float = 1.0  # 1: off
+    focal_gamma: float = 0.0  # 0: plain cross-entropy
 
 
 @dataclass(frozen=True)
 class EpochMetrics:
+    """One epoch; the ``test_*`` figures are on the held-out photos early stopping watches
+    (the validation split since it exists; the names stay for stored metrics' readers)."""
+
     epoch: int
     train_loss: float
     test_loss: float
-    test_accuracy: float  # balanced accuracy of P(object) ≥ 0.5 over labelled test windows
-    test_box_error: float  # mean |target error| over test foreground windows, in window sizes
+    test_accuracy: float  # balanced accuracy of P(object) ≥ 0.5 over labelled windows
+    test_box_error: float  # mean |target error| over foreground windows, in window sizes
     seconds: float
 
 
@@ -93,23 +120,104 @@ def _batches(samples: Sequence[MapSample], size: int, rng: random.Random) -> lis
     return batches
 
 
+def validation_split(
+    samples: Sequence[MapSample], *, fraction: float, seed: int
+) -> tuple[list[MapSample], list[MapSample]]:
+    """(fit, validation): the photos of ``samples`` split by image (all scales of a photo on
+    one side), stratified by the box's share of the photo like the crops dataset's split."""
+    seen = {s.image_id: s for s in samples}
+    frame = pd.DataFrame(
+        [
+            {
+                "image_id": image_id,
+                **dict(zip(("left", "top", "right", "bottom"), s.box, strict=True)),
+                "width": s.image_size[0],
+                "height": s.image_size[1],
+            }
+            for image_id, s in sorted(seen.items())
+        ]
+    )
+    split = split_by_image(split_strata(frame), test_fraction=fraction, seed=seed)
+    return (
+        [s for s in samples if split[s.image_id] == "train"],
+        [s for s in samples if split[s.image_id] == "test"],
+    )
+
+
+def mirror_windows(
+    maps: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch as if its photos were mirrored left-right: maps (N, C, H, W) and labels
+    (N, rows, cols) flipped along the width; a target (left, top, right, bottom), relative
+    to its window, becomes (1 − right, top, 1 − left, bottom) at the mirrored position.
+
+    Exact for the windows (input widths are multiples of the stride and a window is
+    ``kernel`` positions wide, so position ``c`` mirrors to ``cols − 1 − c``); only
+    approximate for the maps, since CNN features are not mirror-equivariant."""
+    flipped = targets.flip(2)
+    mirrored = torch.stack(
+        [1 - flipped[..., 2], flipped[..., 1], 1 - flipped[..., 0], flipped[..., 3]], dim=-1
+    )
+    return maps.flip(3), labels.flip(2), mirrored
+
+
+def mine_hard_negatives(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Background windows the classifier calls foreground (P ≥ 0.5): the hard negatives."""
+    return (labels == 0) & (logits >= 0)
+
+
 class _Loss:
-    def __init__(self, scaler: TargetScaler, positive_weight: float, regression_weight: float):
+    def __init__(
+        self,
+        scaler: TargetScaler,
+        positive_weight: float,
+        regression_weight: float,
+        focal_gamma: float = 0.0,
+        hard_negative_weight: float = 1.0,
+    ):
         self.mean = torch.tensor(scaler.mean, dtype=torch.float32)
         self.std = torch.tensor(scaler.std, dtype=torch.float32)
         self.positive_weight = torch.tensor(positive_weight)
         self.regression_weight = regression_weight
+        self.focal_gamma = focal_gamma
+        self.hard_negative_weight = hard_negative_weight
+        #: id(sample) → its hard negatives as of the last time it was trained on.
+        self.hard: dict[int, torch.Tensor] = {}
 
-    def __call__(self, heads: LocatorHeads, batch: list[MapSample], device: torch.device):
+    def __call__(
+        self,
+        heads: LocatorHeads,
+        batch: list[MapSample],
+        device: torch.device,
+        *,
+        mirror: bool = False,
+        mine: bool = False,
+    ):
         maps = torch.stack([s.maps for s in batch]).to(device).float()
         labels = torch.stack([s.labels for s in batch]).to(device)
         targets = torch.stack([s.targets for s in batch]).to(device)
+        if mirror:
+            maps, labels, targets = mirror_windows(maps, labels, targets)
         logits, predicted = heads(maps)
         labelled = labels >= 0
         foreground = labels == 1
+        weights = torch.ones_like(logits)
+        if self.hard_negative_weight != 1.0:
+            for i, sample in enumerate(batch):
+                hard = self.hard.get(id(sample))
+                if hard is not None:
+                    weights[i][hard.flip(1) if mirror else hard] = self.hard_negative_weight
+            if mine:
+                found = mine_hard_negatives(logits.detach(), labels).cpu()
+                for i, sample in enumerate(batch):
+                    self.hard[id(sample)] = found[i].flip(1) if mirror else found[i]
+        if self.focal_gamma:
+            p_true = torch.where(foreground, torch.sigmoid(logits), torch.sigmoid(-logits))
+            weights = weights * (1 - p_true.detach()) ** self.focal_gamma
         cls = nn.functional.binary_cross_entropy_with_logits(
             logits[labelled],
             labels[labelled].float(),
+            weight=weights[labelled],
             pos_weight=self.positive_weight.to(device),
             reduction="sum",
         )
@@ -159,8 +267,10 @@ def train_heads(
     device: torch.device | str = "cpu",
     on_epoch: Callable[[EpochMetrics], None] | None = None,
 ) -> TrainedLocator:
-    """Fit classifier and regressor heads; keep the weights of the best test-loss epoch and
-    stop after ``patience`` epochs without improvement."""
+    """Fit classifier and regressor heads on ``train``; keep the weights of the epoch with
+    the best loss on ``test`` (the held-out photos early stopping watches: give it a
+    validation split, not the photos the run is scored on) and stop after ``patience``
+    epochs without improvement."""
     config = config or TrainConfig()
     device = torch.device(device)
     torch.manual_seed(config.seed)
@@ -180,7 +290,13 @@ def train_heads(
     )
     heads.set_channel_stats(*_channel_stats(train))
     heads.to(device)
-    loss = _Loss(scaler, n_bg / n_fg, config.regression_weight)
+    loss = _Loss(
+        scaler,
+        n_bg / n_fg,
+        config.regression_weight,
+        focal_gamma=config.focal_gamma,
+        hard_negative_weight=config.hard_negative_weight,
+    )
     optimiser = torch.optim.AdamW(
         heads.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -192,7 +308,8 @@ def train_heads(
         running, seen = 0.0, 0
         for batch in _batches(train, config.batch_size, rng):
             optimiser.zero_grad(set_to_none=True)
-            value, _, _ = loss(heads, batch, device)
+            mirror = config.flip and rng.random() < 0.5
+            value, _, _ = loss(heads, batch, device, mirror=mirror, mine=True)
             value.backward()
             optimiser.step()
             running += float(value.detach()) * len(batch)

@@ -106,6 +106,7 @@ def test_evaluate_boxes_on_a_hand_made_table() -> None:
     assert evaluation.as_dict() == {
         "images": 3,
         "fallbacks": 1,
+        "low_confidence": 0,
         "locator": {"mean_iou": 0.5278, "share_iou_05": 0.3333, "share_iou_07": 0.3333},
         "whole_image": {"mean_iou": 0.4167, "share_iou_05": 0.6667, "share_iou_07": 0.0},
         "centre_median": {"mean_iou": 0.2333, "share_iou_05": 0.3333, "share_iou_07": 0.0},
@@ -194,3 +195,17 @@ def test_png_bytes_round_trip() -> None:
     assert data.startswith(PNG_SIGNATURE)
     with Image.open(io.BytesIO(data)) as back:
         assert back.size == (7, 5) and back.getpixel((6, 4)) == (1, 2, 3)
+
+
+def test_low_confidence_boxes_are_counted_beside_fallbacks() -> None:
+    predicted, truth, reference = _tables()
+    flagged = predicted.assign(low_confidence=[False, True, True, False])  # a and b
+    evaluation = evaluate_boxes(flagged, truth, reference)
+    assert evaluation.low_confidence == 2 and evaluation.fallbacks == 1
+    assert evaluation.as_dict()["low_confidence"] == 2
+    per_image = evaluation.per_image.set_index("image_id")
+    assert per_image["low_confidence"].to_dict() == {"a": True, "b": True, "c": False}
+    # Records written before the flag (no column, or nulls) count none.
+    assert evaluate_boxes(predicted, truth, reference).low_confidence == 0
+    nulls = predicted.assign(low_confidence=[None, None, True, None])
+    assert evaluate_boxes(nulls, truth, reference).low_confidence == 1

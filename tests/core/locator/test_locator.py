@@ -397,16 +397,80 @@ GEOMETRY = WindowGeometry(stride=32, crop_size=224, kernel=(7, 7))
 IDENTITY_SCALER = TargetScaler((0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 1.0, 1.0))
 
 
-def test_no_position_over_the_threshold_falls_back_to_the_whole_image() -> None:
+def _graded_heads() -> LocatorHeads:
+    """Heads on 1-channel maps whose logit is the map's value at a window's top-left cell
+    (a 7×7 kernel with one weight), and whose box is the window itself: the test chooses
+    each position's P(object) through the map."""
+    heads = LocatorHeads(1, (7, 7), reduced=1, hidden=1, dropout=0.0)
+    with torch.no_grad():
+        for module in heads.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.zero_()
+                module.bias.zero_()
+        heads.reduce[0].weight.fill_(1.0)
+        heads.reduce[0].bias.fill_(100.0)  # stays positive through the ReLU
+        heads.classifier[0].weight[0, 0, 0, 0] = 1.0
+        heads.classifier[0].bias.fill_(0.0)
+        heads.classifier[3].weight.fill_(1.0)
+        heads.classifier[5].weight.fill_(1.0)
+        heads.classifier[5].bias.fill_(-100.0)  # logit = map value at the window's corner
+        heads.regressor[-1].bias.copy_(torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    return heads
+
+
+def _graded_map(logits: dict[tuple[int, int], float], rows: int = 3, cols: int = 4):
+    """A (1, rows+6, cols+6) map whose head position (r, c) has logit ``logits[(r, c)]``
+    (−20 where not given)."""
+    fmap = torch.full((1, rows + 6, cols + 6), -20.0)
+    for (r, c), logit in logits.items():
+        fmap[0, r, c] = logit
+    return fmap
+
+
+def test_few_positions_over_the_threshold_take_the_best_ones_weighted_by_p() -> None:
+    # No position reaches 0.8: the three best (logits 1, 0, −1 → P 0.73, 0.5, 0.27) are kept,
+    # their windows (the heads predict the window itself) averaged with weights P.
+    logits = {(0, 0): 1.0, (2, 3): 0.0, (1, 2): -1.0, (0, 3): -2.0}
+    maps = [(_graded_map(logits), (1.0, 1.0))]
+    kwargs = {"geometry": GEOMETRY, "scaler": IDENTITY_SCALER, "image_size": (600, 500)}
+    located = locate_in_maps(_graded_heads(), maps, best_positions=3, **kwargs)
+    assert located.low_confidence is True and located.fallback is False
+    assert located.positions_kept == 3
+    p = 1 / (1 + np.exp(-np.array([1.0, 0.0, -1.0])))
+    windows = np.array([[0, 0, 224, 224], [96, 64, 320, 288], [64, 32, 288, 256]], float)
+    expected = (windows * p[:, None]).sum(0) / p.sum()
+    assert located.box == tuple(round(v) for v in expected)
+    assert located.box != (0, 0, 600, 500)  # not the whole photo
+    assert located.score == pytest.approx(p.mean(), rel=1e-5)
+    assert located.as_dict()["low_confidence"] is True
+    # min_positions: one position passing is not enough when two are wanted.
+    logits[(0, 0)] = 5.0
+    passing = locate_in_maps(_graded_heads(), [(_graded_map(logits), (1.0, 1.0))], **kwargs)
+    assert passing.low_confidence is False and passing.positions_kept == 1
+    assert passing.box == (0, 0, 224, 224)
+    wanting_two = locate_in_maps(
+        _graded_heads(),
+        [(_graded_map(logits), (1.0, 1.0))],
+        min_positions=2,
+        best_positions=3,
+        **kwargs,
+    )
+    assert wanting_two.low_confidence is True and wanting_two.positions_kept == 3
+
+
+def test_no_position_over_the_threshold_is_located_low_confidence_not_the_whole_image() -> None:
     heads = _constant_heads(-20.0, (0.0, 0.0, 1.0, 1.0))
     maps = [(torch.randn(8, 9, 10), (1.0, 1.0)), (torch.randn(1, 8, 7, 8), (0.5, 0.5))]
     located = locate_in_maps(
         heads, maps, geometry=GEOMETRY, scaler=IDENTITY_SCALER, image_size=(320, 288)
     )
-    assert located.box == (0, 0, 320, 288)
-    assert located.fallback is True and located.positions_kept == 0
+    # All positions tie: the first five (scale 1, row 0, columns 0…3, then row 1 column 0)
+    # are averaged: left (0+32+64+96+0)/5 = 38.4, top 32/5 = 6.4, right and bottom +224.
+    assert located.box == (38, 6, 262, 230)
+    assert located.fallback is False and located.low_confidence is True
+    assert located.positions_kept == 5
     assert located.score == pytest.approx(1 / (1 + math.exp(20.0)), rel=1e-4)
-    # Only a map smaller than one window: nothing to score, score 0.
+    # Only a map smaller than one window: nothing to score, the whole photo, score 0.
     small = locate_in_maps(
         heads,
         [(torch.randn(8, 5, 5), (1.0, 1.0))],
@@ -415,6 +479,7 @@ def test_no_position_over_the_threshold_falls_back_to_the_whole_image() -> None:
         image_size=(50, 40),
     )
     assert small == LocatedBox((0, 0, 50, 40), 0.0, 0, True)
+    assert small.low_confidence is False
 
 
 def test_constant_heads_average_the_windows_of_every_scale() -> None:
@@ -438,6 +503,7 @@ def test_constant_heads_average_the_windows_of_every_scale() -> None:
         "score": 1.0,
         "positions_kept": 14,
         "fallback": False,
+        "low_confidence": False,
     }
 
 
@@ -473,7 +539,7 @@ def test_threshold_is_inclusive_and_selects_positions() -> None:
     at = locate_in_maps(heads, maps, threshold=0.5, **kwargs)
     assert at == LocatedBox((0, 0, 224, 224), 0.5, 1, False)
     above = locate_in_maps(heads, maps, threshold=0.51, **kwargs)
-    assert above.fallback is True and above.score == 0.5
+    assert above.fallback is False and above.low_confidence is True and above.score == 0.5
 
 
 # -- the query path: scales chosen at query time, the model read once per version ----------

@@ -1,7 +1,8 @@
 """``fit_locator`` (one locator run: train → evaluate held-out photos → save) on a tiny
-hand-made crops dataset: what it writes, when CURRENT switches, early stopping on the test
-split, and what it refuses. The maps are made up (4 channels whose first one lights up inside
-the box), so a run takes a fraction of a second and needs no encoder."""
+hand-made crops dataset: what it writes, when CURRENT switches, early stopping on a
+validation split carved from the training photos, and what it refuses. The maps are made
+up (4 channels whose first one lights up inside the box), so a run takes a fraction of a
+second and needs no encoder."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tiefvision_core.locator import (
     fit_locator,
     load_locator,
 )
+from tiefvision_core.locator.training import validation_split
 from tiefvision_core.storage.stores import LocalStore
 
 GEOMETRY = WindowGeometry(stride=8, crop_size=24, kernel=(3, 3))
@@ -177,17 +179,53 @@ def test_an_unpublished_run_leaves_current_where_it_was(run_setup) -> None:
     assert store.read_pointer("models/locator/CURRENT") == first.version
 
 
-def test_early_stopping_keeps_the_best_test_epoch(run_setup) -> None:
+def _validation_ids(config: TrainConfig) -> set[str]:
+    train = [s for s in _samples() if s.split == "train"]
+    _, validation = validation_split(train, fraction=config.validation_fraction, seed=config.seed)
+    return {s.image_id for s in validation}
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(run_setup) -> None:
     store, state = run_setup
-    # Test labels contradict the training ones: the better training fits, the worse the
-    # test loss, so the run must stop `patience` epochs after its best one.
-    state["samples"] = _samples(invert_test=True)
     config = TrainConfig(**{**FAST.__dict__, "max_epochs": 40, "patience": 2})
+    # Validation labels contradict the training ones: the better training fits, the worse
+    # the validation loss, so the run must stop `patience` epochs after its best one.
+    held = _validation_ids(config)
+    assert held
+    for sample in state["samples"]:
+        if sample.image_id in held:
+            sample.labels = 1 - sample.labels
     _, run = fit_locator(store, _dataset(), config=config)
     assert run.stopped_early
     assert run.epochs == run.best_epoch + config.patience < config.max_epochs
     losses = [m["test_loss"] for m in run.metrics]
     assert losses[run.best_epoch - 1] == min(losses)
+
+
+def test_early_stopping_watches_training_photos_never_the_scored_ones(
+    run_setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tiefvision_core.locator.runs as runs
+
+    store, _ = run_setup
+    seen: dict[str, set[str]] = {}
+    real = runs.train_heads
+
+    def spy(train, held_out, **kwargs):
+        seen["fit"] = {s.image_id for s in train}
+        seen["stopping"] = {s.image_id for s in held_out}
+        return real(train, held_out, **kwargs)
+
+    monkeypatch.setattr(runs, "train_heads", spy)
+    _, run = fit_locator(store, _dataset(), config=FAST)
+    scored = {"test-0", "test-1", "test-2"}
+    assert run.evaluation["images"] == len(scored)
+    assert seen["stopping"] and not seen["stopping"] & scored  # stops on unscored photos
+    assert not seen["fit"] & seen["stopping"]  # and not on the photos it fits
+    assert seen["fit"] | seen["stopping"] == {f"train-{i}" for i in range(6)}
+    assert seen["stopping"] == _validation_ids(FAST)
+    metadata = json.loads(store.get_bytes(f"models/locator/{run.version}/metadata.json"))
+    assert metadata["validation_images"] == len(seen["stopping"])
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1.0, 1.5])

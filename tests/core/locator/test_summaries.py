@@ -26,6 +26,7 @@ LOCATE_JSON_KEYS = [
     "rejected",
     "seconds",
     "boxes_uri",
+    "low_confidence",  # added last: the keys before it keep their order
 ]
 
 
@@ -37,13 +38,14 @@ def _plan(shards: int = 3) -> LocatePlan:
 def test_locate_summary_adds_up_its_parts_and_keeps_the_json_keys() -> None:
     plan = _plan()
     parts = [
-        LocatedPart("a", skipped=False, located=9, fallback=2, rejected=1),
+        LocatedPart("a", skipped=False, located=9, fallback=2, rejected=1, low_confidence=3),
         LocatedPart("b", skipped=True),
-        LocatedPart("c", skipped=False, located=10, fallback=0, rejected=0),
+        LocatedPart("c", skipped=False, located=10, fallback=0, rejected=0, low_confidence=1),
     ]
     summary = LocateSummary.of_parts(plan, parts, seconds=1.23456, boxes_uri="file:///s/b/")
     assert plan.locator_version == summary.locator_version == "loc-7"
     assert (summary.located, summary.fallback, summary.rejected) == (19, 2, 1)
+    assert summary.low_confidence == 4
     assert (summary.images, summary.already_located, summary.seconds) == (45, 15, 1.23)
     data = summary.as_dict()
     assert list(data) == LOCATE_JSON_KEYS
