@@ -14,23 +14,27 @@ from tasks.locator import export_box_snapshot
 from tasks.stores import get_store
 from tiefvision_core.config import load_settings
 from tiefvision_core.evaluate import EvaluationReport
+from tiefvision_core.index.versions import SPACES, check_space
 from tiefvision_core.storage.layout import LOCATOR_CURRENT
 
 __all__ = ["evaluate"]
 
 
 @flow(name="evaluate", **FLOW_RESULTS)
-def evaluate(store: str | None = None) -> EvaluationReport:
+def evaluate(store: str | None = None, spaces: list[str] | None = None) -> EvaluationReport:
     """Score the live locator on annotated photos it did not train on, and each live
     index space's retrieval by ``product_id``; write and report the results.
 
     Args:
         store: storage root (default: ``TIEFVISION_STORE_URL``, else the local store).
+        spaces: the index spaces to score (default: unsupervised and supervised).
     """
     settings = load_settings(store_url=store)
     # The current annotations only matter to a live locator (and need its catalog).
     has_locator = get_store(settings.store_url).read_pointer(LOCATOR_CURRENT) is not None
     snapshot = export_box_snapshot(settings.store_url) if has_locator else None
-    report = evaluate_live(settings.store_url, snapshot)
+    report = evaluate_live(
+        settings.store_url, snapshot, tuple(check_space(s) for s in spaces or SPACES)
+    )
     report_evaluation(report)
     return report

@@ -1,9 +1,14 @@
 """Index rebuild flow: box crops encoded (incremental) → a new index version → CURRENT.
 
-lock ──► encode(kind="box", flips) ──► build_space_index ──► report_index
+lock ──► encode(kind="box", flips) ──► build_space_index ──► report_index, report_gate
 (store   (the located box of every     (vectors, FAISS index, self-check,
- lock)    photo, whole image without    then CURRENT switched; old versions
-          a locator)                    kept, the last `keep`)
+ lock)    photo, whole image without    regression gate, then CURRENT
+          a locator)                    switched; old versions kept, the
+                                        last `keep`)
+
+The regression gate (``tiefvision_core.index.gate``) scores the new version against the
+live one before the switch: a drop of mAP@10 beyond the tolerance keeps the live version,
+leaves the new one on storage, publishes the comparison and fails the run.
 
 The store lock is the reindex's: a rebuild and a reindex (or two rebuilds) never read
 encodings and switch a space's CURRENT at the same time.
@@ -18,9 +23,12 @@ from prefect import flow
 from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
 from flows.encode import encode
+from tasks.evaluate import report_gate
 from tasks.search import build_space_index, report_index
 from tasks.store_lock import store_lock
+from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.kinds import IndexKindChoice
+from tiefvision_core.index.pointer import RegressionRefused
 from tiefvision_core.index.vectors import IndexConfig
 from tiefvision_core.index.versions import IndexVersion
 
@@ -39,6 +47,8 @@ def rebuild_index(
     keep: int = 3,
     lock_timeout: float = 600.0,
     lock_ttl: float = 120.0,
+    tolerance: float | None = None,
+    allow_regression: bool = False,
 ) -> IndexVersion:
     """Rebuild one search space's index from the catalog's current box crops.
 
@@ -55,8 +65,14 @@ def rebuild_index(
         lock_timeout: seconds to wait for a reindex or rebuild-index already running on
             this store.
         lock_ttl: seconds without a heartbeat after which a holder counts as dead.
+        tolerance: mAP@10 the new version may lose against the live one and still go live
+            (default ``TIEFVISION_REGRESSION_TOLERANCE``: 0.02).
+        allow_regression: let a larger drop go live too (the comparison is still published).
     """
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
+    gate = GatePolicy(
+        settings.regression_tolerance if tolerance is None else tolerance, allow_regression
+    )
     with store_lock(settings.store_url, lock_timeout, lock_ttl, job="rebuild-index") as lock:
         encode(
             store=settings.store_url,
@@ -68,8 +84,13 @@ def rebuild_index(
             flips=True,
         )
         lock.check()  # never switch a pointer once another run took the lock
-        version = build_space_index(
-            settings.store_url, config, space, IndexConfig(kind=index_kind), keep
-        )
+        try:
+            version = build_space_index(
+                settings.store_url, config, space, IndexConfig(kind=index_kind), keep, gate
+            )
+        except RegressionRefused as refused:
+            report_gate(refused.comparison)
+            raise
     report_index(version)
+    report_gate(version.gate)
     return version

@@ -9,6 +9,11 @@ lock ──► ingest ──► plan ──► locate ──► encode(kind="box
                                                                      ──► gc (retention)
                                                                      ──► report (artifact)
 
+Each new index version passes the regression gate (``tiefvision_core.index.gate``) before
+it goes live; a refused space keeps its live version, the other spaces are still brought up
+to date, gc is skipped (the refused version stays on storage for inspection whatever the
+retention), the summary and each comparison are published, and the run fails.
+
 Cost follows the change: ingest decodes new bytes only, locate and encode skip what they
 already did, and each index reuses its live version's vectors (see
 ``tiefvision_core.index.updates``).
@@ -26,11 +31,14 @@ from flows._runtime import runtime_config
 from flows.encode import encode
 from flows.ingest import ingest
 from flows.locate import locate
+from tasks.evaluate import report_gate
 from tasks.gc import collect_garbage_task
 from tasks.reindex import plan_reindex, report_reindex, update_space_index
 from tasks.store_lock import store_lock
 from tiefvision_core.config import Device
+from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.kinds import IndexKindChoice
+from tiefvision_core.index.pointer import RegressionRefused
 from tiefvision_core.index.updates import UpdatePolicy
 from tiefvision_core.reindex import ReindexSummary, StageClock
 
@@ -67,6 +75,8 @@ def reindex(
     verify_hashes: bool = False,
     retention: int | None = None,
     gc_grace_hours: float = 6.0,
+    tolerance: float | None = None,
+    allow_regression: bool = False,
 ) -> ReindexSummary:
     """Bring the catalog, its boxes, encodings and every live index up to the source.
 
@@ -94,10 +104,16 @@ def reindex(
             the live one included (default ``TIEFVISION_RETENTION``: 3); encodings and
             boxes of removed or re-shot photos go at once.
         gc_grace_hours: leftovers (temporary files, work lists) younger than this are kept.
+        tolerance: mAP@10 a new index version may lose against the live one and still go
+            live (default ``TIEFVISION_REGRESSION_TOLERANCE``: 0.02).
+        allow_regression: let a larger drop go live too (the comparison is still published).
     """
     started = time.perf_counter()
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
     policy = UpdatePolicy(max_churn=max_churn, max_growth=max_growth)
+    gate = GatePolicy(
+        settings.regression_tolerance if tolerance is None else tolerance, allow_regression
+    )
     url, clock = settings.store_url, StageClock()
     runtime: _RuntimeArgs = {
         "store": url,
@@ -119,16 +135,26 @@ def reindex(
                 located = locate(**runtime)
         with clock("encode"):
             encoded = encode(**runtime, kind="box", flips=True)
-        updates = []
+        updates, gates, refused = [], [], []
         for space in plan.spaces:
             lock.check()  # never switch a pointer once another run took the lock
             with clock(f"index {space}"):
-                updates.append(update_space_index(url, config, space, index_kind, policy, keep))
-        lock.check()  # the lock is still ours: nothing another run needs is deleted
-        with clock("gc"):
-            garbage = collect_garbage_task(
-                url, retention or settings.retention, gc_grace_hours * 3600
-            )
+                try:
+                    update = update_space_index(url, config, space, index_kind, policy, keep, gate)
+                except RegressionRefused as refusal:
+                    refused.append(refusal)
+                    gates.append(refusal.comparison)
+                    continue
+            updates.append(update)
+            if update.gate is not None:
+                gates.append(update.gate)
+        freed = 0
+        if not refused:
+            lock.check()  # the lock is still ours: nothing another run needs is deleted
+            with clock("gc"):
+                freed = collect_garbage_task(
+                    url, retention or settings.retention, gc_grace_hours * 3600
+                ).bytes
     summary = ReindexSummary(
         store_url=url,
         manifest_version=catalog.version,
@@ -144,8 +170,18 @@ def reindex(
         indexes=tuple(updates),
         stages=clock.seconds,
         lock_waited_s=round(lock.waited_s, 3),
-        garbage_bytes=garbage.bytes,
+        garbage_bytes=freed,
         seconds=round(time.perf_counter() - started, 3),
+        gates=tuple(gates),
+        gc_skipped=(
+            "a new index version was refused by the regression gate: it stays on storage"
+            if refused
+            else None
+        ),
     )
     report_reindex(summary)
+    for comparison in gates:
+        report_gate(comparison)
+    if refused:
+        raise RegressionRefused("; ".join(map(str, refused)), refused[0].comparison)
     return summary

@@ -11,13 +11,16 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from tiefvision_core.errors import ConfigError, InputError, StorageAuthError, StorageNotFound
+from tiefvision_core.index.pointer import RegressionRefused
 
 __all__ = ["EPHEMERAL", "NO_CACHE", "RETRYING", "RETRY_DELAYS", "retry_transient"]
 
 #: Backoff between task retries, in seconds (botocore already retries single requests).
 RETRY_DELAYS = [2, 8, 30]
 
-_USER_ERRORS = (ConfigError, InputError, StorageAuthError, StorageNotFound)
+#: A refused regression is one too: the same version scores the same on a retry (and each
+#: retry would publish one more version for nothing).
+_USER_ERRORS = (ConfigError, InputError, StorageAuthError, StorageNotFound, RegressionRefused)
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -13,6 +13,7 @@ from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
 from tiefvision_core import reindex as core
 from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.updates import IndexUpdate, UpdatePolicy, update_space
 from tiefvision_core.reindex import ReindexPlan, ReindexSummary
@@ -40,9 +41,11 @@ def update_space_index(
     index_kind: IndexKindChoice | None,
     policy: UpdatePolicy,
     keep: int,
+    gate: GatePolicy | None = None,
 ) -> IndexUpdate:
     """Bring one space's index up to the catalog; the update-or-rebuild choice is logged
-    with its reason."""
+    with its reason. A new version goes live only past the regression gate (``gate``;
+    default policy when None): a refused one raises RegressionRefused."""
     update = update_space(
         get_store(store_url),
         get_runtime(config).encoder,
@@ -51,6 +54,7 @@ def update_space_index(
         policy=policy,
         keep=keep,
         manifest=current_manifest(store_url),
+        gate=gate or GatePolicy(),
     )
     get_run_logger().info(
         "%s index: %s (%s); %s → %s, %d rows (%d new, %d changed, %d removed, "

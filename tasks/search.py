@@ -13,6 +13,7 @@ from tasks.stores import get_store
 from tiefvision_core.annotations.store import Snapshot, open_annotations, read_snapshot
 from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.spaces import rebuild_space
 from tiefvision_core.index.vectors import IndexConfig
 from tiefvision_core.index.versions import IndexVersion, open_live_index
@@ -29,8 +30,15 @@ __all__ = [
 
 @task(name="build-space-index", **RETRYING)
 def build_space_index(
-    store_url: str, config: RuntimeConfig, space: str, index_config: IndexConfig, keep: int
+    store_url: str,
+    config: RuntimeConfig,
+    space: str,
+    index_config: IndexConfig,
+    keep: int,
+    gate: GatePolicy | None = None,
 ) -> IndexVersion:
+    """A new version of ``space``, live once it passes its self-check and the regression
+    gate (``gate``; default policy when None); a refused one raises RegressionRefused."""
     version = rebuild_space(
         get_store(store_url),
         get_runtime(config).encoder,
@@ -38,6 +46,7 @@ def build_space_index(
         config=index_config,
         keep=keep,
         manifest=current_manifest(store_url),
+        gate=gate or GatePolicy(),
     )
     get_run_logger().info(
         "%s index %s: %d vectors, %s, built in %.1f s, self-check %s",

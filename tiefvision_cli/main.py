@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tiefvision_cli.options import (
+    AllowRegressionOption,
     BatchSizeOption,
     DatabaseOption,
     DeviceOption,
@@ -29,6 +30,7 @@ from tiefvision_cli.options import (
     SourceOption,
     StoreOption,
     StrictOption,
+    ToleranceOption,
     VerifyHashesOption,
     WeightsOption,
 )
@@ -552,11 +554,39 @@ def _run_locate(
 
 
 @app.command()
-def evaluate(store: StoreOption = None, as_json: JsonOption = False) -> None:
+def evaluate(
+    store: StoreOption = None,
+    space: Annotated[
+        str | None, typer.Option(help="unsupervised or supervised (default: both).")
+    ] = None,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help="Show the trend instead: every version's stored scores, the live one marked.",
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Score what is live on held-out data: the locator's boxes (IoU vs baselines) on
     annotated photos it did not train on, each index space's P@1/P@5/mAP@10 by product_id;
-    the scores are written next to each version (evaluation.json)."""
-    report = _run_evaluate(store)
+    the scores are written next to each version (evaluation.json). ``--history`` reads
+    those files back for every version, oldest first, and computes nothing."""
+    from tiefvision_core.index.versions import SPACES, check_space
+
+    spaces: list[str] = list(SPACES) if space is None else [check_space(space)]
+    if history:
+        from tiefvision_core.evaluate import evaluation_history
+
+        rows = evaluation_history(preflight(store=store).store, spaces, locator=space is None)
+        if as_json:
+            print(json.dumps({"history": rows}))
+            return
+        from tiefvision_cli.report import print_evaluation_history
+
+        print_evaluation_history(console, rows)
+        return
+    report = _run_evaluate(store, spaces)
     if as_json:
         print(json.dumps(report.as_dict()))
         return
@@ -565,13 +595,13 @@ def evaluate(store: StoreOption = None, as_json: JsonOption = False) -> None:
     print_evaluation(console, report)
 
 
-def _run_evaluate(store: str | None) -> EvaluationReport:
+def _run_evaluate(store: str | None, spaces: list[str] | None = None) -> EvaluationReport:
     start_early()  # Prefect's server boots while the store is checked
     settings = preflight(store=store).settings
     from flows.evaluate import evaluate as evaluate_flow
 
     with flow_run(console, progress=False):
-        return evaluate_flow(store=settings.store_url)
+        return evaluate_flow(store=settings.store_url, spaces=spaces)
 
 
 @app.command("rebuild-index")
@@ -583,10 +613,13 @@ def rebuild_index(
     index_kind: Annotated[str, typer.Option(help=f"{spelled_choices()} (compressed).")] = "auto",
     lock_timeout: LockTimeoutOption = 600.0,
     lock_ttl: LockTtlOption = 120.0,
+    tolerance: ToleranceOption = None,
+    allow_regression: AllowRegressionOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Encode the catalog's box crops (incremental) and publish a new index version (one
-    rebuild or reindex at a time per store)."""
+    rebuild or reindex at a time per store). It goes live only when its mAP@10 is no worse
+    than the live version's beyond the tolerance (the regression gate)."""
     version = _run_rebuild_index(
         store,
         space=space,
@@ -595,6 +628,8 @@ def rebuild_index(
         index_kind=index_kind,
         lock_timeout=lock_timeout,
         lock_ttl=lock_ttl,
+        tolerance=tolerance,
+        allow_regression=allow_regression,
     )
     if as_json:
         print(json.dumps(version))
@@ -613,11 +648,15 @@ def _run_rebuild_index(
     index_kind: str = "auto",
     lock_timeout: float = 600.0,
     lock_ttl: float = 120.0,
+    tolerance: float | None = None,
+    allow_regression: bool = False,
 ) -> dict[str, object]:
     from tiefvision_core.index.versions import check_space
 
     start_early()  # Prefect's server boots while the checks below run
-    settings = preflight(store=store, encoder=encoder, device=device).settings
+    settings = preflight(
+        store=store, encoder=encoder, device=device, regression_tolerance=tolerance
+    ).settings
     checked_space = check_space(space)
     kind = check_index_kind(index_kind)
 
@@ -632,6 +671,8 @@ def _run_rebuild_index(
             index_kind=kind,
             lock_timeout=lock_timeout,
             lock_ttl=lock_ttl,
+            tolerance=settings.regression_tolerance,
+            allow_regression=allow_regression,
         )
     return version.as_dict()
 
@@ -671,10 +712,13 @@ def reindex(
             min=1, help="Versions the closing gc keeps per kind (default: $TIEFVISION_RETENTION)."
         ),
     ] = None,
+    tolerance: ToleranceOption = None,
+    allow_regression: AllowRegressionOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """The nightly incremental reindex: ingest, locate and encode what is new or changed,
-    drop what was removed, update every live index (one run at a time per store)."""
+    drop what was removed, update every live index (one run at a time per store). A new
+    index version goes live only past the regression gate (mAP@10 against the live one)."""
     start_early()  # Prefect's server boots while the checks below run
     kind = None if index_kind is None else check_index_kind(index_kind)
     settings = preflight(
@@ -684,6 +728,7 @@ def reindex(
         encoder=encoder,
         device=device,
         batch_size=batch_size,
+        regression_tolerance=tolerance,
     ).settings
 
     from flows.reindex import reindex as reindex_flow
@@ -705,6 +750,8 @@ def reindex(
             lock_ttl=lock_ttl,
             verify_hashes=verify_hashes,
             retention=retention,
+            tolerance=settings.regression_tolerance,
+            allow_regression=allow_regression,
         )
     if as_json:
         print(json.dumps(summary.as_dict()))

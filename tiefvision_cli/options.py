@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "AllowRegressionOption",
     "BatchSizeOption",
     "DatabaseOption",
     "DeviceOption",
@@ -20,6 +21,7 @@ __all__ = [
     "SourceOption",
     "StoreOption",
     "StrictOption",
+    "ToleranceOption",
     "VerifyHashesOption",
     "WeightsOption",
 ]
@@ -73,4 +75,20 @@ StrictOption = Annotated[
 ]
 VerifyHashesOption = Annotated[
     bool, typer.Option(help="Re-hash every image, even when size and mtime are unchanged.")
+]
+ToleranceOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="mAP@10 a new index version may lose against the live one and still go live "
+        "(default: $TIEFVISION_REGRESSION_TOLERANCE, else 0.02).",
+    ),
+]
+AllowRegressionOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-regression",
+        help="Let a new index version go live even when its mAP@10 drops beyond the tolerance.",
+    ),
 ]

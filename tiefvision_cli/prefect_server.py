@@ -198,11 +198,16 @@ def first_word(argv: list[str]) -> int:
     return next((i for i, word in enumerate(argv) if not word.startswith("-")), len(argv))
 
 
+#: Flags that make a flow command read storage only, with no flow run (no server needed).
+_NO_FLOW_FLAGS = {"--help", "-h", "--history"}
+
+
 def start_early_for(argv: list[str]) -> None:
     """:func:`start_early` when the command line names a flow command — before the command's
-    own imports, so the server's boot overlaps them too. ``--help`` starts nothing."""
+    own imports, so the server's boot overlaps them too. ``--help`` (and ``evaluate
+    --history``, which reads stored scores) starts nothing."""
     at = first_word(argv)
-    if at < len(argv) and argv[at] in FLOW_COMMANDS and not {"--help", "-h"} & set(argv):
+    if at < len(argv) and argv[at] in FLOW_COMMANDS and not _NO_FLOW_FLAGS & set(argv):
         start_early()
 
 

@@ -46,6 +46,8 @@ __all__ = [
     "print_box_scores",
     "print_encode_summary",
     "print_evaluation",
+    "print_evaluation_history",
+    "print_gate",
     "print_gc_report",
     "print_index_switch",
     "print_index_version",
@@ -344,11 +346,16 @@ def print_reindex(console: Console, summary: ReindexSummary) -> None:
             f"({update.action}: {update.reason}); {update.size} photos, "
             f"{update.vectors_computed} vectors computed"
         )
+    for gate in summary.gates:
+        lines.append(f"  regression gate, {gate['space']}: {gate['decision']} — {gate['reason']}")
+    if summary.gc_skipped:
+        lines.append(f"  gc skipped: {summary.gc_skipped}")
     print_lines(console, "\n".join(lines))
 
 
 def print_index_version(console: Console, version: Mapping[str, Any]) -> None:
-    """A freshly built index version (``rebuild-index``): size, kind, build time, self-check."""
+    """A freshly built index version (``rebuild-index``): size, kind, build time, self-check,
+    and the regression gate's verdict."""
     check = version["self_check"]
     console.print(
         f"{version['space']} index {version['version']}: {version['size']} photos, "
@@ -356,6 +363,13 @@ def print_index_version(console: Console, version: Mapping[str, Any]) -> None:
         f"{version['build_seconds']:.1f} s; self-check {check['found_first']}/"
         f"{check['queries']} found themselves first\nIndex: {version['uri']}"
     )
+    print_gate(console, version.get("gate"))
+
+
+def print_gate(console: Console, gate: Mapping[str, Any] | None) -> None:
+    """The regression gate's decision and why, one line (nothing when no gate ran)."""
+    if gate:
+        print_lines(console, f"Regression gate: {gate['decision']} — {gate['reason']}")
 
 
 def print_index_versions(console: Console, listed: list[VersionInfo]) -> None:
@@ -417,6 +431,43 @@ def print_evaluation(console: Console, report: EvaluationReport) -> None:
         console.print(f"skipped: {note}", markup=False, highlight=False, soft_wrap=True)
     for uri in report.written:
         console.print(f"written: {uri}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _history_scores(row: Mapping[str, Any]) -> str:
+    """One version's stored numbers, as the history table shows them."""
+    if not row["evaluated"]:
+        return "not evaluated (`tiefvision evaluate` scores the live version)"
+    if row["what"] == "locator":
+        text = (
+            f"IoU {row['mean_iou']:.3f} · ≥0.5 {row['share_iou_05']:.0%} · ≥0.7 "
+            f"{row['share_iou_07']:.0%} · {row['fallbacks']} fallbacks"
+        )
+        if row.get("low_confidence"):
+            text += f" · {row['low_confidence']} low-confidence"
+        return f"{text} ({row['images']} photos)"
+    return (
+        f"mAP@10 {row['map_at_10']:.3f} · P@1 {row['precision_at_1']:.3f} · P@5 "
+        f"{row['precision_at_5']:.3f} ({row['queries']} queries, {row['products']} products)"
+    )
+
+
+def print_evaluation_history(console: Console, rows: list[dict[str, Any]]) -> None:
+    """``evaluate --history``: each version's stored scores, oldest first per kind."""
+    if not rows:
+        console.print("No locator or index versions yet: nothing was evaluated.")
+        return
+    table = Table(title="Evaluation history (held-out data)", title_justify="left")
+    for column in ("what", "version", "live", "scores"):
+        table.add_column(column)
+    for row in rows:
+        what = "locator" if row["what"] == "locator" else f"index {row['space']}"
+        table.add_row(
+            what,
+            escape(str(row["version"])),
+            "yes" if row["live"] else "",
+            escape(_history_scores(row)),
+        )
+    console.print(table)
 
 
 def print_setup_prefect(console: Console, done: dict[str, str]) -> None:

@@ -108,6 +108,16 @@ class Settings(BaseSettings):
             "(index, model, manifest), the live one included: what a removed photo outlives."
         ),
     )
+    regression_tolerance: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description=(
+            "How much retrieval mAP@10 a rebuilt or reindexed index version may lose against "
+            "the live one (on the photos both ask about) and still go live; a larger drop "
+            "keeps the live version (the regression gate; `--allow-regression` forces)."
+        ),
+    )
     max_image_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,
@@ -249,7 +259,11 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
 
-_CLI_FLAGS = {"store_url": "store", "database_url": "database"}
+_CLI_FLAGS = {
+    "store_url": "store",
+    "database_url": "database",
+    "regression_tolerance": "tolerance",
+}
 _ENV_NAMES = {
     # Environment only: no command-line flag chooses the engine.
     "task_runner": "TIEFVISION_TASK_RUNNER",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,11 +30,19 @@ import pyarrow as pa
 
 from tiefvision_core.catalog.boxes import read_boxes
 from tiefvision_core.catalog.ingest import read_manifest
-from tiefvision_core.index.versions import SPACES, OpenedIndex, open_live_index
+from tiefvision_core.errors import StorageNotFound
+from tiefvision_core.index.versions import (
+    SPACES,
+    OpenedIndex,
+    list_versions,
+    open_live_index,
+    version_time,
+)
 from tiefvision_core.locator.evaluation import evaluate_boxes
-from tiefvision_core.similarity.retrieval import retrieval_scores
+from tiefvision_core.similarity.retrieval import RetrievalScores, retrieval_scores
 from tiefvision_core.storage.layout import (
     LOCATOR_CURRENT,
+    LOCATOR_PREFIX,
     SIMILARITY_PREFIX,
     crops_work_key,
     index_evaluation_key,
@@ -44,10 +53,15 @@ from tiefvision_core.storage.stores import Store
 
 __all__ = [
     "EvaluationReport",
+    "SpaceQueries",
+    "VersionScores",
     "evaluate_catalog",
     "evaluate_locator",
     "evaluate_space",
+    "evaluation_history",
     "live_neighbours",
+    "score_version",
+    "space_queries",
 ]
 
 _COORDS = ["left", "top", "right", "bottom"]
@@ -87,6 +101,9 @@ class EvaluationReport:
                     }
                 )
             rows[0]["score"] = f"{rows[0]['score']} · {self.locator['fallbacks']} fallbacks"
+            low = self.locator.get("low_confidence")  # locators since the low-confidence rule
+            if low:
+                rows[0]["score"] = f"{rows[0]['score']} · {low} low-confidence"
         for space, scores in self.retrieval.items():
             rows.append(
                 {
@@ -180,15 +197,28 @@ def _held_out_products(store: Store, opened: OpenedIndex) -> set[str] | str:
     return {str(p) for p in json.loads(store.get_bytes(key)).get("held_out_products", [])}
 
 
-def evaluate_space(store: Store, space: str) -> tuple[dict[str, object] | None, str | None]:
-    """(scores, None) of a live index space, or (None, why not); writes them to
-    ``<index version>/evaluation.json``. Relevant: the query's ``product_id``; photos
-    without one are in the gallery but never relevant nor asked."""
-    opened = open_live_index(store, space)
-    if opened is None:
-        return None, f"no {space} index: `tiefvision rebuild-index --space {space}` builds it"
+@dataclass(frozen=True)
+class SpaceQueries:
+    """One index version's ground truth: each row's label (its ``product_id``, or a label
+    no other row has) and the rows that ask (held-out products with a photo to find)."""
+
+    labels: np.ndarray
+    rows: np.ndarray
+    scope: str
+
+    def photos(self, opened: OpenedIndex) -> list[tuple[str, str]]:
+        """(image_id, sha256) of each asking row: the same photo in another version."""
+        ids, shas = opened.column("image_id"), opened.column("sha256")
+        return [(ids[row], shas[row]) for row in self.rows]
+
+
+def space_queries(store: Store, opened: OpenedIndex) -> SpaceQueries | str:
+    """Who asks and who is relevant in ``opened`` — or why it cannot be scored. Relevant:
+    the query's ``product_id``; photos without one are in the gallery but never relevant
+    nor asked; the supervised space asks only about the products its model held out."""
+    space = opened.space
     if "product_id" not in opened.ids or opened.ids["product_id"].isna().all():
-        return None, (
+        return (
             f"{space} retrieval skipped: the catalog has no product ids (ingest with "
             "`--metadata FILE` holding a product_id column)"
         )
@@ -204,25 +234,64 @@ def evaluate_space(store: Store, space: str) -> tuple[dict[str, object] | None, 
     if space == "supervised":
         held = _held_out_products(store, opened)
         if isinstance(held, str):
-            return None, f"supervised retrieval skipped: {held}"
+            return f"supervised retrieval skipped: {held}"
         asking = asking & np.isin(labels, sorted(held))
         scope = "products the similarity model held out"
+    # A product with one photo has nothing to find: it does not ask.
+    _, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    asking = asking & (sizes[inverse.reshape(-1)] > 1)
     rows = np.flatnonzero(asking)
-    if len(rows) == 0 or len(opened.ids) < 2:
-        return None, f"{space} retrieval skipped: no query photo ({scope})"
-    scores = retrieval_scores(live_neighbours(opened, rows), labels, queries=rows)
-    if scores.queries == 0:
-        return None, f"{space} retrieval skipped: no product has two photos ({scope})"
+    if len(opened.ids) < 2 or not products.notna().any() or len(rows) == 0:
+        return f"{space} retrieval skipped: no product has two photos ({scope})"
+    return SpaceQueries(labels, rows, scope)
+
+
+@dataclass(frozen=True)
+class VersionScores:
+    """One version scored: what its ``evaluation.json`` holds, and the ranking it was
+    computed from (so a comparison on a subset of its queries searches nothing again)."""
+
+    result: dict[str, object]
+    queries: SpaceQueries
+    neighbours: np.ndarray  # (len(queries.rows), 10) index rows, -1 where fewer
+
+    def on(self, keep: np.ndarray) -> RetrievalScores:
+        """The scores of the asking rows ``keep`` (a mask over ``queries.rows``) alone."""
+        return retrieval_scores(
+            self.neighbours[keep], self.queries.labels, queries=self.queries.rows[keep]
+        )
+
+
+def score_version(store: Store, opened: OpenedIndex) -> VersionScores | str:
+    """P@1, P@5, mAP@10 of an index version (live or not) as search answers, written to
+    ``<index version>/evaluation.json``; or why it cannot be scored."""
+    queries = space_queries(store, opened)
+    if isinstance(queries, str):
+        return queries
+    neighbours = live_neighbours(opened, queries.rows)
+    scores = retrieval_scores(neighbours, queries.labels, queries=queries.rows)
     result: dict[str, object] = {
         "version": opened.version,
         **scores.as_dict(),
-        "products": len(set(labels[rows])),
-        "scope": scope,
+        "products": len(set(queries.labels[queries.rows])),
+        "scope": queries.scope,
         "gallery": len(opened.ids),
     }
-    key = index_evaluation_key(space, opened.version)
+    key = index_evaluation_key(opened.space, opened.version)
     store.put_bytes(key, json.dumps(result, indent=1).encode())
-    return result, None
+    return VersionScores(result, queries, neighbours)
+
+
+def evaluate_space(store: Store, space: str) -> tuple[dict[str, object] | None, str | None]:
+    """(scores, None) of a live index space, or (None, why not); writes them to
+    ``<index version>/evaluation.json`` (see :func:`score_version`)."""
+    opened = open_live_index(store, space)
+    if opened is None:
+        return None, f"no {space} index: `tiefvision rebuild-index --space {space}` builds it"
+    scored = score_version(store, opened)
+    if isinstance(scored, str):
+        return None, scored
+    return scored.result, None
 
 
 def evaluate_catalog(
@@ -249,3 +318,88 @@ def evaluate_catalog(
         retrieval[space] = scores
         written.append(store.uri(index_evaluation_key(space, str(scores["version"]))))
     return EvaluationReport(locator, retrieval, tuple(notes), tuple(written))
+
+
+def _stored_json(store: Store, key: str) -> dict[str, Any] | None:
+    """A stored evaluation, or None when there is none (or it cannot be read)."""
+    try:
+        value = json.loads(store.get_bytes(key))
+    except (StorageNotFound, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _locator_versions(store: Store) -> list[str]:
+    """Finished locator versions (their metadata.json is there)."""
+    return sorted(
+        {
+            info.key[len(LOCATOR_PREFIX) :].split("/", 1)[0]
+            for info in store.list(LOCATOR_PREFIX)
+            if info.key.endswith("/metadata.json")
+        }
+    )
+
+
+def _by_time(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Oldest first, by the time a version's name records (its name when it has none)."""
+
+    def when(row: dict[str, object]) -> tuple[float, str]:
+        version = str(row["version"])
+        return version_time(version) or 0.0, version
+
+    return sorted(rows, key=when)
+
+
+def evaluation_history(
+    store: Store, spaces: Iterable[str] = SPACES, *, locator: bool = True
+) -> list[dict[str, object]]:
+    """Each locator and index version's stored ``evaluation.json`` numbers, oldest first
+    per kind, the live one marked: the trend ``tiefvision evaluate --history`` shows.
+    Versions never evaluated are listed (``evaluated: False``); nothing is computed here."""
+    rows: list[dict[str, object]] = []
+    if locator:
+        live = store.read_pointer(LOCATOR_CURRENT)
+        found = []
+        for version in _locator_versions(store):
+            row: dict[str, object] = {"what": "locator", "space": None, "version": version}
+            row["live"] = version == live
+            scores = _stored_json(store, locator_evaluation_key(version))
+            row["evaluated"] = scores is not None
+            if scores is not None:
+                boxes = scores.get("locator") or {}
+                row.update(
+                    images=scores.get("images"),
+                    mean_iou=boxes.get("mean_iou"),
+                    share_iou_05=boxes.get("share_iou_05"),
+                    share_iou_07=boxes.get("share_iou_07"),
+                    fallbacks=scores.get("fallbacks"),
+                    low_confidence=scores.get("low_confidence"),  # newer locators only
+                )
+            found.append(row)
+        rows += _by_time(found)
+    for space in spaces:
+        found = []
+        for info in list_versions(store, space):
+            if not info.finished:
+                continue
+            row = {"what": "index", "space": space, "version": info.version, "live": info.live}
+            scores = _stored_json(store, index_evaluation_key(space, info.version))
+            row["evaluated"] = scores is not None
+            if scores is not None:
+                row.update(
+                    {
+                        name: scores.get(name)
+                        for name in (
+                            "map_at_10",
+                            "precision_at_1",
+                            "precision_at_5",
+                            "products",
+                            "queries",
+                            "gallery",
+                            "scope",
+                        )
+                    }
+                )
+            found.append(row)
+        rows += _by_time(found)
+    return rows

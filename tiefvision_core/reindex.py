@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from tiefvision_core.index.gate import GateComparison
 from tiefvision_core.index.updates import IndexUpdate
 from tiefvision_core.index.versions import SPACES, space_prefix
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, SIMILARITY_CURRENT, current_key
@@ -75,6 +76,10 @@ class ReindexSummary:
     lock_waited_s: float = 0.0
     seconds: float = 0.0
     garbage_bytes: int = 0  # freed by the closing gc step (what nothing live refers to)
+    #: The regression gate's comparison of each new version (GateComparison dicts), the
+    #: refused ones included (those have no row in ``indexes``).
+    gates: tuple[dict[str, object], ...] = ()
+    gc_skipped: str | None = None  # why the gc step did not run
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -97,6 +102,11 @@ def reindex_markdown(summary: ReindexSummary) -> str:
         if summary.locator_version
         else "skipped: no locator, whole photos are encoded"
     )
+    freed = (
+        f"{summary.garbage_bytes:,} bytes"
+        if summary.gc_skipped is None
+        else f"gc skipped: {summary.gc_skipped}"
+    )
     lines = [
         f"# Reindex — manifest {summary.manifest_version}",
         "",
@@ -111,7 +121,7 @@ def reindex_markdown(summary: ReindexSummary) -> str:
                 ["located", located],
                 ["encoded (with mirrors)", summary.encoded],
                 ["waited for the lock", f"{summary.lock_waited_s:.1f} s"],
-                ["garbage freed", f"{summary.garbage_bytes:,} bytes"],
+                ["garbage freed", freed],
                 ["total", f"{summary.seconds:.1f} s"],
             ],
         ),
@@ -129,5 +139,23 @@ def reindex_markdown(summary: ReindexSummary) -> str:
                 for u in summary.indexes
             ],
         ),
+        "## Regression gate",
+        "",
+        *_table(
+            ["space", "live", "new", "live mAP@10", "new mAP@10", "delta", "decision",
+             "reason"],
+            [_gate_row(GateComparison.from_dict(dict(g))) for g in summary.gates],
+        ),
     ]  # fmt: skip
     return "\n".join(lines)
+
+
+def _gate_row(gate: GateComparison) -> list[object]:
+    """One space's gate verdict: both mAP@10s on the photos compared, the delta, why."""
+
+    def score(scores: dict[str, object] | None) -> str | None:
+        return None if scores is None else f"{float(str(scores['map_at_10'])):.3f}"
+
+    delta = None if gate.delta is None else f"{gate.delta:+.3f}"
+    return [gate.space, gate.live, gate.new, score(gate.live_scores), score(gate.new_scores),
+            delta, gate.decision, gate.reason]  # fmt: skip

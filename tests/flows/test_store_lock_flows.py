@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prefect import flow
@@ -43,8 +44,8 @@ class Stages:
         with self._guard:
             self.inside.append((entered, time.monotonic(), holder))
 
-    def build(self, *_: object) -> str:
-        return "a version"
+    def build(self, *_: object) -> SimpleNamespace:
+        return SimpleNamespace(version="a version", gate=None)  # no gate ran
 
 
 @pytest.fixture
@@ -59,6 +60,7 @@ def rebuild(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         monkeypatch.setattr(module, "encode", stages.encode)
         monkeypatch.setattr(module, "build_space_index", stages.build)
         monkeypatch.setattr(module, "report_index", lambda version: None)
+        monkeypatch.setattr(module, "report_gate", lambda comparison: None)
         return stages, store.url
 
     return make

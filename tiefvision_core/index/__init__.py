@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING
 from tiefvision_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from tiefvision_core.index.gate import (  # noqa: F401
+        GateComparison,
+        GateDecision,
+        GatePolicy,
+        compare_with_live,
+        gate_markdown,
+        regression_gate,
+    )
     from tiefvision_core.index.kinds import (  # noqa: F401
         INDEX_KIND_CHOICES,
         INDEX_KINDS,
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
     )
     from tiefvision_core.index.pointer import (  # noqa: F401
         INPUTS_READ_AT,
+        RegressionRefused,
         StaleIndexInputs,
         inputs_read_at,
         switch_current,
@@ -81,6 +90,7 @@ if TYPE_CHECKING:
         remove_version,
         sweep_staging,
         use_version,
+        version_time,
         versions,
     )
 
@@ -90,6 +100,9 @@ _EXPORTS = {
     "INDEX_KINDS": "kinds",
     "INDEX_KIND_CHOICES": "kinds",
     "INPUTS_READ_AT": "pointer",
+    "GateComparison": "gate",
+    "GateDecision": "gate",
+    "GatePolicy": "gate",
     "IndexConfig": "vectors",
     "IndexDelta": "updates",
     "IndexKind": "kinds",
@@ -99,6 +112,7 @@ _EXPORTS = {
     "LiveIndex": "updates",
     "OpenedIndex": "versions",
     "QUERY_SCALES": "photo_search",
+    "RegressionRefused": "pointer",
     "RowDiff": "updates",
     "SPACES": "versions",
     "SearchHit": "search",
@@ -115,9 +129,11 @@ _EXPORTS = {
     "check_index_kind": "kinds",
     "check_space": "versions",
     "compare_spaces": "report",
+    "compare_with_live": "gate",
     "decide_update": "updates",
     "diff_rows": "updates",
     "fit_projection": "vectors",
+    "gate_markdown": "gate",
     "inputs_read_at": "pointer",
     "list_versions": "versions",
     "open_index": "versions",
@@ -126,6 +142,7 @@ _EXPORTS = {
     "query_box": "photo_search",
     "query_scales": "photo_search",
     "rebuild_space": "spaces",
+    "regression_gate": "gate",
     "remove_version": "versions",
     "search_by_id": "search",
     "search_by_image": "photo_search",
@@ -138,6 +155,7 @@ _EXPORTS = {
     "update_index": "vectors",
     "update_space": "updates",
     "use_version": "versions",
+    "version_time": "versions",
     "versions": "versions",
 }
 

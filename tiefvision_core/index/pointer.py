@@ -20,12 +20,19 @@ sync (NTP's milliseconds are far below a build's minutes).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from tiefvision_core.errors import StorageNotFound, TiefVisionError
 from tiefvision_core.storage.layout import current_key
 from tiefvision_core.storage.stores import Store
 
-__all__ = ["INPUTS_READ_AT", "StaleIndexInputs", "inputs_read_at", "switch_current"]
+__all__ = [
+    "INPUTS_READ_AT",
+    "RegressionRefused",
+    "StaleIndexInputs",
+    "inputs_read_at",
+    "switch_current",
+]
 
 #: The metadata field (epoch seconds) that orders versions by the age of their inputs.
 INPUTS_READ_AT = "inputs_read_at"
@@ -33,6 +40,20 @@ INPUTS_READ_AT = "inputs_read_at"
 
 class StaleIndexInputs(TiefVisionError):
     """The live index was built from newer inputs than this one: CURRENT is left alone."""
+
+
+class RegressionRefused(TiefVisionError):
+    """The new version retrieves worse than the live one, beyond the tolerance: CURRENT is
+    left alone and the new version stays on storage for inspection (see
+    :mod:`tiefvision_core.index.gate`). ``comparison``: both versions' numbers, as the
+    gate's artifact shows them. Not worth a retry: the same inputs give the same numbers."""
+
+    def __init__(self, message: str, comparison: Mapping[str, object]) -> None:
+        super().__init__(message)
+        self.comparison = dict(comparison)
+
+    def __reduce__(self) -> tuple[type[RegressionRefused], tuple[str, dict[str, object]]]:
+        return type(self), (str(self), self.comparison)
 
 
 def inputs_read_at(store: Store, prefix: str, version: str) -> float:

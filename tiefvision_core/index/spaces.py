@@ -19,6 +19,7 @@ from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, read_encodings, vectors_as_maps
 from tiefvision_core.errors import InputError
+from tiefvision_core.index.gate import DEFAULT_GATE, GatePolicy, regression_gate
 from tiefvision_core.index.vectors import IndexConfig
 from tiefvision_core.index.versions import IndexVersion, publish_index
 from tiefvision_core.similarity.training import load_projection, projected_maps
@@ -158,10 +159,14 @@ def rebuild_space(
     config: IndexConfig | None = None,
     keep: int = 3,
     manifest: pa.Table | None = None,
+    gate: GatePolicy | None = DEFAULT_GATE,
 ) -> IndexVersion:
     """A new version of ``space``'s index from the current box-crop encodings (through the
     current similarity model for the supervised space). ``manifest``: the catalog this run
-    already read (else read here, once, for the encodings' filter and the ids' metadata)."""
+    already read (else read here, once, for the encodings' filter and the ids' metadata).
+    ``gate``: the regression gate's policy (None: no gate, the version goes live as soon as
+    it passes its self-check); a refused version raises
+    :class:`~tiefvision_core.index.pointer.RegressionRefused`."""
     read_at = time.time()  # before any input is read: orders this version among rebuilds
     source = space_source(store, encoder, space)
     transform = space_transform(store, space, encoder, source)
@@ -178,4 +183,5 @@ def rebuild_space(
         config=config,
         keep=keep,
         inputs_read_at=read_at,
+        gate=None if gate is None else regression_gate(store, space, gate),
     )

@@ -36,6 +36,7 @@ import pyarrow as pa
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, row_key, row_keys
+from tiefvision_core.index.gate import DEFAULT_GATE, GatePolicy, regression_gate
 from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.spaces import (
     catalog_rows,
@@ -232,6 +233,7 @@ class IndexUpdate:
     vectors_computed: int  # rows whose vectors came from encodings in this run
     seconds: float
     self_check: dict[str, object] = field(default_factory=dict)
+    gate: dict[str, object] | None = None  # the regression gate's comparison (IndexVersion.gate)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -287,12 +289,14 @@ def update_space(
     policy: UpdatePolicy | None = None,
     keep: int = 3,
     manifest: pa.Table | None = None,
+    gate: GatePolicy | None = DEFAULT_GATE,
 ) -> IndexUpdate:
     """Bring ``space``'s index up to the catalog's current box-crop encodings: decide
     (:func:`decide_update`), then publish a new version built from reused and new vectors —
     or leave the live one when nothing changed. ``index_kind`` forces a kind (default: the
     live version's configuration; ``auto`` for a first build). ``manifest``: the catalog
-    this run already read (else read here, once, for every step below)."""
+    this run already read (else read here, once, for every step below). ``gate``: the
+    regression gate's policy, as for :func:`~tiefvision_core.index.spaces.rebuild_space`."""
     started, read_at = time.perf_counter(), time.time()  # read_at: before any input is read
     manifest = read_manifest(store) if manifest is None else manifest
     before = store.read_pointer(current_key(space_prefix(space)))
@@ -323,7 +327,14 @@ def update_space(
         delta = IndexDelta(delta.kept, 0, 0, 0, metadata_changed=moved)
     decision = decide_update(live, delta, source, config, policy)
 
-    def result(after: str | None, kind: str, size: int, computed: int, check: dict) -> IndexUpdate:
+    def result(
+        after: str | None,
+        kind: str,
+        size: int,
+        computed: int,
+        check: dict,
+        verdict: dict[str, object] | None = None,
+    ) -> IndexUpdate:
         return IndexUpdate(
             space=space,
             action=decision.action,
@@ -339,6 +350,7 @@ def update_space(
             vectors_computed=computed,
             seconds=round(time.perf_counter() - started, 3),
             self_check=check,
+            gate=verdict,
         )
 
     if decision.action == "unchanged":
@@ -383,5 +395,8 @@ def update_space(
         build=build,
         training=training,
         inputs_read_at=read_at,
+        gate=None if gate is None else regression_gate(store, space, gate),
     )
-    return result(version.version, version.kind, version.size, computed, version.self_check)
+    return result(
+        version.version, version.kind, version.size, computed, version.self_check, version.gate
+    )

@@ -69,6 +69,7 @@ __all__ = [
     "remove_version",
     "sweep_staging",
     "use_version",
+    "version_time",
     "versions",
 ]
 
@@ -114,6 +115,9 @@ class IndexVersion:
     self_check: dict[str, int]  # {"queries", "found_first"} of this build's self-check
     uri: str
     pruned: tuple[str, ...] = ()
+    #: The regression gate's comparison with the version that was live (a
+    #: :class:`tiefvision_core.index.gate.GateComparison` as a dict); None: no gate ran.
+    gate: dict[str, object] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -143,6 +147,7 @@ def publish_index(
     build: Callable[[np.ndarray], BuiltIndex] | None = None,
     training: dict[str, int] | None = None,
     inputs_read_at: float | None = None,
+    gate: Callable[[str], dict[str, object]] | None = None,
 ) -> IndexVersion:
     """Build, self-check, write and switch ``indexes/<space>/CURRENT`` to a new version.
 
@@ -154,7 +159,10 @@ def publish_index(
     what the next update decides on (default: a fresh build). Nothing is published when the
     self-check fails, nor when the live version was built from newer inputs
     (``inputs_read_at``: when the caller began reading them, default now; see
-    :mod:`tiefvision_core.index.pointer`).
+    :mod:`tiefvision_core.index.pointer`). ``gate`` is called with the new version once its
+    files are in place and before the switch (:func:`tiefvision_core.index.gate.
+    regression_gate`): what it returns is kept as the result's ``gate``; when it raises,
+    ``CURRENT`` stays, nothing is pruned and the new version stays on storage.
     """
     read_at = time.time() if inputs_read_at is None else inputs_read_at
     prefix = space_prefix(space)
@@ -210,6 +218,7 @@ def publish_index(
             path = folder / name
             if path.exists():
                 _place(store, f"{prefix}{version}/{name}", path)
+    verdict = gate(version) if gate is not None else None
     switch_current(store, prefix, version, read_at)
     pruned = _prune(store, prefix, keep, version)
     return IndexVersion(
@@ -222,6 +231,7 @@ def publish_index(
         check,
         store.uri(f"{prefix}{version}/"),
         pruned,
+        verdict,
     )
 
 
@@ -327,13 +337,20 @@ def _prune(store: Store, prefix: str, keep: int, current: str) -> tuple[str, ...
     return tuple(doomed)
 
 
-def _version_time(version: str) -> float | None:
-    """Versions are named by their UTC creation time (``20260102T030405123456Z-kind``)."""
-    try:
-        stamp = datetime.strptime(version.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ")
-    except ValueError:
-        return None
-    return stamp.replace(tzinfo=UTC).timestamp()
+#: How versions are named: by their UTC creation time, to the microsecond for indexes
+#: (``20260102T030405123456Z-kind``), to the second for models (``20260102T030405Z-hash``).
+_VERSION_STAMPS = ("%Y%m%dT%H%M%SZ", "%Y%m%dT%H%M%S%fZ")  # seconds first: %f would eat one
+
+
+def version_time(version: str) -> float | None:
+    """When a version (index or model) was made, from its name; None for another name."""
+    for stamp in _VERSION_STAMPS:
+        try:
+            made = datetime.strptime(version.split("-", 1)[0], stamp)
+        except ValueError:
+            continue
+        return made.replace(tzinfo=UTC).timestamp()
+    return None
 
 
 @dataclass(frozen=True)
@@ -427,7 +444,7 @@ def prunable(
         if info.version in kept:
             continue
         if not info.finished:
-            made = _version_time(info.version)
+            made = version_time(info.version)
             if made is not None and now - made <= grace_s:
                 continue
         doomed.append(info)
