@@ -116,3 +116,69 @@ def test_products_vary_and_include_two_categories() -> None:
     assert len({p.product_id for p in products}) == 40
     assert {p.category for p in products} == {"dress", "skirt"}
     assert len({p.cut for p in products}) >= 4 and len({p.pattern for p in products}) >= 4
+
+
+def test_default_style_is_studio_byte_for_byte(tmp_path: Path) -> None:
+    """The style argument leaves every existing catalog as it was: omitted = "studio"."""
+    generate_catalog(tmp_path / "omitted", products=2, views=2, seed=4)
+    generate_catalog(tmp_path / "studio", products=2, views=2, seed=4, style="studio")
+    assert _files(tmp_path / "omitted") == _files(tmp_path / "studio")
+
+
+@pytest.fixture(scope="module")
+def rooms(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("rooms")
+    return out, generate_catalog(out, products=6, views=4, seed=1, style="rooms")
+
+
+def test_rooms_style_is_deterministic_and_differs_from_studio(tmp_path: Path, rooms) -> None:
+    out, _ = rooms
+    again = tmp_path / "again"
+    generate_catalog(again, products=6, views=4, seed=1, style="rooms")
+    assert _files(again) == _files(out)
+    studio = tmp_path / "studio"
+    generate_catalog(studio, products=6, views=4, seed=1)
+    rooms_files, studio_files = _files(out), _files(studio)
+    assert rooms_files.keys() == studio_files.keys()
+    assert rooms_files["products.csv"] == studio_files["products.csv"]  # same products
+    jpegs = [name for name in rooms_files if name.endswith(".jpg")]
+    assert all(rooms_files[name] != studio_files[name] for name in jpegs)
+
+
+def test_rooms_boxes_lie_inside_and_vary_in_size_and_place(rooms) -> None:
+    out, written = rooms
+    with open(out / "boxes.csv", newline="") as handle:
+        boxes = list(csv.DictReader(handle))
+    assert [tuple(int(r[k]) for k in ("left", "top", "right", "bottom")) for r in boxes] == [
+        s.box for s in written
+    ]
+    shares, centres = [], []
+    for sample in written:
+        left, top, right, bottom = sample.box
+        assert 0 <= left < right <= sample.width and 0 <= top < bottom <= sample.height
+        shares.append((right - left) * (bottom - top) / (sample.width * sample.height))
+        centres.append(((left + right) / 2 / sample.width, (top + bottom) / 2 / sample.height))
+    assert min(shares) < 0.06 and max(shares) > 0.25  # small products and large ones
+    assert max(abs(x - 0.5) for x, _ in centres) > 0.25  # some far off-centre
+
+
+def test_rooms_box_is_the_visible_garment() -> None:
+    """Recolouring the product changes pixels only inside its box, and up to its sides:
+    the box holds what is visible of the garment, occluders cut off."""
+    product = make_products(3, seed=2)[1]
+    for view in range(1, 7):
+        image, box = render_view(product, view, seed=2, style="rooms")
+        other = type(product)(**{**product.__dict__, "color": (0, 255, 0), "pattern": "solid"})
+        changed, same_box = render_view(other, view, seed=2, style="rooms")
+        assert same_box == box
+        diff = np.abs(np.asarray(image, dtype=int) - np.asarray(changed, dtype=int)).sum(axis=2)
+        ys, xs = np.nonzero(diff > 60)
+        left, top, right, bottom = box
+        assert xs.min() >= left - 1 and xs.max() <= right
+        assert ys.min() >= top - 1 and ys.max() <= bottom
+        assert xs.min() - left < 8 and right - xs.max() < 8 and ys.min() - top < 8
+
+
+def test_unknown_style_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rooms"):
+        generate_catalog(tmp_path, products=1, views=1, style="beach")
