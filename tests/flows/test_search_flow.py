@@ -139,3 +139,50 @@ def test_search_cli_with_a_photo_prints_json(indexed) -> None:
     )
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
     assert "error:" in failed.stderr
+
+
+def test_a_worse_rebuild_is_refused_published_and_forced_only_on_request(
+    indexed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild flow's regression gate: a version whose vectors no longer belong to their
+    photos (rows shuffled) is refused — CURRENT stays, the version stays on storage, the
+    comparison is an artifact — and goes live only with ``allow_regression``."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    import tiefvision_core.index.spaces as spaces
+    from flows.rebuild_index import rebuild_index
+    from tiefvision_core.index.pointer import RegressionRefused
+    from tiefvision_core.index.versions import list_versions
+
+    _, store_url = indexed
+    store = open_store(store_url)
+    live = store.read_pointer("indexes/unsupervised/CURRENT")
+    real = spaces.space_vectors
+
+    def shuffled(table, transform=None):
+        vectors, grid = real(table, transform)
+        return vectors[np.random.default_rng(0).permutation(len(vectors))], grid
+
+    monkeypatch.setattr(spaces, "space_vectors", shuffled)
+    with pytest.raises(RegressionRefused, match=f"kept {live} live") as refused:
+        rebuild_index(store=store_url)
+    new = refused.value.comparison["new"]
+    assert store.read_pointer("indexes/unsupervised/CURRENT") == live
+    listed = {v.version: v for v in list_versions(store, "unsupervised")}
+    assert new in listed and listed[new].finished and not listed[new].live
+
+    async def gate_artifacts() -> list[str]:
+        key = ArtifactFilterKey(any_=["regression-gate-unsupervised"])
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
+            return [str(a.data) for a in found]
+
+    [markdown] = [text for text in asyncio.run(gate_artifacts()) if str(new) in text]
+    assert f"| {live} | live |" in markdown and "**Decision: refused**" in markdown
+
+    forced = rebuild_index(store=store_url, allow_regression=True)
+    assert forced.gate is not None and forced.gate["decision"] == "forced"
+    assert store.read_pointer("indexes/unsupervised/CURRENT") == forced.version
