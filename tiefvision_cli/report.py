@@ -314,6 +314,7 @@ def print_pipeline(console: Console, run: PipelineRun) -> None:
         console.print(f"Locator skipped: {run.plan.locator_reason}; search uses whole photos.")
     version = run.unsupervised_index
     console.print(f"unsupervised index {version.version}: {version.size} photos")
+    print_gate(console, version.gate)
     if run.similarity is not None:
         print_similarity_run(console, run.similarity.as_dict())
     else:

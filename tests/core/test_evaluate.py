@@ -241,3 +241,17 @@ def test_a_catalog_without_product_ids_or_models_is_skipped_with_a_reason(
     )
     scores, why = evaluate_space(store, "unsupervised")
     assert scores is None and why is not None and "no product ids" in why
+
+
+def test_the_locator_row_shows_low_confidence_boxes_when_the_evaluation_counts_them() -> None:
+    """Evaluations of locators from before the low-confidence rule have no such count:
+    the row reads them as they are."""
+    from tiefvision_core.evaluate import EvaluationReport
+
+    scores = {"mean_iou": 0.8, "share_iou_05": 0.9, "share_iou_07": 0.7}
+    base = {"images": 10, "fallbacks": 1, "locator": scores}
+    base |= {"whole_image": scores, "centre_median": scores}
+    older = EvaluationReport(locator=base).rows()[0]["score"]
+    newer = EvaluationReport(locator={**base, "low_confidence": 3}).rows()[0]["score"]
+    assert "1 fallbacks" in str(older) and "low-confidence" not in str(older)
+    assert str(newer).endswith("1 fallbacks · 3 low-confidence")
