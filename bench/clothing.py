@@ -30,6 +30,34 @@ def _encode(runtime, requests) -> tuple[list[str], np.ndarray]:
     return ids, np.concatenate(maps)
 
 
+def photo_requests(images: Path, labels_csv: Path | None = None) -> tuple[list, dict[str, str]]:
+    """Whole-photo crop requests for every JPEG under ``images`` and each one's label: its
+    folder's name (clothing-small's classes), or the ``product`` column of ``labels_csv``
+    (``image,product``, grocery-packages' products.csv)."""
+    from tiefvision_core.catalog.imaging import inspect_image
+    from tiefvision_core.encoding.runtime import CropRequest
+
+    images = images.resolve()
+    products: dict[str, str] = {}
+    if labels_csv is not None:
+        import csv
+
+        with labels_csv.open(newline="") as rows:
+            products = {row["image"]: row["product"] for row in csv.DictReader(rows)}
+    requests, labels = [], {}
+    for path in sorted(images.rglob("*.jpg")):
+        data = path.read_bytes()
+        info = inspect_image(data)
+        image_id = str(path.relative_to(images))
+        labels[image_id] = products[image_id] if products else path.parent.name
+        requests.append(
+            CropRequest(
+                image_id, hashlib.sha256(data).hexdigest(), path.as_uri(), info.width, info.height
+            )
+        )
+    return requests, labels
+
+
 def _located(requests, store_url: str, encoder):
     from dataclasses import replace
 
@@ -53,8 +81,7 @@ def main() -> None:
     parser.add_argument("--locator-store", help="store URL with a trained locator")
     args = parser.parse_args()
 
-    from tiefvision_core.catalog.imaging import inspect_image
-    from tiefvision_core.encoding.runtime import CropRequest, RuntimeConfig
+    from tiefvision_core.encoding.runtime import RuntimeConfig
     from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
     from tiefvision_core.similarity.unsupervised import (
         global_pool_vectors,
@@ -62,18 +89,7 @@ def main() -> None:
         similarity_vectors,
     )
 
-    args.images = args.images.resolve()
-    requests, labels = [], {}
-    for path in sorted(args.images.rglob("*.jpg")):
-        data = path.read_bytes()
-        info = inspect_image(data)
-        image_id = str(path.relative_to(args.images))
-        labels[image_id] = path.parent.name
-        requests.append(
-            CropRequest(
-                image_id, hashlib.sha256(data).hexdigest(), path.as_uri(), info.width, info.height
-            )
-        )
+    requests, labels = photo_requests(args.images)
     runtime = RuntimeConfig(encoder=args.encoder).build()
     crops = [("whole photo", requests)]
     if args.locator_store:
