@@ -22,8 +22,9 @@ import copy
 import hashlib
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,31 +36,55 @@ __all__ = [
     "HeldOutFit",
     "ProjectionNet",
     "TrainedProjection",
+    "angle_hinge_loss",
     "fit_held_out",
+    "hardest_negatives",
     "held_out_split",
     "hinge_loss",
     "make_triplets",
     "mine_negatives",
+    "space_vectors",
     "split_products",
     "train_projection",
     "triplet_accuracy",
+    "triplet_loss",
+    "unsupervised_vectors",
+    "validation_split",
+    "with_mirror_positives",
 ]
 
 
 class ProjectionNet(nn.Module):
-    """1×1 convolution C → C initialised to the identity (the seed's network)."""
+    """1×1 convolution C → C initialised to the identity (the seed's network), optionally
+    followed by a residual 1×1 → ReLU → 1×1 of ``hidden`` channels (the deeper head).
 
-    def __init__(self, channels: int) -> None:
+    The residual branch's last convolution starts at zero, so the deeper head too *is* the
+    unsupervised space before training. ``hidden=0`` is the seed's network, whose state dict
+    (``conv.*`` only) models saved before the deeper head load into unchanged."""
+
+    def __init__(self, channels: int, hidden: int = 0) -> None:
         super().__init__()
+        self.hidden = hidden
         self.conv = nn.Conv2d(channels, channels, 1)
         with torch.no_grad():
             self.conv.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
             bias = self.conv.bias
             assert bias is not None  # Conv2d's default bias=True: typed Optional for bias=False
             bias.zero_()
+        self.branch: nn.Sequential | None = None
+        if hidden:
+            self.branch = nn.Sequential(
+                nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, channels, 1)
+            )
+            with torch.no_grad():
+                last = self.branch[2]
+                assert isinstance(last, nn.Conv2d) and last.bias is not None
+                last.weight.zero_()
+                last.bias.zero_()
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.conv(maps)
+        out = self.conv(maps)
+        return out if self.branch is None else out + self.branch(out)
 
 
 def embed(net: nn.Module, maps: torch.Tensor) -> torch.Tensor:
@@ -100,12 +125,14 @@ def mine_negatives(
     """
     labels = np.asarray(labels)
     out: list[list[int]] = []
+    gallery = None if neighbours is not None else np.asarray(vectors, np.float32)
     for start in range(0, len(vectors), block):
         queries = np.asarray(vectors[start : start + block], np.float32)
-        if neighbours is not None:
+        if gallery is None:
+            assert neighbours is not None
             found = neighbours(queries, min(len(vectors), per_anchor * 4 + 8))
         else:
-            scores = queries @ np.asarray(vectors, np.float32).T
+            scores = queries @ gallery.T
             found = np.argsort(-scores, axis=1)[:, : per_anchor * 4 + 8]
         for offset, rows in enumerate(found):
             own = labels[start + offset]
@@ -155,6 +182,25 @@ def make_triplets(
 
 @dataclass(frozen=True)
 class DeepRankingConfig:
+    """Training settings. The defaults are the ones measured best on held-out products
+    (``bench/similarity.py``, ``docs/benchmarks.md``); the others stay selectable so the
+    comparison can be rerun.
+
+    * ``validation_fraction``: share of the *training* products (never of the scored ones)
+      whose triplets decide early stopping.
+    * ``mining``: ``fixed`` = the negatives mined once in the unsupervised space;
+      ``batch-hard`` / ``semi-hard`` = each anchor's negative re-chosen in every batch with
+      the current model: the most similar photo of another product in the batch (semi-hard:
+      the most similar one still below the positive, else the most similar).
+    * ``mirror_positives``: every anchor's mirror is a positive too (one more triplet each).
+    * ``hidden``: 0 = the seed's 1×1 projection; > 0 = plus a residual 1×1 → ReLU → 1×1.
+    * ``loss``: ``cosine`` = hinge on similarities at ``margin``; ``angle`` = the seed's
+      hinge on angles (degrees) at ``margin_degrees``.
+    * ``stop_on``: ``triplets`` = validation triplet accuracy (loss breaks ties);
+      ``map10`` = validation mAP@10 (same product = relevant) over at most
+      ``validation_queries`` photos.
+    """
+
     margin: float = 0.1
     max_epochs: int = 30
     patience: int = 5
@@ -164,10 +210,22 @@ class DeepRankingConfig:
     mined_negatives: int = 10
     test_fraction: float = 0.25
     seed: int = 0
+    validation_fraction: float = 0.25
+    mining: Literal["fixed", "batch-hard", "semi-hard"] = "fixed"
+    mirror_positives: bool = False
+    hidden: int = 0
+    loss: Literal["cosine", "angle"] = "cosine"
+    margin_degrees: float = 5.0
+    stop_on: Literal["triplets", "map10"] = "triplets"
+    validation_queries: int = 2000
 
 
 @dataclass(frozen=True)
 class EpochReport:
+    """One epoch; ``test_*`` are measured on the *validation* products (the stopping set),
+    never on the scored ones. ``test_accuracy`` is what stopping ranks by: triplet accuracy,
+    or mAP@10 with ``stop_on="map10"``."""
+
     epoch: int
     train_loss: float
     test_loss: float
@@ -178,7 +236,7 @@ class EpochReport:
 @dataclass
 class TrainedProjection:
     net: ProjectionNet
-    unsupervised_accuracy: float
+    unsupervised_accuracy: float  # on the stopping set, as best_accuracy
     history: list[EpochReport] = field(default_factory=list)
     best_epoch: int = 0  # 0: no epoch beat the identity, which is kept
     best_accuracy: float = 0.0
@@ -188,7 +246,8 @@ class TrainedProjection:
 
 
 def _tensor(maps: np.ndarray, rows: Sequence[int], flipped: np.ndarray | None) -> torch.Tensor:
-    """Maps of ``rows``; row −k−1 means the mirror of row k (stored flip when present,
+    """Maps of ``rows`` as float32 (only these rows are converted: the catalog's maps stay
+    in their stored dtype); row −k−1 means the mirror of row k (stored flip when present,
     else the map mirrored along its width)."""
     out = []
     for r in rows:
@@ -201,13 +260,82 @@ def _tensor(maps: np.ndarray, rows: Sequence[int], flipped: np.ndarray | None) -
     return torch.stack(out)
 
 
+def _positive_rows(triplets: Sequence[tuple[int, int, int]]) -> list[int]:
+    return [p if p >= 0 else -a - 1 for a, p, _ in triplets]
+
+
 def _similarities(net, maps, flipped, triplets) -> tuple[torch.Tensor, torch.Tensor]:
     anchors = embed(net, _tensor(maps, [a for a, _, _ in triplets], flipped))
-    positives = embed(
-        net, _tensor(maps, [p if p >= 0 else -a - 1 for a, p, _ in triplets], flipped)
-    )
+    positives = embed(net, _tensor(maps, _positive_rows(triplets), flipped))
     negatives = embed(net, _tensor(maps, [n for _, _, n in triplets], flipped))
     return (anchors * positives).sum(1), (anchors * negatives).sum(1)
+
+
+def angle_hinge_loss(
+    sim_pos: torch.Tensor, sim_neg: torch.Tensor, margin_degrees: float
+) -> torch.Tensor:
+    """Mean of ``max(0, margin° + ∠(H, H+) − ∠(H, H−))``, angles = arccos of the
+    similarity in degrees (the seed's loss)."""
+    eps = 1e-6
+
+    def degrees(sim: torch.Tensor) -> torch.Tensor:
+        return torch.rad2deg(torch.arccos(sim.clamp(-1 + eps, 1 - eps)))
+
+    return torch.clamp(margin_degrees + degrees(sim_pos) - degrees(sim_neg), min=0).mean()
+
+
+def triplet_loss(
+    sim_pos: torch.Tensor, sim_neg: torch.Tensor, config: DeepRankingConfig
+) -> torch.Tensor:
+    """The configured training loss (``config.loss``)."""
+    if config.loss == "angle":
+        return angle_hinge_loss(sim_pos, sim_neg, config.margin_degrees)
+    return hinge_loss(sim_pos, sim_neg, config.margin)
+
+
+def hardest_negatives(
+    sims: torch.Tensor, other: torch.Tensor, sim_pos: torch.Tensor, *, semi_hard: bool
+) -> torch.Tensor:
+    """Each anchor's negative similarity re-mined in a batch: ``sims`` (B, M) anchor ×
+    candidate similarities, ``other`` (B, M) True where the candidate is another product.
+    Batch-hard: the most similar other product; semi-hard: the most similar one still
+    below the anchor's positive (``sim_pos``), else (none below) the most similar."""
+    masked = sims.masked_fill(~other, -torch.inf)
+    hardest = masked.max(dim=1).values
+    if not semi_hard:
+        return hardest
+    below = masked.masked_fill(masked >= sim_pos.detach()[:, None], -torch.inf)
+    easier = below.max(dim=1).values
+    return torch.where(torch.isfinite(easier), easier, hardest)
+
+
+def with_mirror_positives(
+    triplets: Sequence[tuple[int, int, int]],
+) -> list[tuple[int, int, int]]:
+    """The triplets plus, for every one whose positive is another photo, the same anchor
+    and negative with the anchor's mirror (−1) as the positive."""
+    return [*triplets, *((a, -1, n) for a, p, n in triplets if p >= 0)]
+
+
+def _batch_loss(net, maps, flipped, labels, batch, config: DeepRankingConfig) -> torch.Tensor:
+    rows = [a for a, _, _ in batch]
+    positive_rows = _positive_rows(batch)
+    negative_rows = [n for _, _, n in batch]
+    anchors = embed(net, _tensor(maps, rows, flipped))
+    positives = embed(net, _tensor(maps, positive_rows, flipped))
+    negatives = embed(net, _tensor(maps, negative_rows, flipped))
+    sim_pos = (anchors * positives).sum(1)
+    if config.mining == "fixed":
+        return triplet_loss(sim_pos, (anchors * negatives).sum(1), config)
+    candidates = torch.cat([anchors, positives, negatives])
+    candidate_rows = rows + positive_rows + negative_rows
+    own = labels[[r if r >= 0 else -r - 1 for r in rows]]
+    theirs = labels[[r if r >= 0 else -r - 1 for r in candidate_rows]]
+    other = torch.from_numpy(own[:, None] != theirs[None, :])
+    sim_neg = hardest_negatives(
+        anchors @ candidates.T, other, sim_pos, semi_hard=config.mining == "semi-hard"
+    )
+    return triplet_loss(sim_pos, sim_neg, config)
 
 
 @torch.no_grad()
@@ -218,6 +346,41 @@ def triplet_accuracy(net, maps, flipped, triplets, margin: float = 0.1) -> tuple
     net.eval()
     pos, neg = _similarities(net, maps, flipped, triplets)
     return float((pos > neg).float().mean()), float(hinge_loss(pos, neg, margin))
+
+
+@torch.no_grad()
+def space_vectors(net: nn.Module, maps: np.ndarray, rows: Sequence[int], batch: int = 256):
+    """Float32 unit vectors of ``rows`` in the space of ``net``, a batch converted at a
+    time."""
+    net.eval()
+    out = [
+        embed(net, _tensor(maps, rows[i : i + batch], None)).numpy()
+        for i in range(0, len(rows), batch)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _map10(net, maps, labels: np.ndarray, rows: Sequence[int]) -> float:
+    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+
+    vectors = space_vectors(net, maps, rows)
+    return retrieval_scores(ranked_neighbours(vectors, 10), labels[list(rows)]).map_at_10
+
+
+def _stopping_score(net, maps, flipped, labels, triplets, rows, config) -> tuple[float, float]:
+    """(what stopping ranks by, the validation hinge loss) on the validation products."""
+    accuracy, loss = triplet_accuracy(net, maps, flipped, triplets, config.margin)
+    if config.stop_on == "map10" and len(rows) > 1:
+        return _map10(net, maps, labels, rows), loss
+    return accuracy, loss
+
+
+def _query_sample(rows: Sequence[int], limit: int, seed: int) -> list[int]:
+    """At most ``limit`` of ``rows`` (seeded): mAP@10 over them costs O(limit²)."""
+    rows = [int(r) for r in rows]
+    if len(rows) <= limit:
+        return rows
+    return sorted(random.Random(seed).sample(rows, limit))
 
 
 def train_projection(
@@ -231,15 +394,27 @@ def train_projection(
     extra_triplets: Sequence[tuple[int, int, int]] = (),
     config: DeepRankingConfig | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    validation_rows: Sequence[int] = (),
 ) -> TrainedProjection:
-    """Train the projection; keep the epoch with the best held-out triplet accuracy."""
+    """Train the projection; keep the epoch that scores best on the stopping set:
+    ``test_triplets`` (triplets among the validation products) and, with
+    ``stop_on="map10"``, the retrieval of ``validation_rows``. Never pass the scored
+    products here: what stops training is what it was tuned on.
+
+    Memory: ``maps`` (and ``flipped``) stay as given (float16 or a memory map is fine);
+    only a batch of rows (3 × batch_size maps) is converted to float32 at a time."""
     config = config or DeepRankingConfig()
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
-    net = ProjectionNet(maps.shape[1])
-    before, _ = triplet_accuracy(net, maps, flipped, test_triplets)
+    labels = np.asarray(labels)
+    rows = _query_sample(validation_rows, config.validation_queries, config.seed)
+    net = ProjectionNet(maps.shape[1], config.hidden)
+
+    def score() -> tuple[float, float]:
+        return _stopping_score(net, maps, flipped, labels, test_triplets, rows, config)
+
+    before, before_loss = score()
     result = TrainedProjection(net, before)
-    _, before_loss = triplet_accuracy(net, maps, flipped, test_triplets, config.margin)
     best = ((before, -before_loss), copy.deepcopy(net.state_dict()))
     optimiser = torch.optim.Adam(
         net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -248,17 +423,18 @@ def train_projection(
         started = time.perf_counter()
         net.train()
         triplets = make_triplets(labels, train_rows, rng, negatives) + list(extra_triplets)
+        if config.mirror_positives:
+            triplets = with_mirror_positives(triplets)
         rng.shuffle(triplets)
         total = 0.0
         for start in range(0, len(triplets), config.batch_size):
             batch = triplets[start : start + config.batch_size]
-            pos, neg = _similarities(net, maps, flipped, batch)
-            loss = hinge_loss(pos, neg, config.margin)
+            loss = _batch_loss(net, maps, flipped, labels, batch, config)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             total += float(loss.detach()) * len(batch)
-        accuracy, test_loss = triplet_accuracy(net, maps, flipped, test_triplets, config.margin)
+        accuracy, test_loss = score()
         report = EpochReport(
             epoch,
             round(total / max(1, len(triplets)), 5),
@@ -269,7 +445,7 @@ def train_projection(
         result.history.append(report)
         if on_epoch:
             on_epoch(report)
-        if (accuracy, -test_loss) > best[0]:  # accuracy first, held-out loss breaks ties
+        if (accuracy, -test_loss) > best[0]:  # score first, validation loss breaks ties
             best = ((accuracy, -test_loss), copy.deepcopy(net.state_dict()))
             result.best_epoch = epoch
         elif epoch - result.best_epoch >= config.patience:
@@ -282,24 +458,57 @@ def train_projection(
 
 @dataclass
 class HeldOutFit:
-    """A projection trained with whole products held out, and how both spaces rank them."""
+    """A projection trained with whole products held out, and how both spaces rank the
+    scored ones (``test_*``: products neither trained nor stopped on)."""
 
     trained: TrainedProjection
     test_triplets: list[tuple[int, int, int]]
     unsupervised_map10: float
     supervised_map10: float
+    validation_triplets: list[tuple[int, int, int]] = field(default_factory=list)
+    unsupervised_accuracy: float = 0.0  # triplet accuracy on the scored products
+    supervised_accuracy: float = 0.0
+    validation: np.ndarray | None = None  # row mask of the validation products
 
 
-def held_out_split(labels: np.ndarray, config: DeepRankingConfig) -> np.ndarray:
-    """Row mask of the held-out products; refuses a split with < 2 products on a side."""
-    held_out = split_products(labels, config.test_fraction, config.seed)
-    split = np.array([label in held_out for label in labels])
-    if len(set(labels[~split])) < 2 or len(set(labels[split])) < 2:
+def _check_sides(labels: np.ndarray, sides: dict[str, np.ndarray]) -> None:
+    if any(len(set(labels[mask])) < 2 for mask in sides.values()):
+        counts = ", ".join(f"{len(set(labels[m]))} {name}" for name, m in sides.items())
         raise ValueError(
-            f"Deep Ranking needs at least 2 products on each side of the split; the catalog "
-            f"has {len(set(labels))} products: add products or lower the test fraction"
+            f"Deep Ranking needs at least 2 products on each side of the split ({counts}); "
+            f"the catalog has {len(set(labels))} products: add products or lower the test "
+            f"or validation fraction"
         )
+
+
+def held_out_split(
+    labels: np.ndarray,
+    config: DeepRankingConfig,
+    test_products: Collection[str] | None = None,
+) -> np.ndarray:
+    """Row mask of the scored (held-out) products: ``test_products`` when given (a bench
+    fixes them), else a seeded ``test_fraction`` of the products; refuses a split with
+    < 2 products on a side."""
+    labels = np.asarray(labels)
+    held_out = (
+        {str(p) for p in test_products}
+        if test_products is not None
+        else split_products(labels, config.test_fraction, config.seed)
+    )
+    split = np.array([label in held_out for label in labels])
+    _check_sides(labels, {"train": ~split, "held-out": split})
     return split
+
+
+def validation_split(labels: np.ndarray, split: np.ndarray, config: DeepRankingConfig):
+    """Row mask of the validation products: a seeded ``validation_fraction`` of the
+    products *outside* ``split`` (the scored ones), so stopping never sees a scored photo;
+    refuses a split that leaves < 2 products to train or to validate on."""
+    labels = np.asarray(labels)
+    chosen = split_products(labels[~split], config.validation_fraction, config.seed + 1)
+    validation = np.array([label in chosen for label in labels]) & ~split
+    _check_sides(labels, {"train": ~split & ~validation, "validation": validation})
+    return validation
 
 
 def fit_held_out(
@@ -313,37 +522,102 @@ def fit_held_out(
     extra_train: Sequence[tuple[int, int, int]] = (),
     extra_test: Sequence[tuple[int, int, int]] = (),
     on_epoch: Callable[[EpochReport], None] | None = None,
+    validation: np.ndarray | None = None,
+    extra_validation: Sequence[tuple[int, int, int]] = (),
 ) -> HeldOutFit:
-    """Mine negatives in the unsupervised space, train on the products outside ``split``,
-    stop early on triplets among the held-out ones, and score both spaces there (mAP@10,
-    same product = relevant)."""
+    """Mine negatives in the unsupervised space, train on the products outside ``split``
+    and ``validation`` (default :func:`validation_split`), stop early on the validation
+    products, and score both spaces on the ``split`` products, which neither training nor
+    stopping saw (triplet accuracy, mAP@10 with same product = relevant).
+
+    Memory: ``maps`` / ``flipped`` may be float16 or memory-mapped; the unsupervised
+    vectors are float16 ((N, H·W·C) × 2 bytes) and converted a block at a time."""
     from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
-    from tiefvision_core.similarity.unsupervised import similarity_vectors
 
     config = config or DeepRankingConfig()
-    train_rows = [int(i) for i in np.flatnonzero(~split)]
+    labels = np.asarray(labels)
+    validation = validation_split(labels, split, config) if validation is None else validation
+    train_rows = [int(i) for i in np.flatnonzero(~split & ~validation)]
+    validation_rows = [int(i) for i in np.flatnonzero(validation)]
     test_rows = [int(i) for i in np.flatnonzero(split)]
-    unsupervised = similarity_vectors(maps)
-    negatives = mine_negatives(unsupervised, labels, config.mined_negatives, neighbours=neighbours)
+    unsupervised = unsupervised_vectors(maps)
+    negatives = _mine_each_side(
+        unsupervised, labels, (train_rows, validation_rows, test_rows), config, neighbours
+    )
+    validation_triplets = make_triplets(
+        labels, validation_rows, random.Random(config.seed + 2), negatives
+    ) + list(extra_validation)
     test_triplets = make_triplets(labels, test_rows, random.Random(config.seed + 1), negatives)
     test_triplets += list(extra_test)
+    identity = ProjectionNet(maps.shape[1])
+    unsupervised_accuracy, _ = triplet_accuracy(identity, maps, flipped, test_triplets)
     trained = train_projection(
         maps,
         labels,
         train_rows,
-        test_triplets,
+        validation_triplets,
         flipped=flipped,
         negatives=negatives,
         extra_triplets=extra_train,
         config=config,
         on_epoch=on_epoch,
+        validation_rows=validation_rows,
     )
-    with torch.no_grad():
-        supervised = embed(trained.net, torch.from_numpy(np.asarray(maps[test_rows], np.float32)))
+    supervised_accuracy, _ = triplet_accuracy(trained.net, maps, flipped, test_triplets)
 
     def map10(vectors: np.ndarray) -> float:
         return retrieval_scores(ranked_neighbours(vectors, 10), labels[test_rows]).map_at_10
 
     return HeldOutFit(
-        trained, test_triplets, map10(unsupervised[test_rows]), map10(supervised.numpy())
+        trained,
+        test_triplets,
+        map10(np.asarray(unsupervised[test_rows], np.float32)),
+        map10(space_vectors(trained.net, maps, test_rows)),
+        validation_triplets=validation_triplets,
+        unsupervised_accuracy=unsupervised_accuracy,
+        supervised_accuracy=supervised_accuracy,
+        validation=validation,
     )
+
+
+def _mine_each_side(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    sides: Sequence[Sequence[int]],
+    config: DeepRankingConfig,
+    neighbours: Callable[[np.ndarray, int], np.ndarray] | None,
+) -> list[list[int]]:
+    """Negatives mined among each side's own photos only (train, validation, scored), so
+    the photos of one side never take the place of another's: training and stopping are
+    the same whatever the scored photos are. Through ``neighbours`` (an index over the
+    whole catalog) the rows of other sides are dropped from its answers."""
+    negatives: list[list[int]] = [[] for _ in range(len(labels))]
+    for rows in sides:
+        rows = list(rows)
+        local = None
+        if neighbours is not None:
+            to_local = np.full(len(labels), -1, np.int64)
+            to_local[rows] = np.arange(len(rows))
+
+            def local(queries: np.ndarray, k: int, to_local=to_local) -> np.ndarray:
+                found = neighbours(queries, k)
+                return np.where(found >= 0, to_local[np.maximum(found, 0)], -1)
+
+        mined = mine_negatives(
+            vectors[rows], labels[rows], config.mined_negatives, neighbours=local
+        )
+        for row, picked in zip(rows, mined, strict=True):
+            negatives[row] = [rows[j] for j in picked]
+    return negatives
+
+
+def unsupervised_vectors(maps: np.ndarray, block: int = 1024) -> np.ndarray:
+    """The unsupervised space's vectors of every map as float16, ``block`` maps converted
+    at a time (``similarity_vectors`` of the whole catalog would be N × H·W·C float32)."""
+    from tiefvision_core.similarity.unsupervised import similarity_vectors
+
+    n, c, h, w = maps.shape
+    out = np.empty((n, c * h * w), np.float16)
+    for start in range(0, n, block):
+        out[start : start + block] = similarity_vectors(maps[start : start + block])
+    return out

@@ -3,10 +3,17 @@
 Layout::
 
     models/similarity/<version>/weights.pt      ProjectionNet state dict
-    models/similarity/<version>/metadata.json   encoder version, triplet sources, split,
+    models/similarity/<version>/metadata.json   encoder version, head, triplet sources,
+                                                split (scored and validation products),
                                                 config, per-epoch metrics, evaluation
     models/similarity/<version>/loss-curves.png
     models/similarity/CURRENT                   switched after the files are written
+
+Memory: the box encodings are read ``_BLOCK`` photos at a time and kept only on the
+similarity grid in float16: N × C × 3 × 3 × 2 bytes, twice with the mirrors (EfficientNet-
+Lite0, C = 1280: 23 KB per photo, 4.6 GB for 100,000 photos with mirrors), plus the
+unsupervised vectors (as much again as the plain maps) that mine the negatives; training
+converts one batch to float32 at a time.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -26,7 +33,7 @@ import torch
 
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.encoders import Encoder
-from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
+from tiefvision_core.encoding.shards import read_encodings, row_keys, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.similarity.deep_ranking import (
     DeepRankingConfig,
@@ -34,6 +41,7 @@ from tiefvision_core.similarity.deep_ranking import (
     ProjectionNet,
     fit_held_out,
     held_out_split,
+    validation_split,
 )
 from tiefvision_core.similarity.unsupervised import similarity_grid
 from tiefvision_core.storage.layout import SIMILARITY_CURRENT, SIMILARITY_PREFIX
@@ -63,25 +71,51 @@ class SimilarityRun:
     epochs: int
     metrics: list[dict[str, float]]
     model_uri: str
+    validation_products: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def _encodings(store: Store, encoder: Encoder):
-    table = read_encodings(store, encoder.name, encoder.version, kind="box")
-    if table.num_rows == 0:
+_BLOCK = 4096  # photos whose full encoder maps are read at once
+
+
+def _encodings(store: Store, encoder: Encoder, block: int = _BLOCK):
+    """(ids, maps, flipped): the box crops on the similarity grid, float16, and their
+    mirrors in the same order (None unless every photo has one). Read ``block`` photos at
+    a time, so the full encoder maps of the whole catalog are never in memory at once."""
+    manifest = read_manifest(store)
+    name, version = encoder.name, encoder.version
+    keys = read_encodings(store, name, version, kind="box", columns=["box"], manifest=manifest)
+    if keys.num_rows == 0:
         raise InputError("no box-crop encodings yet: run `tiefvision rebuild-index` first")
-    plain = table.filter(pc.invert(table["flipped"]))
-    mirrored = table.filter(table["flipped"])
-    ids = plain["image_id"].to_pylist()
-    maps = similarity_grid(vectors_as_maps(plain))
-    flipped = None
-    if mirrored.num_rows:
-        order = {image_id: i for i, image_id in enumerate(mirrored["image_id"].to_pylist())}
-        if all(i in order for i in ids):
-            all_flipped = similarity_grid(vectors_as_maps(mirrored))
-            flipped = all_flipped[[order[i] for i in ids]]
+    plain_keys = keys.filter(pc.invert(keys["flipped"]))
+    ids = plain_keys["image_id"].to_pylist()
+    position = {image_id: i for i, image_id in enumerate(ids)}
+    has_mirrors = set(keys.filter(keys["flipped"])["image_id"].to_pylist()) >= set(ids)
+    all_keys = row_keys(plain_keys)
+    maps = flipped = None
+    for start in range(0, len(all_keys), block):
+        part = read_encodings(
+            store,
+            name,
+            version,
+            kind="box",
+            only=all_keys[start : start + block],
+            manifest=manifest,
+        )
+        for mirrored in (False, True):
+            if mirrored and not has_mirrors:
+                continue
+            rows = part.filter(part["flipped"] if mirrored else pc.invert(part["flipped"]))
+            grid = similarity_grid(vectors_as_maps(rows)).astype(np.float16)
+            if maps is None:
+                maps = np.empty((len(ids), *grid.shape[1:]), np.float16)
+                flipped = np.empty_like(maps) if has_mirrors else None
+            target = flipped if mirrored else maps
+            assert target is not None
+            target[[position[i] for i in rows["image_id"].to_pylist()]] = grid
+    assert maps is not None
     return ids, maps, flipped
 
 
@@ -121,9 +155,11 @@ def _labels(store: Store, ids: list[str]) -> np.ndarray:
     return np.array([str(products.get(i) or f"unlabelled:{i}") for i in ids])
 
 
-def _annotated(triplets: pd.DataFrame | None, rows: dict[str, int], split: np.ndarray):
-    """Annotated triplets whose three photos are on one side of the split."""
-    train, test, dropped = [], [], 0
+def _annotated(triplets: pd.DataFrame | None, rows: dict[str, int], sides: np.ndarray):
+    """Annotated triplets by the side their three photos are on (``sides``: 0 train,
+    1 validation, 2 scored); (train, validation, scored, dropped: unknown or across)."""
+    kept: tuple[list, list, list] = ([], [], [])
+    dropped = 0
     records = [] if triplets is None else triplets.to_dict("records")
     for r in records:
         ids = (r["reference"], r["positive"], r["negative"])
@@ -131,14 +167,12 @@ def _annotated(triplets: pd.DataFrame | None, rows: dict[str, int], split: np.nd
             dropped += 1
             continue
         triple = tuple(rows[i] for i in ids)
-        sides = {bool(split[t]) for t in triple}
-        if sides == {False}:
-            train.append(triple)
-        elif sides == {True}:
-            test.append(triple)
+        on = {int(sides[t]) for t in triple}
+        if len(on) == 1:
+            kept[on.pop()].append(triple)
         else:
             dropped += 1
-    return train, test, dropped
+    return *kept, dropped
 
 
 def _curves_png(history: list[EpochReport], before: float) -> bytes:
@@ -150,14 +184,14 @@ def _curves_png(history: list[EpochReport], before: float) -> bytes:
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
     epochs = [e.epoch for e in history]
     left.plot(epochs, [e.train_loss for e in history], label="train")
-    left.plot(epochs, [e.test_loss for e in history], label="held-out")
+    left.plot(epochs, [e.test_loss for e in history], label="validation")
     left.set_xlabel("epoch")
     left.set_ylabel("hinge loss")
     left.legend()
     right.plot(epochs, [e.test_accuracy for e in history], label="supervised")
     right.axhline(before, color="grey", linestyle=":", label="unsupervised")
     right.set_xlabel("epoch")
-    right.set_ylabel("held-out triplet accuracy")
+    right.set_ylabel("validation score (stopping)")
     right.legend()
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -186,22 +220,28 @@ def fit_similarity(
     config: DeepRankingConfig | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     neighbour_index: OpenedIndex | None = None,
+    test_products: Collection[str] | None = None,
 ) -> SimilarityRun:
     """Train the projection on the catalog's box crops; save it and switch CURRENT.
 
-    ``neighbour_index``: the live unsupervised index, whose search then finds the hard
-    negatives (see :func:`tiefvision_core.index.versions.open_live_index`); passed in, not
-    opened here, so similarity training never reaches into the index stage."""
+    Three disjoint sets of products: training, validation (stops training) and the scored
+    ones (``test_products`` when given, else a seeded ``test_fraction``), which neither
+    training nor stopping sees. ``neighbour_index``: the live unsupervised index, whose
+    search then finds the hard negatives (see
+    :func:`tiefvision_core.index.versions.open_live_index`); passed in, not opened here, so
+    similarity training never reaches into the index stage."""
     config = config or DeepRankingConfig()
     ids, maps, flipped = _encodings(store, encoder)
     labels = _labels(store, ids)
     try:
-        split = held_out_split(labels, config)
+        split = held_out_split(labels, config, test_products)
+        validation = validation_split(labels, split, config)
     except ValueError as error:
         raise InputError(str(error)) from None
     held_out = set(labels[split])
     rows = {image_id: i for i, image_id in enumerate(ids)}
-    extra_train, extra_test, dropped = _annotated(triplets, rows, split)
+    sides = np.where(split, 2, np.where(validation, 1, 0))
+    extra_train, extra_validation, extra_test, dropped = _annotated(triplets, rows, sides)
     dimension = maps.shape[1] * maps.shape[2] * maps.shape[3]
     fit = fit_held_out(
         maps,
@@ -213,6 +253,8 @@ def fit_similarity(
         extra_train=extra_train,
         extra_test=extra_test,
         on_epoch=on_epoch,
+        validation=validation,
+        extra_validation=extra_validation,
     )
     trained, test_triplets = fit.trained, fit.test_triplets
     unsupervised_map, supervised_map = fit.unsupervised_map10, fit.supervised_map10
@@ -226,8 +268,10 @@ def fit_similarity(
     prefix = f"{PREFIX}{version}/"
     triplet_counts = {
         "annotated_train": len(extra_train),
+        "annotated_validation": len(extra_validation),
         "annotated_test": len(extra_test),
         "annotated_dropped": dropped,
+        "validation": len(fit.validation_triplets),
         "test": len(test_triplets),
     }
     metadata = {
@@ -235,15 +279,22 @@ def fit_similarity(
         "encoder": encoder.name,
         "encoder_version": encoder.version,
         "channels": int(maps.shape[1]),
+        "head": {"hidden": config.hidden},
         "similarity_grid": [int(maps.shape[2]), int(maps.shape[3])],
         "annotations": snapshot,
         "triplets": triplet_counts,
         "held_out_products": sorted(held_out),
+        "validation_products": sorted(set(labels[validation])),
         "config": asdict(config),
         "metrics": trained.metrics(),
         "best_epoch": trained.best_epoch,
         "evaluation": {
             "held_out_triplet_accuracy": {
+                "unsupervised": fit.unsupervised_accuracy,
+                "supervised": fit.supervised_accuracy,
+            },
+            "validation": {
+                "stopped_on": config.stop_on,
                 "unsupervised": trained.unsupervised_accuracy,
                 "supervised": trained.best_accuracy,
             },
@@ -261,18 +312,19 @@ def fit_similarity(
     store.publish_pointer(CURRENT, version)
     return SimilarityRun(
         version=version,
-        train_products=len(set(labels[~split])),
+        train_products=len(set(labels[~split & ~validation])),
         test_products=len(held_out),
         test_triplets=len(test_triplets),
         annotated_triplets=triplet_counts,
-        unsupervised_accuracy=trained.unsupervised_accuracy,
-        supervised_accuracy=trained.best_accuracy,
+        unsupervised_accuracy=fit.unsupervised_accuracy,
+        supervised_accuracy=fit.supervised_accuracy,
         unsupervised_map10=unsupervised_map,
         supervised_map10=supervised_map,
         best_epoch=trained.best_epoch,
         epochs=len(trained.history),
         metrics=trained.metrics(),
         model_uri=store.uri(prefix),
+        validation_products=len(set(labels[validation])),
     )
 
 
@@ -288,7 +340,8 @@ def load_projection(store: Store, encoder_version: str, version: str | None = No
             f"similarity model {version} was trained on {metadata['encoder_version']}, "
             f"but {encoder_version} was requested; retrain with `tiefvision train-triplets`"
         )
-    net = ProjectionNet(metadata["channels"])
+    # Models saved before the deeper head have no "head": the seed's 1×1 projection.
+    net = ProjectionNet(metadata["channels"], int(metadata.get("head", {}).get("hidden", 0)))
     state = torch.load(
         io.BytesIO(store.get_bytes(f"{PREFIX}{version}/weights.pt")), weights_only=True
     )

@@ -11,13 +11,19 @@ import torch
 from tiefvision_core.similarity.deep_ranking import (
     DeepRankingConfig,
     ProjectionNet,
+    angle_hinge_loss,
     embed,
+    fit_held_out,
+    hardest_negatives,
+    held_out_split,
     hinge_loss,
     make_triplets,
     mine_negatives,
     split_products,
     train_projection,
     triplet_accuracy,
+    validation_split,
+    with_mirror_positives,
 )
 from tiefvision_core.similarity.retrieval import ranked_neighbours
 from tiefvision_core.similarity.unsupervised import similarity_vectors
@@ -160,3 +166,69 @@ def test_make_triplets_draws_what_the_list_building_version_drew(seed: int) -> N
     assert make_triplets(labels, lonely, random.Random(seed), negatives) == (
         _make_triplets_by_lists(labels, lonely, random.Random(seed), negatives)
     )
+
+
+def test_batch_hard_and_semi_hard_re_mine_each_anchors_negative() -> None:
+    sims = torch.tensor([[0.9, 0.8, 0.5, 0.3], [0.2, 0.95, 0.7, 0.1], [0.3, 0.2, 0.1, 0.06]])
+    other = torch.tensor([[False, True, True, True], [True, False, True, True], [True] * 4])
+    sim_pos = torch.tensor([0.6, 0.9, 0.05])
+    hard = hardest_negatives(sims, other, sim_pos, semi_hard=False)
+    # Row 0: its own product (0.9) is never a negative; the hardest other is 0.8.
+    assert hard.tolist() == pytest.approx([0.8, 0.7, 0.3])
+    semi = hardest_negatives(sims, other, sim_pos, semi_hard=True)
+    # Below the positive: 0.5 (< 0.6), 0.7 (< 0.9); none below 0.05: the hardest, 0.3.
+    assert semi.tolist() == pytest.approx([0.5, 0.7, 0.3])
+
+
+def test_every_anchor_gets_its_mirror_as_a_second_positive() -> None:
+    triplets = [(0, 1, 5), (2, -1, 6), (3, 4, 7)]
+    assert with_mirror_positives(triplets) == [*triplets, (0, -1, 5), (3, -1, 7)]
+
+
+def test_angle_loss_on_hand_computed_cases() -> None:
+    pos = torch.tensor([np.cos(np.radians(10.0)), np.cos(np.radians(30.0))])
+    neg = torch.tensor([np.cos(np.radians(50.0)), np.cos(np.radians(32.0))])
+    # max(0, 5 + ∠pos − ∠neg): max(0, 5 + 10 − 50) = 0, max(0, 5 + 30 − 32) = 3
+    assert angle_hinge_loss(pos, neg, 5.0).item() == pytest.approx(1.5, abs=1e-3)
+
+
+def test_deeper_head_starts_as_the_identity_and_keeps_the_shape() -> None:
+    maps = torch.from_numpy(np.random.default_rng(2).normal(size=(5, 16, 3, 3)).astype("f4"))
+    net = ProjectionNet(16, hidden=8)
+    assert net(maps).shape == maps.shape
+    np.testing.assert_allclose(net(maps).detach().numpy(), maps.numpy(), atol=1e-6)
+    vectors = embed(net, maps)
+    assert torch.allclose((vectors * vectors).sum(1), torch.ones(5), atol=1e-5)
+    # A trained branch changes the map: the head is more than the 1×1 projection.
+    with torch.no_grad():
+        net.branch[2].weight.normal_()
+    assert not torch.allclose(net(maps), maps, atol=1e-3)
+    # The seed's network is the head without the branch: its state dict has conv.* only.
+    assert set(ProjectionNet(16).state_dict()) == {"conv.weight", "conv.bias"}
+
+
+def test_three_disjoint_product_sets_and_the_scored_ones_never_steer_training() -> None:
+    """Train, validation and scored products are disjoint; replacing every scored photo by
+    noise changes neither the epochs nor the kept model (stopping never saw them)."""
+    rng = np.random.default_rng(0)
+    labels = np.array([f"p{i}" for i in range(16) for _ in range(3)])
+    maps = rng.normal(size=(16, 8, 2, 2))[np.arange(48) // 3] + rng.normal(size=(48, 8, 2, 2))
+    maps = maps.astype(np.float32)
+    config = DeepRankingConfig(max_epochs=4, patience=4, learning_rate=1e-2, batch_size=8)
+    split = held_out_split(labels, config, ["p0", "p1", "p2", "p3"])
+    validation = validation_split(labels, split, config)
+    train = ~split & ~validation
+    sets = [set(labels[mask]) for mask in (train, validation, split)]
+    assert sets[2] == {"p0", "p1", "p2", "p3"} and all(sets)
+    assert not (sets[0] & sets[1]) and not (sets[0] & sets[2]) and not (sets[1] & sets[2])
+    first = fit_held_out(maps, labels, split, config=config)
+    noisy = maps.copy()
+    noisy[split] = rng.normal(size=noisy[split].shape) * 5
+    second = fit_held_out(noisy, labels, split, config=config)
+    assert np.array_equal(first.validation, validation)
+    assert [(e.train_loss, e.test_loss, e.test_accuracy) for e in first.trained.history] == [
+        (e.train_loss, e.test_loss, e.test_accuracy) for e in second.trained.history
+    ]
+    assert first.trained.best_epoch == second.trained.best_epoch
+    for name, value in first.trained.net.state_dict().items():
+        assert torch.equal(value, second.trained.net.state_dict()[name]), name

@@ -28,6 +28,7 @@ from tiefvision_core.similarity import (
     similarity_grid,
     split_products,
 )
+from tiefvision_core.similarity.deep_ranking import validation_split
 from tiefvision_core.storage.stores import LocalStore
 
 PRODUCTS, VIEWS = 8, 2
@@ -78,14 +79,17 @@ def test_a_run_writes_its_version_then_switches_current(store: LocalStore, lite0
     assert metadata["encoder_version"] == lite0.version and metadata["config"] == asdict(FAST)
     assert set(metadata["held_out_products"]) == split_products(_ids(), 0.25, FAST.seed)
     assert len(metadata["held_out_products"]) == run.test_products
-    assert run.train_products + run.test_products == PRODUCTS
+    assert len(metadata["validation_products"]) == run.validation_products == 2
+    assert not set(metadata["validation_products"]) & set(metadata["held_out_products"])
+    assert run.train_products + run.validation_products + run.test_products == PRODUCTS
     assert run.epochs == len(epochs) == len(metadata["metrics"]) <= FAST.max_epochs
     assert metadata["evaluation"]["held_out_triplet_accuracy"] == {
         "unsupervised": run.unsupervised_accuracy,
         "supervised": run.supervised_accuracy,
     }
-    # The kept epoch is never worse than the identity it started from.
-    assert run.supervised_accuracy >= run.unsupervised_accuracy
+    # The kept epoch is never worse on the stopping set than the identity it started from.
+    validation = metadata["evaluation"]["validation"]
+    assert validation["supervised"] >= validation["unsupervised"]
 
     _, loaded = load_projection(store, lite0.version)
     assert loaded["version"] == run.version and loaded["channels"] == metadata["channels"]
@@ -128,23 +132,30 @@ def test_a_model_of_another_encoder_version_is_refused(store: LocalStore, lite0)
 def test_annotated_triplets_join_one_side_of_the_split_or_are_dropped(
     store: LocalStore, lite0
 ) -> None:
-    held_out = split_products(_ids(), FAST.test_fraction, FAST.seed)  # the run's split
+    test = ["p0000", "p0001"]  # the scored products, fixed from outside
     ids = {p: [image_id_for(f"{p}/view-{v}.jpg") for v in range(1, VIEWS + 1)] for p in _ids()}
-    train = [p for p in ids if p not in held_out]
-    test = sorted(held_out)
+    labels = np.array(_ids())
+    validation = sorted(labels[validation_split(labels, np.isin(labels, test), FAST)])
+    train = [p for p in ids if p not in test and p not in validation]
     triplets = pd.DataFrame(
         [
             (ids[train[0]][0], ids[train[0]][1], ids[train[1]][0]),  # all in training
             (ids[test[0]][0], ids[test[0]][1], ids[test[1]][0]),  # all held out
+            (ids[validation[0]][0], ids[validation[0]][1], ids[validation[1]][0]),
             (ids[train[0]][0], ids[train[0]][1], ids[test[0]][0]),  # across the split
+            (ids[train[0]][0], ids[train[0]][1], ids[validation[0]][0]),  # across too
             ("no-such-photo", ids[train[0]][1], ids[train[1]][0]),  # not in the catalog
         ],
         columns=["reference", "positive", "negative"],
     )
-    run = fit_similarity(store, lite0, triplets=triplets, config=FAST)
+    run = fit_similarity(store, lite0, triplets=triplets, config=FAST, test_products=test)
+    metadata = json.loads(store.get_bytes(f"models/similarity/{run.version}/metadata.json"))
+    assert metadata["held_out_products"] == test
+    assert metadata["validation_products"] == validation
     assert run.annotated_triplets["annotated_train"] == 1
+    assert run.annotated_triplets["annotated_validation"] == 1
     assert run.annotated_triplets["annotated_test"] == 1
-    assert run.annotated_triplets["annotated_dropped"] == 2
+    assert run.annotated_triplets["annotated_dropped"] == 3
     # The held-out one is scored with the mined ones.
     assert run.test_triplets == run.annotated_triplets["test"]
 
@@ -170,3 +181,35 @@ def test_no_encodings_or_no_product_ids_say_what_to_do(lite0, tmp_path: Path) ->
     with pytest.raises(InputError, match="product_id column"):
         fit_similarity(unlabelled, lite0, config=FAST)
     assert unlabelled.read_pointer(CURRENT) is None
+
+
+@pytest.mark.parametrize("hidden", [None, 0, 6])
+def test_models_load_with_their_head_and_those_saved_before_heads_too(
+    tmp_path: Path, hidden: int | None
+) -> None:
+    """A model saved before the deeper head (metadata without "head", conv.* weights) loads
+    as the seed's 1×1 projection; one with a head loads with its branch and projects."""
+    import io
+
+    import torch
+
+    from tiefvision_core.similarity.deep_ranking import ProjectionNet
+
+    store = LocalStore(tmp_path / "store")
+    net = ProjectionNet(4, hidden or 0)
+    with torch.no_grad():
+        for value in net.state_dict().values():
+            value.add_(0.1)  # not the identity: the loaded weights must be these
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    metadata: dict[str, object] = {"version": "v1", "encoder_version": "enc", "channels": 4}
+    if hidden is not None:
+        metadata["head"] = {"hidden": hidden}
+    store.put_bytes("models/similarity/v1/weights.pt", buffer.getvalue())
+    store.put_bytes("models/similarity/v1/metadata.json", json.dumps(metadata).encode())
+    loaded, _ = load_projection(store, "enc", "v1")
+    assert loaded.hidden == (hidden or 0)
+    maps = np.random.default_rng(0).normal(size=(3, 4, 3, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(maps)).numpy()
+    np.testing.assert_allclose(projected_maps(loaded, maps), expected, atol=1e-6)
