@@ -19,6 +19,7 @@ with a note saying why and what to do; it is not an error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -60,8 +61,11 @@ __all__ = [
     "evaluate_space",
     "evaluation_history",
     "live_neighbours",
+    "sample_mask",
     "score_version",
+    "search_queries",
     "space_queries",
+    "write_scores",
 ]
 
 _COORDS = ["left", "top", "right", "bottom"]
@@ -211,6 +215,36 @@ class SpaceQueries:
         ids, shas = opened.column("image_id"), opened.column("sha256")
         return [(ids[row], shas[row]) for row in self.rows]
 
+    def subset(self, keep: np.ndarray) -> SpaceQueries:
+        """Only the asking rows ``keep`` (a mask over ``rows``) ask; the gallery and the
+        labels stay whole, so each still searches every photo."""
+        return SpaceQueries(self.labels, self.rows[keep], self.scope)
+
+
+def _photo_keys(photos: Sequence[tuple[str, str]]) -> np.ndarray:
+    """A pseudo-random 64-bit key per (image_id, sha256), the same in every process and
+    every version: a sample drawn by it is the same photos wherever they are asked."""
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(f"{i}\0{s}".encode(), digest_size=8).digest(), "big")
+            for i, s in photos
+        ],
+        np.uint64,
+    )
+
+
+def sample_mask(photos: Sequence[tuple[str, str]], cap: int | None) -> np.ndarray:
+    """Which of ``photos`` ask: all of them up to ``cap`` (None: no cap), else the ``cap``
+    with the smallest stable key (:func:`_photo_keys`). Why by key, not at random: two
+    versions sampled from the same photos ask the same ones, and so does the next run, so
+    a difference between two scores is the search's, not the draw's."""
+    keep = np.ones(len(photos), bool)
+    if cap is None or len(photos) <= cap:
+        return keep
+    keep[:] = False
+    keep[np.argsort(_photo_keys(photos), kind="stable")[:cap]] = True
+    return keep
+
 
 def space_queries(store: Store, opened: OpenedIndex) -> SpaceQueries | str:
     """Who asks and who is relevant in ``opened`` — or why it cannot be scored. Relevant:
@@ -248,12 +282,15 @@ def space_queries(store: Store, opened: OpenedIndex) -> SpaceQueries | str:
 
 @dataclass(frozen=True)
 class VersionScores:
-    """One version scored: what its ``evaluation.json`` holds, and the ranking it was
-    computed from (so a comparison on a subset of its queries searches nothing again)."""
+    """One version searched: the ranking of each asking photo (so a comparison on a subset
+    of its queries searches nothing again) and what ``evaluation.json`` holds of it."""
 
-    result: dict[str, object]
+    version: str
+    gallery: int  # photos the version answers from
     queries: SpaceQueries
     neighbours: np.ndarray  # (len(queries.rows), 10) index rows, -1 where fewer
+    #: How many photos could have asked; above ``len(queries.rows)`` the rows are a sample.
+    asking: int | None = None
 
     def on(self, keep: np.ndarray) -> RetrievalScores:
         """The scores of the asking rows ``keep`` (a mask over ``queries.rows``) alone."""
@@ -261,25 +298,57 @@ class VersionScores:
             self.neighbours[keep], self.queries.labels, queries=self.queries.rows[keep]
         )
 
+    def summary(self, keep: np.ndarray | None = None, asking: int | None = None) -> dict:
+        """The ``evaluation.json`` record of the asking rows ``keep`` (default: all);
+        ``asking`` above the rows scored makes them a sample: ``sampled_from`` says of how
+        many photos, so a later reader does not take a sample's score for the whole's."""
+        keep = np.ones(len(self.queries.rows), bool) if keep is None else keep
+        rows = self.queries.rows[keep]
+        result: dict[str, object] = {
+            "version": self.version,
+            **self.on(keep).as_dict(),
+            "products": len(set(self.queries.labels[rows])),
+            "scope": self.queries.scope,
+            "gallery": self.gallery,
+        }
+        if asking is not None and asking > len(rows):
+            result["sampled_from"] = asking
+        return result
 
-def score_version(store: Store, opened: OpenedIndex) -> VersionScores | str:
+    @property
+    def result(self) -> dict[str, object]:
+        """The record of every row searched (what :func:`score_version` writes)."""
+        return self.summary(asking=self.asking)
+
+
+def search_queries(
+    opened: OpenedIndex, queries: SpaceQueries, asking: int | None = None
+) -> VersionScores:
+    """Search each asking row of ``queries`` in ``opened`` as a user would (nothing is
+    written): the one search a score or a comparison needs."""
+    neighbours = live_neighbours(opened, queries.rows)
+    return VersionScores(opened.version, len(opened.ids), queries, neighbours, asking)
+
+
+def write_scores(store: Store, opened: OpenedIndex, result: dict[str, object]) -> None:
+    """``result`` as ``<index version>/evaluation.json``: what ``evaluate --history`` reads."""
+    key = index_evaluation_key(opened.space, opened.version)
+    store.put_bytes(key, json.dumps(result, indent=1).encode())
+
+
+def score_version(
+    store: Store, opened: OpenedIndex, *, max_queries: int | None = None
+) -> VersionScores | str:
     """P@1, P@5, mAP@10 of an index version (live or not) as search answers, written to
-    ``<index version>/evaluation.json``; or why it cannot be scored."""
+    ``<index version>/evaluation.json``; or why it cannot be scored. ``max_queries``: ask
+    at most that many photos, a stable sample (:func:`sample_mask`); None: every one."""
     queries = space_queries(store, opened)
     if isinstance(queries, str):
         return queries
-    neighbours = live_neighbours(opened, queries.rows)
-    scores = retrieval_scores(neighbours, queries.labels, queries=queries.rows)
-    result: dict[str, object] = {
-        "version": opened.version,
-        **scores.as_dict(),
-        "products": len(set(queries.labels[queries.rows])),
-        "scope": queries.scope,
-        "gallery": len(opened.ids),
-    }
-    key = index_evaluation_key(opened.space, opened.version)
-    store.put_bytes(key, json.dumps(result, indent=1).encode())
-    return VersionScores(result, queries, neighbours)
+    asked = queries.subset(sample_mask(queries.photos(opened), max_queries))
+    scored = search_queries(opened, asked, len(queries.rows))
+    write_scores(store, opened, scored.result)
+    return scored
 
 
 def evaluate_space(store: Store, space: str) -> tuple[dict[str, object] | None, str | None]:
