@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -19,10 +20,17 @@ from tiefvision_core.locator.evaluation import (
     LocatorEvaluation,
     draw_box_grid,
     evaluate_boxes,
+    iou,
     iou_histogram_png,
     png_bytes,
 )
-from tiefvision_core.locator.model import LocatedBox, WindowGeometry, locate_in_maps
+from tiefvision_core.locator.model import (
+    LocatedBox,
+    LocatorHeads,
+    TargetScaler,
+    WindowGeometry,
+    locate_in_maps,
+)
 from tiefvision_core.locator.store import LocatorModel, save_locator
 from tiefvision_core.locator.training import (
     EpochMetrics,
@@ -34,7 +42,7 @@ from tiefvision_core.locator.training import (
 from tiefvision_core.storage.layout import locator_prefix
 from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, Store, read_source
 
-__all__ = ["LocatorRun", "evaluate_samples", "fit_locator"]
+__all__ = ["LocatorRun", "evaluate_samples", "fit_locator", "located_iou_score"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,24 @@ def evaluate_samples(
     }
 
 
+def located_iou_score(
+    samples: Sequence[MapSample], geometry: WindowGeometry, threshold: float
+) -> Callable[[LocatorHeads, TargetScaler], float]:
+    """Early stopping's score when it watches boxes (``TrainConfig.stop_on="iou"``): the
+    mean IoU of the located boxes of ``samples``' photos (all scales together, the default
+    box rule) with their true boxes."""
+    by_image = {s.image_id: s for s in samples}
+    ids = sorted(by_image)
+    truth = np.array([by_image[i].box for i in ids], np.float64)
+
+    def score(heads: LocatorHeads, scaler: TargetScaler) -> float:
+        located = evaluate_samples(TrainedLocator(heads, scaler), samples, geometry, threshold)
+        boxes = np.array([located[i].box for i in ids], np.float64)
+        return float(iou(boxes, truth).mean())
+
+    return score
+
+
 def _truth(samples: Sequence[MapSample]) -> pd.DataFrame:
     seen = {s.image_id: s for s in samples}
     return pd.DataFrame(
@@ -111,7 +137,7 @@ def _grid_png(
     worst_first = evaluation.per_image.sort_values("iou").head(24)
     items = []
     boxes = truth.set_index("image_id")
-    for image_id, iou in zip(worst_first["image_id"], worst_first["iou"], strict=True):
+    for image_id, overlap in zip(worst_first["image_id"], worst_first["iou"], strict=True):
         uri, sha256 = photos[image_id]
         try:
             image = decode_image(read_source(uri, sha256=sha256, max_bytes=max_bytes))
@@ -119,7 +145,7 @@ def _grid_png(
             log.warning("held-out picture without %s: %s", image_id, error)
             continue
         true_box = boxes.loc[image_id, ["left", "top", "right", "bottom"]].tolist()
-        items.append((image, true_box, located[image_id].box, iou))
+        items.append((image, true_box, located[image_id].box, overlap))
     return png_bytes(draw_box_grid(items))
 
 
@@ -156,6 +182,9 @@ def fit_locator(
         config=config,
         device=resolve_device(device),
         on_epoch=on_epoch,
+        stop_score=(
+            located_iou_score(validation, geometry, threshold) if config.stop_on == "iou" else None
+        ),
     )
     trained.heads.to(torch.device("cpu"))
     located = evaluate_samples(trained, test, geometry, threshold)

@@ -65,6 +65,9 @@ class TrainConfig:
     hard_negative_weight: float = 1.0  # 1: off
     focal_gamma: float = 0.0  # 0: plain cross-entropy
     calibrate: bool = False  # fit a temperature on the validation split after training
+    #: What early stopping watches on the validation photos: "loss" (classifier + box
+    #: loss over their windows) or "iou" (mean IoU of their located boxes, the goal).
+    stop_on: str = "loss"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class EpochMetrics:
     test_accuracy: float  # balanced accuracy of P(object) ≥ 0.5 over labelled windows
     test_box_error: float  # mean |target error| over foreground windows, in window sizes
     seconds: float
+    test_iou: float | None = None  # mean IoU of the located boxes, when stopping on it
 
 
 @dataclass
@@ -269,11 +273,13 @@ def train_heads(
     config: TrainConfig | None = None,
     device: torch.device | str = "cpu",
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    stop_score: Callable[[LocatorHeads, TargetScaler], float] | None = None,
 ) -> TrainedLocator:
     """Fit classifier and regressor heads on ``train``; keep the weights of the epoch with
     the best loss on ``test`` (the held-out photos early stopping watches: give it a
-    validation split, not the photos the run is scored on) and stop after ``patience``
-    epochs without improvement."""
+    validation split, not the photos the run is scored on) — or, given ``stop_score``
+    (higher is better, e.g. the mean IoU of ``test``'s located boxes), the best score —
+    and stop after ``patience`` epochs without improvement."""
     config = config or TrainConfig()
     device = torch.device(device)
     torch.manual_seed(config.seed)
@@ -318,6 +324,7 @@ def train_heads(
             running += float(value.detach()) * len(batch)
             seen += len(batch)
         test_loss, accuracy, box_error = _evaluate(heads, loss, test, device, config.batch_size)
+        score = None if stop_score is None else float(stop_score(heads, scaler))
         metrics = EpochMetrics(
             epoch,
             round(running / max(seen, 1), 5),
@@ -325,13 +332,15 @@ def train_heads(
             round(accuracy, 4),
             round(box_error, 4),
             round(time.perf_counter() - started, 2),
+            None if score is None else round(score, 4),
         )
         result.history.append(metrics)
         if on_epoch:
             on_epoch(metrics)
-        if test_loss < best_loss:
+        criterion = test_loss if score is None else -score
+        if criterion < best_loss:
             best_loss, best_state, result.best_epoch = (
-                test_loss,
+                criterion,
                 copy.deepcopy(heads.state_dict()),
                 epoch,
             )

@@ -247,3 +247,29 @@ def test_training_windows_without_background_are_refused(run_setup) -> None:
     with pytest.raises(ValueError, match="0 background"):
         fit_locator(store, _dataset(), config=FAST)
     assert store.read_pointer("models/locator/CURRENT") is None
+
+
+def test_stopping_on_the_located_boxes_keeps_the_best_scored_epoch(run_setup) -> None:
+    from tiefvision_core.locator.training import train_heads
+
+    train = [s for s in _samples() if s.split == "train"]
+    scores = iter([0.2, 0.5, 0.9, 0.4, 0.3, 0.95, 0.1, 0.1, 0.1, 0.1])
+    config = TrainConfig(**{**FAST.__dict__, "max_epochs": 10, "patience": 2})
+    trained = train_heads(
+        train[:4], train[4:], kernel=(3, 3), config=config, stop_score=lambda *_: next(scores)
+    )
+    # Epoch 3 scores best; 4 and 5 do not beat it: stopped there, whatever the loss did.
+    assert trained.best_epoch == 3 and trained.stopped_early and len(trained.history) == 5
+    assert [m.test_iou for m in trained.history] == [0.2, 0.5, 0.9, 0.4, 0.3]
+
+
+def test_a_run_stopping_on_iou_scores_the_validation_boxes_every_epoch(run_setup) -> None:
+    store, _ = run_setup
+    config = TrainConfig(**{**FAST.__dict__, "stop_on": "iou"})
+    _, run = fit_locator(store, _dataset(), config=config)
+    ious = [m["test_iou"] for m in run.metrics]
+    assert all(0.0 <= value <= 1.0 for value in ious)
+    assert ious[run.best_epoch - 1] == max(ious)
+    # The default watches the loss and records no IoU.
+    _, plain = fit_locator(store, _dataset(), config=FAST)
+    assert all(m["test_iou"] is None for m in plain.metrics)
