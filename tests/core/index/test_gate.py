@@ -14,11 +14,14 @@ import pandas as pd
 import pytest
 
 from tests.core.test_evaluate import expected_retrieval
+from tiefvision_core.evaluate import sample_mask
 from tiefvision_core.index.gate import (
     DEFAULT_GATE,
+    DEFAULT_MAX_QUERIES,
     GateComparison,
     GatePolicy,
     RegressionRefused,
+    compare_with_live,
     gate_markdown,
     regression_gate,
 )
@@ -65,10 +68,20 @@ def publish(
     )
 
 
-def brute_map(vectors: np.ndarray, ids: pd.DataFrame) -> float:
+def brute_map(vectors: np.ndarray, ids: pd.DataFrame, asking: np.ndarray | None = None) -> float:
+    """mAP@10 by brute force, every photo in the gallery, ``asking`` (a mask) the queries."""
     labels = ids["product_id"].to_numpy()
+    queries = np.arange(len(ids)) if asking is None else np.flatnonzero(asking)
     return expected_retrieval(vectors.astype(np.float16).astype(np.float32), labels,
-                              np.arange(len(ids)))[2]  # fmt: skip
+                              queries)[2]  # fmt: skip
+
+
+def similarity_model(store: Store, model: str, held_out: list[str]) -> dict:
+    """A similarity model's metadata saying which products it held out (all the gate
+    reads of it); the supervised index's ``source`` that names it."""
+    key = f"{SIMILARITY_PREFIX}{model}/metadata.json"
+    store.put_bytes(key, json.dumps({"held_out_products": held_out}).encode())
+    return {"model_version": model}
 
 
 def test_a_worse_version_is_refused_and_stays_for_inspection_a_better_one_goes_live(
@@ -174,12 +187,11 @@ def test_a_supervised_version_is_compared_on_the_products_both_models_held_out(
 ) -> None:
     store = LocalStore(tmp_path / "store")
     ids = catalog()
-    for model, held in (("m-old", ["P0", "P1", "P2"]), ("m-new", ["P1", "P2", "P3"])):
-        key = f"{SIMILARITY_PREFIX}{model}/metadata.json"
-        store.put_bytes(key, json.dumps({"held_out_products": held}).encode())
+    old_model = similarity_model(store, "m-old", ["P0", "P1", "P2"])
+    new_model = similarity_model(store, "m-new", ["P1", "P2", "P3"])
     vectors = vectors_of(ids, 1.0)
-    publish(store, vectors, ids, space="supervised", source={"model_version": "m-old"})
-    new = publish(store, vectors, ids, space="supervised", source={"model_version": "m-new"})
+    publish(store, vectors, ids, space="supervised", source=old_model)
+    new = publish(store, vectors, ids, space="supervised", source=new_model)
     verdict = GateComparison.from_dict(new.gate)  # type: ignore[arg-type]
     assert verdict.decision == "passed" and verdict.delta == 0
     assert verdict.new_scores["queries"] == 2 * VIEWS  # P1 and P2 only
@@ -205,3 +217,140 @@ def test_a_tolerance_outside_0_1_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="between 0 and 1"):
         GatePolicy(tolerance=-0.1)
+
+
+HELD_OUT = ["P4", "P5", "P6", "P7"]
+
+
+def test_a_first_supervised_version_must_not_be_worse_than_the_live_unsupervised_one(
+    tmp_path,
+) -> None:
+    """The issue's grocery case: a trained model that answers the products it never saw
+    worse than no training is refused, though no supervised version was live."""
+    store = LocalStore(tmp_path / "store")
+    ids = catalog()
+    model = similarity_model(store, "m-1", HELD_OUT)
+    held = ids["product_id"].isin(HELD_OUT).to_numpy()
+    plain = vectors_of(ids, 0.9)
+    unsupervised = publish(store, plain, ids)
+
+    # Trained vectors that no longer belong to their photos' products: shuffled rows.
+    bad = vectors_of(ids, 0.3)[np.random.default_rng(5).permutation(len(ids))]
+    with pytest.raises(RegressionRefused) as refused:
+        publish(store, bad, ids, space="supervised", source=model)
+    assert store.read_pointer(index_current("supervised")) is None  # nothing went live
+    verdict = GateComparison.from_dict(refused.value.comparison)
+    assert verdict.decision == "refused"
+    assert verdict.live == unsupervised.version and verdict.live_space == "unsupervised"
+    assert verdict.baseline == f"unsupervised {unsupervised.version}"
+    # Both on the held-out products' photos, each from its own whole gallery.
+    new_map, live_map = brute_map(bad, ids, held), brute_map(plain, ids, held)
+    assert live_map - new_map > 0.02
+    assert verdict.new_scores["queries"] == verdict.live_scores["queries"] == held.sum()
+    assert verdict.new_scores["map_at_10"] == pytest.approx(new_map, abs=1e-4)
+    assert verdict.live_scores["map_at_10"] == pytest.approx(live_map, abs=1e-4)
+    line = str(refused.value)
+    assert f"< live unsupervised {unsupervised.version} {live_map:.3f}" in line
+    assert "no supervised version goes live" in line and "\n" not in line
+    text = gate_markdown(verdict)
+    assert f"| {unsupervised.version} | live unsupervised |" in text
+    assert f"Compared with the live unsupervised {unsupervised.version}" in text
+    # The unsupervised version's own evaluation (all products) is not overwritten.
+    stored = json.loads(store.get_bytes(index_evaluation_key("unsupervised", unsupervised.version)))
+    assert stored["queries"] == len(ids) and stored["products"] == PRODUCTS
+    # ... and the refused version is listed, forced only with allow_regression.
+    forced = publish(
+        store, bad, ids, GatePolicy(allow_regression=True), space="supervised", source=model
+    )
+    assert forced.gate is not None and forced.gate["decision"] == "forced"
+    store.delete(index_current("supervised"))
+
+    good = vectors_of(ids, 0.3)  # less noise than the unsupervised space: a better model
+    better = publish(store, good, ids, space="supervised", source=model)
+    verdict = GateComparison.from_dict(better.gate)  # type: ignore[arg-type]
+    assert verdict.decision == "passed" and verdict.live_space == "unsupervised"
+    assert verdict.new_scores["map_at_10"] == pytest.approx(brute_map(good, ids, held), abs=1e-4)
+    assert store.read_pointer(index_current("supervised")) == better.version
+
+    # Once one is live, the next supervised version is compared with it.
+    later = publish(store, good, ids, space="supervised", source=model)
+    verdict = GateComparison.from_dict(later.gate)  # type: ignore[arg-type]
+    assert verdict.decision == "passed" and verdict.live == better.version
+    assert verdict.live_space is None and verdict.baseline == better.version
+
+
+def test_a_first_supervised_version_without_a_live_unsupervised_one_goes_live_first(
+    tmp_path,
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    ids = catalog()
+    bad = vectors_of(ids, 0.3)[np.random.default_rng(5).permutation(len(ids))]
+    first = publish(
+        store, bad, ids, space="supervised", source=similarity_model(store, "m", HELD_OUT)
+    )
+    assert first.gate is not None and first.gate["decision"] == "first"
+    assert first.gate["live"] is None and first.gate["live_space"] is None
+    assert store.read_pointer(index_current("supervised")) == first.version
+
+
+def test_above_the_cap_both_versions_are_asked_the_same_stable_sample(tmp_path) -> None:
+    """Ten of the 32 photos ask, in both versions and every run; the decision is the
+    sample's: a version that breaks only photos outside it passes, one that breaks photos
+    inside it is refused."""
+    assert DEFAULT_MAX_QUERIES == GatePolicy().max_queries == 2000
+    store = LocalStore(tmp_path / "store")
+    cap = GatePolicy(max_queries=10)
+    ids = catalog()
+    photos = list(zip(ids["image_id"], ids["sha256"], strict=True))
+    sample = sample_mask(photos, 10)
+    assert sample.sum() == 10
+    # The same photos whatever the order they come in (another version's rows).
+    order = np.random.default_rng(1).permutation(len(photos))
+    assert sample_mask([photos[i] for i in order], 10).tolist() == sample[order].tolist()
+
+    vectors = vectors_of(ids, 0.6)
+    live = publish(store, vectors, ids, cap)
+    assert live.gate is not None and live.gate["sampled_from"] == len(ids)
+    stored = json.loads(store.get_bytes(index_evaluation_key("unsupervised", live.version)))
+    assert stored["queries"] == 10 and stored["sampled_from"] == len(ids)
+    assert stored["map_at_10"] == pytest.approx(brute_map(vectors, ids, sample), abs=1e-4)
+
+    # The new version holds its rows in another order: the sample is still the same photos.
+    reordered = ids.iloc[order].reset_index(drop=True)
+    new = publish(store, vectors[order], reordered, None).version  # placed, no gate
+    store.publish_pointer(index_current("unsupervised"), live.version)
+    verdict = compare_with_live(store, "unsupervised", new, cap)
+    again = compare_with_live(store, "unsupervised", verdict.new, cap)
+    assert again == verdict  # every run asks the same photos
+    assert verdict.decision == "passed" and verdict.delta == 0
+    assert verdict.sampled_from == len(ids) and "a sample of 10 of the 32" in verdict.compared_on
+    assert verdict.new_scores["queries"] == verdict.live_scores["queries"] == 10
+    assert "Sample: 10 of the 32" in gate_markdown(verdict)
+
+    # Photos outside the sample lose their product: as queries they find nothing, as
+    # gallery photos they are missed by the sampled queries too, but less. A tolerance
+    # between the two drops: the sample's decides with the cap, every photo's without.
+    broken = vectors.copy()
+    lost = np.flatnonzero(~sample)[::2]
+    broken[lost] = vectors_of(ids, 0.0, seed=42)[lost]  # other products' directions
+    on_sample = brute_map(vectors, ids, sample) - brute_map(broken, ids, sample)
+    on_all = brute_map(vectors, ids) - brute_map(broken, ids)
+    assert on_all - on_sample > 0.02
+    between = GatePolicy(tolerance=round((on_all + on_sample) / 2, 4), max_queries=10)
+    passed = publish(store, broken, ids, between)
+    assert passed.gate is not None and passed.gate["decision"] == "passed"
+    verdict = GateComparison.from_dict(passed.gate)
+    assert verdict.delta == pytest.approx(-on_sample, abs=2e-4)
+    store.publish_pointer(index_current("unsupervised"), live.version)
+    every = GatePolicy(tolerance=between.tolerance, max_queries=None)
+    with pytest.raises(RegressionRefused) as refused:
+        publish(store, broken, ids, every)
+    assert refused.value.comparison["sampled_from"] is None
+    assert store.read_pointer(index_current("unsupervised")) == live.version
+
+
+def test_max_queries_below_1_is_refused() -> None:
+    from tiefvision_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 1"):
+        GatePolicy(max_queries=0)
