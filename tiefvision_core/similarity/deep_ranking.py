@@ -211,7 +211,7 @@ class DeepRankingConfig:
     test_fraction: float = 0.25
     seed: int = 0
     validation_fraction: float = 0.25
-    mining: Literal["fixed", "batch-hard", "semi-hard"] = "fixed"
+    mining: Literal["fixed", "batch-hard", "semi-hard"] = "batch-hard"
     mirror_positives: bool = False
     hidden: int = 0
     loss: Literal["cosine", "angle"] = "cosine"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -232,3 +233,22 @@ def test_three_disjoint_product_sets_and_the_scored_ones_never_steer_training() 
     assert first.trained.best_epoch == second.trained.best_epoch
     for name, value in first.trained.net.state_dict().items():
         assert torch.equal(value, second.trained.net.state_dict()[name]), name
+
+
+def test_by_default_a_batch_re_mines_a_negative_harder_than_the_mined_one() -> None:
+    """Both anchors' mined negative (row 2) is far, but the other triplet's photos (another
+    product) sit next to each anchor: the default training re-mines them (a loss), the
+    once-mined negatives alone see nothing to fix."""
+    from tiefvision_core.similarity.deep_ranking import _batch_loss
+
+    basis = np.eye(4, dtype=np.float32)
+    near = basis[0] + 0.05 * basis[2]  # product c, close to product a
+    maps = np.stack([basis[0], basis[0], basis[1], near, near + 0.01 * basis[3]])
+    maps = maps[:, :, None, None]  # 5 photos, 4 channels, a 1×1 grid
+    labels = np.array(["a", "a", "b", "c", "c"])
+    batch = [(0, 1, 2), (4, 3, 2)]
+    net = ProjectionNet(4)
+    default = DeepRankingConfig()
+    fixed = _batch_loss(net, maps, None, labels, batch, replace(default, mining="fixed")).item()
+    assert fixed == pytest.approx(0.0, abs=1e-6)
+    assert _batch_loss(net, maps, None, labels, batch, default).item() > 0.04
