@@ -37,6 +37,7 @@ def prefect_here(home: Path) -> None:
     run's database) and time for its temporary server to start on a busy machine."""
     os.environ["PREFECT_HOME"] = str(home)
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
@@ -51,6 +52,7 @@ def use_encoder(name: str) -> bool:
     except WeightsNotFound as missing:
         print(f"{name}: skipped — {missing}")
         return False
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ["TIEFVISION_ENCODER"] = name
     return True
 
