@@ -157,5 +157,5 @@ def _gate_row(gate: GateComparison) -> list[object]:
         return None if scores is None else f"{float(str(scores['map_at_10'])):.3f}"
 
     delta = None if gate.delta is None else f"{gate.delta:+.3f}"
-    return [gate.space, gate.live, gate.new, score(gate.live_scores), score(gate.new_scores),
+    return [gate.space, gate.baseline, gate.new, score(gate.live_scores), score(gate.new_scores),
             delta, gate.decision, gate.reason]  # fmt: skip
