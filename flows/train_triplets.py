@@ -1,9 +1,11 @@
 """Deep Ranking flow: box crops (incremental) → triplets → projection → supervised index.
 
 encode(kind="box", flips) ──► export_triplet_snapshot ──► train_projection ──► rebuild_index
-                              (annotated triplets,        (hinge loss, mined      (supervised
-                               frozen)                     negatives, held-out     space)
-                                                           products, early stop)
+                              (annotated triplets,        (hinge loss, negatives  (supervised
+                               frozen)                     re-mined per batch,     space)
+                                                           early stop on
+                                                           validation products,
+                                                           scored on held-out)
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ def train_triplets(
         weights: encoder weights: "default" (pretrained, offline), "none", or a .pth path.
         device: auto, cpu or cuda (encoding).
         margin: hinge-loss margin on the mean-cosine similarity.
-        max_epochs: upper bound on epochs (early stopping on held-out triplet accuracy).
+        max_epochs: upper bound on epochs (early stopping on validation products: a
+            quarter of the products that are not held out).
         learning_rate: Adam learning rate.
-        test_fraction: share of products held out (all their photos).
+        test_fraction: share of products held out (all their photos) and scored; neither
+            training nor early stopping sees them.
         seed: split and training seed.
         rebuild: publish a new supervised index with the trained model.
     """

@@ -216,7 +216,7 @@ class DeepRankingConfig:
     hidden: int = 0
     loss: Literal["cosine", "angle"] = "cosine"
     margin_degrees: float = 5.0
-    stop_on: Literal["triplets", "map10"] = "triplets"
+    stop_on: Literal["triplets", "map10"] = "map10"
     validation_queries: int = 2000
 
 

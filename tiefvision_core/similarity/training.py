@@ -77,7 +77,7 @@ class SimilarityRun:
         return asdict(self)
 
 
-_BLOCK = 4096  # photos whose full encoder maps are read at once
+_BLOCK = 1024  # photos whose full encoder maps are read at once (~0.8 GB transient, Lite0)
 
 
 def _encodings(store: Store, encoder: Encoder, block: int = _BLOCK):

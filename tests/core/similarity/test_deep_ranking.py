@@ -252,3 +252,33 @@ def test_by_default_a_batch_re_mines_a_negative_harder_than_the_mined_one() -> N
     fixed = _batch_loss(net, maps, None, labels, batch, replace(default, mining="fixed")).item()
     assert fixed == pytest.approx(0.0, abs=1e-6)
     assert _batch_loss(net, maps, None, labels, batch, default).item() > 0.04
+
+
+def test_by_default_stopping_ranks_epochs_by_validation_map10() -> None:
+    """The stopping score is the validation products' mAP@10 (what is scored), not the
+    share of a few mined triplets, which saturates on a small validation set."""
+    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+
+    rng = np.random.default_rng(5)
+    labels = np.array([f"p{i // 3}" for i in range(36)])
+    maps = rng.normal(size=(12, 8, 2, 2))[np.arange(36) // 3] + rng.normal(size=(36, 8, 2, 2))
+    maps = maps.astype(np.float32)
+    config = DeepRankingConfig(max_epochs=2, patience=2, batch_size=8)
+    validation_rows = list(range(24, 36))
+    negatives = mine_negatives(similarity_vectors(maps), labels, 3)
+    triplets = make_triplets(labels, validation_rows, random.Random(0), negatives)
+    result = train_projection(
+        maps,
+        labels,
+        list(range(24)),
+        triplets,
+        negatives=negatives,
+        config=config,
+        validation_rows=validation_rows,
+    )
+    identity = similarity_vectors(maps[validation_rows])
+    expected = retrieval_scores(ranked_neighbours(identity, 10), labels[validation_rows])
+    assert result.unsupervised_accuracy == expected.map_at_10
+    assert (
+        result.unsupervised_accuracy != triplet_accuracy(ProjectionNet(8), maps, None, triplets)[0]
+    )

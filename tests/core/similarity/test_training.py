@@ -213,3 +213,19 @@ def test_models_load_with_their_head_and_those_saved_before_heads_too(
     with torch.no_grad():
         expected = net(torch.from_numpy(maps)).numpy()
     np.testing.assert_allclose(projected_maps(loaded, maps), expected, atol=1e-6)
+
+
+def test_encodings_read_a_block_at_a_time_match_one_read(store: LocalStore, lite0) -> None:
+    """Training reads the box encodings a few photos at a time (memory bounded by the
+    block), keeps them float16 on the grid, mirrors in the same order as the photos."""
+    from tiefvision_core.similarity.training import _encodings
+
+    ids, maps, flipped = _encodings(store, lite0, block=3)
+    assert maps.dtype == np.float16 and flipped is not None and flipped.shape == maps.shape
+    one_ids, one_maps, one_flipped = _encodings(store, lite0, block=10_000)
+    assert ids == one_ids
+    np.testing.assert_array_equal(maps, one_maps)
+    assert one_flipped is not None
+    np.testing.assert_array_equal(flipped, one_flipped)
+    np.testing.assert_allclose(maps, _maps(store, lite0), atol=2e-3, rtol=2e-3)
+    assert not np.allclose(flipped.astype(np.float32), maps.astype(np.float32), atol=1e-2)
