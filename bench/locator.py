@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/_common
+from _common import import_boxes, ingest_once, print_box_table, train_and_locate, use_encoder
 
 
 def main() -> None:
@@ -32,42 +35,24 @@ def main() -> None:
     args = parser.parse_args()
 
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.errors import WeightsNotFound
 
-    try:
-        encoder = get_encoder(args.encoder)
-    except WeightsNotFound as missing:
-        print(f"{args.encoder}: skipped — {missing}")
+    if not use_encoder(args.encoder):
         return
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ["TIEFVISION_ENCODER"] = args.encoder
+    encoder = get_encoder(args.encoder)
 
-    from flows.locate import locate
-    from flows.train_locator import train_locator
     from tiefvision_cli.demo import annotated_half, score_located
-    from tiefvision_core.annotations.store import AnnotationStore, database_url_for
-    from tiefvision_core.catalog.ingest import ingest_catalog, read_manifest
     from tiefvision_core.catalog.synthetic import generate_catalog
-    from tiefvision_core.config import load_settings
-    from tiefvision_core.storage.stores import LocalStore, open_store
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="tiefvision-bench-locator-"))
     catalog = root / "catalog"
     generate_catalog(catalog, products=args.products, views=args.views, seed=7)
-    store_url = (root / "store").as_uri()
-    store = open_store(store_url)
-    ingest_catalog(LocalStore(catalog / "images", create=False), store)
+    store = ingest_once(root / "store", catalog / "images")
     boxes_csv, annotated = annotated_half(catalog)
-    settings = load_settings(store_url=store_url)
-    with AnnotationStore(database_url_for(settings)) as annotations:
-        annotations.import_boxes(boxes_csv, read_manifest(store))
+    import_boxes(store, boxes_csv)
 
-    started = time.perf_counter()
-    run = train_locator(store=store_url, encoder=args.encoder)
-    train_s = time.perf_counter() - started
-    started = time.perf_counter()
-    summary = locate(store=store_url, encoder=args.encoder)
-    locate_s = time.perf_counter() - started
+    bench = train_and_locate(store, args.encoder)
+    run, summary = bench.run, bench.summary
+    train_s, locate_s = bench.train_seconds, bench.locate_seconds
     evaluation = score_located(store, run.version, catalog, annotated)
 
     print(
@@ -75,21 +60,16 @@ def main() -> None:
         f"{len(annotated)} annotated photos ({run.evaluation['images']} of them held out "
         f"for early stopping), {evaluation.images} never-annotated photos scored"
     )
-    print(f"{'boxes':<28}{'mean IoU':>10}{'IoU≥0.5':>10}{'IoU≥0.7':>10}")
-    for row in evaluation.table():
-        print(
-            f"{row['boxes']:<28}{row['mean_iou']:>10.3f}"
-            f"{row['share_iou_05']:>10.1%}{row['share_iou_07']:>10.1%}"
-        )
+    print_box_table(evaluation)
     ratio = evaluation.locator.mean_iou / max(evaluation.whole_image.mean_iou, 1e-9)
-    print(f"mean IoU locator / whole image: {ratio:.2f}x;  fallbacks: {evaluation.fallbacks}")
+    print(f"mean IoU locator / whole image: {ratio:.2f}x")
     print(
         f"train-locator flow (crops + training + evaluation): {train_s:.1f} s, "
         f"{run.epochs} epochs (best {run.best_epoch})"
     )
     print(
-        f"locate flow: {summary['located']} photos in {locate_s:.1f} s = "
-        f"{summary['located'] / locate_s:.1f} photos/s (3 scales each)"
+        f"locate flow: {summary.located} photos in {locate_s:.1f} s = "
+        f"{summary.located / locate_s:.1f} photos/s (3 scales each)"
     )
     met = (
         evaluation.locator.mean_iou >= 0.75
