@@ -187,7 +187,7 @@ def _validation_ids(config: TrainConfig) -> set[str]:
 
 def test_early_stopping_keeps_the_best_validation_epoch(run_setup) -> None:
     store, state = run_setup
-    config = TrainConfig(**{**FAST.__dict__, "max_epochs": 40, "patience": 2})
+    config = TrainConfig(**{**FAST.__dict__, "max_epochs": 40, "patience": 2, "stop_on": "loss"})
     # Validation labels contradict the training ones: the better training fits, the worse
     # the validation loss, so the run must stop `patience` epochs after its best one.
     held = _validation_ids(config)
@@ -270,6 +270,8 @@ def test_a_run_stopping_on_iou_scores_the_validation_boxes_every_epoch(run_setup
     ious = [m["test_iou"] for m in run.metrics]
     assert all(0.0 <= value <= 1.0 for value in ious)
     assert ious[run.best_epoch - 1] == max(ious)
-    # The default watches the loss and records no IoU.
-    _, plain = fit_locator(store, _dataset(), config=FAST)
+    # Watching the loss records no IoU.
+    _, plain = fit_locator(
+        store, _dataset(), config=TrainConfig(**{**FAST.__dict__, "stop_on": "loss"})
+    )
     assert all(m["test_iou"] is None for m in plain.metrics)
