@@ -2,7 +2,8 @@
 
 plan_locate ──► locate_shard × N ──► report_locate
 (incremental:    (whole-image maps at every scale → heads → positions with
- image + sha256)  P ≥ threshold averaged; none → whole image, fallback=true)
+ image + sha256)  P ≥ threshold averaged; none → the best positions,
+                  low_confidence=true; no window at all → whole image, fallback=true)
                  (one after another, or on Dask workers: TIEFVISION_TASK_RUNNER=dask)
 """
 

@@ -504,7 +504,8 @@ def _locate_one(
     locator: str | None,
     as_json: bool,
 ) -> None:
-    """One photo's box with the locator, printed (``--json``: box, score, fallback)."""
+    """One photo's box with the locator, printed (``--json``: box, score, fallback,
+    low_confidence)."""
     from tiefvision_core.catalog.imaging import decode_image
     from tiefvision_core.errors import InputError
     from tiefvision_core.locator.store import load_locator, locate_image
@@ -520,7 +521,8 @@ def _locate_one(
     located = locate_image(model, encoder_model, decode_image(image.read_bytes()))
     if as_json:
         data = located.as_dict()
-        print(json.dumps({k: data[k] for k in ("box", "score", "fallback")}))
+        keys = ("box", "score", "fallback", "low_confidence")
+        print(json.dumps({k: data[k] for k in keys}))
     else:
         from tiefvision_cli.report import print_located
 

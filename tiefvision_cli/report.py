@@ -214,7 +214,11 @@ def print_locator_run(console: Console, run: LocatorRun) -> None:
                 ("epochs (best)", f"{run.epochs} ({run.best_epoch})"),
                 ("stopped early", run.stopped_early),
                 ("held-out images", evaluation["images"]),
-                ("fallbacks (no position ≥ threshold)", evaluation["fallbacks"]),
+                ("fallbacks (no window: whole photo)", evaluation["fallbacks"]),
+                (
+                    "low confidence (best positions, none ≥ threshold)",
+                    evaluation.get("low_confidence", 0),
+                ),
             ],
         )
     )
@@ -231,7 +235,8 @@ def print_locate_summary(console: Console, summary: LocateSummary) -> None:
                 ("images in catalog", summary.images),
                 ("already located", summary.already_located),
                 ("located now", summary.located),
-                ("fell back to whole image", summary.fallback),
+                ("fell back to whole image (no window)", summary.fallback),
+                ("low confidence (best positions)", summary.low_confidence),
                 ("rejected now", summary.rejected),
                 ("seconds", summary.seconds),
             ],
@@ -243,11 +248,13 @@ def print_locate_summary(console: Console, summary: LocateSummary) -> None:
 def print_located(console: Console, image: Path, located: LocatedBox, version: str) -> None:
     """One photo's located box, how it was found, and the locator that found it."""
     left, top, right, bottom = located.box
-    how = (
-        "whole image (no position passed the threshold)"
-        if located.fallback
-        else (f"{located.positions_kept} positions averaged")
-    )
+    if located.fallback:
+        how = "whole image (smaller than one window at every scale)"
+    elif located.low_confidence:
+        kept = located.positions_kept
+        how = f"low confidence: no position passed the threshold, best {kept} averaged"
+    else:
+        how = f"{located.positions_kept} positions averaged"
     console.print(
         f"{image}: box left={left} top={top} right={right} bottom={bottom}, "
         f"score {located.score:.3f}, {how}; locator {version}"

@@ -155,7 +155,7 @@ def test_locate_cli_prints_one_photo_box_as_json(trained: Trained) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     answer = json.loads(result.stdout)
-    assert set(answer) == {"box", "score", "fallback"}
+    assert set(answer) == {"box", "score", "fallback", "low_confidence"}
     left, top, right, bottom = answer["box"]
     assert 0 <= left < right <= row["width"] and 0 <= top < bottom <= row["height"]
     true_box = row[["left", "top", "right", "bottom"]].to_numpy(float)

@@ -27,6 +27,7 @@ __all__ = ["Box", "as_box", "latest_boxes", "located_boxes", "part_keys", "read_
 
 Box = tuple[int, int, int, int]
 _COLUMNS = ["image_id", "sha256", "left", "top", "right", "bottom", "score"]
+_BOX_COLUMNS = [*_COLUMNS, "positions_kept", "fallback", "low_confidence"]
 
 
 def as_box(values: Iterable[SupportsInt]) -> Box:
@@ -52,13 +53,19 @@ def read_boxes(
     manifest: pa.Table | None = None,
 ) -> pd.DataFrame:
     """Located boxes of one locator version as image_id, sha256, left…bottom, score,
-    positions_kept, fallback (rejects excluded; only images still in the catalog, by
-    ``manifest`` when given, else the store's current one)."""
+    positions_kept, fallback, low_confidence (rejects excluded; only images still in the
+    catalog, by ``manifest`` when given, else the store's current one).
+
+    Parts written before the ``low_confidence`` column existed (a locate run resumed across
+    the upgrade mixes both) are promoted to the newer schema; their rows read as False.
+    """
     keys = part_keys(store, boxes_prefix(version))
     if not keys:
-        return pd.DataFrame(columns=[*_COLUMNS, "positions_kept", "fallback"])
-    table = pa.concat_tables(store.read_parquet(k) for k in keys)
+        return pd.DataFrame(columns=_BOX_COLUMNS)
+    table = pa.concat_tables((store.read_parquet(k) for k in keys), promote_options="default")
     frame = table.filter(pc.is_null(table["reason"])).to_pandas()
+    flags = frame["low_confidence"] if "low_confidence" in frame else pd.Series(False, frame.index)
+    frame["low_confidence"] = flags.fillna(False).astype(bool)
     boxes = np.stack(frame["box"].to_numpy()) if len(frame) else np.zeros((0, 4))
     frame[["left", "top", "right", "bottom"]] = boxes.astype(int)
     if current_only:
@@ -66,7 +73,7 @@ def read_boxes(
         if manifest is not None:
             ok = usable_rows(manifest).select(["image_id", "sha256"])
             frame = frame.merge(ok.to_pandas(), on=["image_id", "sha256"])
-    return frame[[*_COLUMNS, "positions_kept", "fallback"]].sort_values("image_id")
+    return frame[_BOX_COLUMNS].sort_values("image_id")
 
 
 def latest_boxes(store: Store, *, manifest: pa.Table | None = None) -> pd.DataFrame | None:

@@ -123,3 +123,11 @@ def test_a_model_and_a_part_from_before_the_flag_still_read(tmp_path) -> None:
     boxes = read_boxes(store, saved.version, current_only=False)
     assert boxes[["left", "top", "right", "bottom"]].iloc[0].tolist() == [1, 2, 30, 40]
     assert not boxes["fallback"].iloc[0]
+    # A locate run resumed across the upgrade: a part with the flag beside the old one.
+    new = old.append_column("low_confidence", pa.array([True], pa.bool_()))
+    new = new.set_column(0, "image_id", pa.array(["small"])).set_column(
+        1, "sha256", pa.array(["sha-small"])
+    )
+    store.write_parquet(f"boxes/{saved.version}/part-new.parquet", new)
+    both = read_boxes(store, saved.version, current_only=False).set_index("image_id")
+    assert both["low_confidence"].to_dict() == {"big": False, "small": True}
