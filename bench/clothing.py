@@ -58,6 +58,14 @@ def photo_requests(images: Path, labels_csv: Path | None = None) -> tuple[list, 
     return requests, labels
 
 
+def scores_cells(vectors: np.ndarray, labels: np.ndarray) -> str:
+    """P@1, P@5 and mAP@10 of every photo as a query against the others, as table cells."""
+    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+
+    s = retrieval_scores(ranked_neighbours(vectors, 10), labels)
+    return f"{s.precision_at_1:>8.3f}{s.precision_at_5:>8.3f}{s.map_at_10:>8.3f}"
+
+
 def _located(requests, store_url: str, encoder):
     from dataclasses import replace
 
@@ -82,7 +90,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from tiefvision_core.encoding.runtime import RuntimeConfig
-    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
     from tiefvision_core.similarity.unsupervised import (
         global_pool_vectors,
         similarity_grid,
@@ -108,11 +115,7 @@ def main() -> None:
             ("mean cosine, full 7x7 map", similarity_vectors(maps)),
             ("unsupervised: mean cosine, 3x3 grid", similarity_vectors(similarity_grid(maps))),
         ):
-            s = retrieval_scores(ranked_neighbours(vectors, 10), classes)
-            print(
-                f"{crop:<22}{name:<40}{s.precision_at_1:>8.3f}{s.precision_at_5:>8.3f}"
-                f"{s.map_at_10:>8.3f}"
-            )
+            print(f"{crop:<22}{name:<40}{scores_cells(vectors, classes)}")
     runtime.close()
 
 

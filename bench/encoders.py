@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from clothing import _encode, photo_requests
+from clothing import _encode, photo_requests, scores_cells
 
 
 def main() -> None:
@@ -33,7 +33,6 @@ def main() -> None:
     import numpy as np
 
     from tiefvision_core.encoding.runtime import RuntimeConfig
-    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
     from tiefvision_core.similarity.unsupervised import (
         global_pool_vectors,
         similarity_grid,
@@ -58,11 +57,8 @@ def main() -> None:
             ("global average pool", global_pool_vectors(maps)),
             ("3x3 grid (default)", similarity_vectors(similarity_grid(maps))),
         ):
-            s = retrieval_scores(ranked_neighbours(vectors, 10), classes)
-            print(
-                f"{name:<22}{ms:>10.1f}{ms / first_ms:>9.2f}{space:>26}"
-                f"{s.precision_at_1:>8.3f}{s.precision_at_5:>8.3f}{s.map_at_10:>8.3f}"
-            )
+            cells = scores_cells(vectors, classes)
+            print(f"{name:<22}{ms:>10.1f}{ms / first_ms:>9.2f}{space:>26}{cells}")
 
 
 if __name__ == "__main__":
