@@ -60,9 +60,9 @@ def photo_requests(images: Path, labels_csv: Path | None = None) -> tuple[list, 
 
 def scores_cells(vectors: np.ndarray, labels: np.ndarray) -> str:
     """P@1, P@5 and mAP@10 of every photo as a query against the others, as table cells."""
-    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+    from tiefvision_core.similarity.retrieval import score_vectors
 
-    s = retrieval_scores(ranked_neighbours(vectors, 10), labels)
+    s = score_vectors(vectors, labels)
     return f"{s.precision_at_1:>8.3f}{s.precision_at_5:>8.3f}{s.map_at_10:>8.3f}"
 
 

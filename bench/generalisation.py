@@ -184,7 +184,11 @@ def retrieval(
     code ``train-triplets`` runs), then P@1 / P@5 / mAP@10 of both spaces with the held-out
     photos as queries and gallery (same product = relevant)."""
     from tiefvision_core.similarity.deep_ranking import DeepRankingConfig, fit_held_out
-    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+    from tiefvision_core.similarity.retrieval import (
+        ranked_neighbours,
+        retrieval_scores,
+        score_vectors,
+    )
     from tiefvision_core.similarity.unsupervised import similarity_vectors
 
     split = np.isin(labels, held_out)
@@ -197,7 +201,7 @@ def retrieval(
     def scores(vectors: np.ndarray) -> dict[str, dict[str, object]]:
         """Held-out queries against the held-out photos, and against every photo (as a
         search of the live catalog would: the trained products as distractors)."""
-        among = retrieval_scores(ranked_neighbours(vectors[rows], 10), labels[rows])
+        among = score_vectors(vectors[rows], labels[rows])
         whole = retrieval_scores(
             ranked_neighbours(vectors, 10)[rows], labels, queries=np.array(rows)
         )

@@ -116,7 +116,7 @@ def main() -> None:
         f"{trained.best_epoch})"
     )
     from tiefvision_core.similarity.deep_ranking import space_vectors, unsupervised_vectors
-    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+    from tiefvision_core.similarity.retrieval import score_vectors
 
     test_rows = [int(i) for i in np.flatnonzero(split)]
     assert fit.validation is not None
@@ -133,7 +133,7 @@ def main() -> None:
         ),
         ("supervised", fit.supervised_accuracy, space_vectors(trained.net, maps, test_rows)),
     ):
-        s = retrieval_scores(ranked_neighbours(vectors, 10), label_array[test_rows])
+        s = score_vectors(vectors, label_array[test_rows])
         print(
             f"{name:<14}{accuracy:>12.3f}{s.precision_at_1:>8.3f}{s.precision_at_5:>8.3f}"
             f"{s.map_at_10:>9.3f}"

@@ -361,10 +361,9 @@ def space_vectors(net: nn.Module, maps: np.ndarray, rows: Sequence[int], batch: 
 
 
 def _map10(net, maps, labels: np.ndarray, rows: Sequence[int]) -> float:
-    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+    from tiefvision_core.similarity.retrieval import score_vectors
 
-    vectors = space_vectors(net, maps, rows)
-    return retrieval_scores(ranked_neighbours(vectors, 10), labels[list(rows)]).map_at_10
+    return score_vectors(space_vectors(net, maps, rows), labels[list(rows)]).map_at_10
 
 
 def _stopping_score(net, maps, flipped, labels, triplets, rows, config) -> tuple[float, float]:
@@ -532,7 +531,7 @@ def fit_held_out(
 
     Memory: ``maps`` / ``flipped`` may be float16 or memory-mapped; the unsupervised
     vectors are float16 ((N, H·W·C) × 2 bytes) and converted a block at a time."""
-    from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
+    from tiefvision_core.similarity.retrieval import score_vectors
 
     config = config or DeepRankingConfig()
     labels = np.asarray(labels)
@@ -566,7 +565,7 @@ def fit_held_out(
     supervised_accuracy, _ = triplet_accuracy(trained.net, maps, flipped, test_triplets)
 
     def map10(vectors: np.ndarray) -> float:
-        return retrieval_scores(ranked_neighbours(vectors, 10), labels[test_rows]).map_at_10
+        return score_vectors(vectors, labels[test_rows]).map_at_10
 
     return HeldOutFit(
         trained,
