@@ -433,6 +433,10 @@ class S3Store(Store):
     ``max_attempts``, ``connect_timeout`` and ``read_timeout`` (seconds) shape the work
     client: the defaults suit a batch stage that would rather wait out a blip than fail a
     run; :data:`INTERACTIVE` holds the impatient values a person waiting on a page needs.
+    ``probe_patience`` (seconds) is how long the opening check keeps retrying an endpoint
+    that does not answer: a server restarting as a nightly stage starts (a MinIO upgrade, a
+    pod rescheduled) is waited out, while a wrong endpoint still fails within seconds.
+    Refused credentials and missing buckets fail at once: waiting cannot fix them.
     """
 
     def __init__(
@@ -447,6 +451,7 @@ class S3Store(Store):
         check: bool = True,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
+        probe_patience: float = 8.0,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -482,13 +487,23 @@ class S3Store(Store):
         # with exponential backoff). Probe client: impatient, so a wrong endpoint fails fast.
         self._client = client(max_attempts, connect_timeout)
         if check:
-            self._check(client(2, min(2.0, connect_timeout)))
+            self._check(client(2, min(2.0, connect_timeout)), probe_patience)
 
-    def _check(self, probe: Any) -> None:  # a boto3 S3 client: boto3 has no type information
-        try:
-            probe.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
-        except Exception as exc:
-            raise self._translate(exc, self.url) from None
+    def _check(self, probe: Any, patience: float) -> None:  # probe: a boto3 S3 client
+        """One listing; an unreachable endpoint is retried until ``patience`` runs out."""
+        deadline = time.monotonic() + patience
+        pause = 0.25
+        while True:
+            try:
+                probe.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+                return
+            except Exception as exc:
+                error = self._translate(exc, self.url)
+            left = deadline - time.monotonic()
+            if not isinstance(error, StorageUnreachable) or left <= 0:
+                raise error
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 2.0)
 
     def _key(self, key: str) -> str:
         _check_key(key)
@@ -814,9 +829,15 @@ class _ClientLimits(TypedDict, total=False):
     max_attempts: int
     connect_timeout: float
     read_timeout: float
+    probe_patience: float
 
 
-INTERACTIVE: _ClientLimits = {"max_attempts": 2, "connect_timeout": 1.0, "read_timeout": 2.0}
+INTERACTIVE: _ClientLimits = {
+    "max_attempts": 2,
+    "connect_timeout": 1.0,
+    "read_timeout": 2.0,
+    "probe_patience": 0.0,
+}
 
 
 def open_store(

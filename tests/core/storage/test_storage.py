@@ -190,6 +190,33 @@ def test_requests_survive_a_server_restart(s3_server: S3Server) -> None:
     assert store.get_bytes("k") == b"before" and store.get_bytes("k2") == b"during"
 
 
+@pytest.mark.s3
+def test_opening_a_store_waits_out_a_server_restart(s3_server: S3Server) -> None:
+    """A nightly stage that starts while the S3 server restarts (CI once saw rebuild-index
+    exit 2 with "cannot reach" during a 2 s outage) opens its store once the server is
+    back; an interactive store (a page someone waits on) still fails at once."""
+    bucket = s3_server.new_bucket()
+
+    def opened(**limits: float) -> S3Store:
+        return S3Store(
+            f"s3://{bucket}",
+            endpoint_url=s3_server.endpoint,
+            access_key_id=S3_KEY,
+            secret_access_key=S3_SECRET,
+            **limits,  # type: ignore[arg-type]
+        )
+
+    with s3_server.down(), pytest.raises(StorageUnreachable):
+        opened(probe_patience=0.0)
+    restart = threading.Thread(target=s3_server.restart, kwargs={"down_seconds": 2.0})
+    restart.start()
+    time.sleep(0.3)  # down now
+    store = opened()
+    restart.join()
+    store.put_bytes("k", b"after the restart")
+    assert store.get_bytes("k") == b"after the restart"
+
+
 def test_redact_url_drops_user_info() -> None:
     assert redact_url("http://me:secret@host:9000/x") == "http://host:9000/x"
     assert redact_url("http://host:9000") == "http://host:9000"
