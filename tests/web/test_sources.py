@@ -134,7 +134,9 @@ def test_during_an_s3_outage_requests_fail_fast_and_health_says_so(
             started = time.monotonic()
             answer = client.get(url)
             took = time.monotonic() - started
-            assert took < 5, (url, took)
+            # Interactive: 2 attempts, ~3 s on a quiet machine (CI saw 5.06 s under load);
+            # the batch client's 8 attempts with backoff would take well over 30 s.
+            assert took < 12, (url, took)
             assert answer.status_code == 503, (url, answer.status_code, answer.text[:200])
             detail = answer.json()["detail"]
             assert "try again" in detail
