@@ -484,7 +484,9 @@ class S3Store(Store):
             )
 
         # Work client: patient (standard mode retries connection errors, throttling and 5xx
-        # with exponential backoff). Probe client: impatient, so a wrong endpoint fails fast.
+        # with exponential backoff). Probe client: short attempts, retried by ``_check`` for
+        # ``probe_patience`` seconds, so a restart is waited out and a wrong endpoint fails
+        # after that bound rather than after the work client's minutes of retries.
         self._client = client(max_attempts, connect_timeout)
         if check:
             self._check(client(2, min(2.0, connect_timeout)), probe_patience)
