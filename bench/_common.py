@@ -90,15 +90,19 @@ class LocatorBench:
     locate_seconds: float
 
 
-def train_and_locate(store: Any, encoder: str) -> LocatorBench:
+def train_and_locate(
+    store: Any, encoder: str, scales: tuple[int, ...] | None = None
+) -> LocatorBench:
     """Train the locator on the store's annotations (the crops dataset is reused when the
-    annotations did not change) and locate every photo with it."""
+    annotations did not change) and locate every photo with it; ``scales``: the
+    whole-image input sides (default: the flow's)."""
     from flows.locate import locate
     from flows.train_locator import train_locator
 
     store_url = store.url
     started = time.perf_counter()
-    run = train_locator(store=store_url, encoder=encoder)
+    extra = {} if scales is None else {"scales": tuple(scales)}
+    run = train_locator(store=store_url, encoder=encoder, **extra)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     summary = locate(store=store_url, encoder=encoder)

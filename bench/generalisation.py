@@ -86,6 +86,8 @@ def _training(bench: Any) -> dict[str, Any]:
         "locate_seconds": round(bench.locate_seconds, 1),
         "epochs": bench.run.epochs,
         "best_epoch": bench.run.best_epoch,
+        # the annotated photos the run held out (not the scored ones): what to choose by
+        "test_split_mean_iou": bench.run.evaluation["locator"]["mean_iou"],
     }
 
 
@@ -101,7 +103,7 @@ def part_ccp(args: argparse.Namespace) -> dict[str, Any]:
     boxes[boxes["image"].isin(train)].to_csv(train_csv, index=False)
     import_boxes(store, train_csv)
 
-    bench = train_and_locate(store, args.encoder)
+    bench = train_and_locate(store, args.encoder, args.scales)
     truth = truth_boxes(store, boxes)
     annotated = set(truth.loc[truth["image"].isin(train), "image_id"])
     scored = set(truth["image_id"]) - annotated
@@ -263,7 +265,7 @@ def part_style(args: argparse.Namespace) -> dict[str, Any]:
     train[["image", *_COORDS]].to_csv(train_csv, index=False)
     import_boxes(store, train_csv)
 
-    bench = train_and_locate(store, args.encoder)
+    bench = train_and_locate(store, args.encoder, args.scales)
     truth = truth_boxes(store, boxes[["image", *_COORDS]])
     annotated = set(truth.loc[truth["image"].isin(train["image"]), "image_id"])
     style_of = dict(zip(truth["image_id"], truth["image"].str.split("/").str[0], strict=True))
@@ -343,6 +345,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--encoder", default="efficientnet_lite0")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--scales",
+        type=lambda text: tuple(int(side) for side in text.split(",")),
+        default=None,
+        help="the locator's whole-image input sides, comma-separated (default: the flow's)",
+    )
     parser.add_argument("--studio-products", type=int, default=60)
     parser.add_argument("--rooms-products", type=int, default=50)
     parser.add_argument("--views", type=int, default=4)
@@ -355,7 +363,16 @@ def main() -> None:
     runners = {"ccp": part_ccp, "style": part_style, "grocery": part_grocery}
     chosen = PARTS if args.part == "all" else (args.part,)
     results = {part: runners[part](args) for part in chosen if part in runners}
-    print(json.dumps({"encoder": args.encoder, "workdir": str(args.workdir), **results}))
+    print(
+        json.dumps(
+            {
+                "encoder": args.encoder,
+                "workdir": str(args.workdir),
+                "scales": args.scales,
+                **results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def crops(
     test_fraction: float = 0.2,
     seed: int = 0,
     min_images: int = 20,
+    fit_scales: bool = True,
 ) -> CropDataset:
     """Build the crops dataset of the current box annotations (resumes a killed run).
 
@@ -49,13 +50,19 @@ def crops(
         device: auto, cpu or cuda.
         batch_size: images per forward pass; empty = measured per device.
         scales: longer side, in pixels, of each whole-image input the windows are cut from.
+        fit_scales: add one larger side when the annotated products are narrow (a window
+            would not fit inside them at any of ``scales``); see docs/locator.md.
         test_fraction: share of annotated photos held out (split by photo, stratified).
         seed: split seed.
         min_images: refuse to build a dataset from fewer annotated photos.
     """
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
     crop_config = CropConfig(
-        scales=tuple(scales), test_fraction=test_fraction, seed=seed, min_images=min_images
+        scales=tuple(scales),
+        test_fraction=test_fraction,
+        seed=seed,
+        min_images=min_images,
+        fit_to_boxes=fit_scales,
     )
     snapshot = export_box_snapshot(settings.store_url)
     plan = plan_crops(settings.store_url, config, snapshot, crop_config)
@@ -65,7 +72,7 @@ def crops(
         unmapped(config),
         unmapped(plan),
         list(plan.parts),
-        unmapped(crop_config.scales),
+        unmapped(plan.scales),
         unmapped(progress),
     ).result()
     dataset = finish_crops(settings.store_url, config, plan, crop_config)

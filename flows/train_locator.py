@@ -34,6 +34,7 @@ def train_locator(
     test_fraction: float = 0.2,
     seed: int = 0,
     min_images: int = 20,
+    fit_scales: bool = True,
     threshold: float = 0.8,
     max_epochs: int = 40,
     patience: int = 6,
@@ -49,6 +50,8 @@ def train_locator(
         dataset: an existing crops dataset id; empty = build (or reuse) one from the
             current annotations.
         scales: longer side of each whole-image input (crops dataset parameter).
+        fit_scales: add one larger side when the annotated products are narrow (crops
+            dataset parameter; see docs/locator.md).
         test_fraction: share of annotated photos held out for early stopping and scoring.
         seed: split and training seed.
         min_images: refuse to train on fewer annotated photos.
@@ -68,6 +71,7 @@ def train_locator(
             test_fraction=test_fraction,
             seed=seed,
             min_images=min_images,
+            fit_scales=fit_scales,
         )
         dataset = built.dataset_id
     else:

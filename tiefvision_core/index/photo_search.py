@@ -58,10 +58,14 @@ QUERY_SCALES: tuple[int, ...] = (448, 576)
 
 
 def query_scales(trained: Sequence[int], wanted: Sequence[int] | None = None) -> tuple[int, ...]:
-    """The scales an upload is located at: ``wanted`` (default :data:`QUERY_SCALES`) among
-    the ``trained`` ones, in trained order; all trained ones when none of them is wanted."""
-    wanted = QUERY_SCALES if wanted is None else tuple(wanted)
-    chosen = tuple(side for side in trained if side in wanted)
+    """The scales an upload is located at: ``wanted`` among the ``trained`` ones, in trained
+    order; all trained ones when none of them is wanted. By default :data:`QUERY_SCALES`
+    and any trained side above them: a side the crops dataset added because the products
+    are narrow (``locator.crops.fit_scales``) is the one their windows fit at."""
+    if wanted is None:
+        chosen = tuple(s for s in trained if s in QUERY_SCALES or s > max(QUERY_SCALES))
+    else:
+        chosen = tuple(side for side in trained if side in wanted)
     return chosen or tuple(trained)
 
 

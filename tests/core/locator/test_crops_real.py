@@ -6,23 +6,30 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 
 from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.locator.crops import (
+    DEFAULT_SCALES,
+    MAX_FITTED_SIDE,
     WINDOWS_SCHEMA,
     CropConfig,
     build_part,
     finish_crops,
+    fit_scales,
     load_samples,
+    median_shorter_share,
     plan_crops,
     window_piece,
 )
+from tiefvision_core.locator.model import WindowGeometry
 from tiefvision_core.storage.stores import LocalStore
 
 DRESSES = Path(__file__).parents[2] / "data" / "real" / "ccp-dresses"
@@ -46,6 +53,28 @@ def test_a_map_without_labelled_windows_is_an_empty_piece_of_the_declared_schema
     assert pa.concat_tables([empty, labelled]).column("image_id").to_pylist() == ["b", "b"]
 
 
+LITE0_WINDOWS = WindowGeometry(stride=32, crop_size=224, kernel=(7, 7))
+
+
+def test_scales_gain_one_larger_side_only_for_narrow_products() -> None:
+    # Studio-like: products half the photo's longer side fit windows at 576 already.
+    assert fit_scales(DEFAULT_SCALES, 0.44, LITE0_WINDOWS) == DEFAULT_SCALES
+    # A dress a third of a portrait photo's width (0.224 of its height): 0.75 · 224 / 0.224
+    # = 750 input pixels, rounded up to the stride.
+    assert fit_scales(DEFAULT_SCALES, 0.224, LITE0_WINDOWS) == (320, 448, 576, 768)
+    assert fit_scales(DEFAULT_SCALES, 0.01, LITE0_WINDOWS)[-1] == MAX_FITTED_SIDE
+    assert fit_scales(DEFAULT_SCALES, 0.0, LITE0_WINDOWS) == DEFAULT_SCALES  # no boxes
+
+
+def test_median_shorter_share_is_the_box_shorter_side_over_the_photo_longer_side() -> None:
+    frame = pd.DataFrame(
+        {"left": [0, 10, 0], "top": [0, 0, 0], "right": [100, 60, 30], "bottom": [50, 400, 30]}
+    ).assign(width=[200, 400, 300], height=[100, 800, 100])
+    # shorter sides 50, 50, 30 over longer sides 200, 800, 300 → 0.25, 0.0625, 0.1
+    assert median_shorter_share(frame) == pytest.approx(0.1)
+    assert median_shorter_share(frame.iloc[:0]) == 0.0
+
+
 def test_crops_of_real_street_photos_with_a_windowless_scale(lite0, tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
@@ -67,9 +96,17 @@ def test_crops_of_real_street_photos_with_a_windowless_scale(lite0, tmp_path: Pa
         )
     config = CropConfig(min_images=4, part_size=4)
     plan = plan_crops(store, lite0, boxes, snapshot_key="snap", snapshot_digest="d", config=config)
+    # The dresses are a third of the photo's width or less: one larger side is fitted to
+    # them (a different dataset than without fitting), unless the caller opts out.
+    assert plan.scales[:-1] == config.scales and plan.scales[-1] > max(config.scales)
+    unfitted = replace(config, fit_to_boxes=False)
+    as_given = plan_crops(
+        store, lite0, boxes, snapshot_key="snap", snapshot_digest="d", config=unfitted
+    )
+    assert as_given.scales == config.scales and as_given.dataset_id != plan.dataset_id
     runtime = RuntimeConfig(device="cpu", threads=1, workers=0, cpu_processes=0).build()
     for spec in plan.parts:
-        build_part(store, runtime, plan, spec, config.scales)
+        build_part(store, runtime, plan, spec, plan.scales)
 
     dataset = finish_crops(store, lite0, plan, config)
 
@@ -80,6 +117,8 @@ def test_crops_of_real_street_photos_with_a_windowless_scale(lite0, tmp_path: Pa
     assert ids.isdisjoint(at_320.to_pylist())  # nothing labelled there …
     assert ids <= set(windows.column("image_id").to_pylist())  # … but at the larger scales
     assert sum(dataset.windows.values()) == windows.num_rows
+    assert dataset.scales == plan.scales
+    assert set(windows.column("side").to_pylist()) == set(plan.scales)
 
     # Training samples: only maps the heads can run over (the narrow ones crashed the conv).
     samples = load_samples(store, dataset)

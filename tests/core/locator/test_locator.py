@@ -616,6 +616,9 @@ def test_an_upload_is_located_at_the_query_scales_of_the_trained_ones(tmp_path) 
     assert search.query_scales((320, 448, 576)) == search.QUERY_SCALES == (448, 576)
     assert search.query_scales((320, 448, 576), (576, 320)) == (320, 576)  # trained order
     assert search.query_scales((256, 512)) == (256, 512)  # none wanted: all trained ones
+    # A side fitted to narrow products (above the query scales) is kept by default.
+    assert search.query_scales((320, 448, 576, 768)) == (448, 576, 768)
+    assert search.query_scales((320, 448, 576, 768), (448, 576)) == (448, 576)
     store = LocalStore(tmp_path)
     _saved_locator(store)
     encoder = _RecordingEncoder()
