@@ -25,11 +25,12 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -184,6 +185,28 @@ class CropRequest:
     height: int
     box: Box | None = None
     whole_side: int | None = None
+
+    @classmethod
+    def of_row(
+        cls,
+        row: Mapping[str, Any],
+        *,
+        uri_column: str = "uri",
+        box: Box | None = None,
+        whole_side: int | None = None,
+    ) -> CropRequest:
+        """The request for one row of a plan or manifest table (``image_id``, ``sha256``,
+        the ``uri_column``, ``width``, ``height``): the one reading of such a row that the
+        encoding shards, the crops dataset and the locate plan share."""
+        return cls(
+            image_id=row["image_id"],
+            sha256=row["sha256"],
+            uri=row[uri_column],
+            width=int(row["width"]),
+            height=int(row["height"]),
+            box=box,
+            whole_side=whole_side,
+        )
 
     @property
     def full_box(self) -> Box:

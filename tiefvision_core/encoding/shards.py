@@ -184,17 +184,7 @@ def plan_encoding(
 
 def load_requests(store: Store, plan_key: str, spec: ShardSpec) -> list[CropRequest]:
     table = store.read_parquet(plan_key).slice(spec.start, spec.size)
-    return [
-        CropRequest(
-            image_id=r["image_id"],
-            sha256=r["sha256"],
-            uri=r["uri"],
-            width=int(r["width"]),
-            height=int(r["height"]),
-            box=as_box(r["box"]),
-        )
-        for r in table.to_pylist()
-    ]
+    return [CropRequest.of_row(r, box=as_box(r["box"])) for r in table.to_pylist()]
 
 
 def _schema(encoder: Encoder, dtype: VectorDType, length: int) -> pa.Schema:

@@ -304,18 +304,7 @@ def split_by_image_frame(frame: pd.DataFrame, config: CropConfig) -> dict[str, s
 
 def _work_requests(store: Store, plan: CropPlan, spec: PartSpec, scales: Iterable[int]) -> list:
     table = store.read_parquet(plan.work_key).slice(spec.start, spec.stop - spec.start)
-    return [
-        CropRequest(
-            image_id=r["image_id"],
-            sha256=r["sha256"],
-            uri=r["uri"],
-            width=int(r["width"]),
-            height=int(r["height"]),
-            whole_side=side,
-        )
-        for r in table.to_pylist()
-        for side in scales
-    ]
+    return [CropRequest.of_row(r, whole_side=side) for r in table.to_pylist() for side in scales]
 
 
 def map_rows(batches: Iterable[EncodedBatch], stride: int) -> pa.Table:

@@ -373,9 +373,7 @@ def locate_shard(
     assert plan.plan_key is not None  # None only in a plan without shards
     rows = store.read_parquet(plan.plan_key).slice(shard.start, shard.stop - shard.start)
     requests = [
-        CropRequest(
-            r["image_id"], r["sha256"], r["source_uri"], r["width"], r["height"], whole_side=side
-        )
+        CropRequest.of_row(r, uri_column="source_uri", whole_side=side)
         for r in rows.to_pylist()
         for side in model.scales
     ]
