@@ -58,7 +58,7 @@ def main() -> None:
     print(
         f"\nencoder {encoder.version}, CPU threads {os.cpu_count()}; "
         f"{len(annotated)} annotated photos ({run.evaluation['images']} of them held out "
-        f"for early stopping), {evaluation.images} never-annotated photos scored"
+        f"for the run's own evaluation), {evaluation.images} never-annotated photos scored"
     )
     print_box_table(evaluation)
     ratio = evaluation.locator.mean_iou / max(evaluation.whole_image.mean_iou, 1e-9)
