@@ -51,7 +51,7 @@ def crops(
         batch_size: images per forward pass; empty = measured per device.
         scales: longer side, in pixels, of each whole-image input the windows are cut from.
         fit_scales: add one larger side when the annotated products are narrow (a window
-            would not fit inside them at any of ``scales``); see docs/locator.md.
+            would not fit inside them at any of ``scales``); see the README, "Locating the product".
         test_fraction: share of annotated photos held out (split by photo, stratified).
         seed: split seed.
         min_images: refuse to build a dataset from fewer annotated photos.

@@ -51,7 +51,7 @@ def train_locator(
             current annotations.
         scales: longer side of each whole-image input (crops dataset parameter).
         fit_scales: add one larger side when the annotated products are narrow (crops
-            dataset parameter; see docs/locator.md).
+            dataset parameter; see the README, "Locating the product").
         test_fraction: share of annotated photos held out for early stopping and scoring.
         seed: split and training seed.
         min_images: refuse to train on fewer annotated photos.

@@ -68,8 +68,8 @@ __all__ = [
 ]
 
 #: Longer side of the whole-image input, per scale. A 224-pixel window then spans 70 %,
-#: 50 % and 39 % of the photo's longer side: small and large products both get windows
-#: that lie mostly inside them.
+#: 50 % and 39 % of the photo's longer side: products from about half the photo up get
+#: windows that lie mostly inside them; narrower ones get one more side (:func:`fit_scales`).
 DEFAULT_SCALES = (320, 448, 576)
 #: :func:`fit_scales`: at the largest scale, the annotated products' median shorter side
 #: should span at least this share of a window; never add a side above ``MAX_FITTED_SIDE``.
