@@ -380,11 +380,9 @@ def _folder_files(store: Store, prefix: str) -> dict[str, dict[str, int]]:
         if root.is_dir():
             for folder in root.iterdir():
                 if folder.is_dir() and not folder.name.startswith("."):
-                    folders[folder.name] = {
-                        p.relative_to(folder).as_posix(): p.stat().st_size
-                        for p in folder.rglob("*")
-                        if p.is_file()
-                    }
+                    files = _local_folder_files(folder)
+                    if files is not None:
+                        folders[folder.name] = files
         return folders
     for info in store.list(prefix):
         rest = info.key[len(prefix) :]
@@ -392,6 +390,25 @@ def _folder_files(store: Store, prefix: str) -> dict[str, dict[str, int]]:
             version, name = rest.split("/", 1)
             folders.setdefault(version, {})[name] = info.size
     return folders
+
+
+def _local_folder_files(folder: Path) -> dict[str, int] | None:
+    """{file name: bytes} of a local version folder; ``None`` when the folder vanished
+    while it was being walked. Why: another publish of the same space may prune it at that
+    moment (two rebuilds racing); listed a moment later it would not be there at all, so it
+    is left out instead of failing this publish with the walk's FileNotFoundError."""
+    files: dict[str, int] = {}
+    try:
+        for path in folder.rglob("*"):
+            try:
+                if path.is_file():
+                    files[path.relative_to(folder).as_posix()] = path.stat().st_size
+            except FileNotFoundError:
+                continue  # removed between the listing and its stat
+    except FileNotFoundError:
+        if not folder.exists():
+            return None
+    return files
 
 
 def list_versions(store: Store, space: str) -> list[VersionInfo]:

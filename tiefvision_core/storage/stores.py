@@ -17,6 +17,7 @@ Keys are always relative to the store root and use forward slashes.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import fcntl
 import hashlib
 import io
@@ -415,8 +416,10 @@ class LocalStore(Store):
             base = self.root / prefix if prefix.endswith("/") else (self.root / prefix).parent
             for dirpath, _, _ in sorted(os.walk(base), key=lambda w: -len(w[0])):
                 folder = Path(dirpath)
-                if folder != self.root and not any(folder.iterdir()):
-                    folder.rmdir()
+                # Another writer pruning the same prefix may have removed it meanwhile.
+                with contextlib.suppress(FileNotFoundError):
+                    if folder != self.root and not any(folder.iterdir()):
+                        folder.rmdir()
         return removed
 
     def uri(self, key: str = "") -> str:

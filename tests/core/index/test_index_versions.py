@@ -5,6 +5,7 @@ switched back and forth only to a version that still passes its self-check."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,3 +177,25 @@ def test_check_space_accepts_the_two_spaces_and_names_them_otherwise() -> None:
     assert check_space("supervised") == "supervised"
     with pytest.raises(InputError, match="choose one of unsupervised, supervised"):
         check_space("semantic")
+
+
+def test_a_version_pruned_while_it_is_listed_is_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two rebuilds racing: one prunes a version folder while the other walks it (a CI run
+    # once failed a publish there with FileNotFoundError from the walk).
+    store = LocalStore(str(tmp_path / "store"))
+    kept = publish(store, random_vectors(20, seed=1))
+    doomed = publish(store, random_vectors(20, seed=2), keep=2)
+    walk = Path.rglob
+
+    def pruned_meanwhile(self: Path, pattern: str):
+        if self.name == doomed.version:
+            shutil.rmtree(self)  # the other publish's prune, between listing and walking
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return walk(self, pattern)
+
+    monkeypatch.setattr(Path, "rglob", pruned_meanwhile)
+    listed = list_versions(store, "unsupervised")
+    assert [v.version for v in listed] == [kept.version]
+    assert listed[0].rows == 20 and listed[0].bytes > 0
