@@ -19,7 +19,6 @@ the epoch the validation products choose.
 from __future__ import annotations
 
 import argparse
-import copy
 import random
 import sys
 import tempfile
@@ -29,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from torch.nn import functional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
+from _last_stage import LastStage, frozen_part_of  # noqa: E402
 from generalisation import pick  # noqa: E402
 
 
@@ -46,8 +45,7 @@ def frozen_part(names: list[str], images: Path, cache: Path) -> tuple[torch.Tens
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.encoding.runtime import crop_pixels
 
-    features = get_encoder("efficientnet_lite0")
-    net = features.features
+    encoder = get_encoder("efficientnet_lite0")
     plain, mirrored = [], []
     with torch.no_grad():
         for start in range(0, len(names), 32):
@@ -60,38 +58,23 @@ def frozen_part(names: list[str], images: Path, cache: Path) -> tuple[torch.Tens
                 ]
             )
             for batch, out in ((pixels, plain), (pixels.flip(3), mirrored)):
-                x = net.act1(net.bn1(net.conv_stem(features.normalise(batch))))
-                out.append(net.blocks[:-1](x).half())
+                out.append(frozen_part_of(encoder, batch))
     result = (torch.cat(plain), torch.cat(mirrored))
     torch.save(result, cache)
     return result
 
 
-class LastStage(nn.Module):
-    """Lite0's last MBConv block and head, trainable, then the similarity grid's unit vectors."""
+class GridStage(LastStage):
+    """The trainable last stage, then the similarity grid's unit vectors (as the index)."""
 
     def __init__(self) -> None:
         super().__init__()
-        from tiefvision_core.encoders import get_encoder
         from tiefvision_core.similarity.unsupervised import SIMILARITY_GRID
 
-        net = get_encoder("efficientnet_lite0").features
-        self.block = copy.deepcopy(net.blocks[-1])
-        self.conv = copy.deepcopy(net.conv_head)
-        self.bn = copy.deepcopy(net.bn2)
         self.cells = SIMILARITY_GRID
-        self.requires_grad_(True)
-
-    def train(self, mode: bool = True) -> LastStage:
-        super().train(mode)
-        for module in self.modules():  # running statistics stay the ImageNet ones
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = functional.relu6(self.bn(self.conv(self.block(x))))
-        y = functional.adaptive_avg_pool2d(y, self.cells)
+        y = functional.adaptive_avg_pool2d(super().forward(x), self.cells)
         y = y / y.norm(dim=1, keepdim=True).clamp_min(1e-6) / self.cells
         return y.permute(0, 2, 3, 1).reshape(len(y), -1)
 
@@ -106,7 +89,11 @@ def main() -> None:
     torch.manual_seed(0)
     random.seed(0)
 
-    from tiefvision_core.similarity.deep_ranking import split_products
+    from tiefvision_core.similarity.deep_ranking import (
+        hardest_negatives,
+        hinge_loss,
+        split_products,
+    )
     from tiefvision_core.similarity.retrieval import score_vectors
 
     data = args.data / "grocery-packages"
@@ -123,7 +110,7 @@ def main() -> None:
     for row in fit_rows:
         by_product.setdefault(labels[row], []).append(int(row))
 
-    def score(net: LastStage, mask: np.ndarray) -> float:
+    def score(net: GridStage, mask: np.ndarray) -> float:
         rows = np.flatnonzero(mask)
         net.eval()
         with torch.no_grad():
@@ -133,7 +120,7 @@ def main() -> None:
         return float(score_vectors(vectors.numpy(), labels[rows]).map_at_10)
 
     for rate in (float(r) for r in args.rates.split(",")):
-        net = LastStage()
+        net = GridStage()
         print(f"lr {rate}: before training held-out mAP@10 {score(net, scored):.4f}")
         optimiser = torch.optim.Adam(net.parameters(), lr=rate)
         best = (-1.0, 0.0, 0)
@@ -150,9 +137,10 @@ def main() -> None:
                 mirror = (torch.rand(len(anchors)) < 0.5)[:, None, None, None]
                 a = net(torch.where(mirror, mirrors[anchors], photos[anchors]).float())
                 p = net(photos[positives].float())
-                same = torch.from_numpy(labels[anchors][:, None] == labels[anchors][None, :])
-                hardest = (a @ a.T).masked_fill(same, -9.0).max(1).values
-                loss = functional.relu(0.1 - (a * p).sum(1) + hardest).mean()
+                other = torch.from_numpy(labels[anchors][:, None] != labels[anchors][None, :])
+                sim_pos = (a * p).sum(1)
+                hardest = hardest_negatives(a @ a.T, other, sim_pos, semi_hard=False)
+                loss = hinge_loss(sim_pos, hardest, 0.1)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
