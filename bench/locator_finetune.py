@@ -64,6 +64,7 @@ def frozen_part(store: Any, samples: Sequence[Any], cache: Path) -> dict[tuple[s
     from tiefvision_core.catalog.ingest import read_manifest
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.encoding.runtime import CropRequest
+    from tiefvision_core.storage.stores import read_source
 
     encoder = get_encoder("efficientnet_lite0")
     rows = read_manifest(store).to_pandas().set_index("image_id")
@@ -75,8 +76,8 @@ def frozen_part(store: Any, samples: Sequence[Any], cache: Path) -> dict[tuple[s
             request = CropRequest(
                 s.image_id, row["sha256"], row["source_uri"], width, height, whole_side=s.side
             )
-            data = Path(row["source_uri"].removeprefix("file://")).read_bytes()
-            image = decode_image(data, max_pixels=10**9, min_side=request.decode_min_side(224))
+            data = read_source(request.uri, sha256=request.sha256)
+            image = decode_image(data, min_side=request.decode_min_side(224))
             size = request.whole_size(encoder.geometry.stride)
             resized = np.asarray(image.resize(size, Image.Resampling.BILINEAR), np.uint8)
             pixels = torch.from_numpy(resized.copy()).permute(2, 0, 1)
