@@ -147,7 +147,7 @@ def _style_catalog(args: argparse.Namespace) -> Path:
     return catalog
 
 
-def _cached_grids(
+def cached_grids(
     work: Path, images: Path, boxes: dict[str, tuple[int, int, int, int] | None]
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """:func:`encode_grids`, kept in ``work`` under a digest of the crops (and encoder)."""
@@ -301,7 +301,7 @@ def part_style(args: argparse.Namespace) -> dict[str, Any]:
     held_out = pick(rooms_products, round(len(rooms_products) * 0.25), args.seed)
     table = {}
     for name, chosen_boxes in crops.items():
-        names, maps, flipped = _cached_grids(catalog, catalog / "images", chosen_boxes)
+        names, maps, flipped = cached_grids(catalog, catalog / "images", chosen_boxes)
         table[name] = retrieval(maps, flipped, products[names].to_numpy(), held_out)
     print(
         f"\n## Deep Ranking on the rooms catalog: {len(rooms_products) - len(held_out)} "
@@ -326,7 +326,7 @@ def part_grocery(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     products = pd.read_csv(data / "products.csv").set_index("image")["product"]
     held_out = pick(sorted(set(products)), 5, args.seed)
-    names, maps, flipped = _cached_grids(
+    names, maps, flipped = cached_grids(
         work, data / "images", dict.fromkeys(products.index.tolist())
     )
     result = retrieval(maps, flipped, products[names].to_numpy(), held_out)

@@ -40,17 +40,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
-from _common import import_boxes, ingest_once, prefect_here  # noqa: E402
+from _ccp_maps import THRESHOLD, ccp_maps, mean_iou  # noqa: E402
+from _common import prefect_here  # noqa: E402
 from _last_stage import LastStage, frozen_part_of  # noqa: E402
-from generalisation import pick  # noqa: E402
-
-THRESHOLD = 0.8
 
 
 def frozen_part(store: Any, samples: Sequence[Any], cache: Path) -> dict[tuple[str, int], Any]:
@@ -106,12 +103,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=6)
     args = parser.parse_args()
 
-    from flows.crops import crops
-    from tiefvision_core.catalog.ingest import image_id_for
-    from tiefvision_core.locator.crops import load_samples
-    from tiefvision_core.locator.evaluation import iou
-    from tiefvision_core.locator.model import LocatorHeads, WindowGeometry
-    from tiefvision_core.locator.runs import evaluate_samples, located_iou_score
+    from tiefvision_core.locator.model import LocatorHeads
+    from tiefvision_core.locator.runs import located_iou_score
     from tiefvision_core.locator.training import (
         TrainConfig,
         TrainedLocator,
@@ -119,44 +112,22 @@ def main() -> None:
         _channel_stats,
         _Loss,
         train_heads,
-        validation_split,
     )
 
-    data = args.data / "ccp-dresses"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tiefvision-locator-finetune-"))
-    work.mkdir(parents=True, exist_ok=True)
     prefect_here(work / "prefect")
-    store = ingest_once(work / "store", data / "images")
-    import_boxes(store, data / "boxes.csv")
-    dataset = crops(store=store.url, encoder="efficientnet_lite0")
-    geometry = WindowGeometry.from_dict(dataset.window)
-    samples = load_samples(store, dataset)
+    ccp = ccp_maps(args.data / "ccp-dresses", work)
+    store, geometry, samples = ccp.store, ccp.geometry, ccp.samples
+    fit, validation, scored = ccp.fit, ccp.validation, ccp.scored
     frozen = frozen_part(store, samples, work / "frozen-part.pt")
-
-    names = pd.read_csv(data / "boxes.csv")["image"].tolist()
-    trained_ids = {image_id_for(n) for n in pick(names, round(len(names) * 2 / 3), 0)}
     config = TrainConfig()
-    fit, validation = validation_split(
-        [s for s in samples if s.image_id in trained_ids],
-        fraction=config.validation_fraction,
-        seed=config.seed,
-    )
-    scored = [s for s in samples if s.image_id not in trained_ids]
-    print(
-        f"sides {dataset.scales}: {len({s.image_id for s in fit})} photos fit, "
-        f"{len({s.image_id for s in validation})} validation, "
-        f"{len({s.image_id for s in scored})} scored"
-    )
+    print(ccp.counts())
 
     def frozen_maps(group):
         return [replace(s, maps=frozen[(s.image_id, s.side)]) for s in group]
 
-    def mean_iou(model: nn.Module, group, scaler) -> float:
-        by_image = {s.image_id: s for s in group}
-        ids = sorted(by_image)
-        located = evaluate_samples(TrainedLocator(model, scaler), group, geometry, THRESHOLD)
-        boxes = np.array([located[i].box for i in ids], np.float64)
-        return float(iou(boxes, np.array([by_image[i].box for i in ids], np.float64)).mean())
+    def tuned_iou(model: nn.Module, group, scaler) -> float:
+        return mean_iou(TrainedLocator(model, scaler), group, geometry)
 
     started = time.perf_counter()
     base = train_heads(
@@ -170,8 +141,8 @@ def main() -> None:
     seconds = time.perf_counter() - started
     print(
         f"frozen: epoch {base.best_epoch}, "
-        f"validation {mean_iou(base.heads, validation, scaler):.3f}, "
-        f"scored {mean_iou(base.heads, scored, scaler):.3f} ({seconds:.0f} s)"
+        f"validation {tuned_iou(base.heads, validation, scaler):.3f}, "
+        f"scored {tuned_iou(base.heads, scored, scaler):.3f} ({seconds:.0f} s)"
     )
     stage = LastStage().eval()
     with torch.no_grad():
@@ -204,7 +175,7 @@ def main() -> None:
             weight_decay=config.weight_decay,
         )
         model.eval()
-        best = (mean_iou(model, validation_f, scaler), 0, copy.deepcopy(model.state_dict()))
+        best = (tuned_iou(model, validation_f, scaler), 0, copy.deepcopy(model.state_dict()))
         print(f"{label}: epoch 0 validation {best[0]:.3f}")
         for epoch in range(1, args.epochs + 1):
             started = time.perf_counter()
@@ -215,7 +186,7 @@ def main() -> None:
                 value.backward()
                 optimiser.step()
             model.eval()
-            score = mean_iou(model, validation_f, scaler)
+            score = tuned_iou(model, validation_f, scaler)
             print(
                 f"  epoch {epoch}: validation {score:.3f} ({time.perf_counter() - started:.0f} s)"
             )
@@ -226,7 +197,7 @@ def main() -> None:
         model.load_state_dict(best[2])
         print(
             f"{label}: epoch chosen on validation {best[1]} ({best[0]:.3f}), "
-            f"scored {mean_iou(model, scored_f, scaler):.3f}"
+            f"scored {tuned_iou(model, scored_f, scaler):.3f}"
         )
 
 
