@@ -23,6 +23,7 @@ asking for more annotations or more products, this asks whether they would help:
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import tempfile
@@ -131,12 +132,14 @@ def main() -> None:
     prefect_here(work / "prefect")
     if not use_encoder("efficientnet_lite0"):
         sys.exit(1)
+    result: dict[str, object] = {"workdir": str(work)}
     if args.part in ("locator", "all"):
         print("## locator, ccp-dresses: scored mean IoU against fit photos")
-        locator_curve(args.data, work)
+        result["locator"] = locator_curve(args.data, work)
     if args.part in ("ranking", "all"):
         print("## Deep Ranking, grocery-packages: held-out mAP@10 against trained products")
-        ranking_curve(args.data, work)
+        result["ranking"] = ranking_curve(args.data, work)
+    print(json.dumps(result, default=float))
 
 
 if __name__ == "__main__":
