@@ -141,8 +141,8 @@ def main() -> None:
     seconds = time.perf_counter() - started
     print(
         f"frozen: epoch {base.best_epoch}, "
-        f"validation {tuned_iou(base.heads, validation, scaler):.3f}, "
-        f"scored {tuned_iou(base.heads, scored, scaler):.3f} ({seconds:.0f} s)"
+        f"validation {mean_iou(base, validation, geometry):.3f}, "
+        f"scored {mean_iou(base, scored, geometry):.3f} ({seconds:.0f} s)"
     )
     stage = LastStage().eval()
     with torch.no_grad():
