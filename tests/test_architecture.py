@@ -213,3 +213,70 @@ def test_no_function_level_import_between_core_stages() -> None:
         and _stage(importer) != _stage(imported)
     ]
     assert not offending, "\n".join(offending)
+
+
+# -- child processes --------------------------------------------------------------------------
+
+#: The modules that start child processes; each ties them to the command's life through
+#: ``tiefvision_core.processes``, so a SIGKILLed command leaves none behind.
+_PROCESS_STARTERS = {"tiefvision_core.encoding.runtime", "tiefvision_cli.prefect_server"}
+_PROCESS_MODULES = ("multiprocessing", "subprocess")
+_PROCESS_NAMES = {"ProcessPoolExecutor", "DataLoader"}
+_OS_SPAWNS = {"fork", "forkpty", "posix_spawn", "posix_spawnp", "system", "popen", "spawnv"}
+
+
+def _starts_processes(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, what) for each way the module could start a process: importing
+    multiprocessing or subprocess, a process pool or a DataLoader (its workers), or
+    calling one of ``os``'s spawning functions."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            modules += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names = [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            found += [
+                (node.lineno, module)
+                for module in modules
+                if module.split(".")[0] in _PROCESS_MODULES
+            ]
+            found += [(node.lineno, name) for name in names if name in _PROCESS_NAMES]
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr in _OS_SPAWNS
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        ):
+            found.append((node.lineno, f"os.{node.attr}"))
+    return found
+
+
+def test_the_process_check_sees_each_way_to_start_one() -> None:
+    tree = ast.parse(
+        "import subprocess\n"
+        "from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor\n"
+        "from torch.utils.data import DataLoader\n"
+        "import multiprocessing.pool\n"
+        "def f():\n"
+        "    os.fork()\n"
+    )
+    assert [what for _, what in _starts_processes(tree)] == [
+        "subprocess",
+        "ProcessPoolExecutor",
+        "DataLoader",
+        "multiprocessing.pool",
+        "os.fork",
+    ]
+
+
+def test_child_processes_start_only_where_they_die_with_the_command() -> None:
+    """Every command that encodes (encode, train-locator, locate, search, reindex) does it
+    through ``EncodingRuntime``, whose processes exit with the command, SIGKILL included
+    (tests/flows/test_encode_flow.py kills one); a module starting processes of its own
+    would need the same care (``tiefvision_core.processes``) and a place in this list."""
+    starters = {
+        name: found
+        for name, path in _module_files().items()
+        if (found := _starts_processes(ast.parse(path.read_text(), filename=str(path))))
+    }
+    assert set(starters) == _PROCESS_STARTERS, starters

@@ -20,8 +20,6 @@ the command is killed (``PR_SET_PDEATHSIG``): a SIGKILLed run leaves no orphan b
 from __future__ import annotations
 
 import atexit
-import contextlib
-import ctypes
 import importlib.util
 import os
 import signal
@@ -37,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tiefvision_core.errors import TiefVisionError
+from tiefvision_core.processes import die_with_parent
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -71,8 +70,9 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    """SIGTERM (uvicorn shuts down cleanly) when the command's thread that started it ends:
+    the command starts it from its main thread, so that is when the command ends."""
+    die_with_parent(signal.SIGTERM)
 
 
 class TemporaryServer:

@@ -16,19 +16,16 @@ a batch that runs out of GPU memory split in half instead of failing the run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import multiprocessing
 import os
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +38,7 @@ from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
 from tiefvision_core.encoders import Encoder, get_encoder
 from tiefvision_core.errors import ConfigError, ImageRejected, StorageNotFound
 from tiefvision_core.paths import user_cache_dir
+from tiefvision_core.processes import exit_with
 from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, read_source
 
 __all__ = [
@@ -589,6 +587,7 @@ class EncodingRuntime:
             pin_memory=self.cuda,
             prefetch_factor=4 if self.workers else None,
             multiprocessing_context=_decoding_context() if self.workers else None,
+            worker_init_fn=partial(_exit_with_owner, os.getpid()) if self.workers else None,
         )
         for groups, bad in loader:
             yield _encode_collated(self, dataset.requests, groups, bad, flips)
@@ -624,9 +623,21 @@ def _encode_collated(
 _PROCESS_RUNTIME: list[EncodingRuntime] = []
 
 
+def _exit_with_owner(owner_pid: int, _worker_id: int | None = None) -> None:
+    """First thing in every decoding or encoding process: exit when the process that
+    started it does, even by SIGKILL. Its fork server and multiprocessing's resource
+    tracker then end too (see :mod:`tiefvision_core.processes`); without this a killed run
+    left them all running, the workers waiting forever on a queue nobody writes (torch's
+    own check looks at the worker's parent, which is the fork server, not the owner).
+
+    The second argument is the worker id a ``DataLoader`` passes to its ``worker_init_fn``.
+    """
+    exit_with(owner_pid)
+
+
 def _start_encoder_process(config: RuntimeConfig, owner_pid: int) -> None:
     """Each CPU encoding process: one thread, its own model, its own measured layout."""
-    threading.Thread(target=_exit_with_owner, args=(owner_pid,), daemon=True).start()
+    _exit_with_owner(owner_pid)
     torch.set_num_threads(1)
     single = replace(config, device="cpu", threads=1, workers=0, cpu_processes=0)
     _PROCESS_RUNTIME.append(
@@ -640,19 +651,6 @@ def _start_encoder_process(config: RuntimeConfig, owner_pid: int) -> None:
             max_bytes=single.max_bytes,
         )
     )
-
-
-def _exit_with_owner(owner_pid: int) -> None:
-    """A killed run must not leave its encoding processes behind: they would wait forever
-    on a queue whose other end they hold themselves. Their fork server goes with them."""
-    while True:
-        time.sleep(1.0)
-        try:
-            os.kill(owner_pid, 0)
-        except ProcessLookupError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(os.getppid(), signal.SIGTERM)
-            os._exit(1)
 
 
 def _booted() -> None:
