@@ -15,9 +15,12 @@ def runtime_config(
     device: str | None,
     batch_size: int | None,
     compile: bool = False,
+    backend: str | None = None,
 ) -> tuple[Settings, RuntimeConfig]:
     """Settings from flags and environment, and the runtime every encoding task builds."""
-    settings = load_settings(store_url=store, encoder=encoder, device=device, batch_size=batch_size)
+    settings = load_settings(
+        store_url=store, encoder=encoder, device=device, batch_size=batch_size, backend=backend
+    )
     return settings, RuntimeConfig(
         encoder=settings.encoder,
         weights=weights,
@@ -27,4 +30,5 @@ def runtime_config(
         compile=compile,
         max_pixels=settings.max_image_pixels,
         max_bytes=settings.max_image_bytes,
+        backend=settings.backend,
     )

@@ -35,6 +35,7 @@ def encode(
     dtype: Literal["float16", "float32"] = "float16",
     kind: Literal["grid", "box"] = "grid",
     compile: bool = False,
+    backend: Literal["auto", "torch", "onnxruntime"] | None = None,
 ) -> EncodeSummary:
     """Encode catalog images that have no encoding for (sha256, encoder version, box) yet.
 
@@ -50,8 +51,11 @@ def encode(
         kind: which crop to encode on the canonical grid: "grid" = the whole image, "box" =
             the current locator's box (the whole image where there is none).
         compile: torch.compile the model (worth it for long GPU runs).
+        backend: where the CPU forward pass runs: auto (the faster of PyTorch and ONNX
+            Runtime, measured once per machine), torch or onnxruntime; default
+            ``TIEFVISION_BACKEND``.
     """
-    settings, config = runtime_config(store, encoder, weights, device, batch_size, compile)
+    settings, config = runtime_config(store, encoder, weights, device, batch_size, compile, backend)
     started = time.perf_counter()
     plan = plan_encoding(settings.store_url, config, kind, shard_size, flips, dtype)
     progress = start_progress("encode", plan.images, f"Encoding with {config.encoder}")

@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from tiefvision_cli.options import (
     AllowRegressionOption,
+    BackendOption,
     BatchSizeOption,
     DatabaseOption,
     DeviceOption,
@@ -154,6 +155,7 @@ def encode(
     weights: WeightsOption = "default",
     device: DeviceOption = None,
     batch_size: BatchSizeOption = None,
+    backend: BackendOption = None,
     shard_size: Annotated[int, typer.Option(min=1, help="Images per Parquet shard.")] = 256,
     flips: Annotated[bool, typer.Option(help="Also encode each crop mirrored.")] = False,
     dtype: Annotated[str, typer.Option(help="float16 or float32 vectors.")] = "float16",
@@ -168,6 +170,7 @@ def encode(
         weights=weights,
         device=device,
         batch_size=batch_size,
+        backend=backend,
         shard_size=shard_size,
         flips=flips,
         dtype=dtype,
@@ -190,6 +193,7 @@ def _run_encode(
     weights: str = "default",
     device: str | None = None,
     batch_size: int | None = None,
+    backend: str | None = None,
     shard_size: int = 256,
     flips: bool = False,
     dtype: str = "float16",
@@ -204,6 +208,7 @@ def _run_encode(
         encoder=encoder,
         device=device,
         batch_size=batch_size,
+        backend=backend,
         check_device=True,
         weights=weights,
     ).settings
@@ -214,7 +219,7 @@ def _run_encode(
 
     # The flow's tasks run in this process and reuse this runtime and its encoding processes.
     flow_args = (settings.store_url, settings.encoder, weights, settings.device)
-    prestart(runtime_config(*flow_args, settings.batch_size)[1])
+    prestart(runtime_config(*flow_args, settings.batch_size, backend=settings.backend)[1])
 
     with flow_run(console, progress=progress):
         return encode_flow(
@@ -226,6 +231,7 @@ def _run_encode(
             shard_size=shard_size,
             flips=flips,
             dtype=vector_dtype,
+            backend=settings.backend,
         )
 
 

@@ -10,6 +10,7 @@ import typer
 
 __all__ = [
     "AllowRegressionOption",
+    "BackendOption",
     "BatchSizeOption",
     "DatabaseOption",
     "DeviceOption",
@@ -53,6 +54,13 @@ DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
 BatchSizeOption = Annotated[
     int | None,
     typer.Option(min=1, help="Images per forward pass (default: measured per device)."),
+]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        help="CPU forward pass: auto (the faster of torch and onnxruntime, measured once per "
+        "machine), torch or onnxruntime (default: $TIEFVISION_BACKEND, else auto)."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 LockTimeoutOption = Annotated[

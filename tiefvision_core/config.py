@@ -29,6 +29,7 @@ from tiefvision_core.errors import ConfigError
 __all__ = ["Settings", "default_store_url", "load_settings", "normalise_store_url"]
 
 Device = Literal["auto", "cpu", "cuda"]
+Backend = Literal["auto", "torch", "onnxruntime"]
 TaskRunnerName = Literal["default", "dask"]
 
 #: Address schemes a Dask scheduler listens on (``dask scheduler`` prints ``tcp://…:8786``).
@@ -82,6 +83,13 @@ class Settings(BaseSettings):
         description="Annotations database (SQLAlchemy URL); default: SQLite under the store.",
     )
     device: Device = Field(default="auto", description="Where models run: auto, cpu or cuda.")
+    backend: Backend = Field(
+        default="auto",
+        description=(
+            "Where the CPU forward pass runs: auto (PyTorch or ONNX Runtime, whichever "
+            "measures faster on this machine), torch or onnxruntime. CUDA always uses PyTorch."
+        ),
+    )
     encoder: str = Field(default="efficientnet_lite0", min_length=1, description="Encoder name.")
     batch_size: int | None = Field(
         default=None,

@@ -190,9 +190,15 @@ class _SameConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = []
+        exporting = torch.onnx.is_in_onnx_export()
         for size, kernel, stride, dilation in zip(
             x.shape[-2:], self.kernel_size, self.stride, self.dilation, strict=True
         ):
+            if exporting:
+                # The exported graph serves sides that are multiples of the stride (see
+                # encoding/backends.py), where "same" padding is this constant; traced from
+                # the sizes, it broke the graph's dynamic sides.
+                size = stride
             total = max(
                 (math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0
             )

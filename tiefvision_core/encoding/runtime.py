@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
 from tiefvision_core.encoders import Encoder, get_encoder
+from tiefvision_core.encoding.backends import Forward, backend_candidates, build_forward
 from tiefvision_core.errors import ConfigError, ImageRejected, StorageNotFound
 from tiefvision_core.paths import user_cache_dir
 from tiefvision_core.processes import exit_with
@@ -332,7 +333,8 @@ class RuntimeConfig:
     ``batch_size=None`` means "measure the best one for this device". On a multi-core CPU,
     streams of at least ``pool_min_images`` run on ``cpu_processes`` single-threaded
     encoding processes (default: one per thread allowed; 0 or 1 = decode in a DataLoader
-    worker, forward here).
+    worker, forward here). ``backend``: ``auto`` measures PyTorch against ONNX Runtime on
+    the CPU (see :mod:`~tiefvision_core.encoding.backends`) and keeps the faster.
     """
 
     encoder: str = "efficientnet_lite0"
@@ -346,11 +348,13 @@ class RuntimeConfig:
     cpu_processes: int | None = None
     pool_min_images: int = 64
     max_bytes: int = DEFAULT_MAX_BYTES
+    backend: str = "auto"
 
     def build(self) -> EncodingRuntime:
         return EncodingRuntime(
             get_encoder(self.encoder, self.weights),
             device=self.device,
+            backend=self.backend,
             batch_size=self.batch_size,
             threads=self.threads,
             workers=self.workers,
@@ -366,6 +370,7 @@ class LayoutChoice:
     batch_size: int
     channels_last: bool
     images_per_s: float
+    backend: str = "torch"
 
 
 _TUNE_CACHE: dict[tuple, LayoutChoice] = {}
@@ -380,8 +385,9 @@ class EncodingRuntime:
 
     Why measured: on a small CPU the best batch is small (cache-resident activations) and
     channels-last often wins; on a GPU it is large. A fixed "batch 32" is 4× slower on this
-    2-core machine than batch 4 channels-last. Choices are cached per encoder version,
-    device and thread count in ``~/.cache/tiefvision``.
+    2-core machine than batch 4 channels-last. The backend (PyTorch or ONNX Runtime) is one
+    more measured choice. Choices are cached per encoder version, device, thread count and
+    candidate backends in ``~/.cache/tiefvision``.
     """
 
     def __init__(
@@ -389,6 +395,7 @@ class EncodingRuntime:
         encoder: Encoder,
         *,
         device: str = "auto",
+        backend: str = "auto",
         batch_size: int | None = None,
         threads: int | None = None,
         workers: int | None = None,
@@ -399,6 +406,7 @@ class EncodingRuntime:
     ) -> None:
         self.device = resolve_device(device)
         self.cuda = self.device.type == "cuda"
+        self._backends = backend_candidates(backend, self.device)
         if not self.cuda and threads:
             torch.set_num_threads(threads)
         cores = threads or torch.get_num_threads()
@@ -416,12 +424,19 @@ class EncodingRuntime:
         self.amp_dtype = (
             torch.bfloat16 if self.cuda and torch.cuda.is_bf16_supported() else torch.float16
         )
+        self._cores = cores
+        self._onnx: Forward | None = None
         choice = self._choose_layout(batch_size, cores)
         self.batch_size, self.channels_last = choice.batch_size, choice.channels_last
+        self.backend = choice.backend
+        if self.backend != "onnxruntime":
+            self._onnx = None  # measured and lost: give its session's memory back
         if self.channels_last:
             self.encoder = self.encoder.to(memory_format=torch.channels_last)
         self._model: Callable[[torch.Tensor], torch.Tensor] = self.encoder.encode_maps
-        if compile:
+        if self.backend == "onnxruntime":
+            self._model = self._onnx_forward()
+        elif compile:
             self._model = torch.compile(self.encoder.encode_maps, dynamic=False)
         self.max_forward = self.batch_size  # shrinks when CUDA runs out of memory
         self._pool_config = processes_from
@@ -434,7 +449,15 @@ class EncodingRuntime:
             if batch_size
             else ([8, 16, 32, 64, 128] if self.cuda else [1, 2, 4, 8, 16])
         )
-        key = (self.encoder.version, str(self.device), cores, torch.__version__, tuple(sizes))
+        key = (
+            self.encoder.version,
+            str(self.device),
+            cores,
+            torch.__version__,
+            tuple(sizes),
+            # PyTorch alone keeps the key it had before backends existed (cached choices stay)
+            *(() if self._backends == ("torch",) else self._backends),
+        )
         if key in _TUNE_CACHE:
             return _TUNE_CACHE[key]
         disk = _tune_cache_file()
@@ -446,10 +469,7 @@ class EncodingRuntime:
         if disk_key in stored:
             choice = LayoutChoice(**stored[disk_key])
         else:
-            choice = max(
-                (self._measure(size, layout) for size in sizes for layout in (False, True)),
-                key=lambda c: c.images_per_s,
-            )
+            choice = max(self._measurements(sizes), key=lambda c: c.images_per_s)
             stored[disk_key] = choice.__dict__
             try:
                 disk.parent.mkdir(parents=True, exist_ok=True)
@@ -459,15 +479,44 @@ class EncodingRuntime:
             except OSError:
                 log.warning("could not cache the layout choice in %s", disk)
         log.info(
-            "encoder %s on %s: batch %d, %s (%.1f images/s measured)",
+            "encoder %s on %s through %s: batch %d, %s (%.1f images/s measured)",
             self.encoder.name,
             self.device,
+            choice.backend,
             choice.batch_size,
             "channels_last" if choice.channels_last else "NCHW",
             choice.images_per_s,
         )
         _TUNE_CACHE[key] = choice
         return choice
+
+    def _measurements(self, sizes: Sequence[int]) -> Iterator[LayoutChoice]:
+        """Every candidate: PyTorch at each batch size in both layouts, ONNX Runtime (whose
+        layout is its own) at each batch size."""
+        if "torch" in self._backends:
+            for size in sizes:
+                for layout in (False, True):
+                    yield self._measure(size, layout)
+        if "onnxruntime" in self._backends:
+            for size in sizes:
+                yield self._measure_onnx(size)
+
+    def _onnx_forward(self) -> Forward:
+        if self._onnx is None:
+            self._onnx = build_forward("onnxruntime", self.encoder, self._cores)
+        return self._onnx
+
+    def _measure_onnx(self, batch_size: int, seconds: float = 0.6) -> LayoutChoice:
+        size = self.encoder.preprocessing.crop_size
+        forward = self._onnx_forward()
+        batch = torch.randint(0, 255, (batch_size, 3, size, size), dtype=torch.uint8)
+        forward(batch)  # warm-up
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds or done < 2 * batch_size:
+            forward(batch)
+            done += batch_size
+        rate = done / (time.perf_counter() - started)
+        return LayoutChoice(batch_size, False, rate, "onnxruntime")
 
     def _measure(self, batch_size: int, channels_last: bool, seconds: float = 0.6) -> LayoutChoice:
         size = self.encoder.preprocessing.crop_size
@@ -514,6 +563,8 @@ class EncodingRuntime:
         return torch.cat(outputs)
 
     def _forward_once(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.backend == "onnxruntime":
+            return self._model(pixels).float()
         x = pixels.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -644,6 +695,7 @@ def _start_encoder_process(config: RuntimeConfig, owner_pid: int) -> None:
         EncodingRuntime(
             get_encoder(single.encoder, single.weights),
             device="cpu",
+            backend=single.backend,
             batch_size=single.batch_size,
             threads=1,
             workers=0,
