@@ -40,7 +40,7 @@ from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.pointer import RegressionRefused
 from tiefvision_core.index.updates import UpdatePolicy
-from tiefvision_core.reindex import ReindexSummary, StageClock
+from tiefvision_core.reindex import ReindexRefused, ReindexSummary, StageClock
 
 __all__ = ["reindex"]
 
@@ -183,5 +183,5 @@ def reindex(
     for comparison in gates:
         report_gate(comparison)
     if refused:
-        raise RegressionRefused("; ".join(map(str, refused)), refused[0].comparison)
+        raise ReindexRefused("; ".join(map(str, refused)), refused[0].comparison, summary)
     return summary

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.core.index.test_index import PREFIX, publish, random_vectors
+from tests.core.index.test_search_live import all_ids, publish_catalog, publish_photos
 from tests.test_cli import _one_line_error, _run
 from tiefvision_core.storage.stores import LocalStore
 
@@ -45,3 +46,26 @@ def test_list_use_and_refusals(tmp_path: Path) -> None:
     assert store.read_pointer(PREFIX + "CURRENT") == first.version
     line = _one_line_error(_run("index", "list", "--store", url, "--space", "nope"))
     assert "unknown space" in line
+
+
+def test_a_rollback_never_brings_removed_photos_back(tmp_path: Path) -> None:
+    """`index use` back to a version built before photos were removed: search answers
+    from it, but never with those photos, and a query by one is refused."""
+    store = LocalStore(tmp_path / "store")
+    photos = all_ids(30)
+    removed = frozenset(photos[3:30:4])
+    publish_catalog(store, photos)
+    older = publish_photos(store, photos)
+    publish_catalog(store, photos, removed=removed)
+    publish_photos(store, [p for p in photos if p not in removed], seed=1)
+
+    used = _run("index", "use", older, "--store", store.url, "--json")
+    assert used.returncode == 0, used.stderr
+    found = _run("search", "--id", photos[0], "-k", "30", "--store", store.url, "--json")
+    assert found.returncode == 0, found.stderr
+    answer = json.loads(found.stdout)
+    assert answer["index_version"] == older
+    hits = {hit["image_id"] for hit in answer["results"]}
+    assert hits == set(photos) - removed - {photos[0]}  # every live photo, no removed one
+    line = _one_line_error(_run("search", "--id", photos[3], "--store", store.url))
+    assert f"image id '{photos[3]}' is not in the catalog any more" in line

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from tiefvision_core.evaluate import EvaluationReport
     from tiefvision_core.locator.runs import LocatorRun
     from tiefvision_core.locator.store import LocateSummary
+    from tiefvision_core.reindex import ReindexSummary
 
 # Without PREFECT_API_URL each command starts Prefect's temporary server, which gets 20 s by
 # default: a busy 2-core machine (a test run, an encoding beside it) can take longer, and
@@ -740,27 +741,38 @@ def reindex(
     ).settings
 
     from flows.reindex import reindex as reindex_flow
+    from tiefvision_core.reindex import ReindexRefused
 
-    with flow_run(console, progress=not as_json):
-        summary = reindex_flow(
-            images=images,
-            store=settings.store_url,
-            metadata=str(metadata) if metadata else None,
-            encoder=settings.encoder,
-            weights=weights,
-            device=settings.device,
-            batch_size=settings.batch_size,
-            shard_size=shard_size,
-            index_kind=kind,
-            max_churn=max_churn,
-            max_growth=max_growth,
-            lock_timeout=lock_timeout,
-            lock_ttl=lock_ttl,
-            verify_hashes=verify_hashes,
-            retention=retention,
-            tolerance=settings.regression_tolerance,
-            allow_regression=allow_regression,
-        )
+    try:
+        with flow_run(console, progress=not as_json):
+            summary = reindex_flow(
+                images=images,
+                store=settings.store_url,
+                metadata=str(metadata) if metadata else None,
+                encoder=settings.encoder,
+                weights=weights,
+                device=settings.device,
+                batch_size=settings.batch_size,
+                shard_size=shard_size,
+                index_kind=kind,
+                max_churn=max_churn,
+                max_growth=max_growth,
+                lock_timeout=lock_timeout,
+                lock_ttl=lock_ttl,
+                verify_hashes=verify_hashes,
+                retention=retention,
+                tolerance=settings.regression_tolerance,
+                allow_regression=allow_regression,
+            )
+    except ReindexRefused as refusal:  # the run's work is done: its summary still prints
+        if refusal.summary is not None:
+            _print_reindex(refusal.summary, as_json)
+        raise
+    _print_reindex(summary, as_json)
+
+
+def _print_reindex(summary: ReindexSummary, as_json: bool) -> None:
+    """The reindex summary on stdout: one JSON document with ``--json``, else the report."""
     if as_json:
         print(json.dumps(summary.as_dict()))
     else:
@@ -788,6 +800,7 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """Find the catalog photos most similar to a photo or to a catalog image id."""
+    from tiefvision_core.catalog.live import read_live_catalog
     from tiefvision_core.index.search import search_by_id
     from tiefvision_core.index.versions import open_index
 
@@ -802,8 +815,9 @@ def search(
     checked = preflight(store=store, encoder=encoder)
     settings, target = checked.settings, checked.store
     opened = open_index(target, space)
+    live = read_live_catalog(target)  # removed photos stay out, whichever version is live
     if image_id is not None:
-        result = search_by_id(opened, image_id, k=k, where=filters)
+        result = search_by_id(opened, image_id, k=k, where=filters, live=live)
     else:
         from tiefvision_core.encoders import get_encoder
         from tiefvision_core.errors import InputError
@@ -813,7 +827,13 @@ def search(
         if not image.is_file():
             raise InputError(f"image {image} does not exist: check the path")
         result = search_by_image(
-            target, opened, get_encoder(settings.encoder), image.read_bytes(), k=k, where=filters
+            target,
+            opened,
+            get_encoder(settings.encoder),
+            image.read_bytes(),
+            k=k,
+            where=filters,
+            live=live,
         )
     if as_json:
         print(json.dumps(result.as_dict()))

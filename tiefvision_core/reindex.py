@@ -9,17 +9,25 @@ supervised space only when a similarity model or a supervised index exists.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from tiefvision_core.index.gate import GateComparison
+from tiefvision_core.index.pointer import RegressionRefused
 from tiefvision_core.index.updates import IndexUpdate
 from tiefvision_core.index.versions import SPACES, space_prefix
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, SIMILARITY_CURRENT, current_key
 from tiefvision_core.storage.stores import Store
 
-__all__ = ["ReindexPlan", "ReindexSummary", "StageClock", "plan_reindex", "reindex_markdown"]
+__all__ = [
+    "ReindexPlan",
+    "ReindexRefused",
+    "ReindexSummary",
+    "StageClock",
+    "plan_reindex",
+    "reindex_markdown",
+]
 
 #: The lock every reindex of one store takes (``locks/reindex.json``).
 LOCK_NAME = "reindex"
@@ -83,6 +91,27 @@ class ReindexSummary:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+class ReindexRefused(RegressionRefused):
+    """A reindex whose new index version the gate refused in at least one space, after the
+    run brought the other spaces up to date. Why it carries ``summary``: the run still did
+    its work (ingest, encodings, the other spaces), and ``reindex --json`` must print that
+    summary, refusal included, for a script to read, not only the gate's line."""
+
+    def __init__(
+        self,
+        message: str,
+        comparison: Mapping[str, object],
+        summary: ReindexSummary | None = None,
+    ) -> None:
+        super().__init__(message, comparison)
+        self.summary = summary
+
+    def __reduce__(  # type: ignore[override]
+        self,
+    ) -> tuple[type[ReindexRefused], tuple[str, dict[str, object], ReindexSummary | None]]:
+        return type(self), (str(self), self.comparison, self.summary)
 
 
 def _cell(value: object) -> str:

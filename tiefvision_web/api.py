@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 from tiefvision_core.annotations import files as annotation_files
 from tiefvision_core.errors import ConfigError, InputError, TiefVisionError
 from tiefvision_core.index.photo_search import search_by_image
-from tiefvision_core.index.search import SearchResult, search_by_id
+from tiefvision_core.index.search import SearchResult, query_row, search_by_id
 from tiefvision_core.index.versions import SPACES, OpenedIndex
 from tiefvision_web.auth import require_writer, writes_need_token
 from tiefvision_web.catalog_view import CatalogImage, CatalogView, valid_image_id
@@ -219,11 +219,12 @@ def search_id(
     image = catalog_image(state, id)
     where = _filters(filter)
     opened = index_of(state, space)
+    live = catalog_of(state).live
     try:
-        opened.row_of(image.image_id)
+        query_row(opened, image.image_id, live)  # not indexed, or re-shot since: a 404
     except InputError as error:
         raise _not_found(error) from None
-    result = search_by_id(opened, image.image_id, k=k, where=where)
+    result = search_by_id(opened, image.image_id, k=k, where=where, live=live)
     return _answer(
         state,
         result,
@@ -246,7 +247,8 @@ def search_upload(
     info = check_upload(data, limit=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
     where = _filters(filter)
     opened = index_of(state, space)
-    result = search_by_image(state.store, opened, state.encoder, data, k=k, where=where)
+    live = catalog_of(state).live
+    result = search_by_image(state.store, opened, state.encoder, data, k=k, where=where, live=live)
     return _answer(state, result, query_width=info.width, query_height=info.height)
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tiefvision_core.catalog.live import LiveCatalog
+
 __all__ = ["IMAGE_ID_PATTERN", "CatalogImage", "CatalogView", "valid_image_id"]
 
 #: Ids made by ``catalog.image_id_for``: a slug of the path and a hash; never ``/`` or ``..``.
@@ -82,6 +84,9 @@ class CatalogView:
             ids = [ids[row] for row in keep]
         self.ids: list[str] = ids
         self._columns = {name: ok[name].combine_chunks() for name in ok.column_names}
+        #: What every search answers from (removed photos never come back, whichever index
+        #: version is live): the same Arrow columns, no copy.
+        self.live = LiveCatalog(version, self._columns["image_id"], self._columns["sha256"])
         self.counts = {
             status: int(pc.sum(pc.equal(manifest["status"], status)).as_py() or 0)
             for status in ("ok", "rejected", "removed")

@@ -1,7 +1,7 @@
 """The nightly reindex when the regression gate refuses one space: the other space is still
 brought up to date, gc is skipped (the refused version stays on storage whatever the
 retention), the summary with both spaces' comparisons is published, and the run fails with
-the gate's line.
+the gate's line — and `reindex --json` still prints that summary.
 
 The stages are stand-ins (ingesting and encoding a catalog is tested in
 ``test_reindex_flow.py``, the gate's numbers in ``tests/core/index/test_gate.py``): this
@@ -9,15 +9,19 @@ checks what the flow does with a refusal."""
 
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import harness_api_url
 from tiefvision_core.index.gate import GateComparison
 from tiefvision_core.index.pointer import RegressionRefused
 from tiefvision_core.index.updates import IndexUpdate
-from tiefvision_core.reindex import ReindexPlan, reindex_markdown
+from tiefvision_core.reindex import ReindexPlan, ReindexRefused, reindex_markdown
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -37,23 +41,36 @@ def comparison(space: str, decision: str, new_map: float) -> dict[str, object]:
     ).as_dict()
 
 
-def test_a_refused_space_fails_the_run_after_the_other_space_and_the_summary(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@dataclass
+class RefusingRun:
+    """A reindex whose stages are stand-ins and whose unsupervised space the gate refuses
+    (the supervised one passes): what the flow called and published."""
+
+    calls: list[str] = field(default_factory=list)
+    summaries: list[object] = field(default_factory=list)
+    gates: list[object] = field(default_factory=list)
+    refused: dict[str, object] = field(
+        default_factory=lambda: comparison("unsupervised", "refused", 0.6)
+    )
+    passed: dict[str, object] = field(
+        default_factory=lambda: comparison("supervised", "passed", 0.71)
+    )
+
+
+@pytest.fixture
+def refusing_run(monkeypatch: pytest.MonkeyPatch) -> RefusingRun:
     import flows.reindex as module
 
-    calls: list[str] = []
-    summaries: list[object] = []
-    gates: list[object] = []
-    refused = comparison("unsupervised", "refused", 0.6)
-    passed = comparison("supervised", "passed", 0.71)
+    run = RefusingRun()
 
     def update(url, config, space, index_kind, policy, keep, gate):
-        calls.append(f"index {space} (tolerance {gate.tolerance})")
+        run.calls.append(f"index {space} (tolerance {gate.tolerance})")
         if space == "unsupervised":
-            raise RegressionRefused("index unsupervised unsupervised-new mAP@10 0.600 < …", refused)
+            raise RegressionRefused(
+                "index unsupervised unsupervised-new mAP@10 0.600 < …", run.refused
+            )
         return IndexUpdate(space, "rebuild", "model changed", "supervised-live", "supervised-new",
-                           "exact", 10, 0, 0, 0, 0, 10, 0.1, gate=passed)  # fmt: skip
+                           "exact", 10, 0, 0, 0, 0, 10, 0.1, gate=run.passed)  # fmt: skip
 
     catalog = SimpleNamespace(version="m1", images=10, new=0, changed=0, removed=0, rejected=0)
     monkeypatch.setattr(module, "ingest", lambda **_: catalog)
@@ -62,22 +79,62 @@ def test_a_refused_space_fails_the_run_after_the_other_space_and_the_summary(
     )
     monkeypatch.setattr(module, "encode", lambda **_: SimpleNamespace(encoded=0, rejected=0))
     monkeypatch.setattr(module, "update_space_index", update)
-    monkeypatch.setattr(module, "collect_garbage_task", lambda *_: calls.append("gc"))
-    monkeypatch.setattr(module, "report_reindex", summaries.append)
-    monkeypatch.setattr(module, "report_gate", gates.append)
+    monkeypatch.setattr(module, "collect_garbage_task", lambda *_: run.calls.append("gc"))
+    monkeypatch.setattr(module, "report_reindex", run.summaries.append)
+    monkeypatch.setattr(module, "report_gate", run.gates.append)
+    return run
 
+
+def test_a_refused_space_fails_the_run_after_the_other_space_and_the_summary(
+    refusing_run: RefusingRun, tmp_path: Path
+) -> None:
+    import flows.reindex as module
+
+    run = refusing_run
     store = (tmp_path / "store").as_uri()
-    with pytest.raises(RegressionRefused, match=r"mAP@10 0\.600 <"):
+    with pytest.raises(RegressionRefused, match=r"mAP@10 0\.600 <") as raised:
         module.reindex(images=str(tmp_path), store=store, tolerance=0.05)
 
-    assert calls == ["index unsupervised (tolerance 0.05)", "index supervised (tolerance 0.05)"]
-    [summary] = summaries
+    assert run.calls == [
+        "index unsupervised (tolerance 0.05)",
+        "index supervised (tolerance 0.05)",
+    ]
+    [summary] = run.summaries
+    assert isinstance(raised.value, ReindexRefused) and raised.value.summary == summary
     assert [u.space for u in summary.indexes] == ["supervised"]  # type: ignore[attr-defined]
-    assert summary.gates == (refused, passed)  # type: ignore[attr-defined]
+    assert summary.gates == (run.refused, run.passed)  # type: ignore[attr-defined]
     assert summary.gc_skipped and "refused" in summary.gc_skipped  # type: ignore[attr-defined]
-    assert gates == [refused, passed]  # each published as its own artifact
+    assert run.gates == [run.refused, run.passed]  # each published as its own artifact
     text = reindex_markdown(summary)  # type: ignore[arg-type]
     assert (
         "| unsupervised | unsupervised-live | unsupervised-new | 0.700 | 0.600 | -0.100 |" in text
     )
     assert "gc skipped" in text
+
+
+def test_reindex_json_prints_the_summary_of_a_refused_run(
+    refusing_run: RefusingRun,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`reindex --json` prints the run's summary, refusal included, then fails with the
+    gate's line (exit 2) as before: a script reads what the run did from stdout."""
+    from tiefvision_cli.main import main
+
+    monkeypatch.setenv("PREFECT_API_URL", harness_api_url())  # no server of its own
+    store = (tmp_path / "store").as_uri()
+    args = ["reindex", "--images", str(tmp_path), "--store", store, "--json"]
+    monkeypatch.setattr(sys, "argv", ["tiefvision", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+
+    assert done.value.code == 2
+    out, err = capsys.readouterr()
+    [document] = out.strip().splitlines()
+    printed = json.loads(document)
+    [summary] = refusing_run.summaries
+    assert printed == json.loads(json.dumps(summary.as_dict()))  # type: ignore[attr-defined]
+    assert [gate["decision"] for gate in printed["gates"]] == ["refused", "passed"]
+    assert "refused" in printed["gc_skipped"]
+    assert err.strip().splitlines()[-1].startswith("error: ") and "mAP@10 0.600 <" in err

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         summarise,
         usable_rows,
     )
+    from tiefvision_core.catalog.live import LiveCatalog, read_live_catalog  # noqa: F401
     from tiefvision_core.catalog.sources import (  # noqa: F401
         SKIP_REASONS,
         Refused,
@@ -74,6 +75,7 @@ _EXPORTS = {
     "IngestChunk": "ingest",
     "IngestPlan": "ingest",
     "IngestSummary": "ingest",
+    "LiveCatalog": "live",
     "MANIFEST_COLUMNS": "ingest",
     "ManifestVersion": "ingest",
     "ProductSpec": "synthetic",
@@ -96,6 +98,7 @@ _EXPORTS = {
     "make_products": "synthetic",
     "plan_ingest": "ingest",
     "publish_manifest": "ingest",
+    "read_live_catalog": "live",
     "read_manifest": "ingest",
     "read_rejects": "ingest",
     "read_staged": "ingest",

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from tiefvision_core.catalog.boxes import as_box
 from tiefvision_core.catalog.imaging import decode_image
+from tiefvision_core.catalog.live import LiveCatalog
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import encode_crops
 from tiefvision_core.errors import IncompatibleModel
@@ -91,10 +92,12 @@ def search_by_image(
     k: int = 10,
     where: dict[str, str] | None = None,
     scales: Sequence[int] | None = None,
+    live: LiveCatalog | None = None,
 ) -> SearchResult:
     """Neighbours of an uploaded photo: decoded safely, located (at ``scales`` of the
     locator's, default :data:`QUERY_SCALES`), cropped, encoded on the canonical grid,
-    (projected for a supervised space) and searched."""
+    (projected for a supervised space) and searched. ``live``: the live catalog, whose
+    removed and re-shot photos are never answered (see ``search_by_id``)."""
     source = opened.metadata.get("source", {})
     if source.get("encoder_version") not in (None, encoder.version):
         raise IncompatibleModel(
@@ -108,4 +111,5 @@ def search_by_image(
     if transform is not None:
         maps = transform(maps)
     query = similarity_vectors(maps)[0]
-    return SearchResult(opened.space, opened.version, _search(opened, query, k, None, where), box)
+    hits = _search(opened, query, k, None, where, live)
+    return SearchResult(opened.space, opened.version, hits, box)

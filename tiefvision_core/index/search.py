@@ -9,16 +9,17 @@ modules. Their names stay importable from here, loaded on first use (PEP 562).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, SupportsInt
 
 import numpy as np
 
+from tiefvision_core.catalog.live import LiveCatalog
 from tiefvision_core.errors import InputError
 from tiefvision_core.index.versions import OpenedIndex
 
-__all__ = ["SearchHit", "SearchResult", "search_by_id"]
+__all__ = ["SearchHit", "SearchResult", "query_row", "search_by_id"]
 
 #: Names that lived here before the split → the module of this package that has them now:
 #: ``from tiefvision_core.index.search import rebuild_space`` (bench scripts, older callers)
@@ -70,20 +71,31 @@ def _hits(
     k: int,
     exclude: str | None,
     where: dict[str, str] | None,
+    drop: Collection[int] = frozenset(),
 ) -> list[SearchHit]:
+    """The first ``k`` candidates that are neither missing (row -1), the query itself, a
+    row of ``drop`` (photos the live catalog no longer lists) nor outside ``where``."""
     hits = []
     image_ids, boxes = opened.column("image_id"), opened.column("box")
     for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
-        if row < 0:
+        if row < 0 or row in drop:
             continue
         if exclude is not None and image_ids[row] == exclude:
             continue
         if where and any(str(opened.column(c)[row]) != v for c, v in where.items()):
             continue
-        hits.append(SearchHit(image_ids[row], round(score, 6), _ints(boxes[row])))
+        hits.append(SearchHit(image_ids[row], similarity(score), _ints(boxes[row])))
         if len(hits) == k:
             break
     return hits
+
+
+def similarity(score: float) -> float:
+    """A hit's score as answered: clamped into [-1, 1] and rounded to 6 decimals. Why the
+    clamp: the score is a cosine of unit vectors, but the index stores them as float16, so
+    a photo's own (or a duplicate's) score comes out a hair above 1 (1.000026 seen), which
+    a client checking the range rejects."""
+    return round(min(1.0, max(-1.0, score)), 6)
 
 
 def _ints(box: Iterable[SupportsInt]) -> list[int]:
@@ -99,15 +111,48 @@ def _check_filter(opened: OpenedIndex, where: dict[str, str] | None) -> None:
             )
 
 
-def _search(opened: OpenedIndex, query: np.ndarray, k: int, exclude, where) -> list[SearchHit]:
+def _search(
+    opened: OpenedIndex,
+    query: np.ndarray,
+    k: int,
+    exclude: str | None,
+    where: dict[str, str] | None,
+    live: LiveCatalog | None = None,
+) -> list[SearchHit]:
+    """The ``k`` best hits; with ``live``, only photos that catalog lists with the bytes
+    this index holds (see :mod:`tiefvision_core.catalog.live`)."""
     _check_filter(opened, where)
+    drop = frozenset() if live is None else opened.rows_outside(live)
     wanted = k + (exclude is not None)
     if where:
         wanted = max(wanted * 10, opened.index.config.rerank)
+    # Each dropped row can take one candidate's place at most: asking for that many more
+    # still brings k hits back whenever the index holds k live ones.
+    wanted += len(drop)
     # ANN indexes re-rank their ``rerank`` best compact-space candidates (at least
     # ``wanted``) exactly: the recall measured by bench/search.py, not that of the top k+1.
     scores, rows = opened.index.search(query[None, :], wanted)
-    return _hits(opened, scores[0], rows[0], k, exclude, where)
+    return _hits(opened, scores[0], rows[0], k, exclude, where, drop)
+
+
+def query_row(opened: OpenedIndex, image_id: str, live: LiveCatalog | None = None) -> int:
+    """The index row a search by ``image_id`` starts from. An InputError when the index
+    does not hold the id, and (given ``live``) when the live catalog no longer lists the
+    photo, or lists other bytes for it: its stored vector is of a photo that is gone."""
+    row = opened.row_of(image_id)
+    if live is None or row not in opened.rows_outside(live):
+        return row
+    since = f"since the {opened.space} index {opened.version} was built"
+    if not live.holds(image_id):
+        raise InputError(
+            f"image id {image_id!r} is not in the catalog any more (removed or rejected "
+            f"{since}): "
+            "pick another id (tiefvision ingest lists them)"
+        )
+    raise InputError(
+        f"photo {image_id!r} changed {since}: its new bytes are searchable once "
+        "`tiefvision reindex` publishes a new index version"
+    )
 
 
 def search_by_id(
@@ -117,11 +162,15 @@ def search_by_id(
     k: int = 10,
     include_self: bool = False,
     where: dict[str, str] | None = None,
+    live: LiveCatalog | None = None,
 ) -> SearchResult:
-    """Neighbours of a catalog photo, from its stored vector (no encoding needed)."""
-    row = opened.row_of(image_id)
+    """Neighbours of a catalog photo, from its stored vector (no encoding needed). ``live``:
+    the live catalog (:func:`~tiefvision_core.catalog.live.read_live_catalog`), whose
+    removed and re-shot photos are neither asked about nor answered, whichever version of
+    the index is live; None searches the index as it is (evaluation, tests)."""
+    row = query_row(opened, image_id, live)
     query = np.asarray(opened.index.vectors[row], np.float32)
-    hits = _search(opened, query, k, None if include_self else image_id, where)
+    hits = _search(opened, query, k, None if include_self else image_id, where, live)
     return SearchResult(opened.space, opened.version, hits, _ints(opened.column("box")[row]))
 
 
