@@ -159,14 +159,16 @@ def encode_grids(
     ``boxes[name]`` (None: the whole photo), in sorted name order — the crops the encode
     stage makes, encoded by the same runtime."""
     from tiefvision_core.catalog.imaging import inspect_image
+    from tiefvision_core.config import load_settings
     from tiefvision_core.encoding.runtime import CropRequest, RuntimeConfig
     from tiefvision_core.similarity.unsupervised import similarity_grid
 
     requests = []
+    max_pixels = load_settings().max_image_pixels
     for name in sorted(boxes):
         path = images / name
         data = path.read_bytes()
-        info = inspect_image(data)
+        info = inspect_image(data, max_pixels=max_pixels)
         requests.append(
             CropRequest(
                 name,

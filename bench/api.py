@@ -127,11 +127,13 @@ def _stats(latencies_s: list[float], seconds: float, errors: int) -> dict[str, f
 
 def baseline(store_url: str, encoder, ids: list[str], photos: list[bytes]) -> dict[str, dict]:
     """The core calls, in this process, one at a time."""
+    from tiefvision_core.config import load_settings
     from tiefvision_core.index.search import search_by_id, search_by_image
     from tiefvision_core.index.versions import open_index
     from tiefvision_core.storage.stores import open_store
 
     store = open_store(store_url)
+    max_pixels = load_settings().max_image_pixels
     opened = open_index(store, "unsupervised")
     for image_id in ids[:20]:  # warm the page cache and FAISS
         search_by_id(opened, image_id, k=10)
@@ -142,12 +144,12 @@ def baseline(store_url: str, encoder, ids: list[str], photos: list[bytes]) -> di
         search_by_id(opened, image_id, k=10)
         times.append(time.perf_counter() - t)
     by_id = _stats(times, time.perf_counter() - started, 0)
-    search_by_image(store, opened, encoder, photos[0], k=10)  # first forward
+    search_by_image(store, opened, encoder, photos[0], max_pixels=max_pixels, k=10)  # first forward
     times = []
     started = time.perf_counter()
     for data in photos:
         t = time.perf_counter()
-        search_by_image(store, opened, encoder, data, k=10)
+        search_by_image(store, opened, encoder, data, max_pixels=max_pixels, k=10)
         times.append(time.perf_counter() - t)
     return {"by_id": by_id, "by_upload": _stats(times, time.perf_counter() - started, 0)}
 

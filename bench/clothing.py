@@ -35,9 +35,11 @@ def photo_requests(images: Path, labels_csv: Path | None = None) -> tuple[list, 
     folder's name (clothing-small's classes), or the ``product`` column of ``labels_csv``
     (``image,product``, grocery-packages' products.csv)."""
     from tiefvision_core.catalog.imaging import inspect_image
+    from tiefvision_core.config import load_settings
     from tiefvision_core.encoding.runtime import CropRequest
 
     images = images.resolve()
+    max_pixels = load_settings().max_image_pixels
     products: dict[str, str] = {}
     if labels_csv is not None:
         import csv
@@ -47,7 +49,7 @@ def photo_requests(images: Path, labels_csv: Path | None = None) -> tuple[list, 
     requests, labels = [], {}
     for path in sorted(images.rglob("*.jpg")):
         data = path.read_bytes()
-        info = inspect_image(data)
+        info = inspect_image(data, max_pixels=max_pixels)
         image_id = str(path.relative_to(images))
         labels[image_id] = products[image_id] if products else path.parent.name
         requests.append(
@@ -70,13 +72,16 @@ def _located(requests, store_url: str, encoder):
     from dataclasses import replace
 
     from tiefvision_core.catalog.imaging import decode_image
+    from tiefvision_core.config import load_settings
     from tiefvision_core.locator.store import load_locator, locate_image
     from tiefvision_core.storage.stores import open_store
 
     model = load_locator(open_store(store_url, create=False), encoder_version=encoder.version)
     located, fallbacks = [], 0
+    max_pixels = load_settings().max_image_pixels
     for request in requests:
-        found = locate_image(model, encoder, decode_image(Path(request.uri[7:]).read_bytes()))
+        image = decode_image(Path(request.uri[7:]).read_bytes(), max_pixels=max_pixels)
+        found = locate_image(model, encoder, image)
         fallbacks += found.fallback
         located.append(replace(request, box=tuple(found.box)))
     return located, fallbacks

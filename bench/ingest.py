@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def plain_loop(root: Path) -> int:
     """The baseline: one process, one file after another."""
     from tiefvision_core.catalog.imaging import inspect_image
+    from tiefvision_core.config import load_settings
 
-    count = 0
+    count, max_pixels = 0, load_settings().max_image_pixels
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         data = path.read_bytes()
         hashlib.sha256(data).hexdigest()
-        inspect_image(data)
+        inspect_image(data, max_pixels=max_pixels)
         count += 1
     return count
 

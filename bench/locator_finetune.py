@@ -59,12 +59,14 @@ def frozen_part(store: Any, samples: Sequence[Any], cache: Path) -> dict[tuple[s
 
     from tiefvision_core.catalog.imaging import decode_image
     from tiefvision_core.catalog.ingest import read_manifest
+    from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.encoding.runtime import CropRequest
     from tiefvision_core.storage.stores import read_source
 
     encoder = get_encoder("efficientnet_lite0")
     rows = read_manifest(store).to_pandas().set_index("image_id")
+    max_pixels = load_settings().max_image_pixels
     out = {}
     with torch.no_grad():
         for s in samples:
@@ -74,7 +76,7 @@ def frozen_part(store: Any, samples: Sequence[Any], cache: Path) -> dict[tuple[s
                 s.image_id, row["sha256"], row["source_uri"], width, height, whole_side=s.side
             )
             data = read_source(request.uri, sha256=request.sha256)
-            image = decode_image(data, min_side=request.decode_min_side(224))
+            image = decode_image(data, max_pixels=max_pixels, min_side=request.decode_min_side(224))
             size = request.whole_size(encoder.geometry.stride)
             resized = np.asarray(image.resize(size, Image.Resampling.BILINEAR), np.uint8)
             pixels = torch.from_numpy(resized.copy()).permute(2, 0, 1)

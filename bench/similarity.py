@@ -26,15 +26,17 @@ import pandas as pd
 
 def _requests(catalog: Path, crop: str):
     from tiefvision_core.catalog.imaging import inspect_image
+    from tiefvision_core.config import load_settings
     from tiefvision_core.encoding.runtime import CropRequest
 
     boxes = pd.read_csv(catalog / "boxes.csv").set_index("image")
     products = pd.read_csv(catalog / "products.csv").set_index("image")
     requests, labels = [], {}
+    max_pixels = load_settings().max_image_pixels
     for image in products.index:
         path = catalog / "images" / image
         data = path.read_bytes()
-        info = inspect_image(data)
+        info = inspect_image(data, max_pixels=max_pixels)
         box = tuple(int(v) for v in boxes.loc[image]) if crop == "truth" else None
         requests.append(
             CropRequest(

@@ -114,20 +114,20 @@ def main() -> None:
 
     def today(data: bytes):
         # search_by_image today: load the current locator per upload, all trained scales.
-        image = decode_image(data)
+        image = decode_image(data, max_pixels=settings.max_image_pixels)
         current = load_locator(store, store.read_pointer(LOCATOR_CURRENT))
         box = locate_image(current, encoder, image).box
         return box, crop_encode(image, box)
 
     def adopted(data: bytes):
         # search_by_image now: the model cached per version, located at QUERY_SCALES.
-        image = decode_image(data)
+        image = decode_image(data, max_pixels=settings.max_image_pixels)
         box = query_box(store, encoder, image)
         return box, crop_encode(image, box)
 
     def scales(chosen: tuple[int, ...]) -> Callable:
         def run(data: bytes):
-            image = decode_image(data)
+            image = decode_image(data, max_pixels=settings.max_image_pixels)
             box = locate_image(model, encoder, image, scales=chosen).box
             return box, crop_encode(image, box)
 
@@ -140,7 +140,7 @@ def main() -> None:
     def from_maps(data: bytes):
         # The crop's grid pooled out of the locate maps (roi_align on the box) at the scale
         # where the box is nearest the canonical crop size: no second forward pass.
-        image = decode_image(data)
+        image = decode_image(data, max_pixels=settings.max_image_pixels)
         maps = []
         with torch.inference_mode():
             for side in trained:

@@ -59,7 +59,10 @@ def main() -> None:
 
     id_first, by_id = _timed(lambda i: search_by_id(opened, i, k=args.k), ids)
     image_first, by_image = _timed(
-        lambda data: search_by_image(store, opened, encoder, data, k=args.k), photos
+        lambda data: search_by_image(
+            store, opened, encoder, data, max_pixels=settings.max_image_pixels, k=args.k
+        ),
+        photos,
     )
     print(
         f"{len(ids) - 1} queries, index {args.space} {opened.version} "

@@ -124,13 +124,15 @@ def train_locator_heads(
     store = get_store(store_url)
     logger = get_run_logger()
     dataset = crops_core.read_dataset(store, dataset_id)
+    settings = load_settings()
     _, run = fit_locator(
         store,
         dataset,
         config=train_config,
         threshold=threshold,
         device=device,
-        max_bytes=load_settings().max_image_bytes,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
         on_epoch=lambda m: logger.info(
             "epoch %d: train loss %.4f, test loss %.4f, test accuracy %.3f, box error %.3f",
             m.epoch,

@@ -323,6 +323,7 @@ def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
             open_index(target, space),
             title="TiefVision demo",
             max_bytes=checked.settings.max_image_bytes,
+            max_pixels=checked.settings.max_image_pixels,
         )
     )
     console.print(f"Search report (queries and their top results): {report}")
@@ -513,7 +514,7 @@ def _locate_one(
 ) -> None:
     """One photo's box with the locator, printed (``--json``: box, score, fallback,
     low_confidence)."""
-    from tiefvision_core.catalog.imaging import decode_image
+    from tiefvision_core.catalog.imaging import decode_photo
     from tiefvision_core.errors import InputError
     from tiefvision_core.locator.store import load_locator, locate_image
 
@@ -525,7 +526,15 @@ def _locate_one(
     encoder_model = checked.encoder
     assert encoder_model is not None  # built because weights were given
     model = load_locator(checked.store, locator, encoder_version=encoder_model.version)
-    located = locate_image(model, encoder_model, decode_image(image.read_bytes()))
+    # Decoded as an upload is: within the configured pixel limit, at the smallest JPEG
+    # scale the locator's largest side needs; the box is in the photo's own pixels.
+    photo = decode_photo(
+        image.read_bytes(),
+        max_pixels=checked.settings.max_image_pixels,
+        min_longer_side=max(model.scales),
+    )
+    size = (photo.info.width, photo.info.height)
+    located = locate_image(model, encoder_model, photo.image, size=size)
     if as_json:
         data = located.as_dict()
         keys = ("box", "score", "fallback", "low_confidence")
@@ -831,6 +840,7 @@ def search(
             opened,
             get_encoder(settings.encoder),
             image.read_bytes(),
+            max_pixels=settings.max_image_pixels,
             k=k,
             where=filters,
             live=live,
@@ -1016,6 +1026,7 @@ def serve(
 
     from tiefvision_core.config import load_settings
     from tiefvision_web import create_app
+    from tiefvision_web.read_deadline import read_deadline_protocol
 
     settings = load_settings(store_url=store, database_url=database)
     web_app = create_app(settings)  # opens the store: a wrong URL fails here, in one line
@@ -1027,7 +1038,13 @@ def serve(
         )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     console.print(f"TiefVision web UI on http://{shown}:{port}/ (API docs: /docs)", markup=False)
-    uvicorn.run(web_app, host=host, port=port, log_level="info")
+    uvicorn.run(
+        web_app,
+        host=host,
+        port=port,
+        log_level="info",
+        http=read_deadline_protocol(settings.request_read_timeout),
+    )
 
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")

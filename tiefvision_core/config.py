@@ -182,6 +182,14 @@ class Settings(BaseSettings):
         description="Comma-separated origins allowed to call the web API from a browser; "
         "empty = CORS off (same origin only).",
     )
+    request_read_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Seconds the web service waits for a whole request (headers and body) "
+        "from its first byte, or for the first one on a new connection; then it answers 408 "
+        "and closes (a slow client must not hold a connection forever).",
+    )
     s3_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -281,6 +289,7 @@ _ENV_NAMES = {
     "production": "TIEFVISION_PRODUCTION",
     "max_upload_bytes": "TIEFVISION_MAX_UPLOAD_BYTES",
     "cors_origins": "TIEFVISION_CORS_ORIGINS",
+    "request_read_timeout": "TIEFVISION_REQUEST_READ_TIMEOUT",
     "s3_endpoint_url": "TIEFVISION_S3_ENDPOINT_URL (or AWS_ENDPOINT_URL)",
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",

@@ -1,13 +1,16 @@
 """The HTTP API under ``/api``: search, images, annotations, status, flow triggers.
 
 Why sync endpoints: searches (FAISS, the encoder) and storage reads block; FastAPI runs
-``def`` endpoints in its thread pool, so slow ones never stall the event loop. Every error a
+``def`` endpoints in its thread pool, so slow ones never stall the event loop. The search by
+upload is the exception: it waits for a place of its own (:mod:`tiefvision_web.admission`)
+without holding a thread, then works in one. Every error a
 user can cause becomes a 4xx with a ``detail`` that says what to do; a 5xx is a bug or an
 unreachable dependency (storage, database, Prefect).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Annotated, Any, Literal
@@ -18,15 +21,15 @@ from pydantic import BaseModel, Field, field_validator
 
 from tiefvision_core.annotations import files as annotation_files
 from tiefvision_core.errors import ConfigError, InputError, TiefVisionError
-from tiefvision_core.index.photo_search import search_by_image
+from tiefvision_core.index.photo_search import search_by_photo
 from tiefvision_core.index.search import SearchResult, query_row, search_by_id
 from tiefvision_core.index.versions import SPACES, OpenedIndex
-from tiefvision_web.auth import require_writer, writes_need_token
+from tiefvision_web.auth import holds_token, require_writer, writes_need_token
 from tiefvision_web.catalog_view import CatalogImage, CatalogView, valid_image_id
 from tiefvision_web.errors import shown
 from tiefvision_web.images import MEDIA_TYPES, crop_jpeg, original_bytes, thumbnail_jpeg
 from tiefvision_web.state import WebState
-from tiefvision_web.uploads import check_upload
+from tiefvision_web.uploads import check_size, read_upload
 
 __all__ = ["router"]
 
@@ -235,21 +238,32 @@ def search_id(
 
 
 @router.post("/search", response_model=SearchAnswer, summary="Most similar to an uploaded photo")
-def search_upload(
+async def search_upload(
     state: State,
     image: Annotated[UploadFile, File(description="a photo (JPEG, PNG, WebP, …)")],
     k: _K = 10,
     space: _SPACE = "unsupervised",
     filter: _FILTER = None,
 ) -> dict[str, Any]:
+    """Runs in a worker thread of its own admission (:mod:`tiefvision_web.admission`): at
+    most ``TIEFVISION_WORKERS`` at work, a few waiting, 503 with ``Retry-After`` beyond."""
+    work = functools.partial(_search_upload, state, image, k, space, filter)
+    return await state.admission.run(work)
+
+
+def _search_upload(
+    state: WebState, image: UploadFile, k: int, space: str, filter: list[str] | None
+) -> dict[str, Any]:
     settings = state.settings
     data = image.file.read(settings.max_upload_bytes + 1)
-    info = check_upload(data, limit=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
+    check_size(data, settings.max_upload_bytes)
     where = _filters(filter)
     opened = index_of(state, space)
     live = catalog_of(state).live
-    result = search_by_image(state.store, opened, state.encoder, data, k=k, where=where, live=live)
-    return _answer(state, result, query_width=info.width, query_height=info.height)
+    photo = read_upload(state.store, state.encoder, data, max_pixels=settings.max_image_pixels)
+    del data  # the upload's bytes are not needed once decoded: freed before encoding
+    result = search_by_photo(state.store, opened, state.encoder, photo, k=k, where=where, live=live)
+    return _answer(state, result, query_width=photo.info.width, query_height=photo.info.height)
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -443,7 +457,12 @@ def status_report(state: WebState, *, with_prefect: bool = True) -> dict[str, An
 
 @router.get("/status", summary="Index and model versions, counts, recent flow runs")
 def get_status(state: State, request: Request) -> dict[str, Any]:
-    return status_report(state) | {"writes_need_token": writes_need_token(request)}
+    """``store`` (where the data lives: a path, a bucket) only for the API token's holders;
+    it tells anyone else where to aim."""
+    report = status_report(state) | {"writes_need_token": writes_need_token(request)}
+    if not holds_token(request):
+        del report["store"]
+    return report
 
 
 @router.post(

@@ -15,6 +15,8 @@ from fastapi.staticfiles import StaticFiles
 from tiefvision_core.config import Settings
 from tiefvision_core.encoders import Encoder
 from tiefvision_web import api, pages
+from tiefvision_web.admission import AdmissionLimit
+from tiefvision_web.auth import allowed_origins
 from tiefvision_web.errors import install_error_handlers
 from tiefvision_web.security_headers import SecurityHeaders
 from tiefvision_web.state import WebState
@@ -52,7 +54,9 @@ def create_app(
 
     install_error_handlers(app)
 
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    # Innermost: its 503s still carry the CORS and security headers added outside it.
+    app.add_middleware(AdmissionLimit, admission=state.admission, routes={("POST", "/api/search")})
+    origins = allowed_origins(settings)
     if origins:  # off by default: the pages are same-origin
         from fastapi.middleware.cors import CORSMiddleware
 

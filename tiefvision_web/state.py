@@ -26,6 +26,7 @@ from tiefvision_core.errors import InputError, StorageError
 from tiefvision_core.index.versions import SPACES, OpenedIndex, open_index
 from tiefvision_core.storage.layout import MANIFEST_CURRENT, index_current
 from tiefvision_core.storage.stores import Store, open_store
+from tiefvision_web.admission import Admission
 from tiefvision_web.catalog_view import CatalogView
 from tiefvision_web.live_pointer import LivePointer
 
@@ -86,6 +87,8 @@ class WebState:
         self.thumbnail_lock = threading.Lock()
         self._probe_lock = threading.Lock()
         self._probed: tuple[float, bool] | None = None
+        # Searches by upload: as many at work as CPU workers, as many again waiting.
+        self.admission = Admission(slots=settings.workers, queue=settings.workers)
 
     def storage_reachable(self) -> bool:
         """Whether the store answered a small read within the interactive timeouts, probed

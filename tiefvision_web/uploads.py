@@ -4,24 +4,33 @@ Why a body limit in front of the app: FastAPI parses a multipart body completely
 files to disk) before an endpoint sees it, so a cap checked in the endpoint would still let
 anyone fill the disk. :class:`BodySizeLimit` refuses a declared ``Content-Length`` over the
 cap at once and counts the bytes of a chunked body as they come. The photo is then judged
-by its content, never its name or declared type: :func:`inspect_image` is ingest's own
-check (every pixel decoded, the decompression-bomb guard of ``TIEFVISION_MAX_IMAGE_PIXELS``
-applied before any pixel is), and only the formats a catalog holds are accepted.
+by its content, never its name or declared type: ingest's decoder and checks (every byte
+decoded, so truncation is caught; the decompression-bomb guard of
+``TIEFVISION_MAX_IMAGE_PIXELS`` applied from the header, before any pixel is), at the
+smallest scale the search needs (:func:`read_query_photo`), and only the formats a catalog
+holds are accepted.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tiefvision_core.catalog.imaging import ImageInfo, inspect_image
 from tiefvision_core.errors import ImageRejected
+
+if TYPE_CHECKING:
+    from tiefvision_core.encoders import Encoder
+    from tiefvision_core.index.photo_search import QueryPhoto
+    from tiefvision_core.storage.stores import Store
 
 __all__ = [
     "ACCEPTED_FORMATS",
     "BodySizeLimit",
     "BodyTooLarge",
-    "check_upload",
+    "check_size",
+    "read_upload",
     "rejected_as_http",
 ]
 
@@ -97,20 +106,28 @@ async def _refuse(send: Send, error: HTTPException) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def check_upload(data: bytes, *, limit: int, max_pixels: int) -> ImageInfo:
-    """The photo's size and format, or the HTTP error that says what is wrong with it."""
+def check_size(data: bytes, limit: int) -> None:
+    """413 for a photo over ``limit`` bytes (``data`` was read up to one byte more)."""
     if len(data) > limit:
         raise BodyTooLarge(limit)
+
+
+def read_upload(store: Store, encoder: Encoder, data: bytes, *, max_pixels: int) -> QueryPhoto:
+    """The photo decoded and located for its search, or the HTTP error that says what is
+    wrong with it."""
+    from tiefvision_core.index.photo_search import read_query_photo
+
     try:
-        info = inspect_image(data, max_pixels=max_pixels)
+        photo = read_query_photo(store, encoder, data, max_pixels=max_pixels)
     except ImageRejected as rejected:
         raise rejected_as_http(rejected) from None
-    if info.format not in ACCEPTED_FORMATS:
+    if photo.info.format not in ACCEPTED_FORMATS:
         raise HTTPException(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"{info.format} images are not accepted: send a JPEG, PNG, WebP, GIF, BMP or TIFF",
+            f"{photo.info.format} images are not accepted: send a JPEG, PNG, WebP, GIF, BMP "
+            "or TIFF",
         )
-    return info
+    return photo
 
 
 def rejected_as_http(rejected: ImageRejected) -> HTTPException:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,14 +27,18 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FILE_REASONS",
     "REJECT_REASONS",
+    "DecodedPhoto",
     "ImageInfo",
     "decode_image",
+    "decode_photo",
     "inspect_image",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Decompression-bomb guard: 80 MP covers a 10k×8k studio shot, refuses crafted headers.
+#: The default of ``TIEFVISION_MAX_IMAGE_PIXELS``; the decoders below take the limit as a
+#: required argument, so no caller can fall back to this number instead of the setting.
 DEFAULT_MAX_PIXELS = 80_000_000
 
 REJECT_REASONS: dict[str, str] = {
@@ -192,15 +198,7 @@ _TRANSPOSE = {
 }
 
 
-def _orient(image: Image.Image) -> tuple[Image.Image, tuple[str, ...]]:
-    """Apply EXIF orientation; a broken EXIF block is ignored with a warning, not a reject."""
-    orientation, notes = _orientation(image)
-    for method in _TRANSPOSE.get(orientation, ()):
-        image = image.transpose(method)
-    return image, notes
-
-
-def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+def inspect_image(data: bytes, *, max_pixels: int) -> ImageInfo:
     """Decode every pixel (so truncation is caught) and report size, format and mode.
 
     Raises :class:`ImageRejected` with a code from :data:`REJECT_REASONS`.
@@ -254,10 +252,79 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """Pixels decoded for a purpose, and the photo they came from.
+
+    ``image`` may be smaller than the photo (JPEG DCT scaling); ``info`` is the photo's own
+    oriented size, so boxes found on ``image`` can be told in the photo's pixels — the ones a
+    person, the manifest and the API speak of.
+    """
+
+    image: Image.Image
+    info: ImageInfo
+
+    @property
+    def reduced(self) -> bool:
+        return self.image.size != (self.info.width, self.info.height)
+
+    def to_decoded(self, box: Sequence[float]) -> tuple[int, int, int, int]:
+        """``box`` (left, top, right, bottom) from photo pixels to ``image`` pixels, widened
+        to whole pixels (a box never shrinks to nothing on a reduced image)."""
+        sx, sy = self.image.width / self.info.width, self.image.height / self.info.height
+        left, top, right, bottom = box
+        return (
+            math.floor(left * sx),
+            math.floor(top * sy),
+            math.ceil(right * sx),
+            math.ceil(bottom * sy),
+        )
+
+
+def _shorter_side_for(width: int, height: int, longer_side: int) -> int:
+    """The shorter side an image of ``width``×``height`` has when its longer one is
+    ``longer_side`` (rounded up: never below what was asked)."""
+    return -(-min(width, height) * longer_side // max(width, height))
+
+
+def decode_photo(
+    data: bytes,
+    *,
+    max_pixels: int,
+    min_side: int | None = None,
+    min_longer_side: int | None = None,
+) -> DecodedPhoto:
+    """Decode to an oriented 8-bit RGB image, ready for a CNN, with the photo's own info.
+
+    ``min_side`` / ``min_longer_side`` let a JPEG decoder skip detail nobody will use: it
+    decodes at the smallest DCT scale (1/2, 1/4, 1/8) whose shorter side is still ≥
+    ``min_side`` and whose longer side is still ≥ ``min_longer_side``, with no resampling
+    afterwards — a 25 MP upload looked at 576 pixels wide is decoded at 1/8, 64× fewer
+    pixels (the caller resizes to its exact input anyway). Every byte is still entropy-
+    decoded, so a truncated file is caught as in a full decode. Other formats decode whole.
+    """
+    image, open_notes = _open(data, max_pixels)
+    fmt, mode, (width, height) = image.format or "UNKNOWN", image.mode, image.size
+    wanted = max(min_side or 0, _shorter_side_for(width, height, min_longer_side or 0))
+    if image.format == "JPEG" and wanted:
+        image.draft("RGB", (wanted, wanted))  # the header's size is kept above
+    _load(image, data, max_pixels)
+    orientation, notes = _orientation(image)
+    for method in _TRANSPOSE.get(orientation, ()):
+        image = image.transpose(method)
+    if orientation in (5, 6, 7, 8):  # the transposing orientations swap the sides
+        width, height = height, width
+    try:
+        rgb = _to_rgb(image)
+    except Exception as error:
+        raise _classify(error, data, max_pixels) from None
+    return DecodedPhoto(rgb, ImageInfo(width, height, fmt, mode, open_notes + notes))
+
+
 def decode_image(
     data: bytes,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int,
     max_side: int | None = None,
     min_side: int | None = None,
 ) -> Image.Image:
@@ -269,18 +336,10 @@ def decode_image(
     no resampling afterwards — for a catalog photo encoded at 224 pixels that is ~8× less
     decoding work than full size (the caller resizes to its exact input anyway).
     """
-    image, open_notes = _open(data, max_pixels)
-    draft_side = min_side or max_side
-    if image.format == "JPEG" and draft_side:
-        image.draft("RGB", (draft_side, draft_side))
-    _load(image, data, max_pixels)
-    oriented, notes = _orient(image)
-    for note in open_notes + notes:
+    decoded = decode_photo(data, max_pixels=max_pixels, min_side=min_side or max_side)
+    for note in decoded.info.warnings:
         log.warning(note)
-    try:
-        rgb = _to_rgb(oriented)
-    except Exception as error:
-        raise _classify(error, data, max_pixels) from None
+    rgb = decoded.image
     if max_side is not None and max(rgb.size) > max_side:
         rgb.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return rgb

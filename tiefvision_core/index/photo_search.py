@@ -8,9 +8,11 @@ Its own module because it needs torch (the encoder, the locator), which a search
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from tiefvision_core.catalog.boxes import as_box
-from tiefvision_core.catalog.imaging import decode_image
+from PIL import Image
+
+from tiefvision_core.catalog.imaging import DecodedPhoto, ImageInfo, decode_photo
 from tiefvision_core.catalog.live import LiveCatalog
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import encode_crops
@@ -23,7 +25,15 @@ from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_
 from tiefvision_core.storage.layout import LOCATOR_CURRENT
 from tiefvision_core.storage.stores import Store
 
-__all__ = ["QUERY_SCALES", "query_box", "query_scales", "search_by_image"]
+__all__ = [
+    "QUERY_SCALES",
+    "QueryPhoto",
+    "query_box",
+    "query_scales",
+    "read_query_photo",
+    "search_by_image",
+    "search_by_photo",
+]
 
 
 #: Locator models by (store, version, encoder version): a version's files never change, so
@@ -71,16 +81,91 @@ def query_scales(trained: Sequence[int], wanted: Sequence[int] | None = None) ->
 
 
 def query_box(
-    store: Store, encoder: Encoder, image, *, scales: Sequence[int] | None = None
+    store: Store,
+    encoder: Encoder,
+    image: Image.Image,
+    *,
+    scales: Sequence[int] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> list[int]:
     """Where the product is in an uploaded photo: the current locator when it was trained
     on this encoder, else the whole photo (never a wrong-space box). ``scales``: see
-    :func:`query_scales`."""
+    :func:`query_scales`; ``size``: the photo's own size when ``image`` was decoded smaller
+    (the box is then in the photo's pixels)."""
     model = _current_locator(store, encoder)
+    return _located(model, encoder, image, _chosen(model, scales), size or image.size)
+
+
+def _chosen(model, scales: Sequence[int] | None) -> tuple[int, ...]:
+    return () if model is None else query_scales(model.scales, scales)
+
+
+def _located(model, encoder: Encoder, image, chosen: tuple[int, ...], size) -> list[int]:
     if model is None:
-        return [0, 0, image.width, image.height]
-    chosen = query_scales(model.scales, scales)
-    return _ints(locator_store.locate_image(model, encoder, image, scales=chosen).box)
+        return [0, 0, *size]
+    return _ints(locator_store.locate_image(model, encoder, image, scales=chosen, size=size).box)
+
+
+@dataclass(frozen=True)
+class QueryPhoto:
+    """An uploaded photo as its search needs it: ``decoded`` (possibly smaller than the
+    photo) and ``box``, where the product is, in the photo's own pixels."""
+
+    decoded: DecodedPhoto
+    box: list[int]
+
+    @property
+    def info(self) -> ImageInfo:
+        return self.decoded.info
+
+
+def _crop_min_side(info: ImageInfo, box: Sequence[int], crop_size: int) -> int:
+    """The shorter photo side to decode at so ``box`` still spans ≥ ``crop_size`` pixels on
+    its shorter side: the rule the catalog's crops are decoded by (``CropRequest``)."""
+    shortest_box = max(1, min(box[2] - box[0], box[3] - box[1]))
+    return -(-min(info.width, info.height) * crop_size // shortest_box)
+
+
+def read_query_photo(
+    store: Store,
+    encoder: Encoder,
+    data: bytes,
+    *,
+    max_pixels: int,
+    scales: Sequence[int] | None = None,
+) -> QueryPhoto:
+    """Decode an upload at the smallest size its search needs, and locate the product.
+
+    Why not at full size: the locator looks at the photo at most ``max(scales)`` pixels
+    long and the encoder at its box resized to ``crop_size``; a 25 MP JPEG decoded whole is
+    75 MB of pixels for a 576-pixel look, so it is decoded at the DCT scale (1/8 here) that
+    still covers both. A box too small for the encoder at that scale (a small product in a
+    large photo) is decoded again, as large as a catalog crop of that box would be. The
+    pixel limit (``max_pixels``, the setting's) is checked on the header first.
+    """
+    model = _current_locator(store, encoder)
+    chosen = _chosen(model, scales)
+    crop = encoder.preprocessing.crop_size
+    decoded = decode_photo(
+        data, max_pixels=max_pixels, min_side=crop, min_longer_side=max(chosen, default=0)
+    )
+    info = decoded.info
+    box = _located(model, encoder, decoded.image, chosen, (info.width, info.height))
+    needed = _crop_min_side(info, box, crop)
+    if decoded.reduced and min(decoded.image.size) < needed:
+        decoded = decode_photo(data, max_pixels=max_pixels, min_side=needed)
+    return QueryPhoto(decoded, box)
+
+
+def _check_encoder(opened: OpenedIndex, encoder: Encoder) -> dict:
+    """The index's source metadata, once its vectors are known to come from ``encoder``."""
+    source = opened.metadata.get("source", {})
+    if source.get("encoder_version") not in (None, encoder.version):
+        raise IncompatibleModel(
+            f"the {opened.space} index {opened.version} holds {source['encoder_version']} "
+            f"vectors, but the query was encoded with {encoder.version}"
+        )
+    return source
 
 
 def search_by_image(
@@ -89,27 +174,39 @@ def search_by_image(
     encoder: Encoder,
     data: bytes,
     *,
+    max_pixels: int,
     k: int = 10,
     where: dict[str, str] | None = None,
     scales: Sequence[int] | None = None,
     live: LiveCatalog | None = None,
 ) -> SearchResult:
-    """Neighbours of an uploaded photo: decoded safely, located (at ``scales`` of the
-    locator's, default :data:`QUERY_SCALES`), cropped, encoded on the canonical grid,
-    (projected for a supervised space) and searched. ``live``: the live catalog, whose
-    removed and re-shot photos are never answered (see ``search_by_id``)."""
-    source = opened.metadata.get("source", {})
-    if source.get("encoder_version") not in (None, encoder.version):
-        raise IncompatibleModel(
-            f"the {opened.space} index {opened.version} holds {source['encoder_version']} "
-            f"vectors, but the query was encoded with {encoder.version}"
-        )
-    image = decode_image(data)
-    box = query_box(store, encoder, image, scales=scales)
-    maps = similarity_grid(encode_crops(encoder, [image], [as_box(box)]).cpu().numpy())
+    """Neighbours of an uploaded photo: decoded safely (within ``max_pixels``, the setting's
+    limit), located (at ``scales`` of the locator's, default :data:`QUERY_SCALES`),
+    cropped, encoded on the canonical grid, (projected for a supervised space) and searched.
+    ``live``: the live catalog, whose removed and re-shot photos are never answered (see
+    ``search_by_id``)."""
+    _check_encoder(opened, encoder)
+    photo = read_query_photo(store, encoder, data, max_pixels=max_pixels, scales=scales)
+    return search_by_photo(store, opened, encoder, photo, k=k, where=where, live=live)
+
+
+def search_by_photo(
+    store: Store,
+    opened: OpenedIndex,
+    encoder: Encoder,
+    photo: QueryPhoto,
+    *,
+    k: int = 10,
+    where: dict[str, str] | None = None,
+    live: LiveCatalog | None = None,
+) -> SearchResult:
+    """Neighbours of a photo :func:`read_query_photo` decoded and located."""
+    source = _check_encoder(opened, encoder)
+    crop = photo.decoded.to_decoded(photo.box)
+    maps = similarity_grid(encode_crops(encoder, [photo.decoded.image], [crop]).cpu().numpy())
     transform = space_transform(store, opened.space, encoder, source)
     if transform is not None:
         maps = transform(maps)
     query = similarity_vectors(maps)[0]
     hits = _search(opened, query, k, None, where, live)
-    return SearchResult(opened.space, opened.version, hits, box)
+    return SearchResult(opened.space, opened.version, hits, photo.box)

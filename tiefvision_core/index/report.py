@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import ImageDraw
 
-from tiefvision_core.catalog.imaging import decode_image
+from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
@@ -70,12 +70,14 @@ def compare_spaces(store: Store, encoder: Encoder) -> list[dict[str, object]]:
     return rows
 
 
-def _thumb(photo: tuple[str, str], box: list[int], colour: str, max_bytes: int) -> str:
+def _thumb(photo: tuple[str, str], box: list[int], colour: str, limits: tuple[int, int]) -> str:
     """An ``<img>`` of the photo (``(source_uri, sha256)``) with its box drawn, or a note
-    when the file is no longer what ingest recorded (the report still renders)."""
+    when the file is no longer what ingest recorded (the report still renders).
+    ``limits``: the largest photo read, in bytes and in pixels (the settings')."""
     size = 160
     try:
-        image = decode_image(read_source(photo[0], sha256=photo[1], max_bytes=max_bytes))
+        data = read_source(photo[0], sha256=photo[1], max_bytes=limits[0])
+        image = decode_image(data, max_pixels=limits[1])
     except (ImageRejected, StorageNotFound) as error:
         reason = getattr(error, "reason", "vanished")
         return f"<i>photo not shown: {html.escape(reason)}</i>"
@@ -96,6 +98,7 @@ def search_report_html(
     k: int = 5,
     title: str = "",
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> str:
     """A self-contained HTML page: each query photo (box in blue) and its top ``k`` results
     (box in green when it is the same product, red otherwise), with scores. Photos are read
@@ -117,6 +120,7 @@ def search_report_html(
         else {}
     )
     rows = np.linspace(0, len(opened.ids) - 1, num=min(queries, len(opened.ids))).astype(int)
+    limits = (max_bytes, max_pixels)
     parts = [
         "<!doctype html><meta charset='utf-8'><title>TiefVision search report</title>",
         "<style>body{font-family:sans-serif}td{text-align:center;font-size:12px;"
@@ -128,13 +132,13 @@ def search_report_html(
     for row in rows:
         query = opened.ids.iloc[int(row)]
         result = search_by_id(opened, query["image_id"], k=k)
-        thumb = _thumb(photos[query["image_id"]], list(query["box"]), "blue", max_bytes)
+        thumb = _thumb(photos[query["image_id"]], list(query["box"]), "blue", limits)
         cells = [f"<td>{thumb}<br><b>query</b><br>{html.escape(query['image_id'])}</td>"]
         for hit in result.results:
             same = products.get(hit.image_id) == products.get(query["image_id"]) and products
             colour = "green" if same else "red"
             cells.append(
-                f"<td>{_thumb(photos[hit.image_id], hit.box, colour, max_bytes)}<br>"
+                f"<td>{_thumb(photos[hit.image_id], hit.box, colour, limits)}<br>"
                 f"{hit.score:.3f}<br>{html.escape(hit.image_id)}</td>"
             )
         parts.append("<tr>" + "".join(cells) + "</tr>")

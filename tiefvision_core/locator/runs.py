@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tiefvision_core.catalog.imaging import decode_image
+from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
 from tiefvision_core.encoding.runtime import resolve_device
 from tiefvision_core.errors import ImageRejected, StorageNotFound
 from tiefvision_core.locator.crops import CropDataset, MapSample, load_samples
@@ -131,6 +131,7 @@ def _grid_png(
     located,
     truth,
     max_bytes: int,
+    max_pixels: int,
 ):
     """The worst-located held-out photos with both boxes; ``photos``: (uri, sha256) by id,
     read as ingest recorded them — one changed or replaced since is left out."""
@@ -140,7 +141,8 @@ def _grid_png(
     for image_id, overlap in zip(worst_first["image_id"], worst_first["iou"], strict=True):
         uri, sha256 = photos[image_id]
         try:
-            image = decode_image(read_source(uri, sha256=sha256, max_bytes=max_bytes))
+            data = read_source(uri, sha256=sha256, max_bytes=max_bytes)
+            image = decode_image(data, max_pixels=max_pixels)
         except (ImageRejected, StorageNotFound) as error:
             log.warning("held-out picture without %s: %s", image_id, error)
             continue
@@ -159,11 +161,13 @@ def fit_locator(
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     publish: bool = True,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[LocatorModel, LocatorRun]:
     """Train on the dataset's train split (early stopping on a validation share of it,
     ``config.validation_fraction``), score the test photos — which neither trained nor
     chose the epoch — against their true boxes and both baselines, save model and
-    pictures (photos read as ingest recorded them, at most ``max_bytes`` each)."""
+    pictures (photos read as ingest recorded them, at most ``max_bytes`` and ``max_pixels``
+    each: the settings' limits, as ingest applied them)."""
     config = config or TrainConfig()
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold {threshold}: choose a probability in (0, 1)")
@@ -210,7 +214,7 @@ def fit_locator(
         )
     )
     files = {
-        "heldout-boxes.png": _grid_png(photos, evaluation, located, truth, max_bytes),
+        "heldout-boxes.png": _grid_png(photos, evaluation, located, truth, max_bytes, max_pixels),
         "iou-histogram.png": iou_histogram_png(evaluation),
     }
     metadata = {

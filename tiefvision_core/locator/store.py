@@ -221,19 +221,24 @@ def locate_image(
     image: Image.Image,
     *,
     scales: Sequence[int] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> LocatedBox:
     """The box of one decoded photo (the query path: no storage, no workers).
 
     ``scales``: the input sides to look at (default: the model's, as trained); the heads
-    are the same at every scale, so a subset is a cheaper query-time choice."""
+    are the same at every scale, so a subset is a cheaper query-time choice. ``size``: the
+    photo's own (oriented) size when ``image`` was decoded smaller (JPEG DCT scaling): the
+    box is then in the photo's pixels, mapped at full precision rather than scaled up from
+    rounded ones."""
+    width, height = size or image.size
     maps = []
     with torch.inference_mode():
         for side in model.scales if scales is None else scales:
             pixels, _ = whole_pixels(image, side=side, multiple=model.geometry.stride)
-            scale_xy = (pixels.shape[2] / image.width, pixels.shape[1] / image.height)
+            scale_xy = (pixels.shape[2] / width, pixels.shape[1] / height)
             fmap = encoder.encode_maps(pixels.unsqueeze(0).to(encoder.device)).float().cpu()
             maps.append((fmap, scale_xy))
-    return model.locate(maps, image.size)
+    return model.locate(maps, (width, height))
 
 
 # -- located boxes for the catalog -----------------------------------------------------------

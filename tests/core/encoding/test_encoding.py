@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tiefvision_core.catalog.imaging import decode_image
+from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.synthetic import generate_catalog, make_products, render_view
 from tiefvision_core.encoders import get_encoder
@@ -141,7 +141,10 @@ def test_stream_agrees_with_direct_encoding(encoded_store, lite0) -> None:
     uri = dict(
         zip(manifest["image_id"].to_pylist(), manifest["source_uri"].to_pylist(), strict=True)
     )
-    images = [decode_image(read_object(uri[i])) for i in table["image_id"].to_pylist()]
+    images = [
+        decode_image(read_object(uri[i]), max_pixels=DEFAULT_MAX_PIXELS)
+        for i in table["image_id"].to_pylist()
+    ]
     direct = l2_normalise_positions(encode_crops(lite0, images, [None] * len(images)))
     streamed = l2_normalise_positions(torch.from_numpy(vectors_as_maps(table)))
     similarity = (direct.flatten(1) @ streamed.flatten(1).T) / (7 * 7)
