@@ -1,0 +1,153 @@
+"""A catalog from ``ingest`` to a live index with the locator, as a user runs it: whole
+commands in fresh processes, photos/s per stage beside the single-pass bound.
+
+Stages (each a fresh ``tiefvision`` process on a local store, a synthetic catalog of
+``--photos`` photos plus rejects — a truncated JPEG, a text file named ``.jpg``, an empty
+file): ``ingest`` → ``encode`` → ``import-boxes`` (the true boxes of ``--boxes`` photos) →
+``train-locator`` → ``locate`` → ``rebuild-index``; then a 1 % change (new, re-shot and
+removed photos) and the nightly ``reindex``.
+
+The **single-pass bound** is measured in the same run, in a fresh process: one forward pass
+per photo at the encoder's default side (224), batched, on pre-decoded pixels, the best of
+a small batch sweep — with PyTorch and with the runtime's measured backend. The per-photo
+stages (encode, locate, rebuild-index) are reported as photos/s and as a fraction of that
+bound: 1.0 would mean every photo costs exactly one forward pass and nothing else.
+
+    python bench/pipeline.py [--photos 2000] [--boxes 48] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import commands  # bench/commands.py: processes, catalogs, changes
+
+ROOT = commands.ROOT
+PER_PHOTO = ("encode", "locate", "rebuild-index")
+
+
+def add_rejects(images: Path) -> int:
+    """Odd files a real catalog holds: each must become a reject, not stop a stage."""
+    odd = images / "odd"
+    odd.mkdir(exist_ok=True)
+    good = next(images.rglob("*.jpg")).read_bytes()
+    (odd / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (odd / "notes.jpg").write_text("not a photo\n")
+    (odd / "empty.jpg").write_bytes(b"")
+    return 3
+
+
+def bound(env: dict) -> dict:
+    """Forward-only images/s at 224 on a pre-decoded batch: PyTorch's best layout and batch,
+    and the backend the runtime picks (ONNX Runtime where it measures faster)."""
+    code = """
+import json, os
+from tiefvision_core.encoders import get_encoder
+from tiefvision_core.encoding.runtime import EncodingRuntime
+threads = os.cpu_count() or 1
+torch_rt = EncodingRuntime(get_encoder("efficientnet_lite0"), device="cpu", backend="torch",
+                           threads=threads, workers=0, batch_size=1)
+torch_best = max((torch_rt._measure(n, cl, seconds=2.0) for n in (2, 4, 8, 16)
+                  for cl in (False, True)), key=lambda c: c.images_per_s)
+auto = EncodingRuntime(get_encoder("efficientnet_lite0"), device="cpu", backend="auto",
+                       threads=threads, workers=0, batch_size=1)
+best = torch_best
+if auto.backend == "onnxruntime":
+    onnx = max((auto._measure_onnx(n, seconds=2.0) for n in (2, 4, 8, 16)),
+               key=lambda c: c.images_per_s)
+    best = max(best, onnx, key=lambda c: c.images_per_s)
+print(json.dumps({"torch": torch_best.images_per_s, "best": best.images_per_s,
+                  "backend": best.backend}))
+"""
+    done = commands.run([commands.PYTHON, "-c", code], env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=2000)
+    parser.add_argument("--boxes", type=int, default=48, help="photos annotated for the locator")
+    parser.add_argument("--max-epochs", type=int, default=3, help="train-locator epochs")
+    parser.add_argument("--backend", default="auto", help="TIEFVISION_BACKEND for every stage")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench/results/commands")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "log", "-1", "--format=%h %s"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    print(f"commit {commit[:100]}\n{os.cpu_count()} cores, load {os.getloadavg()}", flush=True)
+
+    folder = commands.catalog(args.cache, args.photos, seed=0)
+    donor_folder = commands.catalog(args.cache, commands.VIEWS * 16, seed=1)
+    donors = sorted(p for p in (donor_folder / "images").iterdir() if p.is_dir())
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        work = Path(tmp)
+        images = work / "images"
+        shutil.copytree(folder / "images", images)
+        rejects = add_rejects(images)
+        envs = commands.Env(work, args.cache / "xdg-cache")
+        envs.extra = {
+            "TIEFVISION_STORE_URL": (work / "store").as_uri(),
+            "TIEFVISION_DATABASE_URL": f"sqlite:///{work / 'annotations.db'}",
+            "TIEFVISION_BACKEND": args.backend,
+        }
+        boxes = commands.subset_boxes(folder, work / "boxes.csv", args.boxes)
+        tv = commands.tv
+        stages = [
+            ("ingest", tv("ingest", "--images", str(images), "--json")),
+            ("encode", tv("encode", "--json")),
+            ("import-boxes", tv("import-boxes", str(boxes), "--json")),
+            ("train-locator", tv("train-locator", "--max-epochs", str(args.max_epochs), "--json")),
+            ("locate", tv("locate", "--json")),
+            ("rebuild-index", tv("rebuild-index", "--json")),
+        ]
+        seconds: dict[str, float] = {}
+        rss: dict[str, float] = {}
+        for name, argv in stages:
+            done = commands.run(argv, envs.make())
+            seconds[name], rss[name] = done.seconds, done.peak_rss_mib
+            print(f"  {name}: {done.seconds:.1f} s, peak RSS {done.peak_rss_mib:.0f} MiB",
+                  flush=True)  # fmt: skip
+        count = max(commands.VIEWS, round(0.01 * args.photos))
+        changed = commands.change(images, donors, count, "nightly")
+        done = commands.run(tv("reindex", "--images", str(images), "--json"), envs.make())
+        seconds["reindex 1 %"], rss["reindex 1 %"] = done.seconds, done.peak_rss_mib
+        print(f"  reindex ({changed}): {done.seconds:.1f} s", flush=True)
+        limit = bound(envs.make())
+
+    photos = args.photos // commands.VIEWS * commands.VIEWS
+    per_photo = sum(seconds[s] for s in PER_PHOTO)
+    build = sum(v for k, v in seconds.items() if k != "reindex 1 %")
+    print(f"\ncommit {commit[:100]}; load at the end {os.getloadavg()}")
+    print(
+        f"{photos} photos + {rejects} rejects; single-pass bound: PyTorch "
+        f"{limit['torch']:.1f} photos/s, best ({limit['backend']}) {limit['best']:.1f}\n"
+    )
+    print("| stage | seconds | photos/s | × PyTorch bound | × best bound | peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for name, value in seconds.items():
+        rate = (count if name == "reindex 1 %" else photos) / value
+        print(f"| {name} | {value:.1f} | {rate:.1f} | {rate / limit['torch']:.3f} | "
+              f"{rate / limit['best']:.3f} | {rss[name]:.0f} |")  # fmt: skip
+    for label, total in (("per-photo stages", per_photo), ("ingest → live index", build)):
+        rate = photos / total
+        print(f"| **{label}** | {total:.1f} | {rate:.1f} | {rate / limit['torch']:.3f} | "
+              f"{rate / limit['best']:.3f} | — |")  # fmt: skip
+    print(f"\nnightly reindex of a 1 % change: {seconds['reindex 1 %'] / build:.1%} of the build")
+    if args.out:
+        date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        result = {"commit": commit, "date": date, "photos": photos, "seconds": seconds}
+        args.out.write_text(json.dumps({**result, "rss": rss, "bound": limit}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
