@@ -27,7 +27,9 @@ def gc(
     lock_ttl: float = 120.0,
 ) -> GcReport:
     """Delete what nothing live refers to: encodings and boxes of removed or re-shot
-    photos, index, model and manifest versions beyond the retention, old leftovers.
+    photos, index, model and manifest versions beyond the retention, old leftovers, and —
+    once no retained manifest lists a photo's bytes — its annotations, the annotation
+    snapshots and crops datasets naming it.
 
     Args:
         store: storage root (default: ``TIEFVISION_STORE_URL``, else the local store).

@@ -1,7 +1,9 @@
 """Ingest flow: list the source, inspect chunks in parallel, publish the manifest.
 
 plan_ingest ──► inspect_chunk × N (threads: hashing and decoding release the GIL)
-            └──────────────► publish_manifest ──► report_ingest
+            └──────────────► publish_manifest ──► follow_annotations ──► report_ingest
+                                                  (a renamed photo's box and triplets
+                                                   move to its new id)
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows._results import FLOW_RESULTS
-from tasks.catalog import inspect_chunk, plan_ingest, publish_manifest, report_ingest
+from tasks.catalog import (
+    follow_annotations,
+    inspect_chunk,
+    plan_ingest,
+    publish_manifest,
+    report_ingest,
+)
 from tiefvision_core.catalog.ingest import IngestSummary
 from tiefvision_core.config import load_settings
 
@@ -61,5 +69,6 @@ def ingest(
     )
     # Prefect unwraps quote() before the call, which its typing of task calls cannot express.
     summary = publish_manifest(settings.store_url, quote(plan), staged.result(), metadata)  # type: ignore[call-overload]
+    follow_annotations(settings.store_url, summary)
     report_ingest(summary)
     return summary

@@ -15,13 +15,16 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_source, get_store
+from tiefvision_core.annotations.store import existing_annotations
 from tiefvision_core.catalog import ingest as catalog
 from tiefvision_core.catalog.ingest import IngestChunk, IngestPlan, IngestSummary
+from tiefvision_core.config import load_settings
 from tiefvision_core.storage.layout import MANIFEST_CURRENT
 from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES
 
 __all__ = [
     "current_manifest",
+    "follow_annotations",
     "inspect_chunk",
     "plan_ingest",
     "publish_manifest",
@@ -110,6 +113,27 @@ def publish_manifest(
 ) -> IngestSummary:
     """Assemble the new manifest, publish it as a version, then drop the staging files."""
     return catalog.finish_ingest(get_store(store_url), plan, staged_keys, metadata_path)
+
+
+@task(name="follow-annotations", **RETRYING)
+def follow_annotations(store_url: str, summary: IngestSummary) -> dict[str, int]:
+    """Annotations follow the photos' bytes: those of a renamed photo move to its new id,
+    and rows drawn on unrecorded bytes get them. Nothing to do (and no database created)
+    where no annotations database exists yet."""
+    annotations = existing_annotations(load_settings(store_url=store_url))
+    if annotations is None:
+        return {}
+    with annotations:
+        done = annotations.follow_ingest(
+            get_store(store_url), summary.version, summary.previous_version
+        )
+    get_run_logger().info(
+        "annotations: %d boxes and %d triplets moved to renamed photos, bytes recorded for %d",
+        done["boxes"],
+        done["triplets"],
+        done["recorded"],
+    )
+    return done
 
 
 @task(name="report-ingest", **EPHEMERAL)

@@ -13,6 +13,8 @@ from prefect.runtime import flow_run
 
 from tasks.policies import RETRYING
 from tasks.stores import get_store
+from tiefvision_core.annotations.store import existing_annotations
+from tiefvision_core.config import load_settings
 from tiefvision_core.gc import GcReport, Retention, collect_garbage
 from tiefvision_core.reindex import LOCK_NAME
 from tiefvision_core.storage.lock import LockHolder, StoreLock
@@ -51,11 +53,20 @@ def _markdown(report: GcReport) -> str:
 def collect_garbage_task(
     store_url: str, retention: int, grace_s: float, dry_run: bool = False
 ) -> GcReport:
-    """One collection (the caller holds the store's lock); totals logged and saved as an
-    artifact. A retry after a transient error starts again from what is left."""
-    report = collect_garbage(
-        get_store(store_url), Retention(versions=retention, grace_s=grace_s), dry_run=dry_run
-    )
+    """One collection (the caller holds the store's lock), the annotations database
+    included when there is one; totals logged and saved as an artifact. A retry after a
+    transient error starts again from what is left."""
+    annotations = existing_annotations(load_settings(store_url=store_url))
+    try:
+        report = collect_garbage(
+            get_store(store_url),
+            Retention(versions=retention, grace_s=grace_s),
+            dry_run=dry_run,
+            annotations=annotations,
+        )
+    finally:
+        if annotations is not None:
+            annotations.close()
     get_run_logger().info(
         "gc%s: %d objects, %d bytes (%s) in %.1f s",
         " (dry run)" if dry_run else "",

@@ -44,7 +44,12 @@ def export_box_snapshot(store_url: str) -> Snapshot:
     """Freeze the boxes as a content-addressed Parquet file (credentials from the env)."""
     with open_annotations(load_settings(store_url=store_url)) as annotations:
         snapshot = annotations.export_snapshot(get_store(store_url), "boxes")
-    get_run_logger().info("%d boxes in snapshot %s", snapshot.rows, snapshot.key)
+    get_run_logger().info(
+        "%d boxes in snapshot %s (%d stale left out: drawn on a photo's older bytes)",
+        snapshot.rows,
+        snapshot.key,
+        snapshot.stale,
+    )
     return snapshot
 
 
@@ -60,6 +65,7 @@ def plan_crops(
         snapshot_key=snapshot.key,
         snapshot_digest=snapshot.digest,
         config=crop_config,
+        stale=snapshot.stale,
     )
     get_run_logger().info(
         "crops dataset %s: %d annotated images (%d train, %d test, %d stale) in %d parts",

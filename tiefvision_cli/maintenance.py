@@ -109,7 +109,8 @@ def gc(
 ) -> None:
     """Delete what nothing live refers to: encodings and boxes of removed or re-shot photos,
     index, model and manifest versions beyond the retention (never the live one), leftovers
-    of killed runs. Waits for a running reindex or rebuild."""
+    of killed runs, and the annotations, annotation snapshots and crops datasets of photos
+    no retained manifest lists. Waits for a running reindex or rebuild."""
     start_early()  # Prefect's server boots while the store is checked
     settings = preflight(store=store).settings  # a wrong URL fails here, before the flow runs
 

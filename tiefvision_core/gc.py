@@ -18,6 +18,9 @@ What goes (see ``docs/formats.md``):
   and similarity models (with the boxes of dropped locators), manifests and their rejects —
   never the live one, nor a model a retained index was built with; rows of removed photos
   leave the current manifest once no retained older manifest still holds them as usable;
+* **what names a removed photo** once no retained manifest version lists its bytes any
+  more (the deletion a privacy request needs): its annotations (box, triplets) in the
+  database, annotation snapshots and crops datasets (whole-photo feature maps) naming it;
 * **leftovers** older than ``Retention.grace_s``: ``.tmp-*`` files of killed writes, work
   lists (``_plans/``), ingest staging, unfinished versions, staging folders of dead builds.
 """
@@ -31,7 +34,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
@@ -57,13 +60,19 @@ from tiefvision_core.index.versions import (
 )
 from tiefvision_core.storage.layout import (
     BOXES_PREFIX,
+    CROPS_LATEST,
+    CROPS_PREFIX,
     ENCODINGS_PREFIX,
     LOCATOR_PREFIX,
     MODEL_PREFIXES,
     SIMILARITY_PREFIX,
+    SNAPSHOT_PREFIX,
     current_key,
 )
 from tiefvision_core.storage.stores import LocalStore, ObjectInfo, Store
+
+if TYPE_CHECKING:
+    from tiefvision_core.annotations.store import AnnotationStore, HeldBytes
 
 __all__ = ["GcItem", "GcReport", "Retention", "collect_garbage"]
 
@@ -93,8 +102,10 @@ Action = Literal["delete", "rewrite"]
 class GcItem:
     """One thing removed (or, in a dry run, that would be)."""
 
-    what: str  # encodings, boxes, index, model, manifest, temporary
-    key: str  # storage key (a folder ends with "/"), or a local path for build staging
+    what: str  # encodings, boxes, index, model, manifest, annotations, snapshots, crops, temporary
+    #: storage key (a folder ends with "/"), a local path for build staging, or an
+    #: annotation as ``annotations:boxes/<image_id>`` / ``annotations:triplets/<r>,<p>,<n>``
+    key: str
     bytes: int  # freed (a rewrite: the rows dropped, pro rata of the object's size)
     action: Action = "delete"
     rows: int = 0  # rows dropped from a rewritten object
@@ -258,6 +269,33 @@ def _versioned(
                 c.filter_rows("boxes", part, _Liveness(boxes, by_box=False))
 
 
+def _manifest_keys(store: Store) -> list[str]:
+    return sorted(i.key for i in store.list(MANIFEST_PREFIX) if i.key.endswith(".parquet"))
+
+
+def _retained_older(store: Store, current: str, keep: int) -> list[str]:
+    """The older manifest versions the retention keeps beside the current one."""
+    older = [k for k in _manifest_keys(store) if k != f"{MANIFEST_PREFIX}{current}.parquet"]
+    return older[-(keep - 1) :] if keep > 1 else []
+
+
+def _held_bytes(store: Store, keep: int) -> HeldBytes | None:
+    """(image_id, sha256) of every photo a retained manifest version still lists (usable
+    or rejected: the bytes are in the source), and those ids; None before the first ingest.
+    Whatever names other bytes names a photo removed longer than the retention ago."""
+    current = store.read_pointer(CURRENT_KEY)
+    if current is None:
+        return None
+    keys = [*_retained_older(store, current, keep), f"{MANIFEST_PREFIX}{current}.parquet"]
+    pairs: set[tuple[str, str]] = set()
+    for key in keys:
+        table = store.read_parquet(key, ["image_id", "sha256", "status"])
+        pairs.update(
+            (r["image_id"], r["sha256"]) for r in table.to_pylist() if r["status"] != "removed"
+        )
+    return pairs, {image_id for image_id, _ in pairs}
+
+
 def _manifests(c: _Collector) -> None:
     """Manifest (and rejects) versions beyond the retention; rows of removed photos leave
     the current manifest once no retained older version holds them as usable."""
@@ -265,9 +303,8 @@ def _manifests(c: _Collector) -> None:
     current = store.read_pointer(CURRENT_KEY)
     if current is None:
         return
-    names = sorted(i.key for i in store.list(MANIFEST_PREFIX) if i.key.endswith(".parquet"))
-    older = [k for k in names if k != f"{MANIFEST_PREFIX}{current}.parquet"]
-    retained = older[-(keep - 1) :] if keep > 1 else []
+    names = _manifest_keys(store)
+    retained = _retained_older(store, current, keep)
     manifest = read_manifest(store)
     assert manifest is not None
     still = {
@@ -293,6 +330,64 @@ def _manifests(c: _Collector) -> None:
             frame = manifest.filter(pa.array([not d for d in drop], pa.bool_())).to_pandas()
             publish_manifest(store, frame, keep=len(names) + 1)  # pruned below, reported
     c.delete("manifest", doomed)
+
+
+def _named(table: pa.Table) -> set[tuple[str, str | None]]:
+    """The (image_id, sha256) pairs a snapshot or crops work list names: its ``image_id`` /
+    ``sha256`` columns, or a triplet snapshot's ``<role>`` / ``<role>_sha256`` ones."""
+    roles = ("image_id",) if "image_id" in table.column_names else _TRIPLET_ROLES
+    named: set[tuple[str, str | None]] = set()
+    for role in roles:
+        sha = "sha256" if role == "image_id" else f"{role}_sha256"
+        named.update(zip(table[role].to_pylist(), table[sha].to_pylist(), strict=True))
+    return named
+
+
+_TRIPLET_ROLES = ("reference", "positive", "negative")
+
+
+def _names_gone(table: pa.Table, held: HeldBytes) -> bool:
+    pairs, ids = held
+    return any(
+        (image_id not in ids) if sha is None else ((image_id, sha) not in pairs)
+        for image_id, sha in _named(table)
+    )
+
+
+def _snapshots(c: _Collector, held: HeldBytes) -> None:
+    """Annotation snapshots naming a photo no retained manifest lists: a model that trained
+    on one keeps its key and digest in its metadata, the rows go."""
+    for info in c.store.list(SNAPSHOT_PREFIX):
+        if info.key.endswith(".parquet") and _names_gone(c.store.read_parquet(info.key), held):
+            c.delete("snapshots", [info])
+
+
+def _crops(c: _Collector, held: HeldBytes) -> None:
+    """Crops datasets (whole-photo feature maps of annotated photos) naming a photo no
+    retained manifest lists; ``crops/LATEST`` goes with the dataset it names. An
+    unfinished dataset is judged once it is older than the grace (a build may be running)."""
+    latest = c.store.read_pointer(CROPS_LATEST)
+    for name, infos in _folders(c.store, CROPS_PREFIX).items():
+        work = next((i for i in infos if i.key.endswith("/_work.parquet")), None)
+        finished = any(i.key.endswith("/dataset.json") for i in infos)
+        young = min(_age(i, c.now) for i in infos) <= c.retention.grace_s
+        if work is None or (young and not finished):
+            continue
+        if _names_gone(c.store.read_parquet(work.key, ["image_id", "sha256"]), held):
+            c.delete("crops", infos, folder=f"{CROPS_PREFIX}{name}/")
+            if name == latest:
+                c.delete("crops", c.store.list(CROPS_LATEST))
+
+
+def _annotations(c: _Collector, held: HeldBytes, annotations: AnnotationStore) -> None:
+    """Boxes and triplets of bytes no retained manifest lists, from the database."""
+    unheld = annotations.unheld(held)
+    c.items += [GcItem("annotations", f"annotations:boxes/{i}", 0) for i in unheld.boxes]
+    c.items += [
+        GcItem("annotations", f"annotations:triplets/{','.join(t)}", 0) for t in unheld.triplets
+    ]
+    if not c.dry_run:
+        annotations.forget(unheld)
 
 
 def _leftovers(c: _Collector) -> None:
@@ -330,14 +425,25 @@ def _temporary_files(root: Path, now: float, grace_s: float) -> Iterator[tuple[P
 
 
 def collect_garbage(
-    store: Store, retention: Retention | None = None, *, dry_run: bool = False
+    store: Store,
+    retention: Retention | None = None,
+    *,
+    dry_run: bool = False,
+    annotations: AnnotationStore | None = None,
 ) -> GcReport:
     """Remove (or, ``dry_run``, list) everything nothing live refers to. The caller holds
-    the store's reindex lock: a run that is half-way would otherwise lose its work."""
+    the store's reindex lock: a run that is half-way would otherwise lose its work.
+    ``annotations``: the store's annotations database (None: there is none)."""
     started = time.perf_counter()
     retention = retention or Retention()
     collector = _Collector(store, retention, dry_run)
     kept_models = _kept_models(store, retention.versions, retention.grace_s)
+    held = _held_bytes(store, retention.versions)  # before _manifests prunes any version
+    if held is not None:
+        if annotations is not None:
+            _annotations(collector, held, annotations)
+        _snapshots(collector, held)
+        _crops(collector, held)
     _manifests(collector)
     boxes = current_boxes(store) or {}  # (image_id, sha256) of usable photos → crop box
     _encodings(collector, boxes)

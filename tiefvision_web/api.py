@@ -89,6 +89,11 @@ class BoxAnswer(BaseModel):
     source: str | None = None
     updated_at: str | None = None
     located: list[int] | None = Field(None, description="the box the unsupervised index uses")
+    stale: bool = Field(
+        False,
+        description="the box was drawn on other bytes than the photo has now: left out of "
+        "training until a PUT confirms it",
+    )
 
 
 class TripletBody(BaseModel):
@@ -352,6 +357,7 @@ def get_box(state: State, image_id: str) -> dict[str, Any]:
         "source": record.source if record else None,
         "updated_at": record.updated_at.isoformat() if record else None,
         "located": _located_box(state, image.image_id),
+        "stale": bool(record and record.stale(image.sha256)),
     }
 
 
@@ -370,7 +376,7 @@ def put_box(state: State, image_id: str, body: BoxBody) -> dict[str, Any]:
     problem = annotation_files.box_problem(box, shape)
     if problem:
         raise HTTPException(http.HTTP_422_UNPROCESSABLE_CONTENT, f"image {image_id!r}: {problem}")
-    state.annotations.set_box(image.image_id, list(box), source="web")
+    state.annotations.set_box(image.image_id, list(box), source="web", sha256=image.sha256)
     return get_box(state, image.image_id)
 
 
@@ -384,14 +390,19 @@ def put_box(state: State, image_id: str, body: BoxBody) -> dict[str, Any]:
 def post_triplet(state: State, body: TripletBody, response: Response) -> dict[str, Any]:
     names = (body.reference, body.positive, body.negative)
     catalog = catalog_of(state)
+    shas = []
     for role, name in zip(("reference", "positive", "negative"), names, strict=True):
-        if not valid_image_id(name) or catalog.get(name) is None:
+        image = catalog.get(name) if valid_image_id(name) else None
+        if image is None:
             raise HTTPException(
                 http.HTTP_422_UNPROCESSABLE_CONTENT,
                 f"{role} {name[:80]!r} is not a usable catalog image id",
             )
+        shas.append(image.sha256)
     try:
-        created = state.annotations.add_triplet(*names, source="web")
+        created = state.annotations.add_triplet(
+            *names, source="web", sha256s=(shas[0], shas[1], shas[2])
+        )
     except InputError as error:
         raise HTTPException(http.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
     if not created:

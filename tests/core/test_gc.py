@@ -5,20 +5,25 @@ nothing and lists what the real run then removes."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tests.core.catalog.test_usable_rows import rejecting_store, write_box_shard  # noqa: F401
 from tests.core.index.test_index import PREFIX, publish, random_vectors
-from tiefvision_core.catalog.ingest import read_manifest, usable_rows
+from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.catalog.ingest import ingest_catalog, read_manifest, usable_rows
+from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, shard_prefix
 from tiefvision_core.errors import ConfigError
 from tiefvision_core.gc import Retention, collect_garbage
 from tiefvision_core.index.versions import open_index, use_version, versions
-from tiefvision_core.storage.stores import Store
+from tiefvision_core.storage.stores import LocalStore, Store
 
 SHARDS = shard_prefix("fake", "box", "v1")
 
@@ -118,3 +123,69 @@ def test_versions_and_old_work_lists_go_on_both_backends(store: Store) -> None:
     assert not list(store.list(f"{PREFIX}20200101T000000000000Z-exact/"))
     assert not store.exists(plan) and done.totals["temporary"]["objects"] == 1
     assert open_index(store, "unsupervised").version == made[2].version
+
+
+# -- a removed photo's annotations, snapshots and crops --------------------------------------
+def _crops_dataset(store: Store, name: str, rows: list[dict]) -> None:
+    """A finished crops dataset as the locator's crops stage lays it out: its work list and
+    maps name the annotated photos (image_id, sha256)."""
+    work = [{**r, "box": [0, 0, 8, 8], "split": "train"} for r in rows]
+    store.write_parquet(f"crops/{name}/_work.parquet", pa.Table.from_pylist(work))
+    maps = [{"image_id": r["image_id"], "sha256": r["sha256"], "side": 320} for r in rows]
+    store.write_parquet(f"crops/{name}/maps/part-0.parquet", pa.Table.from_pylist(maps))
+    store.put_bytes(f"crops/{name}/dataset.json", b"{}")
+
+
+def test_a_removed_photo_leaves_no_annotation_snapshot_or_crops_once_retention_passed(
+    tmp_path: Path,
+) -> None:
+    generate_catalog(tmp_path / "catalog", products=3, views=2, seed=3, size=(96, 120))
+    images = tmp_path / "catalog" / "images"
+    store = LocalStore(tmp_path / "store")
+    ingest_catalog(LocalStore(images, create=False), store)
+    manifest = read_manifest(store)
+    rows = {r["rel_path"]: r for r in manifest.to_pylist()}
+    gone, kept, second, other = (
+        rows[p]["image_id"]
+        for p in ("p0001/view-1.jpg", "p0000/view-1.jpg", "p0000/view-2.jpg", "p0002/view-1.jpg")
+    )
+    with AnnotationStore(f"sqlite:///{tmp_path / 'annotations.sqlite'}") as db:
+        for image_id in (gone, kept):
+            db.set_box(image_id, (1, 1, 50, 50), manifest=manifest)
+        db.add_triplet(kept, gone, other, manifest=manifest)
+        db.add_triplet(kept, second, other, manifest=manifest)
+        snapshots = [db.export_snapshot(store, kind) for kind in ("boxes", "triplets")]
+        columns = ["image_id", "sha256", "source_uri", "width", "height"]
+        usable = usable_rows(manifest).select(columns).to_pylist()
+        _crops_dataset(store, "with-gone", [r for r in usable if r["image_id"] in (gone, kept)])
+        _crops_dataset(store, "without", [r for r in usable if r["image_id"] == kept])
+        store.publish_pointer("crops/LATEST", "with-gone")
+        (images / "p0001" / "view-1.jpg").unlink()
+        ingest_catalog(LocalStore(images, create=False), store)
+
+        # Retention 2: the previous manifest still lists the photo, so all of it stays.
+        early = collect_garbage(store, Retention(versions=2, grace_s=0), annotations=db)
+        assert not {"annotations", "snapshots", "crops"} & set(early.totals)
+        assert db.get_box(gone) is not None
+
+        before = snapshot(store.root)
+        planned = collect_garbage(
+            store, Retention(versions=1, grace_s=0), dry_run=True, annotations=db
+        )
+        assert snapshot(store.root) == before and db.get_box(gone) is not None
+        named = {i.key for i in planned.items if i.what == "annotations"}
+        assert named == {f"annotations:boxes/{gone}", f"annotations:triplets/{kept},{gone},{other}"}
+
+        done = collect_garbage(store, Retention(versions=1, grace_s=0), annotations=db)
+        assert [(i.what, i.key) for i in done.items] == [(i.what, i.key) for i in planned.items]
+        assert db.get_box(gone) is None and db.get_box(kept) is not None
+        assert set(db.triplets()["positive"]) == {second}
+        left = {**db.boxes().to_dict("list"), **db.triplets().to_dict("list")}
+    assert not any(gone in map(str, values) for values in left.values())
+    for file in tmp_path.glob("annotations.sqlite*"):  # nor the database's bytes
+        assert gone.encode() not in file.read_bytes(), file
+    assert not any(store.exists(s.key) for s in snapshots)
+    assert not list(store.list("crops/with-gone/")) and store.read_pointer("crops/LATEST") is None
+    assert list(store.list("crops/without/"))  # names only photos still in the catalog
+    for path in store.root.rglob("*.parquet"):  # nothing on storage names the photo
+        assert gone not in json.dumps(pq.read_table(path).to_pylist(), default=str), path

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import harness_api_url
+from tiefvision_core.annotations.store import AnnotationStore
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.index.search import search_by_id
@@ -72,6 +73,11 @@ def test_rejects_never_stop_a_run_and_gc_forgets_a_removed_photo(tmp_path: Path)
     rows = {r["rel_path"]: r for r in read_manifest(store).to_pylist()}
     gone = rows["images/p0001/view-1.jpg"]
     needles = {gone["image_id"], gone["sha256"]}
+    # A hand-drawn box and a training snapshot of it: derived from the photo too.
+    with AnnotationStore(f"sqlite:///{root / 'annotations.sqlite'}") as annotations:
+        for path in ("images/p0001/view-1.jpg", "images/p0000/view-1.jpg"):
+            annotations.set_box(path, (1, 1, 40, 40), manifest=read_manifest(store))
+        annotations.export_snapshot(store, "boxes")
     (source / "images" / "p0001" / "view-1.jpg").unlink()
 
     second = reindex(**run)  # its gc step (retention 3) drops the photo's encodings at once
@@ -79,6 +85,7 @@ def test_rejects_never_stop_a_run_and_gc_forgets_a_removed_photo(tmp_path: Path)
     left = mentions(root, needles)
     shards = [key for key in left if key.startswith("encodings/") and "/shard-" in key]
     assert left and not shards, left  # (its work list stays for the grace period)
+    assert "annotations.sqlite" in left  # retained manifests still list the photo
     assert any(key.startswith("indexes/") for key in left)  # retained versions still do
     live = open_index(store, "unsupervised")
     assert gone["image_id"] not in set(live.ids["image_id"])
@@ -93,6 +100,9 @@ def test_rejects_never_stop_a_run_and_gc_forgets_a_removed_photo(tmp_path: Path)
     for item in planned["items"]:
         if item["action"] == "delete" and (root / item["key"]).is_file():
             assert item["bytes"] == before[root / item["key"]]
+    listed = {(item["what"], item["key"]) for item in planned["items"]}
+    assert ("annotations", f"annotations:boxes/{gone['image_id']}") in listed
+    assert any(what == "snapshots" for what, _ in listed)
 
     done = gc(store=store_url, retention=1, grace_hours=0)
     assert not done.dry_run and done.bytes > 0

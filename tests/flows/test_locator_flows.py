@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from tiefvision_core.annotations.store import AnnotationStore, database_url_for
 from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
@@ -123,12 +124,22 @@ def test_locate_is_incremental_and_crops_resume(trained: Trained) -> None:
     again = locate(store=trained.store_url)
     assert (again.located, again.already_located) == (0, 64)
 
-    # A new photo (a copy under a new name) is the only one located by the next run.
+    # A new photo is the only one located by the next run; a copy of a photo under a new
+    # name (the same bytes) gets that photo's box without being located again.
     source = next(trained.images.rglob("*.jpg"))
-    shutil.copy(source, trained.images / "new-photo.jpg")
-    ingest_catalog(LocalStore(trained.images, create=False), open_store(trained.store_url))
+    with Image.open(source) as photo:
+        photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(trained.images / "new-photo.jpg")
+    shutil.copy(source, trained.images / "copy-of-a-photo.jpg")
+    store = open_store(trained.store_url)
+    ingest_catalog(LocalStore(trained.images, create=False), store)
     more = locate(store=trained.store_url)
-    assert (more.located, more.already_located) == (1, 64)
+    assert (more.located, more.already_located) == (1, 65)
+    boxes = read_boxes(store, more.locator_version).set_index("image_id")
+    copied = boxes.loc[image_id_for("copy-of-a-photo.jpg")]
+    original = boxes.loc[image_id_for(source.relative_to(trained.images).as_posix())]
+    assert list(copied[["left", "top", "right", "bottom"]]) == list(
+        original[["left", "top", "right", "bottom"]]
+    )
 
     dataset = crops(store=trained.store_url)
     assert dataset.dataset_id == trained.run.dataset_id  # same annotations: same dataset

@@ -17,12 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from prefect.client.orchestration import get_client
 from prefect.states import StateType
 
 from tests.conftest import harness_api_url
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.catalog.boxes import read_boxes
+from tiefvision_core.catalog.ingest import image_id_for, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
+from tiefvision_core.encoding.shards import read_encodings
 from tiefvision_core.errors import InputError
 from tiefvision_core.index.search import search_by_id
 from tiefvision_core.index.versions import open_index
@@ -242,3 +246,60 @@ def test_killed_run_is_finished_by_the_next_without_duplicates(catalogs, tmp_pat
     vectors = np.asarray(opened.index.vectors, np.float32)
     _, found = opened.index.search(vectors, 1)
     np.testing.assert_array_equal(found[:, 0], np.arange(10))
+
+
+def _random_locator(store: Store, encoder) -> str:
+    """A live locator for ``encoder`` with untrained heads: the reindex locates with it
+    (what box it finds does not matter here, only whether it locates at all)."""
+    from tiefvision_core.locator.crops import window_geometry
+    from tiefvision_core.locator.model import LocatorHeads, TargetScaler
+    from tiefvision_core.locator.store import save_locator
+
+    torch.manual_seed(0)
+    geometry = window_geometry(encoder)
+    return save_locator(
+        store,
+        LocatorHeads(encoder.channels, geometry.kernel).eval(),
+        TargetScaler((0.0,) * 4, (1.0,) * 4),
+        geometry=geometry,
+        scales=(320,),
+        threshold=0.8,
+        metadata={"encoder_version": encoder.version},
+    ).version
+
+
+def test_a_renamed_photo_keeps_its_box_and_is_neither_located_nor_encoded_again(
+    tmp_path: Path, lite0
+) -> None:
+    """Same bytes under a new name: the hand-drawn box follows them to the new id, and the
+    located box and box-crop encodings of those bytes are reused, not computed again."""
+    from flows.reindex import reindex
+
+    generate_catalog(tmp_path / "catalog", products=3, views=1, seed=5, size=(160, 200))
+    images = tmp_path / "catalog" / "images"
+    store_url = (tmp_path / "store").as_uri()
+    store = open_store(store_url)
+    locator = _random_locator(store, lite0)
+    run = {"images": str(images), "store": store_url, "shard_size": 2, "batch_size": 2}
+    first = reindex(**run)
+    assert (first.images, first.located, first.encoded) == (3, 3, 3)
+
+    old = image_id_for("p0000/view-1.jpg")
+    database = f"sqlite:///{tmp_path / 'store' / 'annotations.sqlite'}"
+    with AnnotationStore(database) as annotations:
+        annotations.set_box(old, (10, 20, 150, 190), manifest=read_manifest(store))
+    (images / "p0000" / "view-1.jpg").rename(images / "p0000" / "front.jpg")
+
+    second = reindex(**run)
+    new = image_id_for("p0000/front.jpg")
+    assert (second.new, second.removed, second.images) == (1, 1, 3)
+    assert (second.located, second.encoded) == (0, 0)  # the bytes were done already
+    with AnnotationStore(database) as annotations:
+        assert annotations.get_box(old) is None
+        assert annotations.get_box(new).box == (10, 20, 150, 190)
+    located = read_boxes(store, locator)
+    assert new in set(located["image_id"]) and old not in set(located["image_id"])
+    rows = read_encodings(store, lite0.name, lite0.version, kind="box")
+    assert Counter(rows["image_id"].to_pylist())[new] == 2  # the photo and its mirror
+    opened = open_index(store, "unsupervised")
+    assert new in set(opened.ids["image_id"]) and old not in set(opened.ids["image_id"])

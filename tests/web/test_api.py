@@ -16,7 +16,7 @@ from PIL import Image
 
 from tests.conftest import S3_KEY, S3_SECRET
 from tiefvision_core.annotations.store import AnnotationStore
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
+from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
 from tiefvision_core.config import load_settings
 from tiefvision_core.index.search import rebuild_space
 from tiefvision_core.index.versions import open_index
@@ -338,7 +338,28 @@ def test_box_of_unknown_or_malformed_image(client) -> None:
     assert client.put("/api/boxes/a..b", json={"box": [0, 0, 5, 5]}).status_code == 400
 
 
-def test_triplets_are_stored_once(client, ids, database) -> None:
+def test_a_box_drawn_on_other_bytes_is_stale_until_saved_again(
+    client, ids, database, indexed_catalog
+) -> None:
+    """A box drawn before the photo was replaced by other bytes: the editor's API says it
+    is stale (the page has the notice for it), and saving it again confirms it for the
+    photo's current bytes."""
+    image_id = ids[11]
+    manifest = read_manifest(open_store(indexed_catalog.store_url))
+    current = {r["image_id"]: r["sha256"] for r in manifest.to_pylist()}[image_id]
+    with _annotations(database) as annotations:
+        annotations.set_box(image_id, (1, 2, 30, 40), sha256="0" * 64)
+    stale = client.get(f"/api/boxes/{image_id}").json()
+    assert stale["box"] == [1, 2, 30, 40] and stale["stale"] is True
+    assert 'id="stale"' in client.get(f"/boxes/{image_id}").text
+    saved = client.put(f"/api/boxes/{image_id}", json={"box": [1, 2, 30, 40]})
+    assert saved.status_code == 200 and saved.json()["stale"] is False
+    assert client.get(f"/api/boxes/{image_id}").json()["stale"] is False
+    with _annotations(database) as annotations:
+        assert annotations.get_box(image_id).sha256 == current
+
+
+def test_triplets_are_stored_once(client, ids, database, indexed_catalog) -> None:
     triplet = {"reference": ids[0], "positive": ids[1], "negative": ids[9]}
     first = client.post("/api/triplets", json=triplet)
     assert first.status_code == 201 and first.json()["created"] is True
@@ -348,6 +369,9 @@ def test_triplets_are_stored_once(client, ids, database) -> None:
         stored = annotations.triplets()
     row = stored[(stored["reference"] == ids[0]) & (stored["negative"] == ids[9])]
     assert len(row) == 1 and row.iloc[0]["positive"] == ids[1] and row.iloc[0]["source"] == "web"
+    manifest = read_manifest(open_store(indexed_catalog.store_url))
+    shas = {r["image_id"]: r["sha256"] for r in manifest.to_pylist()}
+    assert row.iloc[0]["reference_sha256"] == shas[ids[0]]  # made on the photos' bytes
 
 
 @pytest.mark.parametrize(

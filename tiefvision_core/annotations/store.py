@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -34,34 +34,40 @@ import pyarrow as pa
 from sqlalchemy import (
     URL,
     CheckConstraint,
+    Connection,
     DateTime,
     Engine,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    and_,
+    bindparam,
     create_engine,
     delete,
     event,
     func,
     make_url,
+    or_,
     select,
     text,
+    update,
 )
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from tiefvision_core.annotations.files import (
     Box,
+    CatalogImage,
     CatalogIndex,
     Refusal,
     box_problem,
     read_box_file,
     read_triplet_file,
 )
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.ingest import find_renames, read_manifest
 from tiefvision_core.errors import ConfigError, InputError, StorageUnreachable
-from tiefvision_core.storage.layout import SNAPSHOT_PREFIX
+from tiefvision_core.storage.layout import SNAPSHOT_PREFIX, manifest_key
 
 if TYPE_CHECKING:
     from tiefvision_core.config import Settings
@@ -79,8 +85,10 @@ __all__ = [
     "Refusal",
     "Snapshot",
     "TripletRow",
+    "Unheld",
     "alembic_config",
     "database_url_for",
+    "existing_annotations",
     "head_revision",
     "open_annotations",
     "read_snapshot",
@@ -115,7 +123,8 @@ class Base(DeclarativeBase):
 
 class BoxRow(Base):
     """The product box of one image, in pixels of the oriented image (manifest width ×
-    height); right and bottom are exclusive edges."""
+    height); right and bottom are exclusive edges. ``sha256``: the bytes it was drawn on
+    (NULL: not recorded, written before revision 0002 or by a caller that named none)."""
 
     __tablename__ = "boxes"
     __table_args__ = (
@@ -131,10 +140,12 @@ class BoxRow(Base):
     source: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class TripletRow(Base):
-    """``positive`` is more similar to ``reference`` than ``negative`` is."""
+    """``positive`` is more similar to ``reference`` than ``negative`` is; ``<role>_sha256``
+    the bytes each image had when the triplet was made (NULL: not recorded)."""
 
     __tablename__ = "triplets"
     __table_args__ = (
@@ -151,6 +162,9 @@ class TripletRow(Base):
     negative: Mapped[str] = mapped_column(String(255))
     source: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reference_sha256: Mapped[str | None] = mapped_column(String(64))
+    positive_sha256: Mapped[str | None] = mapped_column(String(64))
+    negative_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 # -- results ------------------------------------------------------------------------------
@@ -161,6 +175,12 @@ class BoxRecord:
     source: str
     created_at: datetime
     updated_at: datetime
+    sha256: str | None = None  # the bytes the box was drawn on; None: not recorded
+
+    def stale(self, current_sha256: str | None) -> bool:
+        """Drawn on other bytes than the photo has now: the box may no longer fit, so it
+        is shown as stale and left out of training until a person confirms it."""
+        return self.sha256 is not None and self.sha256 != current_sha256
 
 
 @dataclass
@@ -199,16 +219,39 @@ class ImportReport:
 @dataclass(frozen=True)
 class Snapshot:
     """A frozen, content-addressed copy of the annotations on storage. ``left_out`` counts
-    annotations of images that are no longer usable in the current manifest."""
+    annotations of images that are no longer usable in the current manifest, ``stale``
+    those drawn on other bytes than the photo has now (left out until confirmed)."""
 
     key: str
     digest: str
     rows: int
     kind: str
     left_out: int = 0
+    stale: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+Triple = tuple[str, str, str]
+#: (image_id, sha256) pairs a catalog holds, and their image ids alone.
+HeldBytes = tuple[Collection[tuple[str, str]], Collection[str]]
+
+
+@dataclass(frozen=True)
+class Unheld:
+    """Annotations naming bytes that no retained manifest holds any more: what gc deletes
+    (a photo removed from the catalog leaves nothing behind once the retention passed)."""
+
+    boxes: tuple[str, ...] = ()
+    triplets: tuple[Triple, ...] = ()
+
+
+def _held(image_id: str, sha256: str | None, held: HeldBytes) -> bool:
+    """Whether a catalog holds an annotated image: its recorded bytes, or (none recorded)
+    its id."""
+    pairs, ids = held
+    return image_id in ids if sha256 is None else (image_id, sha256) in pairs
 
 
 # -- URLs ---------------------------------------------------------------------------------
@@ -342,6 +385,29 @@ def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]
         yield items[start : start + size]
 
 
+Shas = tuple[str | None, str | None, str | None]
+_TRIPLET_IDS = ("reference", "positive", "negative")
+_TRIPLET_SHAS = tuple(f"{name}_sha256" for name in _TRIPLET_IDS)
+
+
+def _sha256_of(catalog: CatalogIndex, image_id: str) -> str | None:
+    image = catalog.get(image_id)
+    return None if image is None else image.sha256
+
+
+def _sha256s_of(catalog: CatalogIndex, triple: Triple) -> Shas:
+    return (
+        _sha256_of(catalog, triple[0]),
+        _sha256_of(catalog, triple[1]),
+        _sha256_of(catalog, triple[2]),
+    )
+
+
+def _triplet_values(triple: Triple, shas: Shas) -> dict[str, str | None]:
+    """A triplet's ids and recorded bytes as column → value."""
+    return dict(zip((*_TRIPLET_IDS, *_TRIPLET_SHAS), (*triple, *shas), strict=True))
+
+
 # -- the store ----------------------------------------------------------------------------
 class AnnotationStore:
     """Boxes and triplets in one database; opening it brings the schema to head."""
@@ -438,28 +504,34 @@ class AnnotationStore:
         are refused with their line. Raises :class:`InputError` only when the file as a
         whole is unusable, or when nothing was ingested yet (``manifest`` is ``None``).
         """
-        parsed = read_box_file(path, CatalogIndex(manifest))
+        catalog = CatalogIndex(manifest)
+        parsed = read_box_file(path, catalog)
         report = ImportReport("boxes", parsed.source, refused=list(parsed.refused))
-        items = [(row.image_id, row.box) for row in parsed.rows]
+        items = [(row.image_id, row.box, _sha256_of(catalog, row.image_id)) for row in parsed.rows]
         report.imported, report.updated, report.unchanged = self._upsert_boxes(items, parsed.source)
         return report
 
-    def _upsert_boxes(self, items: Sequence[tuple[str, Box]], source: str) -> tuple[int, int, int]:
+    def _upsert_boxes(
+        self, items: Sequence[tuple[str, Box, str | None]], source: str
+    ) -> tuple[int, int, int]:
+        """Write boxes with the bytes they were drawn on. A row stored exactly so (box,
+        source and bytes) is unchanged; the same box on other bytes is an update: that is
+        how a stale box is confirmed for the photo's current bytes."""
         table = BoxRow.__table__
         coords = [table.c.left, table.c.top, table.c.right, table.c.bottom]
         now = datetime.now(UTC)
         with self._errors("write to"), self._writer.begin() as connection:
-            stored: dict[str, tuple[Box, str]] = {}
-            for chunk in _chunks([image_id for image_id, _ in items]):
-                query = select(table.c.image_id, *coords, table.c.source).where(
+            stored: dict[str, tuple[Box, str, str | None]] = {}
+            for chunk in _chunks([image_id for image_id, _, _ in items]):
+                query = select(table.c.image_id, *coords, table.c.source, table.c.sha256).where(
                     table.c.image_id.in_(chunk)
                 )
                 for row in connection.execute(query):
-                    stored[row[0]] = (Box(*row[1:5]), row[5])
-            changes = [(i, box) for i, box in items if stored.get(i) != (box, source)]
+                    stored[row[0]] = (Box(*row[1:5]), row[5], row[6])
+            changes = [item for item in items if stored.get(item[0]) != (item[1], source, item[2])]
             if changes:
                 insert = self._insert(table)
-                columns = ("left", "top", "right", "bottom", "source", "updated_at")
+                columns = ("left", "top", "right", "bottom", "source", "updated_at", "sha256")
                 upsert = insert.on_conflict_do_update(
                     index_elements=[table.c.image_id],
                     set_={name: insert.excluded[name] for name in columns},
@@ -467,12 +539,12 @@ class AnnotationStore:
                 connection.execute(
                     upsert,
                     [
-                        {"image_id": i, **box._asdict(), "source": source}
+                        {"image_id": i, **box._asdict(), "source": source, "sha256": sha}
                         | {"created_at": now, "updated_at": now}
-                        for i, box in changes
+                        for i, box, sha in changes
                     ],
                 )
-        updated = sum(1 for i, _ in changes if i in stored)
+        updated = sum(1 for i, _, _ in changes if i in stored)
         return len(changes) - updated, updated, len(items) - len(changes)
 
     def set_box(
@@ -482,11 +554,14 @@ class AnnotationStore:
         source: str = "editor",
         *,
         manifest: pa.Table | None = None,
+        sha256: str | None = None,
     ) -> bool:
         """Store the product box of one image (replacing any); ``True`` when it is new.
 
         With ``manifest``, ``image_id`` may also be a relative path and the box must lie
-        inside the image; without it only the box's own shape is checked.
+        inside the image; without it only the box's own shape is checked. The box is
+        recorded as drawn on ``sha256``, else on the manifest's bytes of the image (neither:
+        not recorded); storing it again on the current bytes confirms a stale box.
         """
         try:
             values = Box(*(int(v) for v in box))
@@ -499,6 +574,7 @@ class AnnotationStore:
             if isinstance(image, str):
                 raise InputError(f"image {image_id!r}: {image}")
             image_id, problem = image.image_id, box_problem(values, image)
+            sha256 = sha256 or image.sha256
         else:
             left, top, right, bottom = values
             problem = None
@@ -506,7 +582,7 @@ class AnnotationStore:
                 problem = f"box {left},{top},{right},{bottom} is empty or starts below 0"
         if problem:
             raise InputError(f"image {image_id!r}: {problem}")
-        new, _updated, _same = self._upsert_boxes([(image_id, values)], source)
+        new, _updated, _same = self._upsert_boxes([(image_id, values, sha256)], source)
         return new == 1
 
     def get_box(self, image_id: str) -> BoxRecord | None:
@@ -521,6 +597,7 @@ class AnnotationStore:
                 row.source,
                 _utc(row.created_at),
                 _utc(row.updated_at),
+                row.sha256,
             )
 
     def delete_box(self, image_id: str) -> bool:
@@ -530,7 +607,8 @@ class AnnotationStore:
             return result.rowcount > 0
 
     def boxes(self) -> pd.DataFrame:
-        """Every box: image_id, left, top, right, bottom, source, updated_at (UTC)."""
+        """Every box: image_id, left, top, right, bottom, source, updated_at (UTC), sha256
+        (the bytes it was drawn on, None when not recorded)."""
         query = select(
             BoxRow.image_id,
             BoxRow.left,
@@ -539,6 +617,7 @@ class AnnotationStore:
             BoxRow.bottom,
             BoxRow.source,
             BoxRow.updated_at,
+            BoxRow.sha256,
         ).order_by(BoxRow.image_id)
         return self._frame(query, "updated_at")
 
@@ -546,37 +625,49 @@ class AnnotationStore:
     def import_triplets(self, path: str | Path, manifest: pa.Table | None) -> ImportReport:
         """Import a triplet CSV ``reference,positive,negative`` validated against
         ``manifest``; triplets already stored count as unchanged."""
-        parsed = read_triplet_file(path, CatalogIndex(manifest))
+        catalog = CatalogIndex(manifest)
+        parsed = read_triplet_file(path, catalog)
         report = ImportReport("triplets", parsed.source, refused=list(parsed.refused))
-        triples = [(row.reference, row.positive, row.negative) for row in parsed.rows]
-        report.imported = self._insert_triplets(triples, parsed.source)
-        report.unchanged = len(triples) - report.imported
+        items = [
+            (triple, _sha256s_of(catalog, triple))
+            for triple in ((row.reference, row.positive, row.negative) for row in parsed.rows)
+        ]
+        report.imported, report.updated = self._write_triplets(items, parsed.source)
+        report.unchanged = len(items) - report.imported - report.updated
         return report
 
-    def _insert_triplets(self, triples: Sequence[tuple[str, str, str]], source: str) -> int:
+    def _write_triplets(self, items: Sequence[tuple[Triple, Shas]], source: str) -> tuple[int, int]:
+        """Insert new triplets; a stored one named with other bytes gets them (confirmed
+        for the photos' current bytes; a caller naming no bytes changes nothing). Returns
+        (inserted, confirmed)."""
         table = TripletRow.__table__
+        ids, shas = _TRIPLET_IDS, _TRIPLET_SHAS
         now = datetime.now(UTC)
         with self._errors("write to"), self._writer.begin() as connection:
-            stored: set[tuple[str, str, str]] = set()
-            for chunk in _chunks(sorted({t[0] for t in triples})):
-                query = select(table.c.reference, table.c.positive, table.c.negative).where(
+            stored: dict[Triple, Shas] = {}
+            for chunk in _chunks(sorted({t[0] for t, _ in items})):
+                query = select(*(table.c[c] for c in (*ids, *shas))).where(
                     table.c.reference.in_(chunk)
                 )
-                stored.update((r, p, n) for r, p, n in connection.execute(query))
-            new = [t for t in triples if t not in stored]
+                stored.update((tuple(row[:3]), tuple(row[3:])) for row in connection.execute(query))
+            new = [(t, s) for t, s in items if t not in stored]
+            confirmed = [(t, s) for t, s in items if t in stored and stored[t] != s and any(s)]
             if new:
                 insert = self._insert(table).on_conflict_do_nothing(
-                    index_elements=[table.c.reference, table.c.positive, table.c.negative]
+                    index_elements=[table.c[c] for c in ids]
                 )
-                names = ("reference", "positive", "negative")
                 connection.execute(
                     insert,
-                    [
-                        dict(zip(names, t, strict=True)) | {"source": source, "created_at": now}
-                        for t in new
-                    ],
+                    [_triplet_values(t, s) | {"source": source, "created_at": now} for t, s in new],
                 )
-        return len(new)
+            if confirmed:
+                connection.execute(
+                    update(TripletRow)
+                    .where(*(table.c[c] == bindparam(f"b_{c}") for c in ids))
+                    .values({c: bindparam(f"b_{c}") for c in shas}),
+                    [{f"b_{k}": v for k, v in _triplet_values(t, s).items()} for t, s in confirmed],
+                )
+        return len(new), len(confirmed)
 
     def add_triplet(
         self,
@@ -586,9 +677,11 @@ class AnnotationStore:
         source: str = "editor",
         *,
         manifest: pa.Table | None = None,
+        sha256s: Shas | None = None,
     ) -> bool:
         """Store one triplet; ``True`` when it is new. With ``manifest`` the images may be
-        named by path and must be usable in the catalog."""
+        named by path and must be usable in the catalog. The triplet is recorded as made on
+        ``sha256s`` (one per image), else on the manifest's bytes (neither: not recorded)."""
         ids = [reference, positive, negative]
         if manifest is not None:
             catalog = CatalogIndex(manifest)
@@ -597,9 +690,12 @@ class AnnotationStore:
                 if isinstance(image, str):
                     raise InputError(f"image {name!r}: {image}")
                 ids[n] = image.image_id
+            sha256s = sha256s or _sha256s_of(catalog, (ids[0], ids[1], ids[2]))
         if len(set(ids)) < 3:
             raise InputError("reference, positive and negative must be three different images")
-        return self._insert_triplets([(ids[0], ids[1], ids[2])], source) == 1
+        triple = (ids[0], ids[1], ids[2])
+        inserted, _ = self._write_triplets([(triple, sha256s or (None, None, None))], source)
+        return inserted == 1
 
     def delete_triplet(self, reference: str, positive: str, negative: str) -> bool:
         """Forget one triplet; ``True`` when it was stored."""
@@ -612,13 +708,17 @@ class AnnotationStore:
             return connection.execute(query).rowcount > 0
 
     def triplets(self) -> pd.DataFrame:
-        """Every triplet: reference, positive, negative, source, created_at (UTC)."""
+        """Every triplet: reference, positive, negative, source, created_at (UTC), and
+        reference_sha256, positive_sha256, negative_sha256 (None when not recorded)."""
         query = select(
             TripletRow.reference,
             TripletRow.positive,
             TripletRow.negative,
             TripletRow.source,
             TripletRow.created_at,
+            TripletRow.reference_sha256,
+            TripletRow.positive_sha256,
+            TripletRow.negative_sha256,
         ).order_by(TripletRow.reference, TripletRow.positive, TripletRow.negative)
         return self._frame(query, "created_at")
 
@@ -631,6 +731,98 @@ class AnnotationStore:
                     select(func.count()).select_from(TripletRow)
                 ).scalar_one(),
             }
+
+    # -- following the catalog -------------------------------------------------------
+    def follow_ingest(
+        self, store: Store, version: str, previous_version: str | None
+    ) -> dict[str, int]:
+        """Bring the annotations along with the ingest that published ``version``: rows
+        whose bytes were never recorded get those of the manifest it replaced (what they
+        were drawn on), then annotations of photos that left the catalog move to the id
+        that now holds their bytes (:func:`find_renames`). Safe to repeat: a run that
+        failed after publishing is caught up by the next. Returns what was done."""
+        current = read_manifest(store, version)
+        if current is None:
+            return {"recorded": 0, "boxes": 0, "triplets": 0}
+        previous = current
+        if previous_version and store.exists(manifest_key(previous_version)):
+            previous = store.read_parquet(manifest_key(previous_version))
+        recorded = self.record_missing_bytes(previous)
+        return {"recorded": recorded, **self.follow_renames(find_renames(current))}
+
+    def follow_renames(self, renames: Mapping[str, str]) -> dict[str, int]:
+        """Move annotations from old image ids to new ones with the same bytes (a photo
+        renamed or moved in the source: ingest removed one id and added another holding
+        the same sha256). A box moves unless the new id has one already (that one wins,
+        the old goes with gc); a triplet naming an old id names the new one (merged when
+        that triplet exists). Returns how many boxes and triplets moved."""
+        if not renames:
+            return {"boxes": 0, "triplets": 0}
+        with self._errors("write to"), self._writer.begin() as connection:
+            boxes = _move_boxes(connection, renames)
+            triplets = _rename_triplets(connection, renames)
+        return {"boxes": boxes, "triplets": triplets}
+
+    def record_missing_bytes(self, manifest: pa.Table) -> int:
+        """Record, for annotations whose bytes were never recorded (written before schema
+        revision 0002, or by a caller that named none), the bytes ``manifest`` holds for
+        their images. Ingest calls it with the manifest it replaces — the bytes the
+        annotation was most likely drawn on — so a photo replaced by this ingest makes its
+        box stale. Returns how many rows got bytes."""
+        known = {
+            r["image_id"]: r["sha256"]
+            for r in manifest.select(["image_id", "sha256", "status"]).to_pylist()
+            if r["status"] == "ok"
+        }
+        with self._errors("write to"), self._writer.begin() as connection:
+            boxes = _fill_box_bytes(connection, known)
+            triplets = _fill_triplet_bytes(connection, known)
+        return boxes + triplets
+
+    def unheld(self, held: HeldBytes) -> Unheld:
+        """Boxes and triplets naming bytes ``held`` does not hold (for a triplet: any of its
+        three images): what gc deletes once no retained manifest holds them."""
+        boxes = self.boxes()
+        gone = tuple(
+            str(i)
+            for i, sha in zip(boxes["image_id"], boxes["sha256"], strict=True)
+            if not _held(i, _recorded(sha), held)
+        )
+        triplets = self.triplets().to_dict("records")
+        dead = tuple(
+            (r["reference"], r["positive"], r["negative"])
+            for r in triplets
+            if not all(_held(r[i], _recorded(r[s]), held) for i, s in _ROLES)
+        )
+        return Unheld(gone, dead)
+
+    def forget(self, unheld: Unheld) -> None:
+        """Delete the boxes and triplets :meth:`unheld` listed — a privacy deletion: on
+        SQLite the freed bytes are overwritten and the write-ahead log emptied, so the rows
+        are not left readable in the file (PostgreSQL: they go with its next VACUUM)."""
+        table = TripletRow.__table__
+        sqlite = self.url.get_backend_name() == "sqlite"
+        with self._errors("write to"), self._writer.begin() as connection:
+            if sqlite:  # a compile-time default in some builds only
+                connection.exec_driver_sql("PRAGMA secure_delete = ON")
+            for chunk in _chunks(unheld.boxes):
+                connection.execute(delete(BoxRow).where(BoxRow.image_id.in_(chunk)))
+            if unheld.triplets:
+                connection.execute(
+                    delete(TripletRow).where(
+                        *(table.c[c] == bindparam(f"b_{c}") for c in _TRIPLET_IDS)
+                    ),
+                    [
+                        {f"b_{c}": v for c, v in zip(_TRIPLET_IDS, t, strict=True)}
+                        for t in unheld.triplets
+                    ],
+                )
+        if sqlite and (unheld.boxes or unheld.triplets):
+            raw = self._engine.raw_connection()  # autocommit: no transaction holds the log
+            try:
+                raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
 
     def _frame(self, query: Any, time_column: str) -> pd.DataFrame:
         with self._errors("read"), self._engine.connect() as connection:
@@ -645,14 +837,16 @@ class AnnotationStore:
 
         Rows are joined with the current manifest (sha256, width, height): a model that
         records the snapshot's key and digest says exactly which annotations of which image
-        bytes it saw. Annotations of images no longer usable are left out (counted). The key
+        bytes it saw. Annotations of images no longer usable are left out (``left_out``), and
+        so are stale ones, drawn on other bytes than the photo has now (``stale``): a box
+        of the old photo would teach the locator a wrong box for the new one. The key
         is the digest of the sorted rows, so exporting unchanged annotations again writes
         nothing and returns the same key.
         """
         if kind not in SNAPSHOT_KINDS:
             raise InputError(f"snapshot kind {kind!r}: choose {' or '.join(SNAPSHOT_KINDS)}")
         catalog = CatalogIndex(read_manifest(store))
-        rows, left_out = (
+        rows, left_out, stale = (
             _box_rows(self.boxes(), catalog)
             if kind == "boxes"
             else _triplet_rows(self.triplets(), catalog)
@@ -670,7 +864,12 @@ class AnnotationStore:
         )
         digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
         snapshot = Snapshot(
-            f"{SNAPSHOT_PREFIX}{kind}-{digest[:16]}.parquet", digest, len(rows), kind, left_out
+            f"{SNAPSHOT_PREFIX}{kind}-{digest[:16]}.parquet",
+            digest,
+            len(rows),
+            kind,
+            left_out,
+            stale,
         )
         if not store.exists(snapshot.key):
             meta = {"format": _SNAPSHOT_FORMAT, "kind": kind, "digest": digest, "rows": len(rows)}
@@ -709,8 +908,14 @@ _SNAPSHOT_SCHEMAS = {
 }
 
 
-def _box_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], int]:
-    rows, left_out = [], 0
+def _drawn_on_other_bytes(recorded: object, image: CatalogImage) -> bool:
+    """A recorded sha256 (None or NaN: not recorded) that is not the image's current one."""
+    return isinstance(recorded, str) and recorded != image.sha256
+
+
+def _box_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], int, int]:
+    """Snapshot rows of usable, fresh boxes; (rows, left out as unusable, left out as stale)."""
+    rows, left_out, stale = [], 0, 0
     for record in frame.to_dict("records"):
         image = catalog.get(record["image_id"])
         box = Box(
@@ -719,29 +924,105 @@ def _box_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], i
         if image is None or box_problem(box, image):
             left_out += 1
             continue
+        if _drawn_on_other_bytes(record["sha256"], image):
+            stale += 1
+            continue
         rows.append(
             {"image_id": image.image_id, "sha256": image.sha256}
             | {"width": image.width, "height": image.height}
             | box._asdict()
             | {"source": record["source"]}
         )
-    return sorted(rows, key=lambda row: row["image_id"]), left_out
+    return sorted(rows, key=lambda row: row["image_id"]), left_out, stale
 
 
-def _triplet_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], int]:
-    rows, left_out = [], 0
-    names = ("reference", "positive", "negative")
+def _triplet_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], int, int]:
+    """Snapshot rows of triplets whose three images are usable and unchanged since;
+    (rows, left out as unusable, left out as stale)."""
+    rows, left_out, stale = [], 0, 0
+    names = _TRIPLET_IDS
     for record in frame.to_dict("records"):
         images = [image for name in names if (image := catalog.get(record[name])) is not None]
         if len(images) < len(names):
             left_out += 1
+            continue
+        recorded = (record[f"{name}_sha256"] for name in names)
+        if any(map(_drawn_on_other_bytes, recorded, images)):
+            stale += 1
             continue
         row: dict[str, object] = {"source": record["source"]}
         for name, image in zip(names, images, strict=True):
             row |= {name: image.image_id, f"{name}_sha256": image.sha256}
         rows.append(row)
     rows.sort(key=lambda row: (row["reference"], row["positive"], row["negative"]))
-    return rows, left_out
+    return rows, left_out, stale
+
+
+_ROLES = tuple(zip(_TRIPLET_IDS, _TRIPLET_SHAS, strict=True))
+
+
+def _recorded(value: object) -> str | None:
+    """A sha256 cell as read into a frame: a string, or None/NaN when not recorded."""
+    return value if isinstance(value, str) else None
+
+
+def _move_boxes(connection: Connection, renames: Mapping[str, str]) -> int:
+    table = BoxRow.__table__
+    taken: set[str] = set()
+    for chunk in _chunks(sorted(renames.values())):
+        query = select(table.c.image_id).where(table.c.image_id.in_(chunk))
+        taken.update(connection.execute(query).scalars())
+    moved = 0
+    for old, new in sorted(renames.items()):
+        if new not in taken:
+            move = update(BoxRow).where(table.c.image_id == old).values(image_id=new)
+            moved += connection.execute(move).rowcount
+    return moved
+
+
+def _rename_triplets(connection: Connection, renames: Mapping[str, str]) -> int:
+    table = TripletRow.__table__
+    columns = [table.c[c] for c in _TRIPLET_IDS]
+    named: dict[int, Triple] = {}
+    for chunk in _chunks(sorted(renames)):
+        query = select(table.c.id, *columns).where(or_(*(c.in_(chunk) for c in columns)))
+        named.update((row[0], (row[1], row[2], row[3])) for row in connection.execute(query))
+    for row_id, triple in sorted(named.items()):
+        target = tuple(renames.get(image_id, image_id) for image_id in triple)
+        match = and_(*(c == v for c, v in zip(columns, target, strict=True)))
+        if connection.execute(select(table.c.id).where(match)).first() is None:
+            values = dict(zip(_TRIPLET_IDS, target, strict=True))
+            connection.execute(update(TripletRow).where(table.c.id == row_id).values(values))
+        else:  # the renamed triplet is stored already: one row is enough
+            connection.execute(delete(TripletRow).where(table.c.id == row_id))
+    return len(named)
+
+
+def _fill_box_bytes(connection: Connection, known: Mapping[str, str]) -> int:
+    table = BoxRow.__table__
+    ids = connection.execute(select(table.c.image_id).where(table.c.sha256.is_(None))).scalars()
+    values = [{"b_id": i, "b_sha": known[i]} for i in ids if i in known]
+    if values:
+        query = update(BoxRow).where(table.c.image_id == bindparam("b_id"))
+        connection.execute(query.values(sha256=bindparam("b_sha")), values)
+    return len(values)
+
+
+def _fill_triplet_bytes(connection: Connection, known: Mapping[str, str]) -> int:
+    table = TripletRow.__table__
+    filled = 0
+    for name, column in _ROLES:
+        query = select(table.c.id, table.c[name]).where(table.c[column].is_(None))
+        values = [
+            {"b_id": row_id, "b_sha": known[image_id]}
+            for row_id, image_id in connection.execute(query)
+            if image_id in known
+        ]
+        if values:
+            fill = update(TripletRow).where(table.c.id == bindparam("b_id"))
+            connection.execute(fill.values({column: bindparam("b_sha")}), values)
+        filled += len(values)
+    return filled
 
 
 def read_snapshot(store: Store, key: str) -> pd.DataFrame:
@@ -758,3 +1039,18 @@ def _is_connection_error(exc: DBAPIError) -> bool:
 def open_annotations(settings: Settings) -> AnnotationStore:
     """The annotations database the settings name (see :func:`database_url_for`)."""
     return AnnotationStore(database_url_for(settings))
+
+
+def existing_annotations(settings: Settings) -> AnnotationStore | None:
+    """The annotations database when one can hold annotations: a configured URL, or the
+    default SQLite file of a local store once it exists; else None.
+
+    Why not :func:`open_annotations`: stages that only *follow* annotations (ingest carrying
+    them across renames, gc deleting those of removed photos) must neither create an empty
+    database in the store nor refuse an S3 store that has none — there is nothing to do."""
+    if not settings.database_url and urlparse(settings.store_url).scheme != "file":
+        return None
+    url = database_url_for(settings)
+    if not settings.database_url and not Path(url.database or "").exists():
+        return None
+    return AnnotationStore(url)

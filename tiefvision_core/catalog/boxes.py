@@ -11,7 +11,9 @@ already read (``manifest=``), so one run reads it once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
 from typing import SupportsInt
 
 import numpy as np
@@ -23,7 +25,15 @@ from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, boxes_prefix
 from tiefvision_core.storage.stores import Store
 
-__all__ = ["Box", "as_box", "latest_boxes", "located_boxes", "part_keys", "read_boxes"]
+__all__ = [
+    "Box",
+    "as_box",
+    "latest_boxes",
+    "located_boxes",
+    "part_keys",
+    "read_boxes",
+    "reuse_boxes",
+]
 
 Box = tuple[int, int, int, int]
 _COLUMNS = ["image_id", "sha256", "left", "top", "right", "bottom", "score"]
@@ -93,3 +103,34 @@ def located_boxes(store: Store, *, manifest: pa.Table | None = None) -> dict[tup
     return {
         (i, s): tuple(b) for i, s, b in zip(boxes["image_id"], boxes["sha256"], coords, strict=True)
     }
+
+
+def reuse_boxes(
+    store: Store, prefix: str, missing: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Give the photos ``missing`` (image_id, sha256) a box under ``prefix`` (one locator's
+    boxes) wherever that locator already boxed the same bytes under another id: a copy of
+    that row with the new id, written as one part named by its input set. Returns the
+    pairs served so.
+
+    Why: a box is a function of the bytes and the locator, not of the path. A photo renamed
+    or moved in the source (new id, same sha256) would otherwise be decoded, encoded at
+    every scale and located again for the box it already has.
+    """
+    keys = part_keys(store, prefix)
+    if not keys or not missing:
+        return set()
+    parts = pa.concat_tables((store.read_parquet(k) for k in keys), promote_options="default")
+    located = parts.filter(pc.is_null(parts["reason"]))
+    by_bytes: dict[str, dict] = {}
+    for row in located.to_pylist():
+        by_bytes.setdefault(row["sha256"], row)
+    rows = [{**by_bytes[sha], "image_id": i} for i, sha in missing if sha in by_bytes]
+    if not rows:
+        return set()
+    served = [(row["image_id"], row["sha256"]) for row in rows]
+    ident = json.dumps(["reused", prefix, served])
+    key = f"{prefix}part-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.parquet"
+    if not store.exists(key):
+        store.write_parquet(key, pa.Table.from_pylist(rows, schema=located.schema))
+    return set(served)

@@ -53,6 +53,7 @@ __all__ = [
     "ManifestVersion",
     "assemble_manifest",
     "clear_staging",
+    "find_renames",
     "finish_ingest",
     "image_id_for",
     "ingest_catalog",
@@ -530,6 +531,28 @@ def usable_rows(manifest: pa.Table) -> pa.Table:
     height or format, and removed ones name bytes that are gone: a stage that sizes,
     decodes or indexes a photo must never see them, or one bad file stops every run."""
     return manifest.filter(pa.compute.equal(manifest["status"], "ok"))
+
+
+def find_renames(manifest: pa.Table) -> dict[str, str]:
+    """Removed image id → a usable image id holding the same bytes (sha256): a photo
+    renamed or moved in the source, which ingest sees as one path removed and one added.
+
+    Why by status and not by this version's ``change``: whatever follows a rename (the
+    annotations moving to the new id) may fail after the manifest was published; a removed
+    row stays in the manifest until gc drops it, so the next run still finds the pair. Each
+    id is paired once; photos new in this version and then paths in order go first.
+    """
+    rows = manifest.select(["image_id", "rel_path", "sha256", "status", "change"]).to_pylist()
+    rows.sort(key=lambda r: (r["change"] not in ("new", "removed"), r["rel_path"]))
+    gone: dict[str, list[str]] = {}
+    for row in rows:
+        if row["status"] == "removed" and row["sha256"]:
+            gone.setdefault(row["sha256"], []).append(row["image_id"])
+    renames = {}
+    for row in rows:
+        if row["status"] == "ok" and gone.get(row["sha256"]):
+            renames[gone[row["sha256"]].pop(0)] = row["image_id"]
+    return renames
 
 
 def summarise(

@@ -45,6 +45,7 @@ __all__ = [
     "load_requests",
     "plan_encoding",
     "read_encodings",
+    "reuse_encodings",
     "row_key",
     "row_keys",
     "shard_prefix",
@@ -87,7 +88,8 @@ class EncodePlan:
     plan_key: str | None
     shards: tuple[ShardSpec, ...]
     images: int  # usable images in the manifest
-    already_encoded: int
+    already_encoded: int  # reused ones included
+    reused: int = 0  # served by copying the rows of the same bytes under another id
 
     def shard_key(self, spec: ShardSpec) -> str:
         return f"{self.prefix}shard-{spec.shard_id}.parquet"
@@ -158,15 +160,18 @@ def plan_encoding(
     usable = usable_rows(manifest)
     done = encoded_keys(store, prefix)
     located = located_boxes(store, manifest=manifest) if kind == "box" else {}
-    rows = []
+    missing = []
     for row in usable.select(["image_id", "sha256", "source_uri", "width", "height"]).to_pylist():
         whole = (0, 0, int(row["width"]), int(row["height"]))
         box = located.get((row["image_id"], row["sha256"]), whole)
         if (row["image_id"], row["sha256"], box) not in done:
-            rows.append({**row, "uri": row.pop("source_uri"), "box": list(box)})
-    rows.sort(key=lambda r: r["image_id"])
+            missing.append({**row, "uri": row.pop("source_uri"), "box": list(box)})
+    encoded_bytes = {(sha, box) for _, sha, box in done}  # read once: skip hopeless reuse
+    reusable = [k for k in map(_key_of, missing) if (k[1], k[2]) in encoded_bytes]
+    reused = reuse_encodings(store, prefix, reusable)
+    rows = sorted((r for r in missing if _key_of(r) not in reused), key=lambda r: r["image_id"])
     if not rows:
-        return EncodePlan(prefix, None, (), usable.num_rows, usable.num_rows)
+        return EncodePlan(prefix, None, (), usable.num_rows, usable.num_rows, len(reused))
     salt = json.dumps([encoder.version, kind, dtype, flips])
     work = pa.Table.from_pylist([{c: r[c] for c in _PLAN_COLUMNS} for r in rows])
     plan_id = hashlib.sha256((salt + json.dumps(work.to_pylist())).encode()).hexdigest()[:24]
@@ -179,7 +184,73 @@ def plan_encoding(
         ident = json.dumps([salt, [(r["image_id"], r["sha256"], r["box"]) for r in part]])
         shard_id = hashlib.sha256(ident.encode()).hexdigest()[:24]
         shards.append(ShardSpec(shard_id, start, start + len(part)))
-    return EncodePlan(prefix, plan_key, tuple(shards), usable.num_rows, usable.num_rows - len(rows))
+    return EncodePlan(
+        prefix, plan_key, tuple(shards), usable.num_rows, usable.num_rows - len(rows), len(reused)
+    )
+
+
+def _key_of(row: dict) -> RowKey:
+    return row_key(row["image_id"], row["sha256"], row["box"])
+
+
+def reuse_encodings(store: Store, prefix: str, missing: Iterable[RowKey]) -> set[RowKey]:
+    """Give the keys ``missing`` (image_id, sha256, box) an encoding under ``prefix`` (one
+    encoder version and kind) wherever the same bytes and box are encoded under another id:
+    that id's rows (mirror included), copied with the new id into a shard named by its
+    input set. Returns the keys served so.
+
+    Why: an encoding is a function of (sha256, encoder version, box), not of the path. A
+    photo renamed or moved in the source (new id, same sha256) must not be decoded and
+    encoded again; gc later drops the old id's rows, so the copy is what stays.
+    """
+    targets: dict[tuple[str, Box], list[str]] = {}
+    for image_id, sha, box in missing:
+        targets.setdefault((sha, box), []).append(image_id)
+    served: set[RowKey] = set()
+    sources: dict[tuple[str, Box], tuple[str, str]] = {}  # bytes → (shard, id) copied
+    for info in sorted(store.list(prefix), key=lambda i: i.key):
+        name = info.key.rsplit("/", 1)[-1]
+        if targets and name.startswith("shard-") and name.endswith(".parquet"):
+            keys = store.read_parquet(info.key, [*_KEY_COLUMNS, "reason"])
+            take, ids = _rows_to_copy(info.key, keys, targets, sources)
+            if take:
+                served |= _copy_rows(store, prefix, info.key, take, ids)
+    return served
+
+
+def _rows_to_copy(
+    shard: str,
+    keys: pa.Table,
+    targets: dict[tuple[str, Box], list[str]],
+    sources: dict[tuple[str, Box], tuple[str, str]],
+) -> tuple[list[int], list[str]]:
+    """Which rows of ``shard`` to copy (a row once per target id) and the ids they get. The
+    first (shard, id) holding some bytes is their only source: copying a duplicate photo's
+    rows as well would give a target two rows per flip."""
+    take: list[int] = []
+    ids: list[str] = []
+    reasons = keys["reason"].to_pylist()
+    for n, (image_id, sha, box) in enumerate(row_keys(keys)):
+        copied = (sha, box)
+        if reasons[n] is not None or copied not in targets:
+            continue
+        if sources.setdefault(copied, (shard, image_id)) == (shard, image_id):
+            take += [n] * len(targets[copied])
+            ids += targets[copied]
+    return take, ids
+
+
+def _copy_rows(store: Store, prefix: str, key: str, take: list[int], ids: list[str]) -> set[RowKey]:
+    """Rows ``take`` of shard ``key`` with ``image_id`` set to ``ids``, as a new shard."""
+    table = store.read_parquet(key).take(pa.array(take, pa.int64()))
+    column = table.schema.get_field_index("image_id")
+    table = table.set_column(column, "image_id", pa.array(ids, pa.string()))
+    copied = row_keys(table)
+    ident = json.dumps(["reused", key, take, ids])
+    new_key = f"{prefix}shard-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.parquet"
+    if not store.exists(new_key):
+        store.write_parquet(new_key, table, plain_columns=("vector",))
+    return set(copied)
 
 
 def load_requests(store: Store, plan_key: str, spec: ShardSpec) -> list[CropRequest]:

@@ -225,12 +225,14 @@ def plan_crops(
     snapshot_key: str,
     snapshot_digest: str,
     config: CropConfig,
+    stale: int = 0,
 ) -> CropPlan:
     """Join the annotation snapshot with the manifest, split by image, name the dataset.
 
     ``boxes``: image_id, left, top, right, bottom, sha256 (as annotated). Images no longer
     in the catalog are ignored; images whose bytes changed since annotation are left out
-    (``stale``) rather than trained on a box that may no longer fit.
+    (``stale``) rather than trained on a box that may no longer fit — those the snapshot
+    already left out (``stale``: its count) and those changed since it was taken.
     """
     manifest = read_manifest(store)
     if manifest is None:
@@ -242,7 +244,7 @@ def plan_crops(
         ok, on="image_id", suffixes=("_annotated", "")
     )
     fresh = joined["sha256_annotated"].isna() | (joined["sha256_annotated"] == joined["sha256"])
-    stale = int((~fresh).sum())
+    stale += int((~fresh).sum())
     frame = joined[fresh].sort_values("image_id").reset_index(drop=True)
     if len(frame) < config.min_images:
         raise InputError(

@@ -30,7 +30,7 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from tiefvision_core.catalog.boxes import latest_boxes, part_keys, read_boxes
+from tiefvision_core.catalog.boxes import latest_boxes, part_keys, read_boxes, reuse_boxes
 from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.runtime import CropRequest, EncodingRuntime, whole_pixels
@@ -257,7 +257,8 @@ class LocatePlan:
     plan_key: str | None
     shards: tuple[LocateShard, ...]
     images: int
-    already_located: int
+    already_located: int  # reused ones included
+    reused: int = 0  # boxes copied from the same bytes under another id (a renamed photo)
 
     def shard_key(self, shard: LocateShard) -> str:
         return f"{self.prefix}part-{shard.shard_id}.parquet"
@@ -323,7 +324,8 @@ class LocateSummary:
 
 
 def plan_locate(store: Store, model: LocatorModel, *, shard_size: int = 256) -> LocatePlan:
-    """Catalog images (status ok) without a box for this locator version and these bytes."""
+    """Catalog images (status ok) without a box for this locator version and these bytes;
+    bytes it boxed under another id (a renamed photo) get a copy of that box instead."""
     manifest = read_manifest(store)
     if manifest is None:
         raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
@@ -334,18 +336,19 @@ def plan_locate(store: Store, model: LocatorModel, *, shard_size: int = 256) -> 
         for key in part_keys(store, prefix)
         for r in store.read_parquet(key, ["image_id", "sha256"]).to_pylist()
     }
+    columns = ["image_id", "sha256", "source_uri", "width", "height"]
+    listed = usable.select(columns).to_pylist()
+    missing = [r for r in listed if (r["image_id"], r["sha256"]) not in done]
+    boxed = {sha for _, sha in done}
+    reused = reuse_boxes(
+        store, prefix, [(r["image_id"], r["sha256"]) for r in missing if r["sha256"] in boxed]
+    )
     rows = sorted(
-        (
-            r
-            for r in usable.select(
-                ["image_id", "sha256", "source_uri", "width", "height"]
-            ).to_pylist()
-            if (r["image_id"], r["sha256"]) not in done
-        ),
+        (r for r in missing if (r["image_id"], r["sha256"]) not in reused),
         key=lambda r: r["image_id"],
     )
     if not rows:
-        return LocatePlan(prefix, None, (), usable.num_rows, usable.num_rows)
+        return LocatePlan(prefix, None, (), usable.num_rows, usable.num_rows, len(reused))
     work = pa.Table.from_pylist(rows)
     salt = json.dumps([model.version, [(r["image_id"], r["sha256"]) for r in rows]])
     plan_key = f"{prefix}_plans/{hashlib.sha256(salt.encode()).hexdigest()[:24]}.parquet"
@@ -358,7 +361,14 @@ def plan_locate(store: Store, model: LocatorModel, *, shard_size: int = 256) -> 
         shards.append(
             LocateShard(hashlib.sha256(ident.encode()).hexdigest()[:24], start, start + len(part))
         )
-    return LocatePlan(prefix, plan_key, tuple(shards), usable.num_rows, usable.num_rows - len(rows))
+    return LocatePlan(
+        prefix,
+        plan_key,
+        tuple(shards),
+        usable.num_rows,
+        usable.num_rows - len(rows),
+        len(reused),
+    )
 
 
 def locate_shard(

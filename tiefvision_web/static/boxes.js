@@ -87,6 +87,7 @@ document.addEventListener("DOMContentLoaded", async () => {
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ box }),
       });
+      document.getElementById("stale").hidden = !saved.stale;
       say("Saved box " + saved.box.join(", ") + ".");
     } catch (error) {
       say(error.message, true);
@@ -96,6 +97,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   try {
     const stored = await api("/api/boxes/" + encodeURIComponent(id));
     if (!edited) box = stored.box || stored.located || null;
+    document.getElementById("stale").hidden = !stored.stale;
     say(stored.box ? "Annotated box (" + stored.source + ")." :
       stored.located ? "No box yet: starting from the located one." : "No box yet: draw one.");
   } catch (error) {

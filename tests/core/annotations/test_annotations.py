@@ -6,21 +6,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from tiefvision_core.annotations.store import (
     AnnotationStore,
     Base,
     Box,
+    _make_engine,
+    _parse_url,
+    alembic_config,
     database_url_for,
     head_revision,
     open_annotations,
     read_snapshot,
 )
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
+from tiefvision_core.catalog.ingest import (
+    find_renames,
+    image_id_for,
+    ingest_catalog,
+    read_manifest,
+    usable_rows,
+)
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import ConfigError, InputError, StorageUnreachable
@@ -79,7 +91,7 @@ def test_open_migrates_to_head_and_matches_the_models(db_url: str) -> None:
     from alembic.runtime.migration import MigrationContext
 
     with AnnotationStore(db_url) as first:
-        assert first.schema_revision() == head_revision() == "0001"
+        assert first.schema_revision() == head_revision() == "0002"
         assert first.counts() == {"boxes": 0, "triplets": 0}
         with first._engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -153,7 +165,10 @@ def test_csv_import_refuses_bad_rows_with_their_line(db, manifest, tmp_path) -> 
         "bottom",
         "source",
         "updated_at",
+        "sha256",
     ]
+    shas = {row["image_id"]: row["sha256"] for row in manifest.to_pylist()}
+    assert all(shas[row.image_id] == row.sha256 for row in frame.itertuples())  # drawn on
     got = {row.image_id: (row.left, row.top, row.right, row.bottom) for row in frame.itertuples()}
     assert got == {
         image_id_for("p0000/view-1.jpg"): (10, 20, 110, 180),
@@ -332,8 +347,20 @@ def test_triplet_import_and_validation(db, manifest, tmp_path) -> None:
         (8, "2 fields where the header has 3"),
     ]  # fmt: skip
     frame = db.triplets()
-    assert list(frame.columns) == ["reference", "positive", "negative", "source", "created_at"]
+    assert list(frame.columns) == [
+        "reference",
+        "positive",
+        "negative",
+        "source",
+        "created_at",
+        "reference_sha256",
+        "positive_sha256",
+        "negative_sha256",
+    ]
     assert len(frame) == 2 and set(frame["source"]) == {"csv:triplets.csv"}
+    shas = {row["image_id"]: row["sha256"] for row in manifest.to_pylist()}
+    for role in ("reference", "positive", "negative"):  # made on these bytes
+        assert frame[f"{role}_sha256"].tolist() == frame[role].map(shas).tolist()
     again = db.import_triplets(csv, manifest)
     assert (again.imported, again.unchanged) == (0, 2)
     with pytest.raises(InputError, match="expected the columns reference,positive,negative"):
@@ -401,6 +428,128 @@ def test_triplet_snapshot(db, manifest, store) -> None:
 def test_snapshot_needs_a_catalog(db, tmp_path) -> None:
     with pytest.raises(InputError, match="tiefvision ingest"):
         db.export_snapshot(LocalStore(tmp_path / "empty"))
+
+
+# -- annotations follow the photo's bytes ---------------------------------------------------
+@pytest.fixture
+def source(photos: Path, tmp_path: Path) -> Path:
+    """A copy of the photos the test may rename, replace and ingest again."""
+    copied = tmp_path / "source"
+    shutil.copytree(photos, copied)
+    return copied
+
+
+THREE = tuple(image_id_for(p) for p in ("p0000/view-1.jpg", "p0000/view-2.jpg", "p0001/view-1.jpg"))
+
+
+def _ingest(source: Path, store: LocalStore):
+    return ingest_catalog(LocalStore(source, create=False), store)
+
+
+def _shas(store: LocalStore) -> dict[str, str]:
+    return {r["image_id"]: r["sha256"] for r in usable_rows(read_manifest(store)).to_pylist()}
+
+
+def test_a_replaced_photo_makes_its_annotations_stale_until_confirmed(db, source, tmp_path):
+    """A photo replaced by other bytes keeps its box and triplets in the database, marked
+    stale: left out of both training snapshots (and counted) until written again."""
+    store = LocalStore(tmp_path / "store")
+    _ingest(source, store)
+    a, b, c = THREE
+    db.set_box(a, (10, 10, 90, 150), manifest=read_manifest(store))
+    db.set_box(c, (5, 5, 60, 60), manifest=read_manifest(store))
+    db.add_triplet(a, b, c, manifest=read_manifest(store))
+    drawn_on = _shas(store)[a]
+    assert db.get_box(a).sha256 == drawn_on and not db.get_box(a).stale(drawn_on)
+
+    (source / "p0000" / "view-1.jpg").write_bytes((source / "p0003" / "view-2.jpg").read_bytes())
+    assert _ingest(source, store).changed == 1
+    now = _shas(store)[a]
+    assert now != drawn_on and db.get_box(a).stale(now)
+
+    boxes = db.export_snapshot(store, "boxes")
+    assert (boxes.rows, boxes.stale, boxes.left_out) == (1, 1, 0)
+    assert set(read_snapshot(store, boxes.key)["image_id"]) == {c}  # not a's old box
+    triplets = db.export_snapshot(store, "triplets")
+    assert (triplets.rows, triplets.stale) == (0, 1)
+
+    # Confirmed: the same box and triplet written again, now on the photo's current bytes.
+    db.set_box(a, (10, 10, 90, 150), manifest=read_manifest(store))
+    assert db.get_box(a).sha256 == now and not db.get_box(a).stale(now)
+    assert db.add_triplet(a, b, c, manifest=read_manifest(store)) is False  # not new
+    confirmed = db.export_snapshot(store, "boxes")
+    assert (confirmed.rows, confirmed.stale) == (2, 0)
+    assert (db.export_snapshot(store, "triplets").rows, db.triplets().shape[0]) == (1, 1)
+
+
+def test_a_renamed_photo_takes_its_box_and_triplets_along(db, source, tmp_path) -> None:
+    """Renamed in the source (same bytes, new id): the box and every triplet naming the
+    old id move to the new one; doing it again moves nothing."""
+    store = LocalStore(tmp_path / "store")
+    _ingest(source, store)
+    old, b, c = THREE
+    db.set_box(old, (10, 10, 90, 150), manifest=read_manifest(store))
+    db.add_triplet(old, b, c, manifest=read_manifest(store))
+    db.add_triplet(c, old, b, manifest=read_manifest(store))
+    sha = _shas(store)[old]
+
+    (source / "p0000" / "view-1.jpg").rename(source / "p0000" / "front.jpg")
+    summary = _ingest(source, store)
+    new = image_id_for("p0000/front.jpg")
+    assert (summary.new, summary.removed) == (1, 1)
+    assert find_renames(read_manifest(store)) == {old: new}
+
+    moved = db.follow_ingest(store, summary.version, summary.previous_version)
+    assert moved == {"recorded": 0, "boxes": 1, "triplets": 2}
+    assert db.get_box(old) is None
+    record = db.get_box(new)
+    assert (record.box, record.sha256) == (Box(10, 10, 90, 150), sha)
+    triples = set(db.triplets()[["reference", "positive", "negative"]].itertuples(index=False))
+    assert triples == {(new, b, c), (c, new, b)}
+    snapshot = db.export_snapshot(store, "boxes")
+    assert (snapshot.rows, snapshot.left_out, snapshot.stale) == (1, 0, 0)
+    again = db.follow_ingest(store, summary.version, summary.previous_version)
+    assert again == {"recorded": 0, "boxes": 0, "triplets": 0}
+
+
+def test_a_database_of_revision_0001_upgrades_and_its_rows_get_their_bytes(
+    db_url: str, source: Path, tmp_path: Path
+) -> None:
+    """A database written before the bytes were recorded keeps its rows; the next ingest
+    records the bytes of the manifest it replaces, so a photo it replaced is stale."""
+    from alembic import command
+
+    engine = _make_engine(_parse_url(db_url))
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0001")
+    store = LocalStore(tmp_path / "store")
+    _ingest(source, store)
+    image_id = image_id_for("p0000/view-1.jpg")
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                'INSERT INTO boxes (image_id, "left", top, "right", bottom, source, created_at, '
+                "updated_at) VALUES (:i, 1, 2, 30, 40, 'csv:old.csv', :t, :t)"
+            ),
+            {"i": image_id, "t": datetime.now(UTC)},
+        )
+    engine.dispose()
+
+    with AnnotationStore(db_url) as upgraded:
+        assert upgraded.schema_revision() == "0002"
+        record = upgraded.get_box(image_id)
+        assert (record.box, record.sha256) == (Box(1, 2, 30, 40), None)
+        assert not record.stale("anything")  # bytes unknown: trusted as before
+        drawn_on = _shas(store)[image_id]
+        (source / "p0000" / "view-1.jpg").write_bytes(
+            (source / "p0003" / "view-2.jpg").read_bytes()
+        )
+        summary = _ingest(source, store)
+        followed = upgraded.follow_ingest(store, summary.version, summary.previous_version)
+        assert followed["recorded"] == 1
+        assert upgraded.get_box(image_id).sha256 == drawn_on
+        assert upgraded.get_box(image_id).stale(_shas(store)[image_id])
+        assert upgraded.export_snapshot(store, "boxes").stale == 1
 
 
 # -- URLs, settings, secrets --------------------------------------------------------------

@@ -14,7 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
+from tiefvision_core.annotations.store import AnnotationStore, read_snapshot
+from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
+from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.locator.crops import (
     DEFAULT_SCALES,
@@ -125,3 +127,38 @@ def test_crops_of_real_street_photos_with_a_windowless_scale(lite0, tmp_path: Pa
     assert samples and all(min(s.labels.shape) >= 1 for s in samples)
     narrow = {(s.image_id, s.side) for s in samples if s.image_id in ids}
     assert narrow and all(side > 320 for _, side in narrow)
+
+
+def test_a_box_of_a_replaced_photo_is_counted_stale_and_not_trained_on(
+    lite0, tmp_path: Path
+) -> None:
+    """Issue 28: the snapshot paired the old box with the new bytes and the crops plan
+    (train-locator's "stale" count) said 0. The box is left out of the snapshot and counted
+    there, and the plan counts what the snapshot left out."""
+    generate_catalog(tmp_path / "catalog", products=3, views=2, seed=4, size=(160, 200))
+    images = tmp_path / "catalog" / "images"
+    store = LocalStore(str(tmp_path / "store"))
+    ingest_catalog(LocalStore(str(images)), store)
+    with AnnotationStore(f"sqlite:///{tmp_path / 'annotations.sqlite'}") as annotations:
+        for path in sorted(p.relative_to(images).as_posix() for p in images.rglob("*.jpg")):
+            annotations.set_box(path, (10, 10, 150, 190), manifest=read_manifest(store))
+        replaced = images / "p0000" / "view-1.jpg"
+        replaced.write_bytes((images / "p0002" / "view-2.jpg").read_bytes())
+        ingest_catalog(LocalStore(str(images)), store)
+        snapshot = annotations.export_snapshot(store, "boxes")
+    boxes = read_snapshot(store, snapshot.key)
+    assert (snapshot.rows, snapshot.stale) == (5, 1)
+    assert image_id_for("p0000/view-1.jpg") not in set(boxes["image_id"])
+    config = CropConfig(min_images=4, part_size=4, fit_to_boxes=False)
+    plan = plan_crops(
+        store,
+        lite0,
+        boxes,
+        snapshot_key=snapshot.key,
+        snapshot_digest=snapshot.digest,
+        config=config,
+        stale=snapshot.stale,
+    )
+    assert (plan.images, plan.stale) == (5, 1)
+    work = store.read_parquet(plan.work_key)
+    assert image_id_for("p0000/view-1.jpg") not in work["image_id"].to_pylist()
