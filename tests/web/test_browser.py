@@ -20,6 +20,8 @@ from playwright.sync_api import expect
 
 from tests.browser import SHOTS, live_server
 from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.storage.stores import open_store
 from tiefvision_web import create_app
 
 _ALL_LOADED = (
@@ -80,6 +82,22 @@ def test_upload_of_a_non_image_says_what_is_wrong(server, page, tmp_path) -> Non
     message = page.locator("#message")
     expect(message).to_contain_text("not an image")
     expect(message).to_have_class(re.compile(r"\berror\b"))
+
+
+def test_a_stale_box_is_flagged_until_saved_again(server, page, database, indexed_catalog):
+    """A box drawn on a photo's earlier bytes: the editor says it is stale; saving it
+    confirms it for the photo as it is now, and the notice goes."""
+    image_id = sorted(
+        r["image_id"] for r in read_manifest(open_store(indexed_catalog.store_url)).to_pylist()
+    )[-1]
+    with AnnotationStore(f"sqlite:///{database}") as annotations:
+        annotations.set_box(image_id, (2, 3, 40, 50), sha256="0" * 64)
+    page.goto(f"{server}/boxes/{image_id}")
+    expect(page.locator("#stale")).to_be_visible()
+    expect(page.locator("#stale")).to_contain_text("Stale box")
+    page.locator("#save").click()
+    expect(page.locator("#message")).to_contain_text("Saved box 2, 3, 40, 50")
+    expect(page.locator("#stale")).to_be_hidden()
 
 
 def test_draw_a_box_and_it_is_stored(server, page, database) -> None:
