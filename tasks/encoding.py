@@ -23,7 +23,12 @@ from tasks.stores import get_store
 from tiefvision_core.encoding import catalog as catalog_encoding
 from tiefvision_core.encoding import shards as encoding_store
 from tiefvision_core.encoding.catalog import EncodeSummary
-from tiefvision_core.encoding.runtime import EncodingRuntime, RuntimeConfig, resolve_device
+from tiefvision_core.encoding.runtime import (
+    EncodingRuntime,
+    RuntimeConfig,
+    resolve_device,
+    shared_runtime,
+)
 from tiefvision_core.encoding.shards import EncodePlan, ShardResult, ShardSpec, VectorDType
 
 __all__ = [
@@ -39,7 +44,7 @@ __all__ = [
 @lru_cache(maxsize=2)
 def get_runtime(config: RuntimeConfig) -> EncodingRuntime:
     """One model per process and configuration: building and tuning it takes seconds."""
-    return for_this_process(config).build()
+    return shared_runtime(for_this_process(config))
 
 
 def prestart(config: RuntimeConfig) -> None:

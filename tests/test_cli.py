@@ -245,3 +245,29 @@ def test_an_unexpected_error_is_one_line_naming_the_stage_and_the_exception_type
     debug = _run("--debug", "encode", "--store", str(store))
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "magic bytes" in debug.stderr
+
+
+def test_encode_with_nothing_new_answers_without_prefect(
+    ingested: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A nightly ``encode`` that finds nothing new answers from its plan: no flow run, so no
+    Prefect server to start or reach. Pointed at a Prefect API that does not exist, the
+    first (real) run fails and the no-op one still answers."""
+    from tiefvision_core.catalog.ingest import read_manifest
+    from tiefvision_core.encoders import get_encoder
+    from tiefvision_core.encoding.catalog import encode_catalog
+    from tiefvision_core.encoding.runtime import EncodingRuntime
+    from tiefvision_core.storage.stores import open_store
+
+    _, store = ingested
+    nowhere = {"PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_HOME": str(tmp_path / "ph")}
+    first = _run("encode", "--store", store, "--json", env=nowhere, timeout=120)
+    assert first.returncode != 0  # there was work: the flow needs the (missing) server
+    runtime = EncodingRuntime(get_encoder("efficientnet_lite0"), device="cpu", workers=0)
+    encode_catalog(open_store(store), runtime)  # now everything is encoded
+
+    again = _run("encode", "--store", store, "--json", env=nowhere, timeout=120)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    images = read_manifest(open_store(store)).num_rows
+    assert (summary["encoded"], summary["already_encoded"], summary["images"]) == (0, 4, images)

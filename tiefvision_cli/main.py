@@ -35,7 +35,13 @@ from tiefvision_cli.options import (
     VerifyHashesOption,
     WeightsOption,
 )
-from tiefvision_cli.prefect_server import first_word, flow_run, start_early, start_early_for
+from tiefvision_cli.prefect_server import (
+    first_word,
+    flow_run,
+    start_early,
+    start_early_for,
+    stop_early,
+)
 from tiefvision_cli.preflight import preflight
 from tiefvision_core.errors import ConfigError, TiefVisionError, one_of
 from tiefvision_core.index.kinds import check_index_kind, spelled_choices
@@ -204,7 +210,7 @@ def _run_encode(
     vector_dtype = one_of(dtype, _VECTOR_DTYPES)
     if vector_dtype is None:
         raise ConfigError(f"--dtype {dtype!r}: choose float16 or float32")
-    settings = preflight(
+    checked = preflight(
         store=store,
         encoder=encoder,
         device=device,
@@ -212,16 +218,28 @@ def _run_encode(
         backend=backend,
         check_device=True,
         weights=weights,
-    ).settings
+    )
+    settings = checked.settings
 
     from flows._runtime import runtime_config
-    from flows.encode import encode as encode_flow
-    from tasks.encoding import prestart
+    from tiefvision_core.encoding.catalog import idle_summary
+    from tiefvision_core.encoding.runtime import shared_runtime
 
     # The flow's tasks run in this process and reuse this runtime and its encoding processes.
     flow_args = (settings.store_url, settings.encoder, weights, settings.device)
-    prestart(runtime_config(*flow_args, settings.batch_size, backend=settings.backend)[1])
+    config = runtime_config(*flow_args, settings.batch_size, backend=settings.backend)[1]
+    runtime = shared_runtime(config)
+    idle = idle_summary(
+        checked.store, runtime, shard_size=shard_size, flips=flips, dtype=vector_dtype
+    )
+    if idle is not None:  # nothing new: no flow run, so no orchestrator to wait for
+        stop_early()
+        return idle
 
+    from flows.encode import encode as encode_flow
+    from tasks.encoding import prestart
+
+    prestart(config)
     with flow_run(console, progress=progress):
         return encode_flow(
             store=settings.store_url,

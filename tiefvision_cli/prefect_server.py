@@ -47,6 +47,7 @@ __all__ = [
     "flow_run",
     "start_early",
     "start_early_for",
+    "stop_early",
 ]
 
 #: What Prefect's ``SubprocessASGIServer`` sets for its server (no UI, ephemeral mode).
@@ -173,6 +174,13 @@ def start_early() -> None:
     os.environ["PREFECT_API_URL"] = server.api_url
     refresh_global_settings_context()
     _Early.server = server
+
+
+def stop_early() -> None:
+    """Stop the early server of a command that found nothing to do (no flow will run)."""
+    if _Early.server is not None:
+        _Early.server.stop()
+        _Early.server = None
 
 
 #: Commands that always run a flow. ``locate`` runs one only without a photo (a photo is a

@@ -22,7 +22,7 @@ from tiefvision_core.encoding.shards import (
 )
 from tiefvision_core.storage.stores import Store
 
-__all__ = ["EncodeSummary", "encode_catalog", "encode_shard", "summarise_encoding"]
+__all__ = ["EncodeSummary", "encode_catalog", "encode_shard", "idle_summary", "summarise_encoding"]
 
 BatchCallback = Callable[[int], None]  # images finished in the last batch
 
@@ -118,6 +118,29 @@ def summarise_encoding(
         shards_uri=store.uri(plan.prefix),
         reject_reasons=reasons,
     )
+
+
+def idle_summary(
+    store: Store,
+    runtime: EncodingRuntime,
+    *,
+    kind: str = "grid",
+    shard_size: int = 256,
+    flips: bool = False,
+    dtype: VectorDType = "float16",
+) -> EncodeSummary | None:
+    """The summary of an encoding run with nothing to encode, or ``None`` when there is work.
+
+    Why: a nightly ``tiefvision encode`` usually finds nothing new, and answering that from
+    the plan alone spares the command the orchestrator's start (seconds) for no work.
+    """
+    started = time.perf_counter()
+    plan = plan_encoding(
+        store, runtime.encoder, kind=kind, shard_size=shard_size, flips=flips, dtype=dtype
+    )
+    if plan.shards:
+        return None
+    return summarise_encoding(store, runtime, plan, [], time.perf_counter() - started)
 
 
 def encode_catalog(

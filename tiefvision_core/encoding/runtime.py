@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ __all__ = [
     "l2_normalise_positions",
     "may_start_processes",
     "resolve_device",
+    "shared_runtime",
     "whole_input_size",
     "whole_pixels",
 ]
@@ -363,6 +364,13 @@ class RuntimeConfig:
             max_bytes=self.max_bytes,
             processes_from=self,
         )
+
+
+@lru_cache(maxsize=2)
+def shared_runtime(config: RuntimeConfig) -> EncodingRuntime:
+    """One runtime per process and configuration: building and tuning it takes seconds, and
+    a command that checks for work before its flow runs hands the flow the same one."""
+    return config.build()
 
 
 @dataclass(frozen=True)
