@@ -104,13 +104,32 @@ def test_local_stack_serves_prefect_and_s3(running_stack, monkeypatch) -> None:
     assert "infra-test/hello.txt" in {info.key for info in store.list("infra-test/")}
 
 
-def test_local_stack_serves_the_web_service_on_its_store_and_prefect(running_stack) -> None:
+def test_local_stack_serves_the_web_service_on_its_store_and_prefect(
+    running_stack, monkeypatch
+) -> None:
     """`tiefvision serve` from start.sh: same store (env.sh's S3) and Prefect server."""
+    from tiefvision_core.locator.store import LOCATOR_CURRENT
+
     web = f"http://127.0.0.1:{running_stack['TIEFVISION_LOCAL_WEB_PORT']}"
     with urllib.request.urlopen(f"{web}/api/health", timeout=10) as response:
         assert json.load(response)["status"] == "ok"
-    with urllib.request.urlopen(f"{web}/api/status", timeout=30) as response:
-        status = json.load(response)
-    assert status["store"] == "s3://tiefvision/store"
+    # The same store: a pointer written through env.sh's settings is what the service reads
+    # (its address is shown to token holders only, and this development server has none).
+    for name in os.environ:
+        if name.startswith(("TIEFVISION_", "AWS_")):
+            monkeypatch.delenv(name)
+    for name, value in running_stack.items():
+        if name.startswith(("TIEFVISION_", "AWS_")):
+            monkeypatch.setenv(name, value)
+    settings = load_settings()
+    store = open_store(settings.store_url, settings)
+    store.publish_pointer(LOCATOR_CURRENT, "infra-test-locator")
+    try:
+        with urllib.request.urlopen(f"{web}/api/status", timeout=30) as response:
+            status = json.load(response)
+    finally:
+        store.delete(LOCATOR_CURRENT)
+    assert "store" not in status
+    assert status["models"]["locator"] == "infra-test-locator"
     assert status["prefect"]["configured"] is True and "error" not in status["prefect"]
     assert status["writes_need_token"] is False  # loopback, development mode

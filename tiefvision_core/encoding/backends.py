@@ -45,6 +45,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# ONNX Runtime's Linux wheels carry Microsoft's 1DS telemetry: at import it writes a session
+# file (``$TMPDIR/.ses``) and may post events to an internet address. Nothing here may reach
+# the network, and a killed run must leave no file behind: off before the library loads
+# (``disable_telemetry_events()`` comes too late for the file). A user's own setting wins.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 BackendName = Literal["auto", "torch", "onnxruntime"]
 BACKENDS: tuple[BackendName, ...] = ("auto", "torch", "onnxruntime")
 

@@ -3,6 +3,8 @@ registered encoder, at the fixed grid and at whole-photo sizes, and the runtime 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -115,3 +117,17 @@ def test_backend_choices_and_refusals() -> None:
         backend_candidates("onnxruntime", cuda)
     with pytest.raises(ConfigError, match="choose auto, torch, onnxruntime"):
         backend_candidates("tensorrt", cpu)
+
+
+def test_onnx_runtime_loads_without_telemetry(tmp_path) -> None:
+    """ONNX Runtime's wheel would write ``$TMPDIR/.ses`` and may post telemetry at import:
+    loaded through the backend, it writes nothing."""
+    import subprocess
+    import sys
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    code = "from tiefvision_core.encoding.backends import onnx_available; assert onnx_available()"
+    subprocess.run([sys.executable, "-c", code], env={**env, "TMPDIR": str(scratch)}, check=True)
+    assert list(scratch.iterdir()) == []
