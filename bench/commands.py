@@ -7,7 +7,8 @@ Each figure is measured in the same run as its reference, and the ratio printed:
   made again in one process after a warm-up (the CLI's ``main`` in-process). With
   ``--before DIR`` (a worktree of an older commit), the same cold commands from that tree
   (``PYTHONPATH=DIR python -m tiefvision_cli.main``), alternated with the current ones;
-* **encode** — ``tiefvision encode`` of 400 (and with ``--large`` 4,000) new photos, whole
+* **encode** — ``tiefvision encode`` of 400 (and with ``--large`` 4,000) new photos, with
+  each of ``--backends`` (default ``torch,auto``: PyTorch, then the measured choice), whole
   command (after an untimed ``tiefvision ingest``), against the forward-only bound
   (batched forward passes on preprocessed tensors, best of a small sweep, in-process) and a
   naive loop (PIL decode, one photo per forward), measured in a separate process right
@@ -234,16 +235,17 @@ def secs(values: list[float]) -> str:
 # ---------------------------------------------------------------- sections
 
 
-def bench_encode(args, envs: Env, work: Path, photos: int) -> None:
+def bench_encode(args, envs: Env, work: Path, photos: int, backend: str = "auto") -> None:
     folder = catalog(args.cache, photos, seed=10)
     whole, naive, bound, rss = [], [], [], []
     for attempt in range(args.encode_repeat):
-        store = (work / f"encode-{photos}-{attempt}").as_uri()
+        store = (work / f"encode-{photos}-{backend}-{attempt}").as_uri()
         run(
             tv("ingest", "--images", str(folder / "images"), "--store", store, "--json"),
             envs.make(),
         )
-        done = run(tv("encode", "--store", store, "--json"), envs.make())
+        argv = tv("encode", "--store", store, "--backend", backend, "--json")
+        done = run(argv, envs.make())
         summary = json.loads(done.stdout.strip().splitlines()[-1])
         encoded = summary.get("encoded", photos)
         print(f"  encode summary: {summary.get('images_per_s')} img/s in shards", flush=True)
@@ -261,7 +263,7 @@ def bench_encode(args, envs: Env, work: Path, photos: int) -> None:
     w, n, b = med(whole), med(naive), med(bound)
     target = "≥ 0.75× bound, ≥ 2× naive" if photos < 1000 else "≥ 0.8× bound"
     add(Row(
-        f"`tiefvision encode`, {photos} new photos (img/s)",
+        f"`tiefvision encode --backend {backend}`, {photos} new photos (img/s)",
         f"{w:.1f} img/s", f"naive loop {n:.1f} img/s", f"{b:.1f} img/s",
         f"{w / b:.2f}× bound, {w / n:.2f}× naive", f"{max(rss):.0f}", target,
         {"whole": whole, "naive": naive, "bound": bound, "rss": rss},
@@ -537,6 +539,9 @@ def main() -> None:
     parser.add_argument("--reindex-repeat", type=int, default=1)
     parser.add_argument("--encode-photos", type=int, default=400, help="new photos to encode")
     parser.add_argument("--large", action="store_true", help="also encode 4,000 new photos")
+    parser.add_argument(
+        "--backends", default="torch,auto", help="encode with each (PyTorch bound either way)"
+    )
     parser.add_argument("--before", type=Path, help="worktree of an older commit to compare")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench/results/commands")
@@ -555,7 +560,8 @@ def main() -> None:
         if "encode" not in skip:
             print("encode …", flush=True)
             for photos in [args.encode_photos] + ([4000] if args.large else []):
-                bench_encode(args, envs, work, photos)
+                for backend in args.backends.split(","):
+                    bench_encode(args, envs, work, photos, backend)
         if "reindex" not in skip or "queries" not in skip or "serve" not in skip:
             print("reindex …", flush=True)
             s3_store = bench_reindex(args, envs, work)
