@@ -71,7 +71,8 @@ print(f"BOUND {best.images_per_s:.0f} images/s at batch {best.batch_size}")
 EOF
 
 step "tiefvision encode, $ENCODE_PHOTOS photos, whole command"
-timeout 200 $PY bench/commands.py --skip reindex,queries,serve --encode-photos "$ENCODE_PHOTOS" \
+timeout 200 $PY bench/commands.py --skip reindex,queries,serve --backends auto \
+    --encode-photos "$ENCODE_PHOTOS" \
     --cache "$PWD/.gpu-cache/commands" --out "$OUT/encode.json" | tail -20
 
 step "pipeline, $PIPELINE_PHOTOS photos"
