@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import harness_api_url
+from tests.processes import killed_alone_once_its_workers_run, left_running
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
@@ -135,52 +136,6 @@ def test_killed_run_resumes_without_duplicates(catalog_dir, tmp_path) -> None:
     np.testing.assert_array_equal(vectors_as_maps(killed), vectors_as_maps(clean))
 
 
-def _children() -> dict[int, list[int]]:
-    """Parent pid → its children's pids, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
-        except OSError:  # ended while we looked
-            continue
-        if stat:
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    return children
-
-
-def _descendants(pid: int) -> dict[int, int]:
-    """Every process below ``pid`` → its depth (1: a child of ``pid``)."""
-    children, found, todo = _children(), {}, [(pid, 0)]
-    while todo:
-        parent, depth = todo.pop()
-        for child in children.get(parent, []):
-            found[child] = depth + 1
-            todo.append((child, depth + 1))
-    return found
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie holds no memory and runs nothing)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def _command_line(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _still_running(started: dict[int, str]) -> list[int]:
-    """The processes of ``started`` (pid → command line) still running: a pid reused since,
-    by another command, is not one of them."""
-    return [pid for pid, line in started.items() if _running(pid) and _command_line(pid) == line]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 @pytest.mark.parametrize("workers", ["2", "1"], ids=["encoding-processes", "dataloader-workers"])
@@ -193,26 +148,6 @@ def test_a_killed_command_leaves_no_process_behind(catalog_dir, tmp_path, worker
     store_url = (tmp_path / "store").as_uri()
     _ingest(catalog_dir, store_url)
     env = {**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING", "TIEFVISION_WORKERS": workers}
-    run = _encode_cli(store_url, env)
-    below: dict[int, int] = {}
-    started: dict[int, str] = {}
-    try:
-        deadline = time.monotonic() + 300
-        while not any(depth > 1 for depth in below.values()):  # a fork server's child
-            assert run.poll() is None, run.communicate()
-            assert time.monotonic() < deadline, f"no worker process in time: {below}"
-            time.sleep(0.05)
-            below = _descendants(run.pid)
-        started = {pid: _command_line(pid) for pid in below}
-        kinds = " ".join(started.values())
-        assert "forkserver" in kinds and "resource_tracker" in kinds, kinds
-        os.kill(run.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while (left := _still_running(started)) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    with killed_alone_once_its_workers_run(_encode_cli(store_url, env)) as started:
+        left = left_running(started, within=10)
         assert not left, [started[pid][:80] for pid in left]
-    finally:
-        for pid in _still_running(started):
-            os.kill(pid, signal.SIGKILL)
-        run.kill()
-        run.communicate()

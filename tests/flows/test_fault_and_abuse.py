@@ -36,8 +36,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +45,8 @@ from PIL import Image
 
 from bench.serve_flood import Watch, photo_jpeg, upload
 from tests.conftest import harness_api_url
-from tests.flows.test_encode_flow import _command_line, _descendants, _still_running
 from tests.flows.test_faults import MAX_BYTES, ODD, REAL, Catalog, _bad_catalog
-from tests.s3_server import free_port
+from tests.processes import killed_alone_once_its_workers_run, left_running, serving
 from tiefvision_core.annotations.store import AnnotationStore, BoxRecord
 from tiefvision_core.catalog.ingest import image_id_for, read_manifest
 from tiefvision_core.index.versions import open_index
@@ -203,40 +200,6 @@ def _get(base: str, path: str) -> tuple[int, Any]:
         return error.code, json.loads(error.read() or b"null")
 
 
-@contextmanager
-def _serving(cli: Cli, folder: Path, **env: str) -> Iterator[tuple[str, int]]:
-    """``tiefvision serve`` on a free loopback port; yields (base URL, pid), then stops it."""
-    port = free_port()
-    log = folder / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tiefvision_cli.main", "serve", "--port", str(port)],
-            env={**cli.env, **env},
-            cwd=ROOT,
-            stdout=output,
-            stderr=output,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"tiefvision serve did not start:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/health", timeout=5):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        yield base, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def test_faults_and_abuse_end_to_end(tmp_path: Path) -> None:
     catalog = _bad_catalog(tmp_path / "catalog")
     store_url = (tmp_path / "store").as_uri()
@@ -285,29 +248,10 @@ def test_faults_and_abuse_end_to_end(tmp_path: Path) -> None:
     shutil.copyfile(ODD / "progressive.jpg", catalog.root / "odd" / "progressive.jpg")
     catalog.good.add("odd/progressive.jpg")
     run = cli.start("reindex", "--images", root, "--lock-ttl", "5", "--json")
-    below: dict[int, int] = {}
-    started: dict[int, str] = {}
-    try:
-        deadline = time.monotonic() + 300
-        while not any(depth > 1 for depth in below.values()):  # a fork server's child
-            assert run.poll() is None, ("the reindex ended before its workers", run.communicate())
-            assert time.monotonic() < deadline, f"no worker process in time: {below}"
-            time.sleep(0.05)
-            below = _descendants(run.pid)
-        started = {pid: _command_line(pid) for pid in below}
-        kinds = " ".join(started.values())
-        assert "forkserver" in kinds and "resource_tracker" in kinds, kinds
-        os.kill(run.pid, signal.SIGKILL)  # the command alone, not its process group
+    with killed_alone_once_its_workers_run(run) as started:
         print(f"reindex: SIGKILL with {len(started)} processes below it")
-        deadline = time.monotonic() + 10
-        while (left := _still_running(started)) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        left = left_running(started, within=10)
         assert not left, [started[pid][:100] for pid in left]
-    finally:
-        for pid in _still_running(started):
-            os.kill(pid, signal.SIGKILL)
-        run.kill()
-        run.communicate()
     resumed = world.reindex()
     assert resumed["images"] == len(catalog.good), resumed
     world.assert_indexed_once()
@@ -397,7 +341,8 @@ def test_faults_and_abuse_end_to_end(tmp_path: Path) -> None:
     # 7. Item 5: a flood of large uploads is bounded, health answers, removed stays removed.
     large = photo_jpeg(16)  # 4899×3266: a camera's
     serve_env = {k: v for k, v in cli.env.items() if k != "TIEFVISION_MAX_IMAGE_BYTES"}
-    with _serving(Cli(serve_env), tmp_path, TIEFVISION_WORKERS=str(SERVE_WORKERS)) as (base, pid):
+    serve_env["TIEFVISION_WORKERS"] = str(SERVE_WORKERS)
+    with serving([], serve_env, tmp_path / "serve.log") as (base, pid):
         warm = upload(f"{base}/api/search?k=3", large)  # loads torch and the encoder
         assert warm[0] == 200, warm
         watch = Watch(base, pid)

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.infra.infra_files import INFRA
-from tiefvision_core.config import load_settings
+from tiefvision_core.config import Settings, load_settings
 from tiefvision_core.storage.stores import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -86,17 +86,22 @@ def running_stack(stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
     assert not list(run_dir.glob("*.pid"))
 
 
+def _stack_settings(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a shell that sourced env.sh has: its TIEFVISION_* and AWS_* only."""
+    for name in os.environ:
+        if name.startswith(("TIEFVISION_", "AWS_")):
+            monkeypatch.delenv(name)
+    for name, value in stack.items():
+        if name.startswith(("TIEFVISION_", "AWS_")):
+            monkeypatch.setenv(name, value)
+    return load_settings()
+
+
 def test_local_stack_serves_prefect_and_s3(running_stack, monkeypatch) -> None:
     api = running_stack["PREFECT_API_URL"]
     with urllib.request.urlopen(f"{api}/health", timeout=10) as response:
         assert json.load(response) is True
-    for name in os.environ:
-        if name.startswith(("TIEFVISION_", "AWS_")):
-            monkeypatch.delenv(name)
-    for name, value in running_stack.items():
-        if name.startswith(("TIEFVISION_", "AWS_")):
-            monkeypatch.setenv(name, value)
-    settings = load_settings()
+    settings = _stack_settings(running_stack, monkeypatch)
     assert settings.store_url == "s3://tiefvision/store"
     store = open_store(settings.store_url, settings)
     store.put_bytes("infra-test/hello.txt", b"hello from the local stack")
@@ -115,13 +120,7 @@ def test_local_stack_serves_the_web_service_on_its_store_and_prefect(
         assert json.load(response)["status"] == "ok"
     # The same store: a pointer written through env.sh's settings is what the service reads
     # (its address is shown to token holders only, and this development server has none).
-    for name in os.environ:
-        if name.startswith(("TIEFVISION_", "AWS_")):
-            monkeypatch.delenv(name)
-    for name, value in running_stack.items():
-        if name.startswith(("TIEFVISION_", "AWS_")):
-            monkeypatch.setenv(name, value)
-    settings = load_settings()
+    settings = _stack_settings(running_stack, monkeypatch)
     store = open_store(settings.store_url, settings)
     store.publish_pointer(LOCATOR_CURRENT, "infra-test-locator")
     try:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -23,11 +21,10 @@ from pathlib import Path
 import pytest
 
 from bench.serve_flood import Watch, photo_jpeg, rss_mib, upload
-from tests.s3_server import free_port
+from tests.processes import serving
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2  # at work at once; as many again may wait
 UPLOADS = 24
 READ_TIMEOUT = 1.0
@@ -35,34 +32,13 @@ READ_TIMEOUT = 1.0
 
 def _serve(store_url: str, folder: Path, **env: str) -> Iterator[tuple[str, int]]:
     """``tiefvision serve`` in its own process; yields (base URL, pid)."""
-    port = free_port()
-    log = folder / f"serve-{port}.log"
     settings = {
         "TIEFVISION_DATABASE_URL": f"sqlite:///{folder / 'annotations.sqlite'}",
         "TIEFVISION_DEVICE": "cpu",
         **env,
     }
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tiefvision_cli.main", "serve", "--store", store_url,
-             "--port", str(port)],
-            env={**os.environ, **settings}, cwd=ROOT, stdout=output, stderr=output,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"tiefvision serve did not start:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/api/health", timeout=5):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        yield base, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving(["--store", store_url], {**os.environ, **settings}, folder / "serve.log") as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
