@@ -213,6 +213,10 @@ def print_locator_run(console: Console, run: LocatorRun) -> None:
                 ("crops dataset", run.dataset_id),
                 ("epochs (best)", f"{run.epochs} ({run.best_epoch})"),
                 ("stopped early", run.stopped_early),
+                (
+                    "input sides (measured on validation photos)",
+                    f"{list(run.locate_sides)} of {list(run.trained_sides)}",
+                ),
                 ("held-out images", evaluation["images"]),
                 ("fallbacks (no window: whole photo)", evaluation["fallbacks"]),
                 (
@@ -223,6 +227,8 @@ def print_locator_run(console: Console, run: LocatorRun) -> None:
         )
     )
     print_box_scores(console, "Held-out boxes vs baselines", run.evaluation_table)
+    if run.all_sides_iou is not None and run.locate_sides != run.trained_sides:
+        console.print(f"Held-out mean IoU with every trained side: {run.all_sides_iou:.3f}")
     console.print(f"Model:    {run.model_uri}")
     console.print(f"Pictures: {run.grid_uri}\n          {run.histogram_uri}")
 

@@ -31,6 +31,7 @@ from tiefvision_core.locator.model import (
     WindowGeometry,
     locate_in_maps,
 )
+from tiefvision_core.locator.sides import SideChoice, choose_sides
 from tiefvision_core.locator.store import LocatorModel, save_locator
 from tiefvision_core.locator.training import (
     EpochMetrics,
@@ -60,6 +61,12 @@ class LocatorRun:
     model_uri: str
     grid_uri: str
     histogram_uri: str
+    #: The sides ``locate`` uses (measured on the validation photos) and all trained ones.
+    locate_sides: tuple[int, ...] = ()
+    trained_sides: tuple[int, ...] = ()
+    #: Held-out mean IoU when locating with every trained side (the measured choice's
+    #: figure is ``evaluation``'s).
+    all_sides_iou: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -108,6 +115,40 @@ def located_iou_score(
         return float(iou(boxes, truth).mean())
 
     return score
+
+
+def _at(samples: Sequence[MapSample], sides: Sequence[int]) -> list[MapSample]:
+    return [s for s in samples if s.side in sides]
+
+
+def measured_sides(
+    trained: TrainedLocator,
+    validation: Sequence[MapSample],
+    geometry: WindowGeometry,
+    threshold: float,
+    scales: Sequence[int],
+    config: TrainConfig,
+) -> SideChoice:
+    """The sides ``locate`` will use (:mod:`tiefvision_core.locator.sides`): measured on the
+    validation photos, which chose the epoch but are never the scored ones.
+    ``config.side_tolerance`` None keeps every trained side."""
+    photos = len({s.image_id for s in validation})
+    if config.side_tolerance is None:
+        return choose_sides(scales, lambda _: 0.0, validation_photos=0)
+
+    def score(sides: tuple[int, ...]) -> float:
+        return located_iou_score(_at(validation, sides), geometry, threshold)(
+            trained.heads, trained.scaler
+        )
+
+    return choose_sides(scales, score, validation_photos=photos, tolerance=config.side_tolerance)
+
+
+def _mean_iou(located: dict[str, LocatedBox], truth: pd.DataFrame) -> float:
+    ids = truth["image_id"].tolist()
+    boxes = np.array([located[i].box for i in ids], np.float64)
+    true = truth[["left", "top", "right", "bottom"]].to_numpy(np.float64)
+    return round(float(iou(boxes, true).mean()), 4) if ids else 0.0
 
 
 def _truth(samples: Sequence[MapSample]) -> pd.DataFrame:
@@ -191,7 +232,9 @@ def fit_locator(
         ),
     )
     trained.heads.to(torch.device("cpu"))
-    located = evaluate_samples(trained, test, geometry, threshold)
+    sides = measured_sides(trained, validation, geometry, threshold, dataset.scales, config)
+    located = evaluate_samples(trained, _at(test, sides.sides), geometry, threshold)
+    all_sides_iou = _mean_iou(evaluate_samples(trained, test, geometry, threshold), _truth(test))
     predicted = pd.DataFrame(
         [
             {
@@ -231,6 +274,8 @@ def fit_locator(
         "stopped_early": trained.stopped_early,
         "metrics": trained.metrics(),
         "evaluation": evaluation.as_dict(),
+        "evaluation_all_sides": all_sides_iou,
+        "side_choice": sides.as_dict(),
     }
     model = save_locator(
         store,
@@ -238,6 +283,7 @@ def fit_locator(
         trained.scaler,
         geometry=geometry,
         scales=dataset.scales,
+        locate_scales=sides.sides,
         threshold=threshold,
         metadata=metadata,
         files=files,
@@ -256,5 +302,8 @@ def fit_locator(
         model_uri=store.uri(prefix),
         grid_uri=store.uri(prefix + "heldout-boxes.png"),
         histogram_uri=store.uri(prefix + "iou-histogram.png"),
+        locate_sides=sides.sides,
+        trained_sides=tuple(dataset.scales),
+        all_sides_iou=all_sides_iou,
     )
     return model, run

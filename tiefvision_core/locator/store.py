@@ -88,7 +88,7 @@ class LocatorModel:
     heads: LocatorHeads
     scaler: TargetScaler
     geometry: WindowGeometry
-    scales: tuple[int, ...]
+    scales: tuple[int, ...]  # the sides it locates at: measured, some of the trained ones
     threshold: float
     metadata: dict
     min_positions: int = MIN_POSITIONS
@@ -120,13 +120,18 @@ def save_locator(
     scales: Sequence[int],
     threshold: float,
     metadata: dict,
+    locate_scales: Sequence[int] | None = None,
     files: dict[str, bytes] | None = None,
     publish: bool = True,
     min_positions: int = MIN_POSITIONS,
     best_positions: int = BEST_POSITIONS,
 ) -> LocatorModel:
     """Write weights, metadata and ``files`` under a new version; then switch CURRENT.
-    The box rule (threshold, ``min_positions``, ``best_positions``) travels with it."""
+    The box rule (threshold, ``min_positions``, ``best_positions``) travels with it, and so
+    do the sides it locates at (``locate_scales``, of the trained ``scales``; default all)."""
+    locate_scales = tuple(scales if locate_scales is None else locate_scales)
+    if not locate_scales or not set(locate_scales) <= set(scales):
+        raise ValueError(f"locate sides {locate_scales} must be some of the trained {scales}")
     buffer = io.BytesIO()
     torch.save(heads.state_dict(), buffer)
     weights = buffer.getvalue()
@@ -139,6 +144,7 @@ def save_locator(
         "created_at": datetime.now(UTC).isoformat(),
         "geometry": asdict(geometry),
         "scales": list(scales),
+        "locate_scales": list(locate_scales),
         "threshold": threshold,
         "low_confidence_rule": {"min_positions": min_positions, "best_positions": best_positions},
         "target_mean": list(scaler.mean),
@@ -162,7 +168,7 @@ def save_locator(
         heads,
         scaler,
         geometry,
-        tuple(scales),
+        locate_scales,
         threshold,
         metadata,
         min_positions,
@@ -207,7 +213,8 @@ def load_locator(
         heads,
         scaler,
         geometry,
-        tuple(metadata["scales"]),
+        # A model saved before sides were measured locates at every side it trained on.
+        tuple(metadata.get("locate_scales") or metadata["scales"]),
         metadata["threshold"],
         metadata,
         int(rule.get("min_positions", MIN_POSITIONS)),

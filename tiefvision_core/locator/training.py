@@ -49,6 +49,7 @@ from torch import nn
 
 from tiefvision_core.locator.crops import MapSample, split_strata
 from tiefvision_core.locator.model import LocatorHeads, TargetScaler, split_by_image
+from tiefvision_core.locator.sides import SIDE_TOLERANCE
 
 __all__ = [
     "EpochMetrics",
@@ -85,6 +86,9 @@ class TrainConfig:
     #: What early stopping watches on the validation photos: "loss" (classifier + box
     #: loss over their windows) or "iou" (mean IoU of their located boxes, the goal).
     stop_on: str = "iou"
+    #: Validation mean IoU a cheaper set of input sides may lose against all trained ones
+    #: (``locator.sides``); None: locate with every trained side.
+    side_tolerance: float | None = SIDE_TOLERANCE
 
     def __post_init__(self) -> None:
         if self.stop_on not in ("loss", "iou"):

@@ -275,3 +275,49 @@ def test_a_run_stopping_on_iou_scores_the_validation_boxes_every_epoch(run_setup
         store, _dataset(), config=TrainConfig(**{**FAST.__dict__, "stop_on": "loss"})
     )
     assert all(m["test_iou"] is None for m in plain.metrics)
+
+
+def test_training_measures_the_sides_and_locate_uses_the_choice(run_setup, monkeypatch) -> None:
+    """The wiring: the validation photos are located with each subset of the trained
+    sides (here scored by a stand-in that knows side 40 sees nothing), and the choice is
+    what the saved model locates with."""
+    import tiefvision_core.locator.runs as runs
+
+    store, state = run_setup
+    state["samples"] = [
+        _sample(s.image_id, s.split, side=side) for s in state["samples"] for side in (40, 48)
+    ]
+    seen: list[set[int]] = []
+
+    def stand_in(samples, geometry, threshold):
+        sides = {s.side for s in samples}
+        seen.append(sides)
+        return lambda heads, scaler: 0.7 if 48 in sides else 0.2
+
+    monkeypatch.setattr(runs, "located_iou_score", stand_in)
+    dataset = _dataset()
+    object.__setattr__(dataset, "scales", (40, 48))
+    _, run = fit_locator(store, dataset, config=FAST)
+    # 40 is cheaper but loses 0.5; both sides cost more than 48 and add nothing.
+    assert run.locate_sides == (48,) and run.trained_sides == (40, 48)
+    assert {40} in seen and {48} in seen and {40, 48} in seen
+    metadata = json.loads(store.get_bytes(f"models/locator/{run.version}/metadata.json"))
+    assert metadata["scales"] == [40, 48] and metadata["locate_scales"] == [48]
+    assert metadata["side_choice"]["all_sides_iou"] == 0.7
+    assert load_locator(store).scales == (48,)
+
+    # Switched off: every trained side, as before the choice existed.
+    config = TrainConfig(**{**FAST.__dict__, "side_tolerance": None})
+    _, every = fit_locator(store, dataset, config=config)
+    assert every.locate_sides == (40, 48) and load_locator(store).scales == (40, 48)
+
+
+def test_a_model_saved_before_the_choice_locates_at_every_trained_side(run_setup) -> None:
+    store, _ = run_setup
+    _, run = fit_locator(store, _dataset(), config=FAST)
+    key = f"models/locator/{run.version}/metadata.json"
+    metadata = json.loads(store.get_bytes(key))
+    del metadata["locate_scales"], metadata["side_choice"]
+    metadata["scales"] = [48, 64]
+    store.put_bytes(key, json.dumps(metadata).encode())
+    assert load_locator(store).scales == (48, 64)
