@@ -1,6 +1,6 @@
 """Index rebuild flow: box crops encoded (incremental) → a new index version → CURRENT.
 
-lock ──► encode(kind="box", flips) ──► build_space_index ──► report_index, report_gate
+lock ──► encode(kind="box") ──► build_space_index ──► report_index, report_gate
 (store   (the located box of every     (vectors, FAISS index, self-check,
  lock)    photo, whole image without    regression gate, then CURRENT
           a locator)                    switched; old versions kept, the
@@ -9,6 +9,11 @@ lock ──► encode(kind="box", flips) ──► build_space_index ──► r
 The regression gate (``tiefvision_core.index.gate``) scores the new version against the
 live one before the switch: a drop of mAP@10 beyond the tolerance keeps the live version,
 leaves the new one on storage, publishes the comparison and fails the run.
+
+No mirror pass (one CNN pass per photo here): an index never reads a mirror, and Deep
+Ranking mirrors a map along its width where it needs one (measured equal on
+grocery-packages, docs/benchmarks.md); ``tiefvision encode --kind box --flips`` still
+stores exact mirrors for whoever wants them.
 
 The store lock is the reindex's: a rebuild and a reindex (or two rebuilds) never read
 encodings and switch a space's CURRENT at the same time.
@@ -80,8 +85,7 @@ def rebuild_index(
             weights=weights,
             device=settings.device,
             batch_size=settings.batch_size,
-            kind="box",
-            flips=True,
+            kind="box",  # no mirror pass: an index never reads mirrors
         )
         lock.check()  # never switch a pointer once another run took the lock
         try:

@@ -1,7 +1,7 @@
 """Nightly incremental reindex: the catalog's changes, through every stage, into every
 live index — one run at a time per store.
 
-lock ──► ingest ──► plan ──► locate ──► encode(kind="box", flips) ──► update index × space
+lock ──► ingest ──► plan ──► locate ──► encode(kind="box") ──► update index × space
 (store   (new,      (locator? (current    (only crops without an        (reused vectors for
  lock)    changed,   spaces?)  locator,    encoding: new and changed     unchanged rows, new
           removed)            new photos)  photos)                       ones projected; update
@@ -134,7 +134,7 @@ def reindex(
             with clock("locate"):
                 located = locate(**runtime)
         with clock("encode"):
-            encoded = encode(**runtime, kind="box", flips=True)
+            encoded = encode(**runtime, kind="box")  # no mirror pass: the index never reads one
         updates, gates, refused = [], [], []
         for space in plan.spaces:
             lock.check()  # never switch a pointer once another run took the lock

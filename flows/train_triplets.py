@@ -1,6 +1,6 @@
 """Deep Ranking flow: box crops (incremental) → triplets → projection → supervised index.
 
-encode(kind="box", flips) ──► export_triplet_snapshot ──► train_projection ──► rebuild_index
+encode(kind="box") ──► export_triplet_snapshot ──► train_projection ──► rebuild_index
                               (annotated triplets,        (hinge loss, negatives  (supervised
                                frozen)                     re-mined per batch,     space)
                                                            early stop on
@@ -63,8 +63,9 @@ def train_triplets(
         encoder=settings.encoder,
         weights=weights,
         device=settings.device,
+        # No mirror pass: a product with one photo trains on its map mirrored along the
+        # width (deep_ranking._tensor), measured equal on grocery-packages (docs).
         kind="box",
-        flips=True,
     )
     snapshot = export_triplet_snapshot(settings.store_url)
     ranking = DeepRankingConfig(

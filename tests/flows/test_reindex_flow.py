@@ -101,7 +101,7 @@ def test_second_run_indexes_exactly_the_changes(catalogs, tmp_path: Path) -> Non
     before_ids = current_ids(store)
     shards_before, keys_before = box_rows(store)
     rows_before = sum(shards_before.values(), Counter())
-    assert len(rows_before) == 20 and set(rows_before.values()) == {1}  # photo + mirror
+    assert len(rows_before) == 10 and set(rows_before.values()) == {1}  # a photo, no mirror
 
     # Between the runs: a new product (2 photos), 2 photos re-shot (new bytes), one product
     # gone. The first re-shot photo gets the bytes of a new photo: after re-encoding, the
@@ -134,8 +134,8 @@ def test_second_run_indexes_exactly_the_changes(catalogs, tmp_path: Path) -> Non
 
     # Encodings: the first run's shards untouched unless they held a removed or re-shot
     # photo's rows (the closing gc step rewrote or dropped those rows, nothing else), the
-    # new rows are exactly the new and changed photos (each with its mirror), none for an
-    # unchanged photo.
+    # new rows are exactly the new and changed photos (no mirror: an index never reads
+    # one), none for an unchanged photo.
     shards_after, keys_after = box_rows(store)
     dead = {before_ids[f"{p}/view-{v}.jpg"] for p in ("p0001", "p0002") for v in (1, 2)}
     untouched = [k for k in keys_before if not any(r[:2] in dead for r in shards_before[k])]
@@ -144,11 +144,11 @@ def test_second_run_indexes_exactly_the_changes(catalogs, tmp_path: Path) -> Non
     kept = Counter({row: n for row, n in rows_before.items() if row[:2] not in dead})
     assert not kept - rows_after and not {r[:2] for r in rows_after} & dead
     added = rows_after - kept
-    assert set(rows_after.values()) == {1} and len(added) == 8
+    assert set(rows_after.values()) == {1} and len(added) == 4
     assert {(i, s) for i, s, _, _ in added} == {
         after_ids[f"pnew/view-{v}.jpg"] for v in (1, 2)
     } | changed
-    assert Counter(flipped for *_, flipped in added) == {False: 4, True: 4}
+    assert Counter(flipped for *_, flipped in added) == {False: 4}
 
     # Search: new photos found, removed ones never returned, changed ones re-encoded.
     opened = open_index(store, "unsupervised")
@@ -236,7 +236,7 @@ def test_killed_run_is_finished_by_the_next_without_duplicates(catalogs, tmp_pat
     assert set(rows.values()) == {1}, "duplicate (image_id, sha256, box, flipped) rows"
     manifest = current_ids(store)
     assert {(i, s) for i, s, _, _ in rows} == set(manifest.values())
-    assert len(rows) == 2 * len(manifest)  # every photo and its mirror, once
+    assert len(rows) == len(manifest)  # every photo once (no mirror)
 
     [index] = summary["indexes"]
     assert (index["action"], index["size"]) == ("rebuild", 10)
@@ -300,6 +300,6 @@ def test_a_renamed_photo_keeps_its_box_and_is_neither_located_nor_encoded_again(
     located = read_boxes(store, locator)
     assert new in set(located["image_id"]) and old not in set(located["image_id"])
     rows = read_encodings(store, lite0.name, lite0.version, kind="box")
-    assert Counter(rows["image_id"].to_pylist())[new] == 2  # the photo and its mirror
+    assert Counter(rows["image_id"].to_pylist())[new] == 1  # the copied row (no mirror)
     opened = open_index(store, "unsupervised")
     assert new in set(opened.ids["image_id"]) and old not in set(opened.ids["image_id"])
