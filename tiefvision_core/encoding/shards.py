@@ -169,6 +169,8 @@ def plan_encoding(
     encoded_bytes = {(sha, box) for _, sha, box in done}  # read once: skip hopeless reuse
     reusable = [k for k in map(_key_of, missing) if (k[1], k[2]) in encoded_bytes]
     reused = reuse_encodings(store, prefix, reusable)
+    if kind == "box" and not flips:
+        reused |= _whole_photos_from_grid(store, encoder, prefix, missing, reused, dtype)
     rows = sorted((r for r in missing if _key_of(r) not in reused), key=lambda r: r["image_id"])
     if not rows:
         return EncodePlan(prefix, None, (), usable.num_rows, usable.num_rows, len(reused))
@@ -189,15 +191,50 @@ def plan_encoding(
     )
 
 
+def _whole_photos_from_grid(
+    store: Store,
+    encoder: Encoder,
+    prefix: str,
+    missing: list[dict],
+    reused: set[RowKey],
+    dtype: VectorDType,
+) -> set[RowKey]:
+    """Box-crop keys whose box is the whole photo, served by copying the photo's ``grid``
+    row: the grid encoding *is* the whole photo resized to the encoder's square, the same
+    input (hence the same vector) as a whole-photo box crop. Why: without a locator (or
+    where it fell back) ``rebuild-index`` would otherwise encode every photo a second time
+    after ``encode`` did. Only grid shards of the same vector dtype are copied from, so a
+    box shard never mixes dtypes."""
+    wanted = [
+        _key_of(row)
+        for row in missing
+        if list(row["box"]) == [0, 0, int(row["width"]), int(row["height"])]
+        and _key_of(row) not in reused
+    ]
+    if not wanted:
+        return set()
+    grid = shard_prefix(encoder.name, "grid", encoder.version)
+    return reuse_encodings(store, prefix, wanted, source=grid, dtype=dtype)
+
+
 def _key_of(row: dict) -> RowKey:
     return row_key(row["image_id"], row["sha256"], row["box"])
 
 
-def reuse_encodings(store: Store, prefix: str, missing: Iterable[RowKey]) -> set[RowKey]:
+def reuse_encodings(
+    store: Store,
+    prefix: str,
+    missing: Iterable[RowKey],
+    *,
+    source: str | None = None,
+    dtype: VectorDType | None = None,
+) -> set[RowKey]:
     """Give the keys ``missing`` (image_id, sha256, box) an encoding under ``prefix`` (one
     encoder version and kind) wherever the same bytes and box are encoded under another id:
     that id's rows (mirror included), copied with the new id into a shard named by its
-    input set. Returns the keys served so.
+    input set. Returns the keys served so. ``source``: the prefix to copy from (default
+    ``prefix``; another kind of the same encoder version where the inputs are the same);
+    ``dtype``: copy only from shards whose vectors have this dtype.
 
     Why: an encoding is a function of (sha256, encoder version, box), not of the path. A
     photo renamed or moved in the source (new id, same sha256) must not be decoded and
@@ -208,14 +245,22 @@ def reuse_encodings(store: Store, prefix: str, missing: Iterable[RowKey]) -> set
         targets.setdefault((sha, box), []).append(image_id)
     served: set[RowKey] = set()
     sources: dict[tuple[str, Box], tuple[str, str]] = {}  # bytes → (shard, id) copied
-    for info in sorted(store.list(prefix), key=lambda i: i.key):
+    for info in sorted(store.list(source or prefix), key=lambda i: i.key):
         name = info.key.rsplit("/", 1)[-1]
         if targets and name.startswith("shard-") and name.endswith(".parquet"):
             keys = store.read_parquet(info.key, [*_KEY_COLUMNS, "reason"])
+            if dtype is not None and _vector_dtype(keys) != dtype:
+                continue
             take, ids = _rows_to_copy(info.key, keys, targets, sources)
             if take:
                 served |= _copy_rows(store, prefix, info.key, take, ids)
     return served
+
+
+def _vector_dtype(table: pa.Table) -> str | None:
+    """The vector dtype a shard's schema metadata records (``float16``/``float32``)."""
+    layout = (table.schema.metadata or {}).get(b"tiefvision.vector_layout")
+    return None if layout is None else str(json.loads(layout).get("dtype"))
 
 
 def _rows_to_copy(

@@ -253,3 +253,36 @@ def test_a_fifo_or_an_oversized_file_swapped_in_after_ingest_is_a_reason_not_a_h
         "big": "too_large",
         "changed": "changed_since_ingest",
     }
+
+
+def test_whole_photo_box_crops_are_copied_from_the_grid_encoding(tmp_path, lite0) -> None:
+    """Without a located box, a photo's box crop is the whole photo resized to the encoder's
+    square: the grid encoding's very input. So ``rebuild-index`` after ``encode`` copies
+    those rows instead of encoding every photo a second time, and they equal what encoding
+    them would give; grid rows of another vector dtype are not mixed in."""
+    generate_catalog(tmp_path / "catalog", products=2, views=2, seed=3)
+    source = LocalStore(tmp_path / "catalog" / "images", create=False)
+    runtime = EncodingRuntime(lite0, device="cpu", batch_size=4, workers=0)
+    stores = {}
+    for name in ("copied", "encoded"):
+        stores[name] = LocalStore(tmp_path / name)
+        ingest_catalog(source, stores[name])
+    encode_catalog(stores["copied"], runtime, shard_size=4)
+    box = encode_catalog(stores["copied"], runtime, kind="box", shard_size=4)
+    assert (box.encoded, box.already_encoded, box.images) == (0, 4, 4)
+    direct = encode_catalog(stores["encoded"], runtime, kind="box", shard_size=4)
+    assert direct.encoded == 4
+
+    def box_rows(store: LocalStore) -> pa.Table:
+        return read_encodings(store, lite0.name, lite0.version, kind="box").sort_by("image_id")
+
+    copied, encoded = box_rows(stores["copied"]), box_rows(stores["encoded"])
+    assert copied["image_id"].to_pylist() == encoded["image_id"].to_pylist()
+    assert copied["box"].to_pylist() == encoded["box"].to_pylist()
+    np.testing.assert_array_equal(vectors_as_maps(copied), vectors_as_maps(encoded))
+
+    mixed = LocalStore(tmp_path / "mixed")
+    ingest_catalog(source, mixed)
+    encode_catalog(mixed, runtime, shard_size=4, dtype="float32")
+    again = encode_catalog(mixed, runtime, kind="box", shard_size=4)
+    assert again.encoded == 4  # float32 grid rows are not copied into float16 box shards
