@@ -80,7 +80,7 @@ def import_boxes(store: Any, boxes_csv: Path) -> None:
         annotations.import_boxes(boxes_csv, read_manifest(store))
 
 
-@dataclass(frozen=True)
+@dataclass
 class LocatorBench:
     """One ``train-locator`` + ``locate`` round and what each took."""
 
@@ -88,6 +88,7 @@ class LocatorBench:
     train_seconds: float
     summary: Any  # LocateSummary
     locate_seconds: float
+    every_side_version: str | None = None  # bench/generalisation: the all-sides copy
 
 
 def train_and_locate(
@@ -107,6 +108,29 @@ def train_and_locate(
     started = time.perf_counter()
     summary = locate(store=store_url, encoder=encoder)
     return LocatorBench(run, train_seconds, summary, time.perf_counter() - started)
+
+
+def every_side_copy(store: Any, version: str) -> str:
+    """An unpublished copy of locator ``version`` that locates at every side it was trained
+    at (the path before sides were measured): the same heads, so locating the catalog with
+    both compares the measured choice with all sides in one run."""
+    from tiefvision_core.locator.store import load_locator, save_locator
+
+    model = load_locator(store, version)
+    copy = save_locator(
+        store,
+        model.heads,
+        model.scaler,
+        geometry=model.geometry,
+        scales=model.metadata["scales"],
+        locate_scales=model.metadata["scales"],
+        threshold=model.threshold,
+        metadata={**model.metadata, "copied_from": version},
+        publish=False,
+        min_positions=model.min_positions,
+        best_positions=model.best_positions,
+    )
+    return copy.version
 
 
 def truth_boxes(store: Any, boxes: pd.DataFrame) -> pd.DataFrame:

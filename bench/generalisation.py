@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]  # bench/_common, and the tree it measures
 from _common import (  # noqa: E402
     encode_grids,
+    every_side_copy,
     import_boxes,
     ingest_once,
     prefect_here,
@@ -110,7 +111,38 @@ def part_ccp(args: argparse.Namespace) -> dict[str, Any]:
     evaluation = score_boxes(store, bench.run.version, truth, scored, annotated)
     print(f"\n## ccp-dresses: locator trained on {len(train)} photos, scored on the other third")
     print_box_table(evaluation)
-    return {"trained_on": len(train), **_box_result(evaluation), **_training(bench)}
+    every = _every_side(
+        store,
+        args.encoder,
+        bench,
+        lambda v, scored=scored: score_boxes(store, v, truth, scored, annotated),
+    )
+    return {"trained_on": len(train), **_box_result(evaluation), **_training(bench), **every}
+
+
+def _every_side(store: Any, encoder: str, bench: Any, score: Any) -> dict[str, Any]:
+    """The same heads located at every trained side (the path before sides were measured),
+    scored like the measured choice: the same run's before and after."""
+    from flows.locate import locate
+
+    if bench.run.locate_sides == bench.run.trained_sides:
+        return {"locate_sides": list(bench.run.locate_sides)}
+    version = bench.every_side_version or every_side_copy(store, bench.run.version)
+    bench.every_side_version = version
+    started = time.perf_counter()
+    summary = locate(store=store.url, encoder=encoder, locator=version)
+    seconds = time.perf_counter() - started
+    evaluation = score(version)
+    print(
+        f"\nthe same heads at every trained side {list(bench.run.trained_sides)} "
+        f"(measured choice {list(bench.run.locate_sides)}): locate {seconds:.0f} s "
+        f"for {summary.located} photos, against {bench.locate_seconds:.0f} s"
+    )
+    print_box_table(evaluation)
+    return {
+        "locate_sides": list(bench.run.locate_sides),
+        "every_side": {**_box_result(evaluation), "locate_seconds": round(seconds, 1)},
+    }
 
 
 def _style_catalog(args: argparse.Namespace) -> Path:
@@ -279,6 +311,13 @@ def part_style(args: argparse.Namespace) -> dict[str, Any]:
         print(f"\n## {title}: locator trained on {len(annotated)} studio photos")
         print_box_table(evaluation)
         result[f"locator_{style}"] = _box_result(evaluation)
+        every = _every_side(
+            store,
+            args.encoder,
+            bench,
+            lambda v, scored=scored: score_boxes(store, v, truth, scored, annotated),
+        )
+        result[f"locator_{style}"].update(every)
     result.update(_training(bench))
 
     from tiefvision_core.locator.store import read_boxes
@@ -303,6 +342,10 @@ def part_style(args: argparse.Namespace) -> dict[str, Any]:
     for name, chosen_boxes in crops.items():
         names, maps, flipped = cached_grids(catalog, catalog / "images", chosen_boxes)
         table[name] = retrieval(maps, flipped, products[names].to_numpy(), held_out)
+        if name != "whole photos":  # mirrors from the map instead of a mirror pass
+            table[f"{name}, mirrored maps"] = retrieval(
+                maps, None, products[names].to_numpy(), held_out
+            )
     print(
         f"\n## Deep Ranking on the rooms catalog: {len(rooms_products) - len(held_out)} "
         f"products trained on, {len(held_out)} held out "
@@ -330,12 +373,14 @@ def part_grocery(args: argparse.Namespace) -> dict[str, Any]:
         work, data / "images", dict.fromkeys(products.index.tolist())
     )
     result = retrieval(maps, flipped, products[names].to_numpy(), held_out)
+    # What train-triplets sees when no mirror pass ran: each map mirrored along its width.
+    map_mirrors = retrieval(maps, None, products[names].to_numpy(), held_out)
     print(
         f"\n## grocery-packages: Deep Ranking on {len(set(products)) - 5} products, scored on "
         f"5 ({result['held_out_photos']} photos: {', '.join(held_out)})"
     )
-    _print_retrieval({"whole photos": result})
-    return result
+    _print_retrieval({"whole photos": result, "mirrored maps": map_mirrors})
+    return {**result, "mirrored_maps": map_mirrors}
 
 
 def main() -> None:
