@@ -271,3 +271,22 @@ def test_encode_with_nothing_new_answers_without_prefect(
     summary = json.loads(again.stdout.strip().splitlines()[-1])
     images = read_manifest(open_store(store)).num_rows
     assert (summary["encoded"], summary["already_encoded"], summary["images"]) == (0, 4, images)
+
+    # With no Prefect server configured, the no-op neither starts a temporary one nor even
+    # imports Prefect (reading its settings was half of a no-op's time).
+    probe = (
+        "import json, runpy, sys\n"
+        f"sys.argv = ['tiefvision', 'encode', '--store', {store!r}, '--json']\n"
+        "try:\n    runpy.run_module('tiefvision_cli.main', run_name='__main__')\n"
+        "except SystemExit as done:\n    assert not done.code, done.code\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "TIEFVISION_"))}
+    env["PREFECT_HOME"] = str(tmp_path / "ph2")
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert json.loads(lines[-2])["encoded"] == 0
+    assert json.loads(lines[-1]) == [], "a no-op encode imported Prefect"

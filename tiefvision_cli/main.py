@@ -40,7 +40,6 @@ from tiefvision_cli.prefect_server import (
     flow_run,
     start_early,
     start_early_for,
-    stop_early,
 )
 from tiefvision_cli.preflight import preflight
 from tiefvision_core.errors import ConfigError, TiefVisionError, one_of
@@ -206,7 +205,6 @@ def _run_encode(
     dtype: str = "float16",
     progress: bool = True,
 ) -> EncodeSummary:
-    start_early()  # Prefect's server boots while the checks below run
     vector_dtype = one_of(dtype, _VECTOR_DTYPES)
     if vector_dtype is None:
         raise ConfigError(f"--dtype {dtype!r}: choose float16 or float32")
@@ -232,9 +230,9 @@ def _run_encode(
     idle = idle_summary(
         checked.store, runtime, shard_size=shard_size, flips=flips, dtype=vector_dtype
     )
-    if idle is not None:  # nothing new: no flow run, so no orchestrator to wait for
-        stop_early()
+    if idle is not None:  # nothing new: no flow run, so no orchestrator to start
         return idle
+    start_early()  # Prefect's server boots while the encoding processes do
 
     from flows.encode import encode as encode_flow
     from tasks.encoding import prestart

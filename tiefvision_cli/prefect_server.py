@@ -47,7 +47,6 @@ __all__ = [
     "flow_run",
     "start_early",
     "start_early_for",
-    "stop_early",
 ]
 
 #: What Prefect's ``SubprocessASGIServer`` sets for its server (no UI, ephemeral mode).
@@ -176,19 +175,14 @@ def start_early() -> None:
     _Early.server = server
 
 
-def stop_early() -> None:
-    """Stop the early server of a command that found nothing to do (no flow will run)."""
-    if _Early.server is not None:
-        _Early.server.stop()
-        _Early.server = None
-
-
 #: Commands that always run a flow. ``locate`` runs one only without a photo (a photo is a
 #: query, which never starts Prefect): it calls :func:`start_early` itself when it does.
+#: ``encode`` too, once its plan found work: a nightly ``encode`` usually finds none, and
+#: reading Prefect's settings to start a server (importing Prefect: about 3 s here) would
+#: be most of a no-op's time.
 FLOW_COMMANDS = frozenset(
     {
         "ingest",
-        "encode",
         "demo",
         "train-locator",
         "rebuild-index",

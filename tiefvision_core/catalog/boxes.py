@@ -14,16 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from typing import SupportsInt
+from typing import TYPE_CHECKING, SupportsInt
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, boxes_prefix
 from tiefvision_core.storage.stores import Store
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: a no-op plan never pays it
+    import pandas as pd
 
 __all__ = [
     "Box",
@@ -69,6 +71,8 @@ def read_boxes(
     Parts written before the ``low_confidence`` column existed (a locate run resumed across
     the upgrade mixes both) are promoted to the newer schema; their rows read as False.
     """
+    import pandas as pd
+
     keys = part_keys(store, boxes_prefix(version))
     if not keys:
         return pd.DataFrame(columns=_BOX_COLUMNS)

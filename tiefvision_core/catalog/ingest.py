@@ -28,8 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, inspect_image
@@ -43,6 +43,9 @@ from tiefvision_core.storage.layout import (
     STAGING_PREFIX,
 )
 from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, ObjectInfo, Store
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: a no-op plan never pays it
+    import pandas as pd
 
 __all__ = [
     "CHANGE_KINDS",
@@ -399,6 +402,8 @@ def load_metadata(path: str | Path) -> pd.DataFrame:
     Returns a frame with a ``_key`` column plus the metadata columns as strings. Raises
     :class:`InputError` with the accepted key names when no key column is found.
     """
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"metadata file {path} does not exist: pass a CSV or Parquet file")
@@ -428,6 +433,8 @@ def load_metadata(path: str | Path) -> pd.DataFrame:
 
 def _join_metadata(manifest: pd.DataFrame, metadata: pd.DataFrame) -> pd.DataFrame:
     """Join on the relative path; fall back to the file name when that is unambiguous."""
+    import pandas as pd
+
     columns = [c for c in metadata.columns if c != "_key"]
     by_key = metadata.set_index("_key")[columns]
     joined = by_key.reindex(manifest["rel_path"]).set_axis(manifest.index)
@@ -451,6 +458,8 @@ def assemble_manifest(
     Without new metadata, rows keep the metadata columns the previous manifest had, so a
     nightly run that does not pass ``--metadata`` loses nothing.
     """
+    import pandas as pd
+
     now = datetime.now(UTC)
     tables = list(inspected)
     if plan.refused:
