@@ -219,6 +219,22 @@ def test_the_locator_is_scored_on_held_out_photos_and_spaces_on_their_products(
     assert json.loads(json.dumps(report.as_dict()))["locator"] == locator
     assert next(row["what"] for row in report.rows()) == "boxes: locator"
 
+    # Each space's mAP@10 comes with its interval, and the gain of training on the held-out
+    # products is the paired difference on the same photos, with its own interval.
+    for space in ("unsupervised", "supervised"):
+        low, high = report.retrieval[space]["map_at_10_interval"]  # type: ignore[misc]
+        assert low <= report.retrieval[space]["map_at_10"] <= high
+    assert report.gain is not None
+    untrained_on_held = expected_retrieval(unsupervised, labels, held)[2]
+    gain = expected_retrieval(supervised, labels, held)[2] - untrained_on_held
+    assert report.gain["queries"] == len(held) and report.gain["products"] == 2
+    assert report.gain["unsupervised_map_at_10"] == pytest.approx(untrained_on_held, abs=1e-4)
+    assert report.gain["gain"] == pytest.approx(gain, abs=1e-4)
+    low, high = report.gain["gain_interval"]  # type: ignore[misc]
+    assert low <= report.gain["gain"] <= high
+    row = report.rows()[-1]
+    assert row["what"] == "gain: supervised − unsupervised" and "[" in str(row["score"])
+
 
 def test_a_catalog_without_product_ids_or_models_is_skipped_with_a_reason(
     tmp_path: Path,

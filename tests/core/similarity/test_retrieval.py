@@ -129,3 +129,38 @@ def test_shallow_neighbour_lists_use_what_there_is(k: int) -> None:
     # One relevant item each: AP = 1/rank of it when within the list.
     expected_ap = {1: (1 + 0 + 1 + 0) / 4, 3: (1 + 1 / 2 + 1 + 1 / 3) / 4}[k]
     assert scores.map_at_10 == round(expected_ap, 4)
+
+
+def test_per_query_figures_average_to_the_scores() -> None:
+    from tiefvision_core.similarity.retrieval import per_query
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 4)
+    labels = np.append(labels, 99)  # a product with one photo: nothing to find, not a query
+    vectors = rng.normal(size=(len(labels), 8)) + 2 * np.eye(8)[labels % 8]
+    neighbours = ranked_neighbours(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), 10)
+    figures = per_query(neighbours, labels)
+    scores = retrieval_scores(neighbours, labels)
+    assert len(figures.labels) == scores.queries == len(labels) - 1
+    assert 99 not in figures.labels and len(labels) - 1 not in figures.asked
+    assert figures.ap_at_10.mean() == pytest.approx(scores.map_at_10, abs=1e-4)
+    assert figures.hit_at_1.mean() == pytest.approx(scores.precision_at_1, abs=1e-4)
+
+
+def test_product_interval_resamples_products_not_photos() -> None:
+    """A gain carried by one product of four is noise; the same gain spread over forty
+    products is not. Resampling photos would call both real."""
+    from tiefvision_core.similarity.retrieval import product_interval
+
+    photos = 10
+    few = np.repeat(np.arange(4), photos)
+    carried = np.where(few == 0, 0.4, 0.0)  # one product gains 0.4, the others nothing
+    low, high = product_interval(carried, few)
+    assert low <= carried.mean() <= high and low <= 0.0 < high
+    many = np.repeat(np.arange(40), photos)
+    spread = np.full(len(many), 0.1) + np.random.default_rng(1).normal(0, 0.05, len(many))
+    low, high = product_interval(spread, many)
+    assert 0.0 < low <= spread.mean() <= high
+    assert product_interval(carried, few) == product_interval(carried, few)  # seeded
+    with pytest.raises(ValueError, match="at least one"):
+        product_interval(np.array([]), np.array([]))
