@@ -76,7 +76,9 @@ def rebuild_index(
     """
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
     gate = GatePolicy(
-        settings.regression_tolerance if tolerance is None else tolerance, allow_regression
+        settings.regression_tolerance if tolerance is None else tolerance,
+        allow_regression,
+        rule=settings.regression_rule,
     )
     with store_lock(settings.store_url, lock_timeout, lock_ttl, job="rebuild-index") as lock:
         encode(

@@ -112,7 +112,9 @@ def reindex(
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
     policy = UpdatePolicy(max_churn=max_churn, max_growth=max_growth)
     gate = GatePolicy(
-        settings.regression_tolerance if tolerance is None else tolerance, allow_regression
+        settings.regression_tolerance if tolerance is None else tolerance,
+        allow_regression,
+        rule=settings.regression_rule,
     )
     url, clock = settings.store_url, StageClock()
     runtime: _RuntimeArgs = {

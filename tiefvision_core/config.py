@@ -126,6 +126,14 @@ class Settings(BaseSettings):
             "keeps the live version (the regression gate; `--allow-regression` forces)."
         ),
     )
+    regression_rule: Literal["tolerance", "interval"] = Field(
+        default="tolerance",
+        description=(
+            "What the regression gate refuses: `tolerance`, any drop beyond the tolerance; "
+            "`interval`, only such a drop whose 95 % interval (products resampled) lies "
+            "below zero — on a catalog of a few products, a drop that may be noise goes live."
+        ),
+    )
     max_image_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,

@@ -415,30 +415,48 @@ def _asked_figures(
     return figures, {photos[i]: n for n, i in enumerate(figures.asked)}
 
 
-def held_out_gain(
-    trained: tuple[OpenedIndex, VersionScores], untrained: tuple[OpenedIndex, VersionScores]
+def paired_difference(
+    first: tuple[OpenedIndex, VersionScores], second: tuple[OpenedIndex, VersionScores]
 ) -> dict[str, object] | None:
-    """What training bought on the products it never saw: the supervised space's mAP@10
-    minus the unsupervised space's on the same held-out photos (each answering from its own
-    gallery), with a 95 % interval bootstrapped over products — paired, so the photos' own
-    difficulty cancels. None when no photo asks in both.
+    """mAP@10 of ``first`` minus ``second`` on the photos that ask in both (each version
+    answering from its own gallery), with a 95 % interval bootstrapped over products —
+    paired, so the photos' own difficulty cancels. None when no photo asks in both.
 
-    Why an interval: on a catalog of a few held-out products a gain of +0.05 can be noise;
-    the interval says whether it is (it includes 0) or not."""
-    spaces = [_asked_figures(opened, scored) for opened, scored in (trained, untrained)]
+    Why an interval: on a catalog of a few products a difference of 0.05 can be noise; the
+    interval says whether it is (it includes 0) or not. ``evaluate`` reports it for the
+    gain of training, the regression gate decides with it."""
+    spaces = [_asked_figures(opened, scored) for opened, scored in (first, second)]
     common = sorted(set(spaces[0][1]) & set(spaces[1][1]))
     if not common:
         return None
     ap = [figures.ap_at_10[[where[p] for p in common]] for figures, where in spaces]
     products = spaces[0][0].labels[[spaces[0][1][p] for p in common]]
-    gain = ap[0] - ap[1]
+    difference = ap[0] - ap[1]
     return {
         "queries": len(common),
         "products": len(set(products.tolist())),
-        "supervised_map_at_10": round(float(ap[0].mean()), 4),
-        "unsupervised_map_at_10": round(float(ap[1].mean()), 4),
-        "gain": round(float(gain.mean()), 4),
-        "gain_interval": list(product_interval(gain, products)),
+        "first_map_at_10": round(float(ap[0].mean()), 4),
+        "second_map_at_10": round(float(ap[1].mean()), 4),
+        "difference": round(float(difference.mean()), 4),
+        "interval": list(product_interval(difference, products)),
+    }
+
+
+def held_out_gain(
+    trained: tuple[OpenedIndex, VersionScores], untrained: tuple[OpenedIndex, VersionScores]
+) -> dict[str, object] | None:
+    """What training bought on the products it never saw: :func:`paired_difference` of the
+    supervised space and the unsupervised one on the supervised model's held-out photos."""
+    paired = paired_difference(trained, untrained)
+    if paired is None:
+        return None
+    return {
+        "queries": paired["queries"],
+        "products": paired["products"],
+        "supervised_map_at_10": paired["first_map_at_10"],
+        "unsupervised_map_at_10": paired["second_map_at_10"],
+        "gain": paired["difference"],
+        "gain_interval": paired["interval"],
     }
 
 

@@ -13,9 +13,15 @@ What is compared: the photos that ask in *both* versions (same image id and byte
 version answering them from its own gallery. A catalog that gained a hard product, or lost
 an easy one, changes the numbers of a version without the search getting worse; comparing
 on the photos both versions ask about keeps the gate from blocking every catalog update.
-The live version's stored ``evaluation.json`` is reused when it covers the same photos; the
-new version is searched once, and its scores on its own asking photos are written as its
+Both versions are searched on those photos (the live one's ``evaluation.json`` is left
+alone); the new version's scores on its own asking photos are written as its
 ``evaluation.json`` (the history ``tiefvision evaluate --history`` shows).
+
+Noise: the difference comes with a 95 % interval, bootstrapped over products (each drawn
+product brings all its photos; ``evaluate.paired_difference``, the interval ``tiefvision
+evaluate`` reports). A drop beyond the tolerance is refused only when the interval lies
+below zero — a real regression; on a catalog of a few products a drop of a few points whose
+interval includes no change goes live, and the comparison says so.
 
 A first supervised version has no live supervised one, but it has a baseline that matters
 more: no training at all. When the unsupervised space is live, the new supervised version is
@@ -42,17 +48,17 @@ storage (``tiefvision index use`` makes it live by hand).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
-from tiefvision_core.errors import ConfigError, StorageNotFound, TiefVisionError
+from tiefvision_core.errors import ConfigError, TiefVisionError
 from tiefvision_core.evaluate import (
     SpaceQueries,
     VersionScores,
+    paired_difference,
     sample_mask,
     search_queries,
     space_queries,
@@ -60,7 +66,7 @@ from tiefvision_core.evaluate import (
 )
 from tiefvision_core.index.pointer import RegressionRefused
 from tiefvision_core.index.versions import OpenedIndex, open_index, space_prefix
-from tiefvision_core.storage.layout import current_key, index_evaluation_key
+from tiefvision_core.storage.layout import current_key
 from tiefvision_core.storage.stores import Store
 
 __all__ = [
@@ -70,6 +76,7 @@ __all__ = [
     "GateComparison",
     "GateDecision",
     "GatePolicy",
+    "GateRule",
     "RegressionRefused",
     "compare_with_live",
     "gate_markdown",
@@ -77,6 +84,7 @@ __all__ = [
 ]
 
 GateDecision = Literal["first", "skipped", "passed", "forced", "refused"]
+GateRule = Literal["tolerance", "interval"]
 
 #: How much mAP@10 a new version may lose against the live one and still go live: below
 #: the noise of a few dozen held-out queries, above a real regression.
@@ -101,12 +109,17 @@ class GatePolicy:
     #: Above this many photos asked in both versions, both are asked the same stable
     #: sample of that many (:func:`tiefvision_core.evaluate.sample_mask`); None: all.
     max_queries: int | None = DEFAULT_MAX_QUERIES
+    #: ``tolerance``: refuse any drop beyond the tolerance; ``interval``: only one whose
+    #: 95 % interval (products resampled) lies below zero — a real regression.
+    rule: GateRule = "tolerance"
 
     def __post_init__(self) -> None:
         if self.max_queries is not None and self.max_queries < 1:
             raise ConfigError(
                 f"the gate's max_queries {self.max_queries!r} must be at least 1 (or None)"
             )
+        if self.rule not in ("tolerance", "interval"):
+            raise ConfigError(f"regression rule {self.rule!r}: choose tolerance or interval")
         if not 0 <= self.tolerance <= 1:
             raise ConfigError(
                 f"regression tolerance {self.tolerance!r} must be between 0 and 1 (mAP@10 "
@@ -137,6 +150,9 @@ class GateComparison:
     #: How many photos both versions ask about, when the comparison asked a sample of them
     #: (``new_scores["queries"]`` photos); None: all of them were asked.
     sampled_from: int | None = None
+    #: 95 % interval of new − live mAP@10 on the compared photos, products resampled
+    #: (``evaluate.paired_difference``): a drop is refused only when it lies below zero.
+    delta_interval: list[float] | None = None
 
     @property
     def went_live(self) -> bool:
@@ -180,19 +196,6 @@ def _refusal(comparison: GateComparison, new_map: float, live_map: float) -> str
         f"inspection: `tiefvision index use {new} --space {space}` to force it live (or rerun "
         "with --allow-regression)"
     )
-
-
-def _stored_scores(store: Store, space: str, version: str) -> dict[str, Any] | None:
-    """The scores ``evaluation.json`` holds for ``version``, when readable and its own."""
-    try:
-        stored = json.loads(store.get_bytes(index_evaluation_key(space, version)))
-    except (StorageNotFound, ValueError):
-        return None
-    if not isinstance(stored, dict) or stored.get("version") != version:
-        return None
-    if not all(isinstance(stored.get(name), int | float) for name in _SCORES):
-        return None
-    return stored
 
 
 def _mask(photos: list[tuple[str, str]], chosen: set[tuple[str, str]]) -> np.ndarray:
@@ -311,13 +314,18 @@ def compare_with_live(
             "skipped: the new version goes live",
         )
     new_scores = _scores(scored, compared[searched])
+    # The live version searched on the compared photos (its own evaluation.json is left
+    # alone): the per-photo figures the interval of the difference needs.
     live_keep = _mask(live_photos, chosen)
-    stored = _stored_scores(store, live_space, str(live_version))
-    if live_keep.all() and stored is not None and stored["queries"] == len(live_photos):
-        live_scores = {name: stored[name] for name in _SCORES}
-    else:  # only the compared photos: the live version's own evaluation.json is left alone
-        live_scored = search_queries(live, live_queries.subset(live_keep))
-        live_scores = _scores(live_scored, np.ones(int(live_keep.sum()), bool))
+    live_scored = search_queries(live, live_queries.subset(live_keep))
+    live_scores = _scores(live_scored, np.ones(int(live_keep.sum()), bool))
+    new_compared = replace(
+        scored,
+        queries=scored.queries.subset(compared[searched]),
+        neighbours=scored.neighbours[compared[searched]],
+    )
+    paired = paired_difference((new, new_compared), (live, live_scored))
+    interval = None if paired is None else [float(b) for b in paired["interval"]]  # type: ignore[attr-defined]
     every = len(common) == len(new_photos) == len(live_photos)
     compared_on = _compared_on(len(chosen), len(common), every, queries.scope)
     new_map, live_map = float(new_scores["map_at_10"]), float(live_scores["map_at_10"])
@@ -326,14 +334,25 @@ def compare_with_live(
         "new_scores": new_scores,
         "live_scores": live_scores,
         "sampled_from": len(common) if len(chosen) < len(common) else None,
+        "delta_interval": interval,
     }
     against = "live" if other_space is None else f"live {other_space} {live_version}"
+    bounds = "" if interval is None else f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
+    spread = "" if interval is None else f", 95 % {bounds}"
     summary = (
-        f"mAP@10 {new_map:.3f} vs {against} {live_map:.3f} ({new_map - live_map:+.3f}; "
-        f"tolerance {policy.tolerance:.3f}) on {compared_on}"
+        f"mAP@10 {new_map:.3f} vs {against} {live_map:.3f} ({new_map - live_map:+.3f}"
+        f"{spread}; tolerance {policy.tolerance:.3f}) on {compared_on}"
     )
     if live_map - new_map <= policy.tolerance + _EPSILON:
         return verdict("passed", f"{summary}: the new version goes live", **numbers)
+    noise = interval is not None and interval[1] >= 0
+    if noise and policy.rule == "interval":
+        return verdict(
+            "passed",
+            f"{summary}: a drop beyond the tolerance, but within noise (its interval includes "
+            "no change; regression rule `interval`): the new version goes live",
+            **numbers,
+        )
     if policy.allow_regression:
         return verdict(
             "forced",
@@ -341,7 +360,13 @@ def compare_with_live(
             **numbers,
         )
     refused = verdict("refused", "", **numbers)
-    return replace(refused, reason=_refusal(refused, new_map, live_map))
+    reason = _refusal(refused, new_map, live_map)
+    if noise:
+        reason += (
+            f" (its 95 % interval {bounds} includes no change: it may be noise; "
+            "TIEFVISION_REGRESSION_RULE=interval refuses only a real drop)"
+        )
+    return replace(refused, reason=reason)
 
 
 def regression_gate(
@@ -393,6 +418,9 @@ def gate_markdown(comparison: GateComparison) -> str:
             for name in _SCORES[1:]
         ]
         lines.append("| Δ new − live | | | " + " | ".join(delta) + " |")
+    if comparison.delta_interval is not None:
+        low, high = comparison.delta_interval
+        lines += ["", f"95 % interval of Δ mAP@10 (products resampled): [{low:+.3f}, {high:+.3f}]"]
     lines += [
         "",
         f"**Decision: {comparison.decision}** (tolerance {comparison.tolerance:.3f} mAP@10)"

@@ -209,6 +209,7 @@ def test_the_markdown_shows_both_versions_the_delta_and_the_decision(tmp_path) -
     assert any(line.startswith(f"| {old} | live |") for line in lines)
     assert any(line.startswith(f"| {new.version} | new |") for line in lines)
     assert any(line.startswith("| Δ new − live |") and "+" in line for line in lines)
+    assert any(line.startswith("95 % interval of Δ mAP@10") for line in lines)
     assert "**Decision: passed**" in text
 
 
@@ -354,3 +355,41 @@ def test_max_queries_below_1_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="at least 1"):
         GatePolicy(max_queries=0)
+
+
+def test_the_interval_rule_refuses_a_real_drop_and_lets_noise_through(tmp_path) -> None:
+    """A drop beyond the tolerance carried by two of eight products: its interval (products
+    resampled) includes no change, so the ``interval`` rule lets it through, while the
+    default rule refuses it and says it may be noise. Every product worse: refused by both."""
+    ids = catalog()
+    live = vectors_of(ids, 1.0)
+    few = live.copy()
+    few[:6] = vectors_of(ids, 3.0, seed=9)[:6]  # photos of products 0 and 1 only
+    everywhere = vectors_of(ids, 3.0, seed=9)
+    for name, worse, real in (("few", few, False), ("everywhere", everywhere, True)):
+        drop = round(brute_map(live, ids), 4) - round(brute_map(worse, ids), 4)
+        assert drop > 0.01, name
+        tolerance = drop / 2
+        for rule in ("tolerance", "interval"):
+            store = LocalStore(tmp_path / f"{name}-{rule}")
+            old = publish(store, live, ids).version
+            new = publish(store, worse, ids, None).version  # placed, no gate
+            store.publish_pointer(index_current("unsupervised"), old)
+            policy = GatePolicy(tolerance=tolerance, rule=rule)  # type: ignore[arg-type]
+            comparison = compare_with_live(store, "unsupervised", new, policy)
+            low, high = comparison.delta_interval  # type: ignore[misc]
+            assert low <= comparison.delta <= high, (name, rule)  # type: ignore[operator]
+            assert (high < 0) is real, (name, comparison.delta_interval)
+            refused = real or rule == "tolerance"
+            assert comparison.decision == ("refused" if refused else "passed"), (name, rule)
+            if refused and not real:
+                assert "may be noise" in comparison.reason
+            if not refused:
+                assert "within noise" in comparison.reason
+
+
+def test_an_unknown_regression_rule_is_refused() -> None:
+    from tiefvision_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="regression rule"):
+        GatePolicy(rule="vibes")  # type: ignore[arg-type]
