@@ -117,8 +117,24 @@ def located_iou_score(
     return score
 
 
-def _at(samples: Sequence[MapSample], sides: Sequence[int]) -> list[MapSample]:
-    return [s for s in samples if s.side in sides]
+def located_at(
+    trained: TrainedLocator,
+    samples: Sequence[MapSample],
+    sides: Sequence[int],
+    geometry: WindowGeometry,
+    threshold: float,
+) -> dict[str, LocatedBox]:
+    """Boxes of every photo of ``samples`` located with the maps of ``sides`` alone. A
+    photo with no map at those sides (too small for a window there) gets what ``locate``
+    gives it: the whole photo, as a fallback — so every subset is scored on every photo."""
+    located = evaluate_samples(
+        trained, [s for s in samples if s.side in sides], geometry, threshold
+    )
+    for sample in samples:
+        if sample.image_id not in located:
+            whole = (0, 0, *sample.image_size)
+            located[sample.image_id] = LocatedBox(whole, 0.0, 0, fallback=True)
+    return located
 
 
 def measured_sides(
@@ -136,10 +152,13 @@ def measured_sides(
     if config.side_tolerance is None:
         return choose_sides(scales, lambda _: 0.0, validation_photos=0)
 
+    by_image = {s.image_id: s for s in validation}
+    ids = sorted(by_image)
+    truth = np.array([by_image[i].box for i in ids], np.float64)
+
     def score(sides: tuple[int, ...]) -> float:
-        return located_iou_score(_at(validation, sides), geometry, threshold)(
-            trained.heads, trained.scaler
-        )
+        located = located_at(trained, validation, sides, geometry, threshold)
+        return float(iou(np.array([located[i].box for i in ids], np.float64), truth).mean())
 
     return choose_sides(scales, score, validation_photos=photos, tolerance=config.side_tolerance)
 
@@ -233,7 +252,7 @@ def fit_locator(
     )
     trained.heads.to(torch.device("cpu"))
     sides = measured_sides(trained, validation, geometry, threshold, dataset.scales, config)
-    located = evaluate_samples(trained, _at(test, sides.sides), geometry, threshold)
+    located = located_at(trained, test, sides.sides, geometry, threshold)
     all_sides_iou = _mean_iou(evaluate_samples(trained, test, geometry, threshold), _truth(test))
     predicted = pd.DataFrame(
         [

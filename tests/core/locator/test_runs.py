@@ -20,6 +20,7 @@ from PIL import Image
 from tiefvision_core.locator import (
     CropDataset,
     EpochMetrics,
+    LocatedBox,
     MapSample,
     TrainConfig,
     WindowGeometry,
@@ -289,21 +290,21 @@ def test_training_measures_the_sides_and_locate_uses_the_choice(run_setup, monke
     ]
     seen: list[set[int]] = []
 
-    def stand_in(samples, geometry, threshold):
-        sides = {s.side for s in samples}
-        seen.append(sides)
-        return lambda heads, scaler: 0.7 if 48 in sides else 0.2
+    def stand_in(trained, samples, sides, geometry, threshold):
+        seen.append(set(sides))
+        box = BOX if 48 in sides else (0, 0, *IMAGE)  # IoU 1.0, else 0.444
+        return {s.image_id: LocatedBox(box, 0.9, 1, fallback=False) for s in samples}
 
-    monkeypatch.setattr(runs, "located_iou_score", stand_in)
+    monkeypatch.setattr(runs, "located_at", stand_in)
     dataset = _dataset()
     object.__setattr__(dataset, "scales", (40, 48))
     _, run = fit_locator(store, dataset, config=FAST)
-    # 40 is cheaper but loses 0.5; both sides cost more than 48 and add nothing.
+    # 40 is cheaper but loses 0.56; both sides cost more than 48 and add nothing.
     assert run.locate_sides == (48,) and run.trained_sides == (40, 48)
     assert {40} in seen and {48} in seen and {40, 48} in seen
     metadata = json.loads(store.get_bytes(f"models/locator/{run.version}/metadata.json"))
     assert metadata["scales"] == [40, 48] and metadata["locate_scales"] == [48]
-    assert metadata["side_choice"]["all_sides_iou"] == 0.7
+    assert metadata["side_choice"]["all_sides_iou"] == 1.0
     assert load_locator(store).scales == (48,)
 
     # Switched off: every trained side, as before the choice existed.
@@ -321,3 +322,27 @@ def test_a_model_saved_before_the_choice_locates_at_every_trained_side(run_setup
     metadata["scales"] = [48, 64]
     store.put_bytes(key, json.dumps(metadata).encode())
     assert load_locator(store).scales == (48, 64)
+
+
+def test_a_side_no_validation_photo_has_a_map_at_is_scored_as_the_whole_photo(run_setup) -> None:
+    """A photo too small for a window at some side has no map there; locating it with that
+    side alone gives the whole photo (what ``locate`` does), and the choice goes on — it
+    failed with an IndexError when no validation photo had a map at a side."""
+    store, state = run_setup
+    test_only = [
+        _sample(s.image_id, s.split, side=40) for s in state["samples"] if s.split == "test"
+    ]
+    state["samples"] = state["samples"] + test_only
+    dataset = _dataset()
+    object.__setattr__(dataset, "scales", (40, 48))
+    model, run = fit_locator(store, dataset, config=FAST)  # an IndexError before
+    assert run.locate_sides in {(40,), (48,), (40, 48)}
+    metadata = json.loads(store.get_bytes(f"models/locator/{run.version}/metadata.json"))
+    assert len(metadata["side_choice"]["subsets"]) == 3
+    plain = [s for s in state["samples"] if s.side == 48]
+    from tiefvision_core.locator import TrainedLocator
+    from tiefvision_core.locator.runs import located_at
+
+    located = located_at(TrainedLocator(model.heads, model.scaler), plain, (40,), GEOMETRY, 0.8)
+    assert set(located) == {s.image_id for s in plain}
+    assert all(b.fallback and b.box == (0, 0, *IMAGE) for b in located.values())
