@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.s3_server import free_port
+from tiefvision_core.processes import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,9 +124,4 @@ def serving(args: list[str], env: Mapping[str, str], log: Path) -> Iterator[tupl
                 time.sleep(0.1)
         yield base, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=30)

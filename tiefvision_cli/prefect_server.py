@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tiefvision_core.errors import TiefVisionError
-from tiefvision_core.processes import die_with_parent
+from tiefvision_core.processes import die_with_parent, stop_process
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -134,12 +134,7 @@ class TemporaryServer:
         if self.process is None:
             return
         process, self.process = self.process, None
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=5)
 
 
 class _Early:

@@ -105,16 +105,23 @@ def located_iou_score(
     """Early stopping's score when it watches boxes (``TrainConfig.stop_on="iou"``): the
     mean IoU of the located boxes of ``samples``' photos (all scales together, the default
     box rule) with their true boxes."""
-    by_image = {s.image_id: s for s in samples}
-    ids = sorted(by_image)
-    truth = np.array([by_image[i].box for i in ids], np.float64)
 
     def score(heads: LocatorHeads, scaler: TargetScaler) -> float:
         located = evaluate_samples(TrainedLocator(heads, scaler), samples, geometry, threshold)
-        boxes = np.array([located[i].box for i in ids], np.float64)
-        return float(iou(boxes, truth).mean())
+        return mean_iou(located, samples)
 
     return score
+
+
+def mean_iou(located: dict[str, LocatedBox], samples: Sequence[MapSample]) -> float:
+    """Mean IoU of the ``located`` box of every photo of ``samples`` with its true box (0
+    without a photo)."""
+    by_image = {s.image_id: s for s in samples}
+    ids = sorted(by_image)
+    if not ids:
+        return 0.0
+    boxes = np.array([located[i].box for i in ids], np.float64)
+    return float(iou(boxes, np.array([by_image[i].box for i in ids], np.float64)).mean())
 
 
 def located_at(
@@ -152,22 +159,10 @@ def measured_sides(
     if config.side_tolerance is None:
         return choose_sides(scales, lambda _: 0.0, validation_photos=0)
 
-    by_image = {s.image_id: s for s in validation}
-    ids = sorted(by_image)
-    truth = np.array([by_image[i].box for i in ids], np.float64)
-
     def score(sides: tuple[int, ...]) -> float:
-        located = located_at(trained, validation, sides, geometry, threshold)
-        return float(iou(np.array([located[i].box for i in ids], np.float64), truth).mean())
+        return mean_iou(located_at(trained, validation, sides, geometry, threshold), validation)
 
     return choose_sides(scales, score, validation_photos=photos, tolerance=config.side_tolerance)
-
-
-def _mean_iou(located: dict[str, LocatedBox], truth: pd.DataFrame) -> float:
-    ids = truth["image_id"].tolist()
-    boxes = np.array([located[i].box for i in ids], np.float64)
-    true = truth[["left", "top", "right", "bottom"]].to_numpy(np.float64)
-    return round(float(iou(boxes, true).mean()), 4) if ids else 0.0
 
 
 def _truth(samples: Sequence[MapSample]) -> pd.DataFrame:
@@ -253,7 +248,7 @@ def fit_locator(
     trained.heads.to(torch.device("cpu"))
     sides = measured_sides(trained, validation, geometry, threshold, dataset.scales, config)
     located = located_at(trained, test, sides.sides, geometry, threshold)
-    all_sides_iou = _mean_iou(evaluate_samples(trained, test, geometry, threshold), _truth(test))
+    all_sides_iou = round(mean_iou(evaluate_samples(trained, test, geometry, threshold), test), 4)
     predicted = pd.DataFrame(
         [
             {
