@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.s3_server import free_port
-from tiefvision_core.processes import stop_process
+from tiefvision_cli.prefect_server import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tiefvision_core.errors import TiefVisionError
-from tiefvision_core.processes import die_with_parent, stop_process
+from tiefvision_core.processes import die_with_parent
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -47,6 +47,7 @@ __all__ = [
     "flow_run",
     "start_early",
     "start_early_for",
+    "stop_process",
 ]
 
 #: What Prefect's ``SubprocessASGIServer`` sets for its server (no UI, ephemeral mode).
@@ -73,6 +74,17 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     """SIGTERM (uvicorn shuts down cleanly) when the command's thread that started it ends:
     the command starts it from its main thread, so that is when the command ends."""
     die_with_parent(signal.SIGTERM)
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (a server shuts down cleanly), then SIGKILL after ``timeout`` seconds: how
+    the temporary server stops, and how the tests stop the ``serve`` they start."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class TemporaryServer:

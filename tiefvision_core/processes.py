@@ -24,13 +24,12 @@ import ctypes
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-__all__ = ["die_with_parent", "exit_with", "stop_process", "wait_for_exit"]
+__all__ = ["die_with_parent", "exit_with", "wait_for_exit"]
 
 _PR_SET_PDEATHSIG = 1
 #: /proc/PID/stat states of a process that has ended but was not reaped yet.
@@ -96,13 +95,3 @@ def _running(pid: int) -> bool:
     except OSError:
         return True  # no /proc (macOS), or reaped just now: the next poll tells
     return stat.rsplit(")", 1)[1].split()[0] not in _ENDED_STATES
-
-
-def stop_process(process: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM (a server shuts down cleanly), then SIGKILL after ``timeout`` seconds."""
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
