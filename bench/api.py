@@ -62,9 +62,9 @@ def build_store(workdir: Path, images: int, kind: str, encoder) -> str:
     from tiefvision_core.catalog.ingest import ingest_catalog, publish_manifest, read_manifest
     from tiefvision_core.catalog.synthetic import generate_catalog
     from tiefvision_core.index.search import space_source
-    from tiefvision_core.index.vectors import IndexConfig
-    from tiefvision_core.index.versions import publish_index
     from tiefvision_core.storage.stores import LocalStore
+    from tiefvision_core.vector_index.publish import publish_index
+    from tiefvision_core.vector_index.vectors import IndexConfig
 
     store_dir = workdir / "store"
     marker = workdir / "built.json"
@@ -129,8 +129,8 @@ def baseline(store_url: str, encoder, ids: list[str], photos: list[bytes]) -> di
     """The core calls, in this process, one at a time."""
     from tiefvision_core.config import load_settings
     from tiefvision_core.index.search import search_by_id, search_by_image
-    from tiefvision_core.index.versions import open_index
     from tiefvision_core.storage.stores import open_store
+    from tiefvision_core.vector_index.versions import open_index
 
     store = open_store(store_url)
     max_pixels = load_settings().max_image_pixels

@@ -263,7 +263,7 @@ def exact(workdir: str, baseline_queries: int) -> dict:
 def build(workdir: str, label: str, config: dict, path: str) -> dict:
     import faiss
 
-    from tiefvision_core.index.vectors import IndexConfig, build_index
+    from tiefvision_core.vector_index.vectors import IndexConfig, build_index
 
     work = Path(workdir)
     grid = tuple(json.loads((work / "grid.json").read_text()))
@@ -273,8 +273,8 @@ def build(workdir: str, label: str, config: dict, path: str) -> dict:
     if path == "publish":
         import pandas as pd
 
-        from tiefvision_core.index.versions import publish_index
         from tiefvision_core.storage.stores import LocalStore
+        from tiefvision_core.vector_index.publish import publish_index
 
         vectors = np.load(work / "vectors.npy", mmap_mode="r")
         ids = pd.DataFrame({"image_id": [f"img-{i}" for i in range(len(vectors))]})
@@ -323,7 +323,7 @@ def search(workdir: str, label: str, passive: bool, warmup: int = 5) -> dict:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     import faiss
 
-    from tiefvision_core.index.vectors import VectorIndex
+    from tiefvision_core.vector_index.vectors import VectorIndex
 
     work = Path(workdir)
     folder = Path((work / f"{label}.folder").read_text())
@@ -349,7 +349,7 @@ def search(workdir: str, label: str, passive: bool, warmup: int = 5) -> dict:
         [len(set(f.tolist()) & set(t.tolist())) / K for f, t in zip(found, truth, strict=True)]
     )
     # ANN stage alone (the compact index, before re-ranking), for the record
-    from tiefvision_core.index.vectors import _compact
+    from tiefvision_core.vector_index.vectors import _compact
 
     compact = _compact(queries, index.grid, index.projection)
     started = time.perf_counter()
@@ -416,7 +416,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()
 
-    from tiefvision_core.index.vectors import IndexConfig
+    from tiefvision_core.vector_index.vectors import IndexConfig
 
     grid = tuple(args.dim_grid)
     synth = Synthetic(

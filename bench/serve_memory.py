@@ -43,7 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.s3_server import free_port  # noqa: E402
-from tiefvision_core.index.vectors import IndexConfig  # noqa: E402
+from tiefvision_core.vector_index.vectors import IndexConfig  # noqa: E402
 
 GRID = (3, 3, 1280)  # efficientnet_lite0 on the 3×3 similarity grid
 DIM = GRID[0] * GRID[1] * GRID[2]
@@ -72,8 +72,8 @@ def make_store(folder: Path, n: int, ef_construction: int) -> dict[str, float]:
     import pandas as pd
 
     from tiefvision_core.catalog.ingest import MANIFEST_COLUMNS, image_id_for, publish_manifest
-    from tiefvision_core.index.versions import publish_index
     from tiefvision_core.storage.stores import LocalStore
+    from tiefvision_core.vector_index.publish import publish_index
 
     started = time.perf_counter()
     store = LocalStore(folder)

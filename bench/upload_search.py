@@ -44,8 +44,8 @@ def main() -> None:
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.index.search import search_by_id, search_by_image
-    from tiefvision_core.index.versions import open_index
     from tiefvision_core.storage.stores import open_store, read_object
+    from tiefvision_core.vector_index.versions import open_index
 
     settings = load_settings(store_url=args.store)
     torch.set_num_threads(settings.workers)

@@ -14,8 +14,8 @@ from tasks.locator import export_box_snapshot
 from tasks.stores import get_store
 from tiefvision_core.config import load_settings
 from tiefvision_core.evaluate import EvaluationReport
-from tiefvision_core.index.versions import SPACES, check_space
 from tiefvision_core.storage.layout import LOCATOR_CURRENT
+from tiefvision_core.vector_index.versions import SPACES, check_space
 
 __all__ = ["evaluate"]
 

@@ -32,10 +32,10 @@ from tasks.evaluate import report_gate
 from tasks.search import build_space_index, report_index
 from tasks.store_lock import store_lock
 from tiefvision_core.index.gate import GatePolicy
-from tiefvision_core.index.kinds import IndexKindChoice
-from tiefvision_core.index.pointer import RegressionRefused
-from tiefvision_core.index.vectors import IndexConfig
-from tiefvision_core.index.versions import IndexVersion
+from tiefvision_core.vector_index.kinds import IndexKindChoice
+from tiefvision_core.vector_index.pointer import RegressionRefused
+from tiefvision_core.vector_index.publish import IndexVersion
+from tiefvision_core.vector_index.vectors import IndexConfig
 
 __all__ = ["rebuild_index"]
 

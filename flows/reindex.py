@@ -37,10 +37,10 @@ from tasks.reindex import plan_reindex, report_reindex, update_space_index
 from tasks.store_lock import store_lock
 from tiefvision_core.config import Device
 from tiefvision_core.index.gate import GatePolicy
-from tiefvision_core.index.kinds import IndexKindChoice
-from tiefvision_core.index.pointer import RegressionRefused
 from tiefvision_core.index.updates import UpdatePolicy
 from tiefvision_core.reindex import ReindexRefused, ReindexSummary, StageClock
+from tiefvision_core.vector_index.kinds import IndexKindChoice
+from tiefvision_core.vector_index.pointer import RegressionRefused
 
 __all__ = ["reindex"]
 

@@ -11,7 +11,7 @@ from tasks.stores import get_store
 from tiefvision_core.annotations.store import Snapshot, read_snapshot
 from tiefvision_core.evaluate import EvaluationReport, evaluate_catalog
 from tiefvision_core.index.gate import GateComparison, gate_markdown
-from tiefvision_core.index.versions import SPACES
+from tiefvision_core.vector_index.versions import SPACES
 
 __all__ = ["evaluate_live", "report_evaluation", "report_gate"]
 

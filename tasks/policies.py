@@ -11,7 +11,7 @@ from typing import Any
 from prefect.cache_policies import NO_CACHE
 
 from tiefvision_core.errors import ConfigError, InputError, StorageAuthError, StorageNotFound
-from tiefvision_core.index.pointer import RegressionRefused
+from tiefvision_core.vector_index.pointer import RegressionRefused
 
 __all__ = ["EPHEMERAL", "NO_CACHE", "RETRYING", "RETRY_DELAYS", "retry_transient"]
 

@@ -14,9 +14,9 @@ from tasks.stores import get_store
 from tiefvision_core import reindex as core
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.index.gate import GatePolicy
-from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.updates import IndexUpdate, UpdatePolicy, update_space
 from tiefvision_core.reindex import ReindexPlan, ReindexSummary
+from tiefvision_core.vector_index.kinds import IndexKindChoice
 
 __all__ = ["plan_reindex", "report_reindex", "update_space_index"]
 

@@ -15,10 +15,11 @@ from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.spaces import rebuild_space
-from tiefvision_core.index.vectors import IndexConfig
-from tiefvision_core.index.versions import IndexVersion, open_live_index
 from tiefvision_core.similarity.deep_ranking import DeepRankingConfig
 from tiefvision_core.similarity.training import SimilarityRun, fit_similarity
+from tiefvision_core.vector_index.publish import IndexVersion
+from tiefvision_core.vector_index.vectors import IndexConfig
+from tiefvision_core.vector_index.versions import open_live_index
 
 __all__ = [
     "build_space_index",

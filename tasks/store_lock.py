@@ -3,7 +3,7 @@ index (reindex, rebuild-index): one such run at a time per store.
 
 Why one lock for both: they write the same ``indexes/<space>/CURRENT``; two at once, a
 slower one that read older encodings would publish last (the pointer guard in
-``tiefvision_core.index.pointer`` refuses that, but only after its build is wasted).
+``tiefvision_core.vector_index.pointer`` refuses that, but only after its build is wasted).
 
 Why the Prefect side lives here: a run killed with SIGKILL never reports its end, so it
 stays Running in the UI forever. The run that takes over its stale lock knows it is dead

@@ -171,7 +171,7 @@ def test_the_graph_sees_what_python_imports() -> None:
     tree = ast.parse(
         "from typing import TYPE_CHECKING\n"
         "from . import layout\n"
-        "from ..index.versions import open_index\n"
+        "from ..vector_index.versions import open_index\n"
         "if TYPE_CHECKING:\n"
         "    from tiefvision_core.locator.store import LocatorModel\n"
         "def f():\n"
@@ -186,7 +186,7 @@ def test_the_graph_sees_what_python_imports() -> None:
     assert seen == [
         ([], False),  # typing is not a project module
         (["tiefvision_core.storage.layout"], False),
-        (["tiefvision_core.index", "tiefvision_core.index.versions"], False),
+        (["tiefvision_core.vector_index", "tiefvision_core.vector_index.versions"], False),
         (["tiefvision_core.encoders"], True),
     ]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

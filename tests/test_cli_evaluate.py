@@ -78,7 +78,7 @@ def test_evaluate_history_shows_every_version_s_stored_scores_oldest_first(
     numbers its evaluation.json holds, oldest first, the live one marked; no flow runs."""
     from tiefvision_core.evaluate import evaluate_locator, evaluate_space
     from tiefvision_core.index.gate import RegressionRefused, regression_gate
-    from tiefvision_core.index.versions import publish_index
+    from tiefvision_core.vector_index.publish import publish_index
 
     url = (tmp_path / "store").as_uri()
     store = LocalStore(tmp_path / "store")

@@ -11,7 +11,7 @@ import pytest
 
 from tiefvision_cli.preflight import preflight
 from tiefvision_core.errors import ConfigError, InputError, TiefVisionError
-from tiefvision_core.index.kinds import INDEX_KIND_CHOICES, check_index_kind
+from tiefvision_core.vector_index.kinds import INDEX_KIND_CHOICES, check_index_kind
 
 
 def test_the_source_is_checked_before_the_store_and_the_metadata(tmp_path: Path) -> None:

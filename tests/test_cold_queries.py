@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tiefvision_core.index.versions import publish_index
 from tiefvision_core.similarity.unsupervised import similarity_vectors
 from tiefvision_core.storage.stores import LocalStore
+from tiefvision_core.vector_index.publish import publish_index
 
 #: Runs the CLI's ``main`` in this process, then reports which heavy packages it loaded.
 _WRAPPER = textwrap.dedent(

@@ -32,13 +32,6 @@ import pyarrow as pa
 from tiefvision_core.catalog.boxes import read_boxes
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.errors import StorageNotFound
-from tiefvision_core.index.versions import (
-    SPACES,
-    OpenedIndex,
-    list_versions,
-    open_live_index,
-    version_time,
-)
 from tiefvision_core.locator.evaluation import evaluate_boxes
 from tiefvision_core.similarity.retrieval import (
     PerQuery,
@@ -57,6 +50,13 @@ from tiefvision_core.storage.layout import (
     locator_prefix,
 )
 from tiefvision_core.storage.stores import Store
+from tiefvision_core.vector_index.versions import (
+    SPACES,
+    OpenedIndex,
+    list_versions,
+    open_live_index,
+    version_time,
+)
 
 __all__ = [
     "EvaluationReport",

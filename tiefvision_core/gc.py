@@ -49,15 +49,6 @@ from tiefvision_core.catalog.ingest import (
 )
 from tiefvision_core.encoding.shards import current_boxes
 from tiefvision_core.errors import ConfigError
-from tiefvision_core.index.versions import (
-    SPACES,
-    STAGING_GRACE_S,
-    prunable,
-    remove_version,
-    space_prefix,
-    sweep_staging,
-    versions,
-)
 from tiefvision_core.storage.layout import (
     BOXES_PREFIX,
     CROPS_LATEST,
@@ -70,6 +61,15 @@ from tiefvision_core.storage.layout import (
     current_key,
 )
 from tiefvision_core.storage.stores import LocalStore, ObjectInfo, Store
+from tiefvision_core.vector_index.publish import sweep_staging
+from tiefvision_core.vector_index.versions import (
+    SPACES,
+    STAGING_GRACE_S,
+    prunable,
+    remove_version,
+    space_prefix,
+    versions,
+)
 
 if TYPE_CHECKING:
     from tiefvision_core.annotations.store import AnnotationStore, HeldBytes

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from tiefvision_core.index.gate import GateComparison
-from tiefvision_core.index.pointer import RegressionRefused
 from tiefvision_core.index.updates import IndexUpdate
-from tiefvision_core.index.versions import SPACES, space_prefix
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, SIMILARITY_CURRENT, current_key
 from tiefvision_core.storage.stores import Store
+from tiefvision_core.vector_index.pointer import RegressionRefused
+from tiefvision_core.vector_index.versions import SPACES, space_prefix
 
 __all__ = [
     "ReindexPlan",

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from tiefvision_core.errors import InputError
-from tiefvision_core.index.versions import SPACES
+from tiefvision_core.vector_index.versions import SPACES
 from tiefvision_web.api import catalog_image, status_report, web
 from tiefvision_web.auth import writes_need_token
 from tiefvision_web.catalog_view import CatalogView

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.config import Settings
 from tiefvision_core.errors import InputError, StorageError
-from tiefvision_core.index.versions import SPACES, OpenedIndex, open_index
 from tiefvision_core.storage.layout import MANIFEST_CURRENT, index_current
 from tiefvision_core.storage.stores import Store, open_store
+from tiefvision_core.vector_index.versions import SPACES, OpenedIndex, open_index
 from tiefvision_web.admission import Admission
 from tiefvision_web.catalog_view import CatalogView
 from tiefvision_web.live_pointer import LivePointer

@@ -19,7 +19,6 @@ import pytest
 from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.evaluate import evaluate_catalog, evaluate_space
-from tiefvision_core.index.versions import publish_index
 from tiefvision_core.storage.layout import (
     LOCATOR_CURRENT,
     SIMILARITY_PREFIX,
@@ -30,6 +29,7 @@ from tiefvision_core.storage.layout import (
     locator_prefix,
 )
 from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.vector_index.publish import publish_index
 
 LOCATOR = "20260101T000000Z-0000aaaa"
 SIMILARITY = "20260101T000000Z-0000bbbb"

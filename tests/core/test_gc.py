@@ -22,8 +22,8 @@ from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, shard_prefix
 from tiefvision_core.errors import ConfigError
 from tiefvision_core.gc import Retention, collect_garbage
-from tiefvision_core.index.versions import open_index, use_version, versions
 from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.vector_index.versions import open_index, use_version, versions
 
 SHARDS = shard_prefix("fake", "box", "v1")
 

@@ -49,10 +49,10 @@ from tests.flows.test_faults import MAX_BYTES, ODD, REAL, Catalog, _bad_catalog
 from tests.processes import killed_alone_once_its_workers_run, left_running, serving
 from tiefvision_core.annotations.store import AnnotationStore, BoxRecord
 from tiefvision_core.catalog.ingest import image_id_for, read_manifest
-from tiefvision_core.index.versions import open_index
 from tiefvision_core.locator.crops import CropDataset, read_dataset
 from tiefvision_core.storage.layout import index_current
 from tiefvision_core.storage.stores import Store, open_store
+from tiefvision_core.vector_index.versions import open_index
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 

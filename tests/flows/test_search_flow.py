@@ -17,9 +17,10 @@ import pytest
 from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.errors import InputError
-from tiefvision_core.index import open_index, search_by_id
+from tiefvision_core.index import search_by_id
 from tiefvision_core.similarity import ranked_neighbours, retrieval_scores
 from tiefvision_core.storage.stores import LocalStore, open_store
+from tiefvision_core.vector_index.versions import open_index
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 
@@ -154,8 +155,8 @@ def test_a_worse_rebuild_is_refused_published_and_forced_only_on_request(
 
     import tiefvision_core.index.spaces as spaces
     from flows.rebuild_index import rebuild_index
-    from tiefvision_core.index.pointer import RegressionRefused
-    from tiefvision_core.index.versions import list_versions
+    from tiefvision_core.vector_index.pointer import RegressionRefused
+    from tiefvision_core.vector_index.versions import list_versions
 
     _, store_url = indexed
     store = open_store(store_url)

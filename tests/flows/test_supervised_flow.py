@@ -19,7 +19,7 @@ import pytest
 from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest, read_rejects
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
-from tiefvision_core.index import open_index, search_by_id
+from tiefvision_core.index import search_by_id
 from tiefvision_core.similarity import (
     ProjectionNet,
     SimilarityRun,
@@ -28,6 +28,7 @@ from tiefvision_core.similarity import (
     triplet_accuracy,
 )
 from tiefvision_core.storage.stores import LocalStore, open_store
+from tiefvision_core.vector_index.versions import open_index
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 

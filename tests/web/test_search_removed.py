@@ -24,12 +24,12 @@ from tiefvision_core.encoding.catalog import encode_catalog
 from tiefvision_core.encoding.runtime import EncodingRuntime
 from tiefvision_core.index import updates
 from tiefvision_core.index.gate import GatePolicy
-from tiefvision_core.index.pointer import RegressionRefused
 from tiefvision_core.index.search import search_by_id
 from tiefvision_core.index.updates import update_space
-from tiefvision_core.index.versions import open_index
 from tiefvision_core.storage.layout import index_current
 from tiefvision_core.storage.stores import LocalStore, Store, open_store
+from tiefvision_core.vector_index.pointer import RegressionRefused
+from tiefvision_core.vector_index.versions import open_index
 from tiefvision_web import create_app
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiefvision_core.index.versions import open_index, publish_index
 from tiefvision_core.storage.stores import LocalStore
+from tiefvision_core.vector_index.publish import publish_index
+from tiefvision_core.vector_index.versions import open_index
 
 
 @pytest.fixture(scope="module")

@@ -64,10 +64,10 @@ from tiefvision_core.evaluate import (
     space_queries,
     write_scores,
 )
-from tiefvision_core.index.pointer import RegressionRefused
-from tiefvision_core.index.versions import OpenedIndex, open_index, space_prefix
 from tiefvision_core.storage.layout import current_key
 from tiefvision_core.storage.stores import Store
+from tiefvision_core.vector_index.pointer import RegressionRefused
+from tiefvision_core.vector_index.versions import OpenedIndex, open_index, space_prefix
 
 __all__ = [
     "DEFAULT_GATE",
@@ -372,7 +372,7 @@ def compare_with_live(
 def regression_gate(
     store: Store, space: str, policy: GatePolicy | None = None
 ) -> Callable[[str], dict[str, object]]:
-    """What :func:`tiefvision_core.index.versions.publish_index` calls with a placed new
+    """What :func:`tiefvision_core.vector_index.publish.publish_index` calls with a placed new
     version before it switches ``CURRENT``: the comparison (as a dict, kept on the published
     :class:`IndexVersion`), or :class:`RegressionRefused` carrying it."""
 

@@ -19,11 +19,11 @@ from tiefvision_core.encoding.runtime import encode_crops
 from tiefvision_core.errors import IncompatibleModel
 from tiefvision_core.index.search import SearchResult, _ints, _search
 from tiefvision_core.index.spaces import space_transform
-from tiefvision_core.index.versions import OpenedIndex
 from tiefvision_core.locator import store as locator_store
 from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
 from tiefvision_core.storage.layout import LOCATOR_CURRENT
 from tiefvision_core.storage.stores import Store
+from tiefvision_core.vector_index.versions import OpenedIndex
 
 __all__ = [
     "QUERY_SCALES",

@@ -19,12 +19,12 @@ from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.errors import ImageRejected, InputError, StorageNotFound
 from tiefvision_core.index.search import search_by_id
-from tiefvision_core.index.versions import OpenedIndex
 from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
 from tiefvision_core.similarity.training import load_projection, projected_maps
 from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
 from tiefvision_core.storage.layout import SIMILARITY_CURRENT
 from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, Store, read_source
+from tiefvision_core.vector_index.versions import OpenedIndex
 
 __all__ = ["compare_spaces", "search_report_html"]
 

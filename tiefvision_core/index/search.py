@@ -17,7 +17,7 @@ import numpy as np
 
 from tiefvision_core.catalog.live import LiveCatalog
 from tiefvision_core.errors import InputError
-from tiefvision_core.index.versions import OpenedIndex
+from tiefvision_core.vector_index.versions import OpenedIndex
 
 __all__ = ["SearchHit", "SearchResult", "query_row", "search_by_id"]
 

@@ -20,12 +20,12 @@ from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, read_encodings, vectors_as_maps
 from tiefvision_core.errors import InputError
 from tiefvision_core.index.gate import DEFAULT_GATE, GatePolicy, regression_gate
-from tiefvision_core.index.vectors import IndexConfig
-from tiefvision_core.index.versions import IndexVersion, publish_index
 from tiefvision_core.similarity.training import load_projection, projected_maps
 from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
 from tiefvision_core.storage.layout import SIMILARITY_CURRENT
 from tiefvision_core.storage.stores import Store
+from tiefvision_core.vector_index.publish import IndexVersion, publish_index
+from tiefvision_core.vector_index.vectors import IndexConfig
 
 __all__ = [
     "catalog_rows",
@@ -166,7 +166,7 @@ def rebuild_space(
     already read (else read here, once, for the encodings' filter and the ids' metadata).
     ``gate``: the regression gate's policy (None: no gate, the version goes live as soon as
     it passes its self-check); a refused version raises
-    :class:`~tiefvision_core.index.pointer.RegressionRefused`."""
+    :class:`~tiefvision_core.vector_index.pointer.RegressionRefused`."""
     read_at = time.time()  # before any input is read: orders this version among rebuilds
     source = space_source(store, encoder, space)
     transform = space_transform(store, space, encoder, source)

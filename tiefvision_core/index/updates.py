@@ -37,7 +37,6 @@ from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, row_key, row_keys
 from tiefvision_core.index.gate import DEFAULT_GATE, GatePolicy, regression_gate
-from tiefvision_core.index.kinds import IndexKindChoice
 from tiefvision_core.index.spaces import (
     catalog_rows,
     id_frame,
@@ -45,10 +44,12 @@ from tiefvision_core.index.spaces import (
     space_transform,
     space_vectors,
 )
-from tiefvision_core.index.vectors import BuiltIndex, IndexConfig, update_index
-from tiefvision_core.index.versions import open_index, publish_index, space_prefix
 from tiefvision_core.storage.layout import current_key
 from tiefvision_core.storage.stores import Store
+from tiefvision_core.vector_index.kinds import IndexKindChoice
+from tiefvision_core.vector_index.publish import publish_index
+from tiefvision_core.vector_index.vectors import BuiltIndex, IndexConfig, update_index
+from tiefvision_core.vector_index.versions import open_index, space_prefix
 
 __all__ = [
     "Decision",

@@ -25,9 +25,10 @@ from tiefvision_core.index.gate import (
     gate_markdown,
     regression_gate,
 )
-from tiefvision_core.index.versions import list_versions, publish_index, use_version
 from tiefvision_core.storage.layout import SIMILARITY_PREFIX, index_current, index_evaluation_key
 from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.vector_index.publish import publish_index
+from tiefvision_core.vector_index.versions import list_versions, use_version
 
 PRODUCTS, VIEWS, DIM = 8, 4, 32
 

@@ -11,16 +11,17 @@ import pandas as pd
 import pytest
 
 from tiefvision_core.errors import InputError
-from tiefvision_core.index.vectors import (
+from tiefvision_core.similarity.unsupervised import similarity_vectors
+from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.vector_index.publish import SelfCheckFailed, publish_index
+from tiefvision_core.vector_index.vectors import (
     BuiltIndex,
     IndexConfig,
     VectorIndex,
     build_index,
     fit_projection,
 )
-from tiefvision_core.index.versions import SelfCheckFailed, open_index, publish_index, versions
-from tiefvision_core.similarity.unsupervised import similarity_vectors
-from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.vector_index.versions import open_index, versions
 
 GRID = (3, 3, 32)  # (H, W, C): D = 288
 PREFIX = "indexes/unsupervised/"
@@ -157,7 +158,7 @@ def test_search_by_id_keeps_the_re_ranked_recall(clustered_data) -> None:
     """The catalog search (k results, the query left out) asks the ANN index for its
     re-ranking pool, not just k + 1 candidates (which had recall ~0.64 here)."""
     from tiefvision_core.index.search import search_by_id
-    from tiefvision_core.index.versions import OpenedIndex
+    from tiefvision_core.vector_index.versions import OpenedIndex
 
     vectors, _, _ = clustered_data
     index = opened(vectors, IndexConfig(kind="hnsw", compact_channels=16))

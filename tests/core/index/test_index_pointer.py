@@ -11,9 +11,10 @@ import pytest
 
 from tests.core.index.test_index import _private_cache, random_vectors  # noqa: F401
 from tests.core.index.test_index import publish as publish_vectors
-from tiefvision_core.index.pointer import StaleIndexInputs
-from tiefvision_core.index.versions import IndexVersion, versions
 from tiefvision_core.storage.stores import Store
+from tiefvision_core.vector_index.pointer import StaleIndexInputs
+from tiefvision_core.vector_index.publish import IndexVersion
+from tiefvision_core.vector_index.versions import versions
 
 CURRENT = "indexes/unsupervised/CURRENT"
 

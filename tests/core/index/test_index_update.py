@@ -18,8 +18,8 @@ from tiefvision_core.index.updates import (
     decide_update,
     diff_rows,
 )
-from tiefvision_core.index.vectors import IndexConfig, build_index, update_index
 from tiefvision_core.similarity.unsupervised import similarity_vectors
+from tiefvision_core.vector_index.vectors import IndexConfig, build_index, update_index
 
 GRID = (3, 3, 32)  # D = 288
 CONFIGS = {

@@ -17,7 +17,8 @@ import pytest
 
 from tests.core.index.test_index import PREFIX, publish, random_vectors
 from tiefvision_core.errors import InputError
-from tiefvision_core.index.versions import (
+from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.vector_index.versions import (
     VersionRefused,
     check_space,
     list_versions,
@@ -25,7 +26,6 @@ from tiefvision_core.index.versions import (
     use_version,
     versions,
 )
-from tiefvision_core.storage.stores import LocalStore, Store
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,7 @@ _KILLED_BUILD = """
 import os, signal, sys
 import numpy as np
 from tests.core.index.test_index import publish, random_vectors
-from tiefvision_core.index.vectors import build_index
+from tiefvision_core.vector_index.vectors import build_index
 from tiefvision_core.storage.stores import LocalStore
 
 def build(stored):

@@ -16,8 +16,9 @@ from tiefvision_core.catalog.ingest import MANIFEST_COLUMNS, publish_manifest
 from tiefvision_core.catalog.live import LiveCatalog, read_live_catalog
 from tiefvision_core.errors import InputError
 from tiefvision_core.index.search import search_by_id, similarity
-from tiefvision_core.index.versions import OpenedIndex, open_index, publish_index
 from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.vector_index.publish import publish_index
+from tiefvision_core.vector_index.versions import OpenedIndex, open_index
 
 PHOTOS = 40
 REMOVED = frozenset(f"img-{i:04d}" for i in (1, 5, 6, 7, 12, 20, 21, 33))

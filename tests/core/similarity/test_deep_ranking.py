@@ -107,7 +107,7 @@ def test_training_learns_a_direction_the_encoder_mixes_up() -> None:
 def test_mining_through_an_index_matches_the_exact_scan() -> None:
     """What a big catalog does (the current index answers) picks the same negatives as the
     exact scan, block by block."""
-    from tiefvision_core.index.vectors import IndexConfig, build_index
+    from tiefvision_core.vector_index.vectors import IndexConfig, build_index
 
     rng = np.random.default_rng(4)
     labels = np.array([f"p{i // 3}" for i in range(60)])

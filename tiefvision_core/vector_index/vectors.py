@@ -26,7 +26,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from tiefvision_core.index.kinds import INDEX_KIND_CHOICES, INDEX_KINDS, IndexKind, IndexKindChoice
+from tiefvision_core.vector_index.kinds import (
+    INDEX_KIND_CHOICES,
+    INDEX_KINDS,
+    IndexKind,
+    IndexKindChoice,
+)
 
 __all__ = [
     "INDEX_KINDS",

@@ -1,5 +1,5 @@
 """The index kinds, declared once: what ``--index-kind``, the flows' ``index_kind``
-parameter and :class:`~tiefvision_core.index.vectors.IndexConfig` accept.
+parameter and :class:`~tiefvision_core.vector_index.vectors.IndexConfig` accept.
 
 A module of its own, without FAISS or NumPy, so the command line can name the choices
 in its help and check them before a flow runs without paying for those imports (importing
