@@ -11,6 +11,7 @@ from typing import Literal
 
 from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import SecretStr
 
 from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
@@ -40,6 +41,7 @@ def crops(
     seed: int = 0,
     min_images: int = 20,
     fit_scales: bool = True,
+    database: SecretStr | None = None,
 ) -> CropDataset:
     """Build the crops dataset of the current box annotations (resumes a killed run).
 
@@ -55,6 +57,8 @@ def crops(
         test_fraction: share of annotated photos held out (split by photo, stratified).
         seed: split seed.
         min_images: refuse to build a dataset from fewer annotated photos.
+        database: the annotations database URL (default: ``TIEFVISION_DATABASE_URL``, else
+            SQLite under a local store), a secret: the run's parameters show it masked.
     """
     settings, config = runtime_config(store, encoder, weights, device, batch_size)
     crop_config = CropConfig(
@@ -64,7 +68,7 @@ def crops(
         min_images=min_images,
         fit_to_boxes=fit_scales,
     )
-    snapshot = export_box_snapshot(settings.store_url)
+    snapshot = export_box_snapshot(settings.store_url, database)
     plan = plan_crops(settings.store_url, config, snapshot, crop_config)
     progress = start_progress("crops", plan.images, "Encoding annotated photos for the locator")
     build_crop_part.map(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow
+from pydantic import SecretStr
 
 from flows._results import FLOW_RESULTS
 from flows.crops import crops
@@ -39,6 +40,7 @@ def train_locator(
     max_epochs: int = 40,
     patience: int = 6,
     learning_rate: float = 1e-3,
+    database: SecretStr | None = None,
 ) -> LocatorRun:
     """Train the OverFeat locator on the annotated photos and make it the current one.
 
@@ -59,6 +61,8 @@ def train_locator(
         max_epochs: upper bound on training epochs.
         patience: stop after this many epochs without a better held-out loss.
         learning_rate: AdamW learning rate.
+        database: the annotations database URL (default: ``TIEFVISION_DATABASE_URL``, else
+            SQLite under a local store), a secret: the run's parameters show it masked.
     """
     settings = load_settings(store_url=store, encoder=encoder, device=device)
     if dataset is None:
@@ -72,6 +76,7 @@ def train_locator(
             seed=seed,
             min_images=min_images,
             fit_scales=fit_scales,
+            database=database,
         )
         dataset = built.dataset_id
     else:

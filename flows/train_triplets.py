@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect import flow
+from pydantic import SecretStr
 
 from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
@@ -38,6 +39,7 @@ def train_triplets(
     test_fraction: float = 0.25,
     seed: int = 0,
     rebuild: bool = True,
+    database: SecretStr | None = None,
 ) -> SimilarityRun:
     """Train the supervised similarity (Deep Ranking) and rebuild its index.
 
@@ -54,6 +56,8 @@ def train_triplets(
             training nor early stopping sees them.
         seed: split and training seed.
         rebuild: publish a new supervised index with the trained model.
+        database: the annotations database URL (default: ``TIEFVISION_DATABASE_URL``, else
+            SQLite under a local store), a secret: the run's parameters show it masked.
     """
     if not 0.0 < margin <= 2.0:
         raise ConfigError(f"margin {margin}: choose a value in (0, 2] (similarities are cosines)")
@@ -67,7 +71,7 @@ def train_triplets(
         # width (deep_ranking._tensor), measured equal on grocery-packages (docs).
         kind="box",
     )
-    snapshot = export_triplet_snapshot(settings.store_url)
+    snapshot = export_triplet_snapshot(settings.store_url, database)
     ranking = DeepRankingConfig(
         margin=margin,
         max_epochs=max_epochs,

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import SecretStr
 
 from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
@@ -40,9 +41,13 @@ __all__ = [
 
 
 @task(name="export-box-snapshot", **RETRYING)
-def export_box_snapshot(store_url: str) -> Snapshot:
-    """Freeze the boxes as a content-addressed Parquet file (credentials from the env)."""
-    with open_annotations(load_settings(store_url=store_url)) as annotations:
+def export_box_snapshot(store_url: str, database: SecretStr | None = None) -> Snapshot:
+    """Freeze the boxes as a content-addressed Parquet file; the database is ``database``
+    (None: the settings', ``TIEFVISION_DATABASE_URL``)."""
+    database_url = database.get_secret_value() if database else None
+    with open_annotations(
+        load_settings(store_url=store_url, database_url=database_url)
+    ) as annotations:
         snapshot = annotations.export_snapshot(get_store(store_url), "boxes")
     get_run_logger().info(
         "%d boxes in snapshot %s (%d stale left out: drawn on a photo's older bytes)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from pydantic import SecretStr
 
 from tasks.catalog import current_manifest
 from tasks.encoding import get_runtime
@@ -75,9 +76,13 @@ def report_index(version: IndexVersion) -> None:
 
 
 @task(name="export-triplet-snapshot", **RETRYING)
-def export_triplet_snapshot(store_url: str) -> Snapshot:
-    """Freeze the annotated triplets (credentials for the database from the environment)."""
-    with open_annotations(load_settings(store_url=store_url)) as annotations:
+def export_triplet_snapshot(store_url: str, database: SecretStr | None = None) -> Snapshot:
+    """Freeze the annotated triplets; the database is ``database`` (None: the settings',
+    ``TIEFVISION_DATABASE_URL``)."""
+    database_url = database.get_secret_value() if database else None
+    with open_annotations(
+        load_settings(store_url=store_url, database_url=database_url)
+    ) as annotations:
         return annotations.export_snapshot(get_store(store_url), "triplets")
 
 

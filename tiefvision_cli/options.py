@@ -1,5 +1,7 @@
 """Option types shared by the ``tiefvision`` commands: one declaration and help text each,
-so ``--store`` or ``--lock-timeout`` reads the same in every command that takes it."""
+so ``--store`` or ``--lock-timeout`` reads the same in every command that takes it. The
+default stays with each command (``--lock-timeout`` waits 600 s in a rebuild, 60 s in
+``index use``)."""
 
 from __future__ import annotations
 
@@ -16,10 +18,16 @@ __all__ = [
     "DeviceOption",
     "EncoderOption",
     "JsonOption",
+    "JsonReportOption",
+    "JsonRunOption",
+    "JsonSummaryOption",
     "LockTimeoutOption",
     "LockTtlOption",
+    "MaxEpochsOption",
     "MetadataOption",
     "SourceOption",
+    "SpaceOption",
+    "SpacesOption",
     "StoreOption",
     "StrictOption",
     "ToleranceOption",
@@ -63,6 +71,14 @@ BackendOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonSummaryOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+JsonReportOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+JsonRunOption = Annotated[bool, typer.Option("--json", help="Print the run as JSON.")]
+SpaceOption = Annotated[str, typer.Option(help="unsupervised or supervised.")]
+SpacesOption = Annotated[
+    str | None, typer.Option(help="unsupervised or supervised (default: both).")
+]
+MaxEpochsOption = Annotated[int, typer.Option(min=1, help="Upper bound on epochs.")]
 LockTimeoutOption = Annotated[
     float, typer.Option(min=0, help="Seconds to wait for a reindex or rebuild running.")
 ]

@@ -1,0 +1,154 @@
+"""The locator's commands: ``train-locator`` (a flow) and ``locate``: one photo's box (a
+query, no flow) or every catalog photo's (a flow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tiefvision_cli.commands import console, print_json, secret
+from tiefvision_cli.options import (
+    DatabaseOption,
+    DeviceOption,
+    EncoderOption,
+    JsonOption,
+    JsonRunOption,
+    MaxEpochsOption,
+    StoreOption,
+    WeightsOption,
+)
+from tiefvision_cli.prefect_server import flow_run, start_early
+from tiefvision_cli.preflight import preflight
+
+__all__ = ["locate", "train_locator"]
+
+
+def train_locator(
+    store: StoreOption = None,
+    database: DatabaseOption = None,
+    encoder: EncoderOption = None,
+    weights: WeightsOption = ("default"),
+    device: DeviceOption = None,
+    threshold: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="P(object) a position needs to count.")
+    ] = 0.8,
+    max_epochs: MaxEpochsOption = 40,
+    min_images: Annotated[int, typer.Option(min=2, help="Fewest annotated photos.")] = 20,
+    as_json: JsonRunOption = False,
+) -> None:
+    """Train the product locator on the annotated photos (builds the crops dataset)."""
+    start_early()  # Prefect's server boots while the checks below run
+    settings = preflight(
+        store=store,
+        database=database,
+        check_database=True,
+        encoder=encoder,
+        device=device,
+        check_device=True,
+        weights=weights,
+    ).settings
+
+    from flows.train_locator import train_locator as train_flow
+    from tiefvision_cli.report import print_locator_run
+
+    with flow_run(console, progress=not as_json):
+        run = train_flow(
+            store=settings.store_url,
+            database=secret(database),
+            encoder=settings.encoder,
+            weights=weights,
+            device=settings.device,
+            threshold=threshold,
+            max_epochs=max_epochs,
+            min_images=min_images,
+        )
+    if as_json:
+        print_json(run.as_dict())
+    else:
+        print_locator_run(console, run)
+
+
+def locate(
+    image: Annotated[
+        Path | None,
+        typer.Argument(help="A photo to locate the product in; none = the whole catalog."),
+    ] = None,
+    store: StoreOption = None,
+    encoder: EncoderOption = None,
+    weights: WeightsOption = ("default"),
+    device: DeviceOption = None,
+    locator: Annotated[
+        str | None, typer.Option(help="Locator version (default: the current one).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Locate the product: in one photo (prints its box) or in every catalog photo."""
+    if image is not None:  # a query: no flow, so no Prefect server either
+        _locate_one(image, store, encoder=encoder, weights=weights, device=device,
+                    locator=locator, as_json=as_json)  # fmt: skip
+        return
+    start_early()  # Prefect's server boots while the checks below run
+    settings = preflight(
+        store=store, encoder=encoder, device=device, check_device=True, weights=weights
+    ).settings
+
+    from flows.locate import locate as locate_flow
+    from tiefvision_cli.report import print_locate_summary
+
+    with flow_run(console, progress=not as_json):
+        summary = locate_flow(
+            store=settings.store_url,
+            encoder=settings.encoder,
+            weights=weights,
+            device=settings.device,
+            locator=locator,
+        )
+    if as_json:
+        print_json(summary.as_dict())
+    else:
+        print_locate_summary(console, summary)
+
+
+def _locate_one(
+    image: Path,
+    store: str | None,
+    *,
+    encoder: str | None,
+    weights: str,
+    device: str | None,
+    locator: str | None,
+    as_json: bool,
+) -> None:
+    """One photo's box with the locator, printed (``--json``: box, score, fallback,
+    low_confidence)."""
+    from tiefvision_core.catalog.imaging import decode_photo
+    from tiefvision_core.errors import InputError
+    from tiefvision_core.locator.store import load_locator, locate_image
+
+    checked = preflight(
+        store=store, encoder=encoder, device=device, check_device=True, weights=weights
+    )
+    if not image.is_file():
+        raise InputError(f"image {image} does not exist: check the path")
+    encoder_model = checked.encoder
+    assert encoder_model is not None  # built because weights were given
+    model = load_locator(checked.store, locator, encoder_version=encoder_model.version)
+    # Decoded as an upload is: within the configured pixel limit, at the smallest JPEG
+    # scale the locator's largest side needs; the box is in the photo's own pixels.
+    photo = decode_photo(
+        image.read_bytes(),
+        max_pixels=checked.settings.max_image_pixels,
+        min_longer_side=max(model.scales),
+    )
+    size = (photo.info.width, photo.info.height)
+    located = locate_image(model, encoder_model, photo.image, size=size)
+    if as_json:
+        data = located.as_dict()
+        keys = ("box", "score", "fallback", "low_confidence")
+        print_json({k: data[k] for k in keys})
+    else:
+        from tiefvision_cli.report import print_located
+
+        print_located(console, image, located, model.version)
