@@ -177,11 +177,12 @@ def print_box_table(evaluation: Any) -> None:
 
 
 def encode_grids(
-    images: Path, boxes: Mapping[str, tuple[int, int, int, int] | None]
+    images: Path, boxes: Mapping[str, tuple[int, int, int, int] | None], *, flips: bool = True
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(names, similarity-grid maps, maps of the mirrors) of ``images/<name>`` cropped to
     ``boxes[name]`` (None: the whole photo), in sorted name order — the crops the encode
-    stage makes, encoded by the same runtime."""
+    stage makes, encoded by the same runtime. ``flips=False``: no mirror pass, and the
+    mirrors' array is empty (0 rows)."""
     from tiefvision_core.catalog.imaging import inspect_image
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoding.runtime import CropRequest, RuntimeConfig
@@ -207,7 +208,7 @@ def encode_grids(
     plain: dict[str, np.ndarray] = {}
     mirrored: dict[str, np.ndarray] = {}
     try:
-        for batch in runtime.stream(requests, flips=True):
+        for batch in runtime.stream(requests, flips=flips):
             for request, fmap, flipped in zip(
                 batch.requests, batch.maps, batch.flipped, strict=True
             ):
@@ -218,5 +219,7 @@ def encode_grids(
     return (
         names,
         similarity_grid(np.stack([plain[n] for n in names])),
-        similarity_grid(np.stack([mirrored[n] for n in names])),
+        similarity_grid(np.stack([mirrored[n] for n in names]))
+        if flips
+        else np.zeros((0, 0, 0, 0), np.float32),
     )

@@ -89,12 +89,9 @@ def main() -> None:
     torch.manual_seed(0)
     random.seed(0)
 
-    from tiefvision_core.similarity.deep_ranking import (
-        hardest_negatives,
-        hinge_loss,
-        split_products,
-    )
+    from tiefvision_core.similarity.deep_ranking import hardest_negatives, hinge_loss
     from tiefvision_core.similarity.retrieval import score_vectors
+    from tiefvision_core.similarity.triplets import split_products
 
     data = args.data / "grocery-packages"
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tiefvision-finetune-"))

@@ -212,11 +212,19 @@ def _supervised_vectors(net: Any, maps: np.ndarray, rows: list[int]) -> np.ndarr
 
 
 def retrieval(
-    maps: np.ndarray, flipped: np.ndarray, labels: np.ndarray, held_out: list[str]
+    maps: np.ndarray,
+    flipped: np.ndarray | None,
+    labels: np.ndarray,
+    held_out: list[str],
+    validation: np.ndarray | None = None,
+    config: Any = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Deep Ranking trained with the ``held_out`` products left out (``fit_held_out``, the
     code ``train-triplets`` runs), then P@1 / P@5 / mAP@10 of both spaces with the held-out
-    photos as queries and gallery (same product = relevant)."""
+    photos as queries and gallery (same product = relevant). ``validation``: the row mask
+    of the products that stop training (default: ``fit_held_out``'s seeded choice);
+    ``config`` (default ``DeepRankingConfig()``) and ``groups`` go to ``fit_held_out``."""
     from tiefvision_core.similarity.deep_ranking import DeepRankingConfig, fit_held_out
     from tiefvision_core.similarity.retrieval import (
         ranked_neighbours,
@@ -227,7 +235,15 @@ def retrieval(
 
     split = np.isin(labels, held_out)
     started = time.perf_counter()
-    fit = fit_held_out(maps, labels, split, flipped=flipped, config=DeepRankingConfig())
+    fit = fit_held_out(
+        maps,
+        labels,
+        split,
+        flipped=flipped,
+        config=config or DeepRankingConfig(),
+        validation=validation,
+        groups=groups,
+    )
     seconds = time.perf_counter() - started
     rows = [int(i) for i in np.flatnonzero(split)]
     every = list(range(len(labels)))

@@ -89,11 +89,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from tiefvision_core.similarity.deep_ranking import (
-        DeepRankingConfig,
-        fit_held_out,
-        held_out_split,
-    )
+    from tiefvision_core.similarity.deep_ranking import DeepRankingConfig, fit_held_out
+    from tiefvision_core.similarity.triplets import held_out_split
 
     started = time.perf_counter()
     if args.cache and args.cache.is_file():

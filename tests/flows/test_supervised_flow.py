@@ -20,13 +20,9 @@ from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_ma
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.index import search_by_id
-from tiefvision_core.similarity import (
-    ProjectionNet,
-    SimilarityRun,
-    load_projection,
-    similarity_grid,
-    triplet_accuracy,
-)
+from tiefvision_core.similarity.deep_ranking import ProjectionNet, triplet_accuracy
+from tiefvision_core.similarity.training import SimilarityRun, load_projection
+from tiefvision_core.similarity.unsupervised import similarity_grid
 from tiefvision_core.storage.stores import LocalStore, open_store
 from tiefvision_core.vector_index.versions import open_index
 

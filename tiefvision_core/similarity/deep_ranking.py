@@ -17,18 +17,24 @@ sim(H, H+) beats sim(H, H−) by a margin.
 
 from __future__ import annotations
 
-import bisect
 import copy
-import hashlib
 import random
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
+
+from tiefvision_core.similarity.triplets import (
+    group_negatives,
+    make_triplets,
+    mine_each_side,
+    validation_split,
+    with_mirror_positives,
+)
 
 __all__ = [
     "DeepRankingConfig",
@@ -39,18 +45,12 @@ __all__ = [
     "angle_hinge_loss",
     "fit_held_out",
     "hardest_negatives",
-    "held_out_split",
     "hinge_loss",
-    "make_triplets",
-    "mine_negatives",
     "space_vectors",
-    "split_products",
     "train_projection",
     "triplet_accuracy",
     "triplet_loss",
     "unsupervised_vectors",
-    "validation_split",
-    "with_mirror_positives",
 ]
 
 
@@ -100,86 +100,6 @@ def hinge_loss(sim_pos: torch.Tensor, sim_neg: torch.Tensor, margin: float) -> t
     return torch.clamp(margin - sim_pos + sim_neg, min=0).mean()
 
 
-def split_products(products: Iterable[str], test_fraction: float, seed: int) -> set[str]:
-    """The held-out products (seeded; at least one when there are two or more)."""
-    unique = sorted(set(products))
-    random.Random(hashlib.sha256(f"{seed}".encode()).digest()).shuffle(unique)
-    n_test = max(1, round(len(unique) * test_fraction)) if len(unique) >= 2 else 0
-    return set(unique[:n_test])
-
-
-def mine_negatives(
-    vectors: np.ndarray,
-    labels: np.ndarray,
-    per_anchor: int,
-    *,
-    neighbours: Callable[[np.ndarray, int], np.ndarray] | None = None,
-    block: int = 1024,
-) -> list[list[int]]:
-    """For each row, the ``per_anchor`` rows of other labels that rank highest by inner
-    product: the unsupervised space's most confusing wrong answers.
-
-    ``neighbours(queries, k)`` → (len(queries), k) row numbers (−1 = none) is the current
-    index answering for the same rows (what a big catalog uses); without it the rows are
-    scanned exactly, ``block`` queries at a time so memory stays O(block · N).
-    """
-    labels = np.asarray(labels)
-    out: list[list[int]] = []
-    gallery = None if neighbours is not None else np.asarray(vectors, np.float32)
-    for start in range(0, len(vectors), block):
-        queries = np.asarray(vectors[start : start + block], np.float32)
-        if gallery is None:
-            assert neighbours is not None
-            found = neighbours(queries, min(len(vectors), per_anchor * 4 + 8))
-        else:
-            scores = queries @ gallery.T
-            found = np.argsort(-scores, axis=1)[:, : per_anchor * 4 + 8]
-        for offset, rows in enumerate(found):
-            own = labels[start + offset]
-            picked = [int(r) for r in rows if r >= 0 and labels[r] != own]
-            out.append(picked[:per_anchor])
-    return out
-
-
-def make_triplets(
-    labels: np.ndarray, rows: Sequence[int], rng: random.Random, negatives: list[list[int]]
-) -> list[tuple[int, int, int]]:
-    """One (anchor, positive, negative) per anchor in ``rows``: positive = another photo of
-    the product (−1 = the anchor mirrored when it has none), negative from ``negatives``
-    (those among ``rows``), else any photo of ``rows`` of another product.
-
-    Linear in ``len(rows)``: each random pick indexes the list it draws from instead of
-    building it (``rng.randrange(n)`` draws what ``rng.choice`` of an n-list does, so the
-    triplets of a seed are the ones the former list-building version gave)."""
-    rows = [int(r) for r in rows]
-    members = set(rows)
-    label_of = dict(zip(rows, np.asarray(labels)[rows].tolist(), strict=True))
-    by_label: dict[object, list[int]] = {}  # rows of each label, in ``rows`` order
-    place: dict[int, int] = {}  # row → its index in its label's list
-    shifted: dict[object, list[int]] = {}  # label → position in rows − its rank (sorted)
-    for position, row in enumerate(rows):
-        own = by_label.setdefault(label_of[row], [])
-        shifted.setdefault(label_of[row], []).append(position - len(own))
-        place[row] = len(own)
-        own.append(row)
-    triplets = []
-    for row in rows:
-        own = by_label[label_of[row]]
-        positive = -1
-        if len(own) > 1:  # the k-th of the label's rows other than ``row``
-            k = rng.randrange(len(own) - 1)
-            positive = own[k + (k >= place[row])]
-        pool = [r for r in negatives[row] if r in members]
-        if pool:
-            triplets.append((row, positive, rng.choice(pool)))
-        elif len(rows) > len(own):  # the k-th row of another label, in ``rows`` order
-            k = rng.randrange(len(rows) - len(own))
-            triplets.append(
-                (row, positive, rows[k + bisect.bisect_right(shifted[label_of[row]], k)])
-            )
-    return triplets
-
-
 @dataclass(frozen=True)
 class DeepRankingConfig:
     """Training settings. The defaults are the ones measured best on held-out products
@@ -199,6 +119,9 @@ class DeepRankingConfig:
     * ``stop_on``: ``triplets`` = validation triplet accuracy (loss breaks ties);
       ``map10`` = validation mAP@10 (same product = relevant) over at most
       ``validation_queries`` photos.
+    * ``group_negatives``: with a group per photo (a metadata column: category, brand),
+      up to this many photos of the *same group* but another product join each training
+      anchor's negatives (issue 30, item 4); 0 = none.
     """
 
     margin: float = 0.1
@@ -218,6 +141,7 @@ class DeepRankingConfig:
     margin_degrees: float = 5.0
     stop_on: Literal["triplets", "map10"] = "map10"
     validation_queries: int = 2000
+    group_negatives: int = 0
 
 
 @dataclass(frozen=True)
@@ -307,14 +231,6 @@ def hardest_negatives(
     below = masked.masked_fill(masked >= sim_pos.detach()[:, None], -torch.inf)
     easier = below.max(dim=1).values
     return torch.where(torch.isfinite(easier), easier, hardest)
-
-
-def with_mirror_positives(
-    triplets: Sequence[tuple[int, int, int]],
-) -> list[tuple[int, int, int]]:
-    """The triplets plus, for every one whose positive is another photo, the same anchor
-    and negative with the anchor's mirror (−1) as the positive."""
-    return [*triplets, *((a, -1, n) for a, p, n in triplets if p >= 0)]
 
 
 def _batch_loss(net, maps, flipped, labels, batch, config: DeepRankingConfig) -> torch.Tensor:
@@ -470,46 +386,6 @@ class HeldOutFit:
     validation: np.ndarray | None = None  # row mask of the validation products
 
 
-def _check_sides(labels: np.ndarray, sides: dict[str, np.ndarray]) -> None:
-    if any(len(set(labels[mask])) < 2 for mask in sides.values()):
-        counts = ", ".join(f"{len(set(labels[m]))} {name}" for name, m in sides.items())
-        raise ValueError(
-            f"Deep Ranking needs at least 2 products on each side of the split ({counts}); "
-            f"the catalog has {len(set(labels))} products: add products or lower the test "
-            f"or validation fraction"
-        )
-
-
-def held_out_split(
-    labels: np.ndarray,
-    config: DeepRankingConfig,
-    test_products: Collection[str] | None = None,
-) -> np.ndarray:
-    """Row mask of the scored (held-out) products: ``test_products`` when given (a bench
-    fixes them), else a seeded ``test_fraction`` of the products; refuses a split with
-    < 2 products on a side."""
-    labels = np.asarray(labels)
-    held_out = (
-        {str(p) for p in test_products}
-        if test_products is not None
-        else split_products(labels, config.test_fraction, config.seed)
-    )
-    split = np.array([label in held_out for label in labels])
-    _check_sides(labels, {"train": ~split, "held-out": split})
-    return split
-
-
-def validation_split(labels: np.ndarray, split: np.ndarray, config: DeepRankingConfig):
-    """Row mask of the validation products: a seeded ``validation_fraction`` of the
-    products *outside* ``split`` (the scored ones), so stopping never sees a scored photo;
-    refuses a split that leaves < 2 products to train or to validate on."""
-    labels = np.asarray(labels)
-    chosen = split_products(labels[~split], config.validation_fraction, config.seed + 1)
-    validation = np.array([label in chosen for label in labels]) & ~split
-    _check_sides(labels, {"train": ~split & ~validation, "validation": validation})
-    return validation
-
-
 def fit_held_out(
     maps: np.ndarray,
     labels: np.ndarray,
@@ -523,11 +399,13 @@ def fit_held_out(
     on_epoch: Callable[[EpochReport], None] | None = None,
     validation: np.ndarray | None = None,
     extra_validation: Sequence[tuple[int, int, int]] = (),
+    groups: np.ndarray | None = None,
 ) -> HeldOutFit:
     """Mine negatives in the unsupervised space, train on the products outside ``split``
     and ``validation`` (default :func:`validation_split`), stop early on the validation
     products, and score both spaces on the ``split`` products, which neither training nor
-    stopping saw (triplet accuracy, mAP@10 with same product = relevant).
+    stopping saw (triplet accuracy, mAP@10 with same product = relevant). ``groups``: a
+    metadata value per row, for ``config.group_negatives``.
 
     Memory: ``maps`` / ``flipped`` may be float16 or memory-mapped; the unsupervised
     vectors are float16 ((N, H·W·C) × 2 bytes) and converted a block at a time."""
@@ -540,9 +418,13 @@ def fit_held_out(
     validation_rows = [int(i) for i in np.flatnonzero(validation)]
     test_rows = [int(i) for i in np.flatnonzero(split)]
     unsupervised = unsupervised_vectors(maps)
-    negatives = _mine_each_side(
+    negatives = mine_each_side(
         unsupervised, labels, (train_rows, validation_rows, test_rows), config, neighbours
     )
+    if groups is not None and config.group_negatives:  # training anchors only: scoring stays
+        same = group_negatives(labels, groups, train_rows, config.group_negatives, config.seed)
+        for row, picked in same.items():
+            negatives[row] = picked + [r for r in negatives[row] if r not in picked]
     validation_triplets = make_triplets(
         labels, validation_rows, random.Random(config.seed + 2), negatives
     ) + list(extra_validation)
@@ -577,37 +459,6 @@ def fit_held_out(
         supervised_accuracy=supervised_accuracy,
         validation=validation,
     )
-
-
-def _mine_each_side(
-    vectors: np.ndarray,
-    labels: np.ndarray,
-    sides: Sequence[Sequence[int]],
-    config: DeepRankingConfig,
-    neighbours: Callable[[np.ndarray, int], np.ndarray] | None,
-) -> list[list[int]]:
-    """Negatives mined among each side's own photos only (train, validation, scored), so
-    the photos of one side never take the place of another's: training and stopping are
-    the same whatever the scored photos are. Through ``neighbours`` (an index over the
-    whole catalog) the rows of other sides are dropped from its answers."""
-    negatives: list[list[int]] = [[] for _ in range(len(labels))]
-    for rows in sides:
-        rows = list(rows)
-        local = None
-        if neighbours is not None:
-            to_local = np.full(len(labels), -1, np.int64)
-            to_local[rows] = np.arange(len(rows))
-
-            def local(queries: np.ndarray, k: int, to_local=to_local) -> np.ndarray:
-                found = neighbours(queries, k)
-                return np.where(found >= 0, to_local[np.maximum(found, 0)], -1)
-
-        mined = mine_negatives(
-            vectors[rows], labels[rows], config.mined_negatives, neighbours=local
-        )
-        for row, picked in zip(rows, mined, strict=True):
-            negatives[row] = [rows[j] for j in picked]
-    return negatives
 
 
 def unsupervised_vectors(maps: np.ndarray, block: int = 1024) -> np.ndarray:

@@ -40,15 +40,14 @@ from tiefvision_core.similarity.deep_ranking import (
     EpochReport,
     ProjectionNet,
     fit_held_out,
-    held_out_split,
-    validation_split,
 )
+from tiefvision_core.similarity.triplets import held_out_split, validation_split
 from tiefvision_core.similarity.unsupervised import similarity_grid
 from tiefvision_core.storage.layout import SIMILARITY_CURRENT, SIMILARITY_PREFIX
 from tiefvision_core.storage.stores import Store
 
 if TYPE_CHECKING:  # passed in by the caller: training never opens an index itself
-    from tiefvision_core.index.versions import OpenedIndex
+    from tiefvision_core.vector_index.versions import OpenedIndex
 
 __all__ = ["SimilarityRun", "fit_similarity", "load_projection", "projected_maps"]
 

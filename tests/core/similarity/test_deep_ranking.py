@@ -16,17 +16,20 @@ from tiefvision_core.similarity.deep_ranking import (
     embed,
     fit_held_out,
     hardest_negatives,
-    held_out_split,
     hinge_loss,
+    train_projection,
+    triplet_accuracy,
+)
+from tiefvision_core.similarity.retrieval import ranked_neighbours
+from tiefvision_core.similarity.triplets import (
+    group_negatives,
+    held_out_split,
     make_triplets,
     mine_negatives,
     split_products,
-    train_projection,
-    triplet_accuracy,
     validation_split,
     with_mirror_positives,
 )
-from tiefvision_core.similarity.retrieval import ranked_neighbours
 from tiefvision_core.similarity.unsupervised import similarity_vectors
 
 
@@ -282,3 +285,15 @@ def test_by_default_stopping_ranks_epochs_by_validation_map10() -> None:
     assert (
         result.unsupervised_accuracy != triplet_accuracy(ProjectionNet(8), maps, None, triplets)[0]
     )
+
+
+def test_group_negatives_are_other_products_of_the_same_group_among_the_given_rows() -> None:
+    labels = np.array(["a1", "a1", "a2", "b1", "b2", "a3", "c1"])
+    groups = np.array(["A", "A", "A", "B", "B", "A", None], dtype=object)
+    rows = [0, 1, 2, 3, 4, 6]  # row 5 (a3) is on another side of the split
+    picked = group_negatives(labels, groups, rows, per_anchor=5, seed=0)
+    assert sorted(picked[0]) == [2] and sorted(picked[1]) == [2]
+    assert sorted(picked[2]) == [0, 1]
+    assert picked[3] == [4] and picked[4] == [3]
+    assert 6 not in picked and 5 not in picked  # no group; not among the rows
+    assert all(len(v) <= 1 for v in group_negatives(labels, groups, rows, 1, 0).values())

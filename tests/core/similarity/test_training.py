@@ -19,16 +19,10 @@ from tiefvision_core.encoding.catalog import encode_catalog
 from tiefvision_core.encoding.runtime import EncodingRuntime
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
-from tiefvision_core.similarity import (
-    DeepRankingConfig,
-    EpochReport,
-    fit_similarity,
-    load_projection,
-    projected_maps,
-    similarity_grid,
-    split_products,
-)
-from tiefvision_core.similarity.deep_ranking import validation_split
+from tiefvision_core.similarity.deep_ranking import DeepRankingConfig, EpochReport
+from tiefvision_core.similarity.training import fit_similarity, load_projection, projected_maps
+from tiefvision_core.similarity.triplets import split_products, validation_split
+from tiefvision_core.similarity.unsupervised import similarity_grid
 from tiefvision_core.storage.stores import LocalStore
 
 PRODUCTS, VIEWS = 8, 2
