@@ -13,7 +13,7 @@ from tasks.evaluate import evaluate_live, report_evaluation
 from tasks.locator import export_box_snapshot
 from tasks.stores import get_store
 from tiefvision_core.config import load_settings
-from tiefvision_core.evaluate import EvaluationReport
+from tiefvision_core.evaluation.evaluate import EvaluationReport
 from tiefvision_core.storage.layout import LOCATOR_CURRENT
 from tiefvision_core.vector_index.versions import SPACES, check_space
 

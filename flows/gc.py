@@ -11,7 +11,7 @@ from prefect import flow
 from flows._results import FLOW_RESULTS
 from tasks.gc import collect_garbage_task, gc_lock
 from tiefvision_core.config import load_settings
-from tiefvision_core.gc import GcReport
+from tiefvision_core.pipeline.gc import GcReport
 from tiefvision_core.vector_index.versions import STAGING_GRACE_S
 
 __all__ = ["gc"]

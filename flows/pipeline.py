@@ -29,7 +29,7 @@ from tiefvision_core.annotations.store import AnnotationStore, database_url_for
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import InputError
-from tiefvision_core.pipeline_plan import TrainingPlan, plan_training
+from tiefvision_core.pipeline.stages import TrainingPlan, plan_training
 
 __all__ = ["PipelineRun", "pipeline"]
 

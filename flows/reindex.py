@@ -38,7 +38,7 @@ from tasks.store_lock import store_lock
 from tiefvision_core.config import Device
 from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.updates import UpdatePolicy
-from tiefvision_core.reindex import ReindexRefused, ReindexSummary, StageClock
+from tiefvision_core.pipeline.reindex import ReindexRefused, ReindexSummary, StageClock
 from tiefvision_core.vector_index.kinds import IndexKindChoice
 from tiefvision_core.vector_index.pointer import RegressionRefused
 

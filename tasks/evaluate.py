@@ -1,5 +1,5 @@
 """Prefect task of the ``evaluate`` stage: score what is live, publish the table. Thin:
-what is scored, on which photos, is decided by ``tiefvision_core.evaluate``."""
+what is scored, on which photos, is decided by ``tiefvision_core.evaluation.evaluate``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
 from tiefvision_core.annotations.store import Snapshot, read_snapshot
-from tiefvision_core.evaluate import EvaluationReport, evaluate_catalog
+from tiefvision_core.evaluation.evaluate import EvaluationReport, evaluate_catalog
 from tiefvision_core.index.gate import GateComparison, gate_markdown
 from tiefvision_core.vector_index.versions import SPACES
 

@@ -1,5 +1,5 @@
 """Prefect tasks of garbage collection: the store's lock and one collection. Thin: what is
-garbage is decided by ``tiefvision_core.gc``."""
+garbage is decided by ``tiefvision_core.pipeline.gc``."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from tasks.policies import RETRYING
 from tasks.stores import get_store
 from tiefvision_core.annotations.store import existing_annotations
 from tiefvision_core.config import load_settings
-from tiefvision_core.gc import GcReport, Retention, collect_garbage
-from tiefvision_core.reindex import LOCK_NAME
+from tiefvision_core.pipeline.gc import GcReport, Retention, collect_garbage
+from tiefvision_core.pipeline.reindex import LOCK_NAME
 from tiefvision_core.storage.lock import LockHolder, StoreLock
 
 __all__ = ["collect_garbage_task", "gc_lock"]

@@ -11,11 +11,11 @@ from tasks.catalog import current_manifest
 from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
-from tiefvision_core import reindex as core
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.updates import IndexUpdate, UpdatePolicy, update_space
-from tiefvision_core.reindex import ReindexPlan, ReindexSummary
+from tiefvision_core.pipeline import reindex
+from tiefvision_core.pipeline.reindex import ReindexPlan, ReindexSummary
 from tiefvision_core.vector_index.kinds import IndexKindChoice
 
 __all__ = ["plan_reindex", "report_reindex", "update_space_index"]
@@ -23,7 +23,7 @@ __all__ = ["plan_reindex", "report_reindex", "update_space_index"]
 
 @task(name="plan-reindex", **RETRYING)
 def plan_reindex(store_url: str) -> ReindexPlan:
-    plan = core.plan_reindex(get_store(store_url))
+    plan = reindex.plan_reindex(get_store(store_url))
     get_run_logger().info(
         "locator: %s; similarity model: %s; spaces: %s",
         plan.locator or "none (whole photos are encoded, locate skipped)",
@@ -78,7 +78,7 @@ def update_space_index(
 def report_reindex(summary: ReindexSummary) -> None:
     create_markdown_artifact(
         key="reindex-summary",
-        markdown=core.reindex_markdown(summary),
+        markdown=reindex.reindex_markdown(summary),
         description=f"Reindex of {summary.store_url}",
     )
     get_run_logger().info(

@@ -22,7 +22,7 @@ from prefect import get_run_logger
 from prefect.runtime import flow_run
 
 from tasks.stores import get_store
-from tiefvision_core.reindex import LOCK_NAME
+from tiefvision_core.pipeline.reindex import LOCK_NAME
 from tiefvision_core.storage.lock import LockHolder, StoreLock
 
 __all__ = ["mark_crashed", "store_lock"]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import harness_api_url
-from tests.core.test_evaluate import (
+from tests.core.evaluation.test_evaluate import (
     LOCATOR,
     expected_retrieval,
     publish_vectors,
@@ -76,7 +76,7 @@ def test_evaluate_history_shows_every_version_s_stored_scores_oldest_first(
     """Three unsupervised versions — one scored by evaluate, one by the regression gate
     that refused it, one never — and the locator: ``--history`` lists each with the
     numbers its evaluation.json holds, oldest first, the live one marked; no flow runs."""
-    from tiefvision_core.evaluate import evaluate_locator, evaluate_space
+    from tiefvision_core.evaluation.evaluate import evaluate_locator, evaluate_space
     from tiefvision_core.index.gate import RegressionRefused, regression_gate
     from tiefvision_core.vector_index.publish import publish_index
 

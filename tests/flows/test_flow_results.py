@@ -19,7 +19,7 @@ import flows
 import tasks
 from flows._results import FLOW_RESULTS
 from tiefvision_core.catalog.ingest import IngestSummary
-from tiefvision_core.evaluate import EvaluationReport
+from tiefvision_core.evaluation.evaluate import EvaluationReport
 from tiefvision_core.locator.crops import CropDataset
 from tiefvision_core.locator.store import LocateSummary
 from tiefvision_core.vector_index.publish import IndexVersion

@@ -119,7 +119,7 @@ def test_gc_never_deletes_under_a_running_reindex(tmp_path: Path) -> None:
     """The store lock is held (a reindex running): gc waits, then gives up deleting
     nothing, naming the holder."""
     from flows.gc import gc
-    from tiefvision_core.reindex import LOCK_NAME
+    from tiefvision_core.pipeline.reindex import LOCK_NAME
     from tiefvision_core.storage.lock import LockBusy, StoreLock
 
     store = LocalStore(tmp_path / "store")

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import harness_api_url
 from tiefvision_core.index.gate import GateComparison
 from tiefvision_core.index.updates import IndexUpdate
-from tiefvision_core.reindex import ReindexPlan, ReindexRefused, reindex_markdown
+from tiefvision_core.pipeline.reindex import ReindexPlan, ReindexRefused, reindex_markdown
 from tiefvision_core.vector_index.pointer import RegressionRefused
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -5,9 +5,10 @@ version passes its self-check, which only proves that the index finds its own ph
 similarity model that learned its training products rather than a better similarity (or an
 encoder, a locator, an index configuration that does worse) would go live unnoticed. So,
 between the version's files being placed and the switch, :func:`regression_gate` scores the
-new version as ``tiefvision evaluate`` does (:func:`tiefvision_core.evaluate.score_version`:
-P@1, P@5, mAP@10, same ``product_id`` relevant, the supervised space on its model's
-held-out products) and compares it with the live one.
+new version as ``tiefvision evaluate`` does
+(:func:`tiefvision_core.evaluation.spaces.score_version`: P@1, P@5, mAP@10, same
+``product_id`` relevant, the supervised space on its model's held-out products) and
+compares it with the live one.
 
 What is compared: the photos that ask in *both* versions (same image id and bytes) — each
 version answering them from its own gallery. A catalog that gained a hard product, or lost
@@ -55,7 +56,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tiefvision_core.errors import ConfigError, TiefVisionError
-from tiefvision_core.evaluate import (
+from tiefvision_core.evaluation.spaces import (
     SpaceQueries,
     VersionScores,
     paired_difference,
@@ -107,7 +108,7 @@ class GatePolicy:
     tolerance: float = DEFAULT_TOLERANCE
     allow_regression: bool = False
     #: Above this many photos asked in both versions, both are asked the same stable
-    #: sample of that many (:func:`tiefvision_core.evaluate.sample_mask`); None: all.
+    #: sample of that many (:func:`tiefvision_core.evaluation.spaces.sample_mask`); None: all.
     max_queries: int | None = DEFAULT_MAX_QUERIES
     #: ``tolerance``: refuse any drop beyond the tolerance; ``interval``: only one whose
     #: 95 % interval (products resampled) lies below zero — a real regression.

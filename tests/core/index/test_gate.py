@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.core.test_evaluate import expected_retrieval
-from tiefvision_core.evaluate import sample_mask
+from tests.core.evaluation.test_evaluate import expected_retrieval
+from tiefvision_core.evaluation.spaces import sample_mask
 from tiefvision_core.index.gate import (
     DEFAULT_GATE,
     DEFAULT_MAX_QUERIES,

@@ -18,7 +18,7 @@ import pytest
 
 from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
-from tiefvision_core.evaluate import evaluate_catalog, evaluate_space
+from tiefvision_core.evaluation.evaluate import evaluate_catalog, evaluate_space
 from tiefvision_core.storage.layout import (
     LOCATOR_CURRENT,
     SIMILARITY_PREFIX,
@@ -262,7 +262,7 @@ def test_a_catalog_without_product_ids_or_models_is_skipped_with_a_reason(
 def test_the_locator_row_shows_low_confidence_boxes_when_the_evaluation_counts_them() -> None:
     """Evaluations of locators from before the low-confidence rule have no such count:
     the row reads them as they are."""
-    from tiefvision_core.evaluate import EvaluationReport
+    from tiefvision_core.evaluation.evaluate import EvaluationReport
 
     scores = {"mean_iou": 0.8, "share_iou_05": 0.9, "share_iou_07": 0.7}
     base = {"images": 10, "fallbacks": 1, "locator": scores}

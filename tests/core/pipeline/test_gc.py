@@ -21,7 +21,7 @@ from tiefvision_core.catalog.ingest import ingest_catalog, read_manifest, usable
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, shard_prefix
 from tiefvision_core.errors import ConfigError
-from tiefvision_core.gc import Retention, collect_garbage
+from tiefvision_core.pipeline.gc import Retention, collect_garbage
 from tiefvision_core.storage.stores import LocalStore, Store
 from tiefvision_core.vector_index.versions import open_index, use_version, versions
 

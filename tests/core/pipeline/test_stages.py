@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tiefvision_core.pipeline_plan import plan_training
+from tiefvision_core.pipeline.stages import plan_training
 
 
 def test_enough_boxes_and_products_train_both() -> None:
