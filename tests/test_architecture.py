@@ -280,3 +280,121 @@ def test_child_processes_start_only_where_they_die_with_the_command() -> None:
         if (found := _starts_processes(ast.parse(path.read_text(), filename=str(path))))
     }
     assert set(starters) == _PROCESS_STARTERS, starters
+
+
+# -- the command line -------------------------------------------------------------------------
+
+#: What the CLI may not hand on through the environment: our own settings, which a command
+#: passes to what it calls as arguments (Prefect's own settings, read by its threads and
+#: child processes, are the documented exception in tiefvision_cli/prefect_server.py).
+_HANDED_OFF = "TIEFVISION_"
+_ENVIRON_WRITES = {"setdefault", "update", "__setitem__"}
+
+
+def _is_environ(node: ast.expr) -> bool:
+    """``os.environ`` (or ``environ`` imported from os)."""
+    return (isinstance(node, ast.Name) and node.id == "environ") or (
+        isinstance(node, ast.Attribute)
+        and node.attr == "environ"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "os"
+    )
+
+
+def _written_keys(node: ast.AST) -> list[str | None]:
+    """The environment variables a node writes: their names, None where the name is not
+    a literal (it cannot be checked, so it counts as a hand-off)."""
+
+    def name(key: ast.expr | None) -> str | None:
+        return key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else None
+
+    if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return [
+            name(target.slice)
+            for target in targets
+            if isinstance(target, ast.Subscript) and _is_environ(target.value)
+        ]
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return []
+    if node.func.attr == "putenv" or (
+        node.func.attr in _ENVIRON_WRITES and _is_environ(node.func.value)
+    ):
+        if node.func.attr == "update":
+            mappings = [arg for arg in node.args if isinstance(arg, ast.Dict)]
+            keys = [name(key) for mapping in mappings for key in mapping.keys]
+            unknown = len(mappings) < len(node.args)  # a mapping built elsewhere
+            return [*keys, *[kw.arg for kw in node.keywords], *([None] if unknown else [])]
+        return [name(node.args[0]) if node.args else None]
+    return []
+
+
+def _environment_hand_offs(tree: ast.Module) -> list[tuple[int, str]]:
+    """(line, variable) for each write of a TIEFVISION_* variable (or of one whose name is
+    not a literal) to the process environment."""
+    return sorted(
+        (getattr(node, "lineno", 0), key or "<not a literal>")
+        for node in ast.walk(tree)
+        for key in _written_keys(node)
+        if key is None or key.startswith(_HANDED_OFF)
+    )
+
+
+def test_the_hand_off_check_sees_each_way_to_write_the_environment() -> None:
+    tree = ast.parse(
+        "import os\n"
+        "from os import environ\n"
+        "def f(database, name):\n"
+        "    if database:\n"
+        "        os.environ['TIEFVISION_DATABASE_URL'] = database\n"
+        "    environ['TIEFVISION_STORE_URL'] = 's3://b/p'\n"
+        "    os.environ.setdefault('TIEFVISION_DEVICE', 'cpu')\n"
+        "    os.environ.update({'TIEFVISION_ENCODER': 'x', 'PREFECT_HOME': '/tmp'})\n"
+        "    os.environ.update(TIEFVISION_BACKEND='torch')\n"
+        "    os.putenv('TIEFVISION_RETENTION', '3')\n"
+        "    os.environ[name] = '1'\n"
+        "    os.environ['PREFECT_API_URL'] = 'http://127.0.0.1:1/api'\n"
+        "    os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')\n"
+        "    value = os.environ.get('TIEFVISION_DEVICE')\n"
+    )
+    assert _environment_hand_offs(tree) == [
+        (5, "TIEFVISION_DATABASE_URL"),
+        (6, "TIEFVISION_STORE_URL"),
+        (7, "TIEFVISION_DEVICE"),
+        (8, "TIEFVISION_ENCODER"),
+        (9, "TIEFVISION_BACKEND"),
+        (10, "TIEFVISION_RETENTION"),
+        (11, "<not a literal>"),
+    ]
+
+
+def test_the_cli_hands_no_setting_to_flows_through_the_environment() -> None:
+    """A value the CLI puts in ``os.environ`` for a flow to find is a parameter nobody can
+    see: it outlives the call, leaks into every later flow of the process and into child
+    processes, and the flow's signature does not say it reads it. ``--database`` reaches
+    the training flows as an argument (a ``SecretStr``, masked in the run's parameters)."""
+    files = sorted((ROOT / "tiefvision_cli").rglob("*.py"))
+    assert files, "no tiefvision_cli sources found"
+    offending = [
+        f"{path.relative_to(ROOT)}:{line} writes {key} to os.environ"
+        for path in files
+        for line, key in _environment_hand_offs(ast.parse(path.read_text(), filename=str(path)))
+    ]
+    assert not offending, "\n".join(offending)
+
+
+#: The most lines a module of the command line may have (issue 31: no module over 600).
+_CLI_MODULE_LINES = 600
+
+
+def test_no_cli_module_over_600_lines() -> None:
+    """The command line is one small module per command group (tiefvision_cli/commands/),
+    not one file of every command: a module past this size is two groups in one."""
+    files = sorted((ROOT / "tiefvision_cli").rglob("*.py"))
+    assert files, "no tiefvision_cli sources found"
+    too_long = {
+        str(path.relative_to(ROOT)): lines
+        for path in files
+        if (lines := len(path.read_text().splitlines())) > _CLI_MODULE_LINES
+    }
+    assert not too_long, too_long

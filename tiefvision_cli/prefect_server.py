@@ -173,10 +173,13 @@ def start_early() -> None:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         server.stop()  # configured elsewhere (a profile, prefect.toml …): Prefect decides
         return
-    # For child processes (Dask workers, subprocess flows) and for this process's Prefect,
-    # whose root settings were read from the environment at import: every thread falls
-    # back on them (a thread-local override would leave Prefect's own worker threads, which
-    # start without it, to boot a second temporary server).
+    # Why the environment, when our own values go to flows as arguments: this is Prefect's
+    # setting, read by processes and threads this command never passes arguments to.
+    # Child processes (Dask workers, subprocess flows) get it only through the environment,
+    # and this process's Prefect reads its root settings from the environment (refreshed
+    # below); every thread falls back on them. ``prefect.settings.temporary_settings`` would
+    # not do: it sets a context variable, which Prefect's own worker threads (its log and
+    # event services) start without, so they would boot a second temporary server.
     os.environ["PREFECT_API_URL"] = server.api_url
     refresh_global_settings_context()
     _Early.server = server
