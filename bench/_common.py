@@ -61,7 +61,8 @@ def ingest_once(store_dir: Path, images: Path, metadata: Path | None = None) -> 
     """The store at ``store_dir`` with ``images`` ingested; a store that already has a
     manifest is reused as it is (what makes a bench's workdir a cache)."""
     from tiefvision_core.catalog.ingest import ingest_catalog, read_manifest
-    from tiefvision_core.storage.stores import LocalStore, open_store
+    from tiefvision_core.storage.stores import LocalStore
+    from tiefvision_core.storage.urls import open_store
 
     store = open_store(store_dir.as_uri())
     if read_manifest(store) is None:

@@ -129,7 +129,7 @@ def baseline(store_url: str, encoder, ids: list[str], photos: list[bytes]) -> di
     """The core calls, in this process, one at a time."""
     from tiefvision_core.config import load_settings
     from tiefvision_core.index.search import search_by_id, search_by_image
-    from tiefvision_core.storage.stores import open_store
+    from tiefvision_core.storage.urls import open_store
     from tiefvision_core.vector_index.versions import open_index
 
     store = open_store(store_url)

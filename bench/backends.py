@@ -31,7 +31,7 @@ def scores(store_url: str) -> tuple[np.ndarray, dict]:
     from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
     from tiefvision_core.similarity.retrieval import score_vectors
     from tiefvision_core.similarity.unsupervised import similarity_vectors
-    from tiefvision_core.storage.stores import open_store
+    from tiefvision_core.storage.urls import open_store
 
     store = open_store(store_url)
     lite0 = get_encoder("efficientnet_lite0")

@@ -74,7 +74,7 @@ def _located(requests, store_url: str, encoder):
     from tiefvision_core.catalog.imaging import decode_image
     from tiefvision_core.config import load_settings
     from tiefvision_core.locator.store import load_locator, locate_image
-    from tiefvision_core.storage.stores import open_store
+    from tiefvision_core.storage.urls import open_store
 
     model = load_locator(open_store(store_url, create=False), encoder_version=encoder.version)
     located, fallbacks = [], 0

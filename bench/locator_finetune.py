@@ -62,7 +62,7 @@ def frozen_part(store: Any, samples: Sequence[Any], cache: Path) -> dict[tuple[s
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.encoding.runtime import CropRequest
-    from tiefvision_core.storage.stores import read_source
+    from tiefvision_core.storage.urls import read_source
 
     encoder = get_encoder("efficientnet_lite0")
     rows = read_manifest(store).to_pandas().set_index("image_id")

@@ -74,7 +74,8 @@ def main() -> None:
     from tiefvision_core.index.search import query_box, query_scales
     from tiefvision_core.locator.store import LOCATOR_CURRENT, load_locator, locate_image
     from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
-    from tiefvision_core.storage.stores import LocalStore, open_store
+    from tiefvision_core.storage.stores import LocalStore
+    from tiefvision_core.storage.urls import open_store
 
     torch.set_num_threads(args.threads)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="tiefvision-bench-upload-"))

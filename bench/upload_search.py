@@ -44,7 +44,7 @@ def main() -> None:
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.index.search import search_by_id, search_by_image
-    from tiefvision_core.storage.stores import open_store, read_object
+    from tiefvision_core.storage.urls import open_store, read_object
     from tiefvision_core.vector_index.versions import open_index
 
     settings = load_settings(store_url=args.store)

@@ -37,7 +37,7 @@ def _save_result_storage(bucket: str, folder: str, endpoint: str | None) -> str:
     from prefect_aws.client_parameters import AwsClientParameters
 
     from tiefvision_core.config import load_settings
-    from tiefvision_core.storage.stores import open_store
+    from tiefvision_core.storage.urls import open_store
 
     settings = load_settings(s3_endpoint_url=endpoint)
     # Fail here, not in the first nightly run: the bucket must exist and let us in.

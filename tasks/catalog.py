@@ -20,7 +20,7 @@ from tiefvision_core.catalog import ingest as catalog
 from tiefvision_core.catalog.ingest import IngestChunk, IngestPlan, IngestSummary
 from tiefvision_core.config import load_settings
 from tiefvision_core.storage.layout import MANIFEST_CURRENT
-from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES
+from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES
 
 __all__ = [
     "current_manifest",

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from tiefvision_core.storage.stores import Store, open_store
+from tiefvision_core.storage.stores import Store
+from tiefvision_core.storage.urls import open_store
 
 __all__ = ["get_source", "get_store"]
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tiefvision_core.storage.stores import LocalStore, S3Store, Store
+from tiefvision_core.storage.s3 import S3Store
+from tiefvision_core.storage.stores import LocalStore, Store
 
 # Keep Prefect's database and settings out of the user's home, before prefect is imported.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tiefvision-prefect-home-")

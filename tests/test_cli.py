@@ -257,7 +257,7 @@ def test_encode_with_nothing_new_answers_without_prefect(
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.encoding.catalog import encode_catalog
     from tiefvision_core.encoding.runtime import EncodingRuntime
-    from tiefvision_core.storage.stores import open_store
+    from tiefvision_core.storage.urls import open_store
 
     _, store = ingested
     nowhere = {"PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_HOME": str(tmp_path / "ph")}

@@ -60,7 +60,7 @@ def preflight(
             ``None`` means "not given".
     """
     from tiefvision_core.config import load_settings
-    from tiefvision_core.storage.stores import open_store
+    from tiefvision_core.storage.urls import open_store
 
     settings = load_settings(store_url=store, database_url=database, **overrides)
     if check_database:

@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from tiefvision_core.catalog.ingest import IngestSummary, read_rejects
-from tiefvision_core.storage.stores import open_store
+from tiefvision_core.storage.urls import open_store
 
 if TYPE_CHECKING:  # torch is heavy: import the type only for checkers
     from pathlib import Path

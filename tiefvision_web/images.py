@@ -21,7 +21,7 @@ from fastapi import HTTPException, status
 
 from tiefvision_core.catalog.imaging import decode_image
 from tiefvision_core.errors import ImageRejected, StorageNotFound
-from tiefvision_core.storage.stores import read_source
+from tiefvision_core.storage.urls import read_source
 from tiefvision_web.catalog_view import CatalogImage
 from tiefvision_web.state import WebState
 

@@ -6,7 +6,7 @@ where nothing was built yet; the encoder (seconds to build) is needed only for s
 upload, the annotations database only by the editors.
 
 Why an impatient store: a person waits on every request, so the S3 client gives up within
-seconds (:data:`tiefvision_core.storage.stores.INTERACTIVE`) instead of retrying for minutes, and
+seconds (:data:`tiefvision_core.storage.s3.INTERACTIVE`) instead of retrying for minutes, and
 ``/api/health`` probes the storage at most every :data:`HEALTH_TTL` seconds, whatever the
 request rate.
 """
@@ -24,7 +24,8 @@ from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.config import Settings
 from tiefvision_core.errors import InputError, StorageError
 from tiefvision_core.storage.layout import MANIFEST_CURRENT, index_current
-from tiefvision_core.storage.stores import Store, open_store
+from tiefvision_core.storage.stores import Store
+from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.versions import SPACES, OpenedIndex, open_index
 from tiefvision_web.admission import Admission
 from tiefvision_web.catalog_view import CatalogView

@@ -215,7 +215,7 @@ def test_trigger_reindex_runs_on_the_worker_and_publishes_a_searchable_index(
     stack: Stack, s3_env: S3Server
 ) -> None:
     from tiefvision_core.index.search import search_by_id
-    from tiefvision_core.storage.stores import open_store
+    from tiefvision_core.storage.urls import open_store
     from tiefvision_core.vector_index.versions import open_index
 
     started = time.monotonic()

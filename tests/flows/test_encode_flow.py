@@ -18,7 +18,8 @@ from tests.processes import killed_alone_once_its_workers_run, left_running
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
-from tiefvision_core.storage.stores import LocalStore, open_store
+from tiefvision_core.storage.stores import LocalStore
+from tiefvision_core.storage.urls import open_store
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -51,7 +51,8 @@ from tiefvision_core.annotations.store import AnnotationStore, BoxRecord
 from tiefvision_core.catalog.ingest import image_id_for, read_manifest
 from tiefvision_core.locator.crops import CropDataset, read_dataset
 from tiefvision_core.storage.layout import index_current
-from tiefvision_core.storage.stores import Store, open_store
+from tiefvision_core.storage.stores import Store
+from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.versions import open_index
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]

@@ -30,7 +30,7 @@ import pytest
 from tests.conftest import DATA, S3_KEY, S3_SECRET, S3Server, harness_api_url
 from tiefvision_core.catalog.ingest import image_id_for, read_manifest
 from tiefvision_core.index.search import search_by_id
-from tiefvision_core.storage.stores import open_store
+from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.versions import open_index
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]

@@ -19,7 +19,8 @@ from tiefvision_core.annotations.store import AnnotationStore
 from tiefvision_core.catalog.ingest import read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.index.search import search_by_id
-from tiefvision_core.storage.stores import LocalStore, open_store
+from tiefvision_core.storage.stores import LocalStore
+from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.versions import open_index
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import DATA, S3Server
 from tiefvision_core.catalog.ingest import read_manifest, read_rejects
 from tiefvision_core.catalog.synthetic import generate_catalog
-from tiefvision_core.storage.stores import open_store
+from tiefvision_core.storage.urls import open_store
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -22,7 +22,8 @@ from tiefvision_core.config import load_settings
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.locator.evaluation import evaluate_boxes
 from tiefvision_core.locator.store import LocateSummary, read_boxes
-from tiefvision_core.storage.stores import LocalStore, Store, open_store
+from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.storage.urls import open_store
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]
 

@@ -30,7 +30,8 @@ from tiefvision_core.encoding.shards import read_encodings
 from tiefvision_core.errors import InputError
 from tiefvision_core.index.search import search_by_id
 from tiefvision_core.storage.lock import LockHolder
-from tiefvision_core.storage.stores import Store, open_store
+from tiefvision_core.storage.stores import Store
+from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.versions import open_index
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]

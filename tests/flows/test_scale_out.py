@@ -20,7 +20,8 @@ from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.errors import ConfigError
-from tiefvision_core.storage.stores import LocalStore, open_store
+from tiefvision_core.storage.stores import LocalStore
+from tiefvision_core.storage.urls import open_store
 
 ENCODER = "efficientnet_lite0"
 

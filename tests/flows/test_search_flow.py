@@ -19,7 +19,8 @@ from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.errors import InputError
 from tiefvision_core.index import search_by_id
 from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
-from tiefvision_core.storage.stores import LocalStore, open_store
+from tiefvision_core.storage.stores import LocalStore
+from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.versions import open_index
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]

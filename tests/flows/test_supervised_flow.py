@@ -23,7 +23,8 @@ from tiefvision_core.index import search_by_id
 from tiefvision_core.similarity.deep_ranking import ProjectionNet, triplet_accuracy
 from tiefvision_core.similarity.training import SimilarityRun, load_projection
 from tiefvision_core.similarity.unsupervised import similarity_grid
-from tiefvision_core.storage.stores import LocalStore, open_store
+from tiefvision_core.storage.stores import LocalStore
+from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.versions import open_index
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.slow]

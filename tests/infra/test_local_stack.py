@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import free_port
 from tests.infra.infra_files import INFRA
 from tiefvision_core.config import Settings, load_settings
-from tiefvision_core.storage.stores import open_store
+from tiefvision_core.storage.urls import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 from tests.browser import SHOTS, live_server
 from tiefvision_core.annotations.store import AnnotationStore
 from tiefvision_core.catalog.ingest import read_manifest
-from tiefvision_core.storage.stores import open_store
+from tiefvision_core.storage.urls import open_store
 from tiefvision_web import create_app
 
 _ALL_LOADED = (
@@ -169,7 +169,7 @@ def test_pick_positive_and_negative_and_the_triplet_is_stored(server, page, data
 
 
 def test_status_page_shows_versions_and_counts(server, page, indexed_catalog) -> None:
-    from tiefvision_core.storage.stores import open_store
+    from tiefvision_core.storage.urls import open_store
 
     page.goto(server + "/status")
     live = open_store(indexed_catalog.store_url).read_pointer("indexes/unsupervised/CURRENT")

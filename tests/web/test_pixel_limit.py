@@ -24,7 +24,7 @@ from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS
 from tiefvision_core.errors import ImageRejected
 from tiefvision_core.locator.model import LocatorHeads, TargetScaler, WindowGeometry
 from tiefvision_core.locator.store import save_locator
-from tiefvision_core.storage.stores import open_store
+from tiefvision_core.storage.urls import open_store
 from tiefvision_web import create_app
 
 ABOVE_DEFAULT = (9000, 9000)  # 81 MP > DEFAULT_MAX_PIXELS

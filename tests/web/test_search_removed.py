@@ -27,7 +27,8 @@ from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.search import search_by_id
 from tiefvision_core.index.updates import update_space
 from tiefvision_core.storage.layout import index_current
-from tiefvision_core.storage.stores import LocalStore, Store, open_store
+from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.pointer import RegressionRefused
 from tiefvision_core.vector_index.versions import open_index
 from tiefvision_web import create_app

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 
 from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
 from tiefvision_core.config import load_settings
-from tiefvision_core.storage.stores import LocalStore, open_store
+from tiefvision_core.storage.stores import LocalStore
+from tiefvision_core.storage.urls import open_store
 from tiefvision_web import create_app
 
 

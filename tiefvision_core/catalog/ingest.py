@@ -42,7 +42,8 @@ from tiefvision_core.storage.layout import (
     REJECTS_PREFIX,
     STAGING_PREFIX,
 )
-from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, ObjectInfo, Store
+from tiefvision_core.storage.stores import ObjectInfo, Store
+from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: a no-op plan never pays it
     import pandas as pd

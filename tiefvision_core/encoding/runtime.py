@@ -40,7 +40,7 @@ from tiefvision_core.encoding.backends import Forward, backend_candidates, build
 from tiefvision_core.errors import ConfigError, ImageRejected, StorageNotFound
 from tiefvision_core.paths import user_cache_dir
 from tiefvision_core.processes import exit_with
-from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, read_source
+from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES, read_source
 
 __all__ = [
     "Box",

@@ -23,7 +23,8 @@ from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_sc
 from tiefvision_core.similarity.training import load_projection, projected_maps
 from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
 from tiefvision_core.storage.layout import SIMILARITY_CURRENT
-from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, Store, read_source
+from tiefvision_core.storage.stores import Store
+from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES, read_source
 from tiefvision_core.vector_index.versions import OpenedIndex
 
 __all__ = ["compare_spaces", "search_report_html"]

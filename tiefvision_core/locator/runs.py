@@ -41,7 +41,8 @@ from tiefvision_core.locator.training import (
     validation_split,
 )
 from tiefvision_core.storage.layout import locator_prefix
-from tiefvision_core.storage.stores import DEFAULT_MAX_BYTES, Store, read_source
+from tiefvision_core.storage.stores import Store
+from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES, read_source
 
 __all__ = ["LocatorRun", "evaluate_samples", "fit_locator", "located_iou_score"]
 

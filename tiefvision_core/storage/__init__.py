@@ -1,4 +1,5 @@
-"""Where everything lives: local and S3 stores, capped and checked reads, the store lock.
+"""Where everything lives: the store interface and local stores (``stores``), S3 (``s3``),
+what a URL names, opened and read with caps and checks (``urls``), the store lock (``lock``).
 
 Public names are re-exported here and imported on first use (PEP 562): importing
 one stage's package must not load the heavy dependencies of its other modules
@@ -19,36 +20,37 @@ if TYPE_CHECKING:
         lock_key,
         process_gone,
     )
+    from tiefvision_core.storage.s3 import INTERACTIVE, S3Store  # noqa: F401
     from tiefvision_core.storage.stores import (  # noqa: F401
-        DEFAULT_MAX_BYTES,
-        INTERACTIVE,
         LocalStore,
         ObjectInfo,
-        S3Store,
         Store,
+        redact_url,
+    )
+    from tiefvision_core.storage.urls import (  # noqa: F401
+        DEFAULT_MAX_BYTES,
         open_store,
         read_object,
         read_source,
-        redact_url,
     )
 
 #: Public name → the module of this package that defines it.
 _EXPORTS = {
-    "DEFAULT_MAX_BYTES": "stores",
-    "INTERACTIVE": "stores",
+    "DEFAULT_MAX_BYTES": "urls",
+    "INTERACTIVE": "s3",
     "LocalStore": "stores",
     "LockBusy": "lock",
     "LockHolder": "lock",
     "LockLost": "lock",
     "ObjectInfo": "stores",
-    "S3Store": "stores",
+    "S3Store": "s3",
     "Store": "stores",
     "StoreLock": "lock",
     "lock_key": "lock",
-    "open_store": "stores",
+    "open_store": "urls",
     "process_gone": "lock",
-    "read_object": "stores",
-    "read_source": "stores",
+    "read_object": "urls",
+    "read_source": "urls",
     "redact_url": "stores",
 }
 

@@ -12,6 +12,10 @@ needs the same three guarantees, and they differ by backend —
   stripped) and the bucket, never a key.
 
 Keys are always relative to the store root and use forward slashes.
+
+The interface and the local backend live here; S3 is :mod:`tiefvision_core.storage.s3`,
+and what a URL names (a store, one object, a source photo) is opened and read by
+:mod:`tiefvision_core.storage.urls`.
 """
 
 from __future__ import annotations
@@ -19,10 +23,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 import fcntl
-import hashlib
 import io
 import os
-import posixpath
 import stat
 import time
 import uuid
@@ -31,38 +33,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
 from urllib.parse import urlparse, urlunparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tiefvision_core.config import Settings, load_settings, normalise_store_url
-from tiefvision_core.errors import (
-    ImageRejected,
-    StorageAuthError,
-    StorageError,
-    StorageNotFound,
-    StorageUnreachable,
-)
+from tiefvision_core.errors import ImageRejected, StorageNotFound
 
 __all__ = [
-    "DEFAULT_MAX_BYTES",
-    "INTERACTIVE",
     "LocalStore",
     "ObjectInfo",
-    "S3Store",
     "Store",
-    "open_store",
-    "read_object",
-    "read_source",
+    "check_key",
+    "not_regular_detail",
+    "read_capped",
+    "read_local_file",
     "redact_url",
 ]
 
 _TMP_PREFIX = ".tmp-"
-#: Largest source photo read (see ``Settings.max_image_bytes``): a link to ``/dev/zero``
-#: named ``.jpg`` must end as a reject, not a ``MemoryError``.
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 _READ_CHUNK = 1 << 20
 
 
@@ -88,7 +77,7 @@ def redact_url(url: str) -> str:
     return urlunparse(parsed._replace(netloc=host))
 
 
-def _check_key(key: str) -> str:
+def check_key(key: str) -> str:
     """Refuse keys that could escape the root (``..``) or are absolute."""
     if not key or key.startswith("/") or "\\" in key:
         raise ValueError(f"invalid storage key {key!r}")
@@ -282,7 +271,7 @@ class LocalStore(Store):
         self.url = self.root.as_uri()
 
     def _path(self, key: str) -> Path:
-        return self.root / _check_key(key)
+        return self.root / check_key(key)
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
         """``data`` durably in a hidden temporary file beside ``path``, for a rename or
@@ -315,7 +304,7 @@ class LocalStore(Store):
 
     def get_capped(self, key: str, max_bytes: int) -> bytes:
         """Regular files only (a FIFO or device is refused unopened), at most ``max_bytes``."""
-        return _read_local_regular(self._path(key), max_bytes)
+        return read_local_file(self._path(key), max_bytes)
 
     def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
         """Straight from the file: only the footer and the wanted columns are read (a
@@ -430,300 +419,7 @@ class LocalStore(Store):
         return self._path(key)
 
 
-class S3Store(Store):
-    """A bucket (and optional prefix) on AWS S3, MinIO or any S3-compatible server.
-
-    ``max_attempts``, ``connect_timeout`` and ``read_timeout`` (seconds) shape the work
-    client: the defaults suit a batch stage that would rather wait out a blip than fail a
-    run; :data:`INTERACTIVE` holds the impatient values a person waiting on a page needs.
-    ``probe_patience`` (seconds) is how long the opening check keeps retrying an endpoint
-    that does not answer: a server restarting as a nightly stage starts (a MinIO upgrade, a
-    pod rescheduled) is waited out, while a wrong endpoint still fails within seconds.
-    Refused credentials and missing buckets fail at once: waiting cannot fix them.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        endpoint_url: str | None = None,
-        access_key_id: str | None = None,
-        secret_access_key: str | None = None,
-        region: str = "us-east-1",
-        max_attempts: int = 8,
-        check: bool = True,
-        connect_timeout: float = 5.0,
-        read_timeout: float = 60.0,
-        probe_patience: float = 8.0,
-    ) -> None:
-        import boto3
-        from botocore.config import Config
-
-        parsed = urlparse(url)
-        if parsed.scheme != "s3" or not parsed.netloc:
-            raise StorageError(f"{url!r} is not an s3://BUCKET[/PREFIX] URL")
-        self.bucket = parsed.netloc
-        self.prefix = parsed.path.strip("/")
-        self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.endpoint = redact_url(endpoint_url) if endpoint_url else "AWS S3"
-        session = boto3.session.Session(
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            region_name=region,
-        )
-
-        def client(attempts: int, connect_timeout: float) -> object:
-            return session.client(
-                "s3",
-                endpoint_url=endpoint_url,
-                config=Config(
-                    retries={"max_attempts": attempts, "mode": "standard"},
-                    connect_timeout=connect_timeout,
-                    read_timeout=read_timeout,
-                    s3={"addressing_style": "path"},
-                    signature_version="s3v4",
-                    response_checksum_validation="when_required",
-                ),
-            )
-
-        # Work client: patient (standard mode retries connection errors, throttling and 5xx
-        # with exponential backoff). Probe client: short attempts, retried by ``_check`` for
-        # ``probe_patience`` seconds, so a restart is waited out and a wrong endpoint fails
-        # after that bound rather than after the work client's minutes of retries.
-        self._client = client(max_attempts, connect_timeout)
-        if check:
-            self._check(client(2, min(2.0, connect_timeout)), probe_patience)
-
-    def _check(self, probe: Any, patience: float) -> None:  # probe: a boto3 S3 client
-        """One listing; an unreachable endpoint is retried until ``patience`` runs out."""
-        deadline = time.monotonic() + patience
-        pause = 0.25
-        while True:
-            try:
-                probe.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
-                return
-            except Exception as exc:
-                error = self._translate(exc, self.url)
-            left = deadline - time.monotonic()
-            if not isinstance(error, StorageUnreachable) or left <= 0:
-                raise error
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 2.0)
-
-    def _key(self, key: str) -> str:
-        _check_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _relative(self, full_key: str) -> str:
-        return full_key[len(self.prefix) + 1 :] if self.prefix else full_key
-
-    def _translate(self, exc: Exception, what: str) -> StorageError:
-        """Map boto errors to our types with messages that never include credentials."""
-        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-
-        where = f"{what} at {self.endpoint}"
-        if isinstance(exc, NoCredentialsError):
-            return StorageAuthError(
-                f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            )
-        if isinstance(exc, ClientError):
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return StorageNotFound(f"{what} does not exist")
-            if code == "NoSuchBucket":
-                return StorageNotFound(
-                    f"bucket {self.bucket!r} does not exist at {self.endpoint}: create it first"
-                )
-            if code in (
-                "SignatureDoesNotMatch",
-                "InvalidAccessKeyId",
-                "AccessDenied",
-                "403",
-                "InvalidToken",
-                "ExpiredToken",
-            ):
-                return StorageAuthError(
-                    f"S3 refused the credentials for {where} ({code}): check AWS_ACCESS_KEY_ID "
-                    "and AWS_SECRET_ACCESS_KEY, and that they may access the bucket"
-                )
-            return StorageError(f"S3 error {code} for {where}")
-        if isinstance(exc, EndpointConnectionError) or "Connect" in type(exc).__name__:
-            return StorageUnreachable(
-                f"cannot reach the S3 endpoint {self.endpoint}: check TIEFVISION_S3_ENDPOINT_URL "
-                "and that the server is running"
-            )
-        return StorageError(f"S3 request for {where} failed ({type(exc).__name__})")
-
-    def _call(self, what: str, method: str, **kwargs: object) -> dict:
-        try:
-            return getattr(self._client, method)(**kwargs)
-        except Exception as exc:
-            raise self._translate(exc, what) from None
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self._call(self.uri(key), "put_object", Bucket=self.bucket, Key=self._key(key), Body=data)
-
-    def get_bytes(self, key: str) -> bytes:
-        response = self._call(self.uri(key), "get_object", Bucket=self.bucket, Key=self._key(key))
-        try:
-            return response["Body"].read()
-        except Exception as exc:  # connection dropped mid-body: retry once, then report
-            try:
-                again = self._call(
-                    self.uri(key), "get_object", Bucket=self.bucket, Key=self._key(key)
-                )
-                return again["Body"].read()
-            except Exception:
-                raise self._translate(exc, self.uri(key)) from None
-
-    def get_capped(self, key: str, max_bytes: int) -> bytes:
-        """One object, refused (``too_large``) from its length before the body is read."""
-        what = self.uri(key)
-        response = self._call(what, "get_object", Bucket=self.bucket, Key=self._key(key))
-        body = response["Body"]
-        try:
-            if int(response.get("ContentLength") or 0) > max_bytes:
-                raise ImageRejected(
-                    "too_large", f"the object is larger than the {max_bytes:,}-byte limit"
-                )
-            return _read_capped(body, max_bytes, "the object")
-        except ImageRejected:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, what) from None
-        finally:
-            body.close()
-
-    def read_parquet(self, key: str, columns: list[str] | None = None) -> pa.Table:
-        """With ``columns``: ranged GETs for the footer and those columns only (a shard's
-        key columns without its vectors); without: one GET of the whole object."""
-        if columns is None:
-            return super().read_parquet(key)
-        head = self._call(self.uri(key), "head_object", Bucket=self.bucket, Key=self._key(key))
-        reader = _RangeReader(self, key, int(head["ContentLength"]))
-        with pq.ParquetFile(reader) as parquet:
-            return parquet.read(columns=columns)
-
-    def _get_range(self, key: str, start: int, stop: int) -> bytes:
-        response = self._call(
-            self.uri(key),
-            "get_object",
-            Bucket=self.bucket,
-            Key=self._key(key),
-            Range=f"bytes={start}-{stop - 1}",
-        )
-        return response["Body"].read()
-
-    def _put_new(self, key: str, data: bytes) -> bool:
-        """A conditional PUT (``If-None-Match: *``): atomic on AWS S3 and MinIO; servers that
-        ignore the condition (rclone's) are covered by :meth:`put_if_absent`'s read-back."""
-        return self._conditional("put_object", key, Body=data, IfNoneMatch="*")
-
-    def _get_tagged(self, key: str) -> tuple[bytes, str | None] | None:
-        try:
-            response = self._call(
-                self.uri(key), "get_object", Bucket=self.bucket, Key=self._key(key)
-            )
-            return response["Body"].read(), response.get("ETag")
-        except StorageNotFound:
-            return None
-
-    def _conditional(self, method: str, key: str, **kwargs: object) -> bool:
-        """One request with a precondition; False when the server refused it (412, or 409
-        for a concurrent conflicting write)."""
-        from botocore.exceptions import ClientError
-
-        try:
-            getattr(self._client, method)(Bucket=self.bucket, Key=self._key(key), **kwargs)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
-                return False
-            raise self._translate(exc, self.uri(key)) from None
-        except Exception as exc:
-            raise self._translate(exc, self.uri(key)) from None
-        return True
-
-    def _put_matching(self, key: str, data: bytes, tag: str | None) -> bool:
-        """``If-Match: <ETag read>``: atomic on AWS S3 and MinIO; rclone ignores it, which
-        :meth:`replace_if`'s read-back covers."""
-        return self._conditional("put_object", key, Body=data, **({"IfMatch": tag} if tag else {}))
-
-    def _delete_matching(self, key: str, tag: str | None) -> bool:
-        """``If-Match`` on DeleteObject (AWS S3 general purpose buckets, Ceph); a server that
-        ignores it leaves :meth:`delete_if`'s residual window."""
-        return self._conditional("delete_object", key, **({"IfMatch": tag} if tag else {}))
-
-    def exists(self, key: str) -> bool:
-        try:
-            self._call(self.uri(key), "head_object", Bucket=self.bucket, Key=self._key(key))
-        except StorageNotFound:
-            return False
-        return True
-
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        token: str | None = None
-        while True:
-            kwargs: dict[str, object] = {"Bucket": self.bucket, "Prefix": full}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call(self.uri(prefix), "list_objects_v2", **kwargs)
-            for item in page.get("Contents", []):
-                key = self._relative(item["Key"])
-                if key.endswith("/") or posixpath.basename(key).startswith("."):
-                    continue
-                modified = item.get("LastModified")
-                yield ObjectInfo(
-                    key,
-                    int(item["Size"]),
-                    str(item.get("ETag", "")).strip('"'),
-                    modified.timestamp() if modified is not None else None,
-                )
-            if not page.get("IsTruncated"):
-                return
-            token = page.get("NextContinuationToken")
-
-    def delete(self, key: str) -> None:
-        self._call(self.uri(key), "delete_object", Bucket=self.bucket, Key=self._key(key))
-
-    def uri(self, key: str = "") -> str:
-        return f"{self.url}/{key}" if key else self.url
-
-
-class _RangeReader(io.RawIOBase):
-    """A read-only, seekable file over one S3 object: each read is one ranged GET (Parquet
-    reads its footer, then the column chunks it needs)."""
-
-    def __init__(self, store: S3Store, key: str, size: int) -> None:
-        super().__init__()
-        self._store, self._key, self._size, self._pos = store, key, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer) -> int:
-        stop = min(self._size, self._pos + len(buffer))
-        if stop <= self._pos:
-            return 0
-        data = self._store._get_range(self._key, self._pos, stop)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-
-def _read_capped(stream, max_bytes: int, what: str) -> bytes:
+def read_capped(stream, max_bytes: int, what: str) -> bytes:
     """At most ``max_bytes`` from ``stream``, read in chunks: one byte more is a reject."""
     parts: list[bytes] = []
     total = 0
@@ -750,7 +446,7 @@ def not_regular_detail(mode: int) -> str:
     return f"{kind}, not a regular file: never read"
 
 
-def _read_local_regular(path: Path, max_bytes: int) -> bytes:
+def read_local_file(path: Path, max_bytes: int) -> bytes:
     """A regular file only: FIFOs, devices and sockets are refused before any read.
 
     ``O_NONBLOCK`` makes the open itself return at once for a FIFO with no writer (a plain
@@ -784,117 +480,4 @@ def _read_local_regular(path: Path, max_bytes: int) -> bytes:
         if not stat.S_ISREG(mode):
             raise ImageRejected("not_a_regular_file", not_regular_detail(mode))
         os.set_blocking(fd, True)
-        return _read_capped(handle, max_bytes, "the file")
-
-
-def read_source(
-    uri: str,
-    *,
-    sha256: str | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    settings: Settings | None = None,
-    interactive: bool = False,
-) -> bytes:
-    """The bytes of a source photo as ingest recorded it, or a reject.
-
-    What every stage and the web service call instead of reading a source URI directly: a
-    source is trusted only as far as its manifest row. Raises :class:`ImageRejected` with
-    ``not_a_regular_file``, ``unreadable``, ``too_large`` or (when ``sha256`` is given and
-    the bytes differ) ``changed_since_ingest``; :class:`StorageNotFound` when it is gone.
-    ``interactive``: S3 sources through an impatient client (see :func:`open_store`).
-    """
-    from urllib.parse import unquote
-
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        root = f"s3://{parsed.netloc}"
-        cache_key = (os.getpid(), root + ("#interactive" if interactive else ""))
-        if cache_key not in _OBJECT_STORES:
-            _OBJECT_STORES[cache_key] = open_store(root, settings, interactive=interactive)
-        store = _OBJECT_STORES[cache_key]
-        assert isinstance(store, S3Store)
-        data = store.get_capped(parsed.path.lstrip("/"), max_bytes)
-    else:
-        path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
-        data = _read_local_regular(path, max_bytes)
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ImageRejected(
-            "changed_since_ingest",
-            "the bytes differ from the manifest: rerun `tiefvision ingest` for this catalog",
-        )
-    return data
-
-
-#: S3 client options for a request a person waits on (the web service): during an outage
-#: an answer within a few seconds beats minutes of retries; two attempts still ride out a
-#: dropped connection.
-class _ClientLimits(TypedDict, total=False):
-    """Keyword arguments of :class:`S3Store` that bound how long one request may take."""
-
-    max_attempts: int
-    connect_timeout: float
-    read_timeout: float
-    probe_patience: float
-
-
-INTERACTIVE: _ClientLimits = {
-    "max_attempts": 2,
-    "connect_timeout": 1.0,
-    "read_timeout": 2.0,
-    "probe_patience": 0.0,
-}
-
-
-def open_store(
-    url: str,
-    settings: Settings | None = None,
-    *,
-    create: bool = True,
-    interactive: bool = False,
-) -> Store:
-    """Open the store at ``url`` (``file://``, ``s3://`` or a plain path).
-
-    S3 endpoint and credentials come from ``settings`` (or the environment when not given).
-    ``create=False`` is for *sources* the user names: a missing folder is an error, not a
-    new empty catalog. ``interactive=True``: an S3 client with :data:`INTERACTIVE` timeouts
-    and attempts (no effect on a local store).
-    """
-    settings = settings or load_settings()
-    normal = normalise_store_url(url)
-    if normal.startswith("s3://"):
-        secret = settings.aws_secret_access_key
-        key_id = settings.aws_access_key_id
-        return S3Store(
-            normal,
-            endpoint_url=settings.s3_endpoint_url,
-            access_key_id=key_id.get_secret_value() if key_id else None,
-            secret_access_key=secret.get_secret_value() if secret else None,
-            region=settings.aws_region,
-            **(INTERACTIVE if interactive else {}),
-        )
-    return LocalStore(Path(urlparse(normal).path), create=create)
-
-
-_OBJECT_STORES: dict[tuple[int, str], Store] = {}
-
-
-def read_object(uri: str, settings: Settings | None = None) -> bytes:
-    """Read one object by its full URI, as recorded in the manifest's ``source_uri``.
-
-    Used by decoding workers, which may be forked processes: stores are cached per process
-    (a boto3 client must not cross a fork). Raises :class:`StorageNotFound` when it is gone.
-    """
-    from urllib.parse import unquote
-
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        root = f"s3://{parsed.netloc}"
-        key = (os.getpid(), root)
-        if key not in _OBJECT_STORES:
-            _OBJECT_STORES[key] = open_store(root, settings)
-        return _OBJECT_STORES[key].get_bytes(parsed.path.lstrip("/"))
-    path = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
-    try:
-        return path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise StorageNotFound(f"{uri} does not exist") from None
+        return read_capped(handle, max_bytes, "the file")

@@ -27,7 +27,8 @@ from tiefvision_core.encoding.runtime import (
     l2_normalise_positions,
 )
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
-from tiefvision_core.storage.stores import LocalStore, read_object
+from tiefvision_core.storage.stores import LocalStore
+from tiefvision_core.storage.urls import read_object
 
 
 @pytest.fixture(scope="module")

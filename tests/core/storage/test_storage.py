@@ -10,7 +10,9 @@ import pytest
 
 from tests.conftest import S3_KEY, S3_SECRET, S3Server
 from tiefvision_core.errors import StorageAuthError, StorageNotFound, StorageUnreachable
-from tiefvision_core.storage.stores import LocalStore, S3Store, Store, open_store, redact_url
+from tiefvision_core.storage.s3 import S3Store
+from tiefvision_core.storage.stores import LocalStore, Store, redact_url
+from tiefvision_core.storage.urls import open_store
 
 
 def test_put_get_roundtrip_and_overwrite(store: Store) -> None:
@@ -230,7 +232,7 @@ def test_read_source_reads_regular_files_only_capped_and_checked(tmp_path) -> No
 
     from tests.guards import finishes_within
     from tiefvision_core.errors import ImageRejected
-    from tiefvision_core.storage.stores import read_source
+    from tiefvision_core.storage.urls import read_source
 
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(b"\xff\xd8\xff" + bytes(100))
