@@ -72,7 +72,8 @@ def ingest_once(store_dir: Path, images: Path, metadata: Path | None = None) -> 
 
 def import_boxes(store: Any, boxes_csv: Path) -> None:
     """Import ``boxes_csv`` through the annotations store (upserts: rerunning is a no-op)."""
-    from tiefvision_core.annotations.store import AnnotationStore, database_url_for
+    from tiefvision_core.annotations.database import database_url_for
+    from tiefvision_core.annotations.store import AnnotationStore
     from tiefvision_core.catalog.ingest import read_manifest
     from tiefvision_core.config import load_settings
 

@@ -64,7 +64,8 @@ def main() -> None:
 
     from flows.train_locator import train_locator
     from tiefvision_cli.demo import annotated_half
-    from tiefvision_core.annotations.store import AnnotationStore, database_url_for
+    from tiefvision_core.annotations.database import database_url_for
+    from tiefvision_core.annotations.store import AnnotationStore
     from tiefvision_core.catalog.imaging import decode_image
     from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
     from tiefvision_core.catalog.synthetic import generate_catalog

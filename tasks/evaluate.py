@@ -8,7 +8,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
-from tiefvision_core.annotations.store import Snapshot, read_snapshot
+from tiefvision_core.annotations.snapshots import Snapshot, read_snapshot
 from tiefvision_core.evaluation.evaluate import EvaluationReport, evaluate_catalog
 from tiefvision_core.index.gate import GateComparison, gate_markdown
 from tiefvision_core.vector_index.versions import SPACES

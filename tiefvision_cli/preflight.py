@@ -64,7 +64,7 @@ def preflight(
 
     settings = load_settings(store_url=store, database_url=database, **overrides)
     if check_database:
-        from tiefvision_core.annotations.store import database_url_for
+        from tiefvision_core.annotations.database import database_url_for
 
         database_url_for(settings)  # an S3 store needs a database URL: say so now
     if images is not None:

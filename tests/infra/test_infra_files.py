@@ -238,7 +238,7 @@ def test_other_compose_variables_are_read_by_their_service(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["worker-cpu", "worker-gpu"])
 def test_compose_worker_environment_is_valid_settings(name, monkeypatch) -> None:
-    from tiefvision_core.annotations.store import database_url_for
+    from tiefvision_core.annotations.database import database_url_for
 
     service = _services()[name]
     settings = _settings_from(_environment(service), monkeypatch)
@@ -250,7 +250,7 @@ def test_compose_worker_environment_is_valid_settings(name, monkeypatch) -> None
 
 
 def test_k8s_worker_environment_is_valid_settings(monkeypatch) -> None:
-    from tiefvision_core.annotations.store import database_url_for
+    from tiefvision_core.annotations.database import database_url_for
 
     for container in k8s_workers():
         settings = _settings_from(_k8s_env(container), monkeypatch)
@@ -282,7 +282,7 @@ def _check_serve_command(words: list[str], where: str) -> int:
 
 def _check_web_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The same store and database as the workers, a token, writes refused without it."""
-    from tiefvision_core.annotations.store import database_url_for
+    from tiefvision_core.annotations.database import database_url_for
 
     settings = _settings_from(env, monkeypatch)
     assert settings.store_url.startswith("s3://") and settings.s3_endpoint_url

@@ -1,5 +1,7 @@
-"""Boxes and triplets people annotate: the database (models, engine, migrations), its store API
-and the import/export file formats.
+"""Boxes and triplets people annotate: the database's tables (``schema``), where it is and how
+it is opened and migrated (``database``, Alembic ``migrations/``), its API (``store``),
+snapshots on storage (``snapshots``), annotations following the catalog (``following``) and
+the import/export file formats (``files``).
 
 Public names are re-exported here and imported on first use (PEP 562): importing
 one stage's package must not load the heavy dependencies of its other modules
@@ -12,6 +14,12 @@ from typing import TYPE_CHECKING
 from tiefvision_core._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from tiefvision_core.annotations.database import (  # noqa: F401
+        DEFAULT_SQLITE_NAME,
+        alembic_config,
+        database_url_for,
+        head_revision,
+    )
     from tiefvision_core.annotations.files import (  # noqa: F401
         BOX_COLUMNS,
         TRIPLET_COLUMNS,
@@ -26,54 +34,50 @@ if TYPE_CHECKING:
         read_box_file,
         read_triplet_file,
     )
-    from tiefvision_core.annotations.store import (  # noqa: F401
-        DEFAULT_SQLITE_NAME,
+    from tiefvision_core.annotations.following import Unheld  # noqa: F401
+    from tiefvision_core.annotations.schema import Base, BoxRow, TripletRow  # noqa: F401
+    from tiefvision_core.annotations.snapshots import (  # noqa: F401
         SNAPSHOT_PREFIX,
-        AnnotationStore,
-        Base,
-        BoxRecord,
-        BoxRow,
-        ImportReport,
         Snapshot,
-        TripletRow,
-        Unheld,
-        alembic_config,
-        database_url_for,
-        existing_annotations,
-        head_revision,
-        open_annotations,
         read_snapshot,
+    )
+    from tiefvision_core.annotations.store import (  # noqa: F401
+        AnnotationStore,
+        BoxRecord,
+        ImportReport,
+        existing_annotations,
+        open_annotations,
     )
 
 #: Public name → the module of this package that defines it.
 _EXPORTS = {
     "AnnotationStore": "store",
     "BOX_COLUMNS": "files",
-    "Base": "store",
+    "Base": "schema",
     "Box": "files",
     "BoxInput": "files",
     "BoxRecord": "store",
-    "BoxRow": "store",
+    "BoxRow": "schema",
     "CatalogImage": "files",
     "CatalogIndex": "files",
-    "DEFAULT_SQLITE_NAME": "store",
+    "DEFAULT_SQLITE_NAME": "database",
     "ImportReport": "store",
     "ParsedFile": "files",
     "Refusal": "files",
-    "SNAPSHOT_PREFIX": "store",
-    "Snapshot": "store",
+    "SNAPSHOT_PREFIX": "snapshots",
+    "Snapshot": "snapshots",
     "TRIPLET_COLUMNS": "files",
     "TripletInput": "files",
-    "TripletRow": "store",
-    "Unheld": "store",
-    "alembic_config": "store",
+    "TripletRow": "schema",
+    "Unheld": "following",
+    "alembic_config": "database",
     "box_problem": "files",
-    "database_url_for": "store",
+    "database_url_for": "database",
     "existing_annotations": "store",
-    "head_revision": "store",
+    "head_revision": "database",
     "open_annotations": "store",
     "read_box_file": "files",
-    "read_snapshot": "store",
+    "read_snapshot": "snapshots",
     "read_triplet_file": "files",
 }
 

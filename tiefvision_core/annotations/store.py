@@ -7,164 +7,81 @@ What a model was trained on is frozen the other way round: :meth:`AnnotationStor
 export_snapshot` writes a content-addressed Parquet snapshot to storage and the model
 records its key and digest.
 
-SQLite file by default (``annotations.sqlite`` under a local store), PostgreSQL by URL
-(``postgresql+psycopg://…``). The schema is migrated with Alembic whenever a store is
-opened, so nobody runs ``alembic`` by hand; concurrent opens serialise on a lock (SQLite:
-an immediate transaction, PostgreSQL: an advisory lock) and the loser finds the schema at
-head. Passwords never reach a message or a log: URLs are always rendered with
-``hide_password``.
+
+The database itself — where it is, its engine and migrations — is
+:mod:`tiefvision_core.annotations.database`, its tables
+:mod:`tiefvision_core.annotations.schema`; snapshots are written by
+:mod:`tiefvision_core.annotations.snapshots`, annotations follow the catalog through
+:mod:`tiefvision_core.annotations.following`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import (
-    URL,
-    CheckConstraint,
-    Connection,
-    DateTime,
-    Engine,
-    MetaData,
-    String,
-    Text,
-    UniqueConstraint,
-    and_,
-    bindparam,
-    create_engine,
-    delete,
-    event,
-    func,
-    make_url,
-    or_,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import URL, Engine, bindparam, delete, func, select, update
+from sqlalchemy.orm import Session
 
+from tiefvision_core.annotations.database import (
+    WRITE_OPTION,
+    database_errors,
+    database_url_for,
+    make_engine,
+    parse_database_url,
+    upgrade_schema,
+)
 from tiefvision_core.annotations.files import (
     Box,
-    CatalogImage,
     CatalogIndex,
     Refusal,
     box_problem,
     read_box_file,
     read_triplet_file,
 )
+from tiefvision_core.annotations.following import (
+    HeldBytes,
+    Unheld,
+    fill_box_bytes,
+    fill_triplet_bytes,
+    move_boxes,
+    rename_triplets,
+    unheld_rows,
+)
+from tiefvision_core.annotations.schema import (
+    TRIPLET_IDS,
+    TRIPLET_SHAS,
+    BoxRow,
+    Shas,
+    Triple,
+    TripletRow,
+    in_chunks,
+)
+from tiefvision_core.annotations.snapshots import SNAPSHOT_KINDS, Snapshot, write_snapshot
 from tiefvision_core.catalog.ingest import find_renames, read_manifest
-from tiefvision_core.errors import ConfigError, InputError, StorageUnreachable
-from tiefvision_core.storage.layout import SNAPSHOT_PREFIX, manifest_key
+from tiefvision_core.errors import InputError
+from tiefvision_core.storage.layout import manifest_key
 
 if TYPE_CHECKING:
     from tiefvision_core.config import Settings
     from tiefvision_core.storage.stores import Store
 
 __all__ = [
-    "DEFAULT_SQLITE_NAME",
-    "SNAPSHOT_PREFIX",
     "AnnotationStore",
-    "Base",
-    "Box",
     "BoxRecord",
-    "BoxRow",
     "ImportReport",
-    "Refusal",
-    "Snapshot",
-    "TripletRow",
-    "Unheld",
-    "alembic_config",
-    "database_url_for",
     "existing_annotations",
-    "head_revision",
     "open_annotations",
-    "read_snapshot",
 ]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SQLITE_NAME = "annotations.sqlite"
-SNAPSHOT_KINDS = ("boxes", "triplets")
-#: Bump when the meaning of a snapshot's rows changes: the digest then changes too.
-_SNAPSHOT_FORMAT = 1
-#: pg_advisory_xact_lock key that serialises schema migrations (any fixed 64-bit number).
-_MIGRATION_LOCK = 0x7469_6566_7669_73
-_WRITE = "tiefvision_write"
-_CHUNK = 500
-_URL_HELP = "use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
-
-
-# -- schema -------------------------------------------------------------------------------
-class Base(DeclarativeBase):
-    """Declarative base; constraint names are fixed so migrations can address them."""
-
-    metadata = MetaData(
-        naming_convention={
-            "pk": "pk_%(table_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "ck": "ck_%(table_name)s_%(constraint_name)s",
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        }
-    )
-
-
-class BoxRow(Base):
-    """The product box of one image, in pixels of the oriented image (manifest width ×
-    height); right and bottom are exclusive edges. ``sha256``: the bytes it was drawn on
-    (NULL: not recorded, written before revision 0002 or by a caller that named none)."""
-
-    __tablename__ = "boxes"
-    __table_args__ = (
-        CheckConstraint('"left" >= 0 AND "top" >= 0', name="origin"),
-        CheckConstraint('"right" > "left" AND "bottom" > "top"', name="area"),
-    )
-
-    image_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    left: Mapped[int]
-    top: Mapped[int]
-    right: Mapped[int]
-    bottom: Mapped[int]
-    source: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    sha256: Mapped[str | None] = mapped_column(String(64))
-
-
-class TripletRow(Base):
-    """``positive`` is more similar to ``reference`` than ``negative`` is; ``<role>_sha256``
-    the bytes each image had when the triplet was made (NULL: not recorded)."""
-
-    __tablename__ = "triplets"
-    __table_args__ = (
-        UniqueConstraint("reference", "positive", "negative"),
-        CheckConstraint(
-            "reference <> positive AND reference <> negative AND positive <> negative",
-            name="distinct",
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    reference: Mapped[str] = mapped_column(String(255))
-    positive: Mapped[str] = mapped_column(String(255))
-    negative: Mapped[str] = mapped_column(String(255))
-    source: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    reference_sha256: Mapped[str | None] = mapped_column(String(64))
-    positive_sha256: Mapped[str | None] = mapped_column(String(64))
-    negative_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 # -- results ------------------------------------------------------------------------------
@@ -216,161 +133,6 @@ class ImportReport:
         return data
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """A frozen, content-addressed copy of the annotations on storage. ``left_out`` counts
-    annotations of images that are no longer usable in the current manifest, ``stale``
-    those drawn on other bytes than the photo has now (left out until confirmed)."""
-
-    key: str
-    digest: str
-    rows: int
-    kind: str
-    left_out: int = 0
-    stale: int = 0
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-Triple = tuple[str, str, str]
-#: (image_id, sha256) pairs a catalog holds, and their image ids alone.
-HeldBytes = tuple[Collection[tuple[str, str]], Collection[str]]
-
-
-@dataclass(frozen=True)
-class Unheld:
-    """Annotations naming bytes that no retained manifest holds any more: what gc deletes
-    (a photo removed from the catalog leaves nothing behind once the retention passed)."""
-
-    boxes: tuple[str, ...] = ()
-    triplets: tuple[Triple, ...] = ()
-
-
-def _held(image_id: str, sha256: str | None, held: HeldBytes) -> bool:
-    """Whether a catalog holds an annotated image: its recorded bytes, or (none recorded)
-    its id."""
-    pairs, ids = held
-    return image_id in ids if sha256 is None else (image_id, sha256) in pairs
-
-
-# -- URLs ---------------------------------------------------------------------------------
-def _parse_url(url: str | URL) -> URL:
-    """A SQLAlchemy URL for a supported backend; ``postgresql://`` means psycopg 3."""
-    try:
-        parsed = make_url(url) if isinstance(url, str) else url
-    except ArgumentError:
-        # the value itself may hold a password: never echo it
-        raise ConfigError(
-            f"invalid setting TIEFVISION_DATABASE_URL / --database: not a URL; {_URL_HELP}"
-        ) from None
-    if parsed.drivername in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ConfigError(
-            f"annotations database {parsed.render_as_string(hide_password=True)}: "
-            f"{parsed.get_backend_name()} is not supported; {_URL_HELP}"
-        )
-    return parsed
-
-
-def database_url_for(settings: Settings) -> URL:
-    """``settings.database_url``, else a SQLite file under a local store.
-
-    SQLite cannot live in S3 (it needs file locks and in-place writes), so an S3 store
-    without a database URL is a configuration error, reported before anything starts.
-    """
-    if settings.database_url:
-        return _parse_url(settings.database_url)
-    parsed = urlparse(settings.store_url)
-    if parsed.scheme != "file":
-        raise ConfigError(
-            f"the store {settings.store_url} is on S3, where the annotations database cannot "
-            "live: set TIEFVISION_DATABASE_URL (or --database) to a PostgreSQL URL such as "
-            "postgresql+psycopg://USER@HOST/tiefvision, or to sqlite:///PATH on a local disk"
-        )
-    path = Path(unquote(parsed.path)) / DEFAULT_SQLITE_NAME
-    return URL.create("sqlite", database=str(path))
-
-
-# -- engine and migrations -----------------------------------------------------------------
-#: How long an SQLite connection waits for another's lock before "database is locked".
-_SQLITE_BUSY_S = 30
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
-    # Take transaction control from Python's sqlite3 (which would BEGIN only before DML) so
-    # _sqlite_begin decides: writers BEGIN IMMEDIATE and queue on busy_timeout instead of
-    # failing with "database is locked" when they upgrade a read lock.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_S * 1000}")
-    _enable_wal(cursor)  # readers never block the one writer
-    cursor.execute("PRAGMA synchronous = NORMAL")
-    cursor.close()
-
-
-def _enable_wal(cursor: Any) -> None:
-    """Switch the database file to WAL (kept in the file: a no-op once done).
-
-    Why a retry loop: the switch needs the file to itself, and SQLite answers "database is
-    locked" at once instead of waiting on busy_timeout while another connection is opening
-    the same new file (6 of 60 trials of six concurrent first opens failed so).
-    """
-    import sqlite3
-
-    deadline = time.monotonic() + _SQLITE_BUSY_S
-    delay = 0.005
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.25)
-
-
-def _sqlite_begin(connection: Any) -> None:
-    immediate = connection.get_execution_options().get(_WRITE, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def _make_engine(url: URL) -> Engine:
-    if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": _SQLITE_BUSY_S})
-        event.listen(engine, "connect", _sqlite_connect)
-        event.listen(engine, "begin", _sqlite_begin)
-        return engine
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-
-
-def alembic_config(connection: Any = None) -> Any:
-    """An Alembic config built in code: scripts inside this package, no alembic.ini.
-
-    ``connection`` is what migrations run on (env.py uses it, with its transaction).
-    """
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", "tiefvision_core.annotations:migrations")
-    config.attributes["connection"] = connection
-    return config
-
-
-def head_revision() -> str:
-    """The newest schema revision this code knows."""
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert head is not None
-    return head
-
-
 def _utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything we write is UTC."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -378,16 +140,6 @@ def _utc(value: datetime) -> datetime:
 
 def _shorten(value: str, width: int) -> str:
     return value if len(value) <= width else value[: width - 3] + "..."
-
-
-def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-Shas = tuple[str | None, str | None, str | None]
-_TRIPLET_IDS = ("reference", "positive", "negative")
-_TRIPLET_SHAS = tuple(f"{name}_sha256" for name in _TRIPLET_IDS)
 
 
 def _sha256_of(catalog: CatalogIndex, image_id: str) -> str | None:
@@ -405,7 +157,7 @@ def _sha256s_of(catalog: CatalogIndex, triple: Triple) -> Shas:
 
 def _triplet_values(triple: Triple, shas: Shas) -> dict[str, str | None]:
     """A triplet's ids and recorded bytes as column → value."""
-    return dict(zip((*_TRIPLET_IDS, *_TRIPLET_SHAS), (*triple, *shas), strict=True))
+    return dict(zip((*TRIPLET_IDS, *TRIPLET_SHAS), (*triple, *shas), strict=True))
 
 
 # -- the store ----------------------------------------------------------------------------
@@ -413,11 +165,11 @@ class AnnotationStore:
     """Boxes and triplets in one database; opening it brings the schema to head."""
 
     def __init__(self, url: str | URL, *, migrate: bool = True) -> None:
-        self.url = _parse_url(url)
-        self._engine = _make_engine(self.url)
-        self._writer = self._engine.execution_options(**{_WRITE: True})
+        self.url = parse_database_url(url)
+        self._engine = make_engine(self.url)
+        self._writer = self._engine.execution_options(**{WRITE_OPTION: True})
         if migrate:
-            with self._errors("open"):
+            with database_errors(self.url, "open"):
                 self._upgrade()
 
     # -- plumbing ---------------------------------------------------------------------
@@ -452,48 +204,15 @@ class AnnotationStore:
 
         return sqlite_insert(table)
 
-    @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        """Database failures become one line naming the database, never its password."""
-        from alembic.util import CommandError
-
-        try:
-            yield
-        except DBAPIError as exc:
-            if not exc.connection_invalidated and not _is_connection_error(exc):
-                raise
-            detail = str(exc.orig or exc).strip().splitlines()[0]
-            if self.url.password:
-                detail = detail.replace(str(self.url.password), "***")
-            raise StorageUnreachable(
-                f"cannot {doing} the annotations database {self.display_url} ({detail}): "
-                "check TIEFVISION_DATABASE_URL and that the database server is running"
-            ) from None
-        except CommandError as exc:
-            if "Can't locate revision" not in str(exc):
-                raise
-            raise ConfigError(
-                f"the annotations database {self.display_url} has a schema this version of "
-                f"TiefVision does not know ({exc}): it was written by a newer version; "
-                "upgrade TiefVision"
-            ) from None
-
     def _upgrade(self) -> None:
-        from alembic import command
-
-        with self._writer.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
-                )
-            command.upgrade(alembic_config(connection), "head")
+        upgrade_schema(self._writer)
         log.debug("annotations database %s: schema at head", self.display_url)
 
     def schema_revision(self) -> str | None:
         """The schema revision the database is at (``alembic current``)."""
         from alembic.runtime.migration import MigrationContext
 
-        with self._errors("read"), self._engine.connect() as connection:
+        with database_errors(self.url, "read"), self._engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
 
     # -- boxes ------------------------------------------------------------------------
@@ -520,9 +239,9 @@ class AnnotationStore:
         table = BoxRow.__table__
         coords = [table.c.left, table.c.top, table.c.right, table.c.bottom]
         now = datetime.now(UTC)
-        with self._errors("write to"), self._writer.begin() as connection:
+        with database_errors(self.url, "write to"), self._writer.begin() as connection:
             stored: dict[str, tuple[Box, str, str | None]] = {}
-            for chunk in _chunks([image_id for image_id, _, _ in items]):
+            for chunk in in_chunks([image_id for image_id, _, _ in items]):
                 query = select(table.c.image_id, *coords, table.c.source, table.c.sha256).where(
                     table.c.image_id.in_(chunk)
                 )
@@ -587,7 +306,7 @@ class AnnotationStore:
 
     def get_box(self, image_id: str) -> BoxRecord | None:
         """The stored box of ``image_id``, or ``None``."""
-        with self._errors("read"), Session(self._engine) as session:
+        with database_errors(self.url, "read"), Session(self._engine) as session:
             row = session.get(BoxRow, image_id)
             if row is None:
                 return None
@@ -602,7 +321,7 @@ class AnnotationStore:
 
     def delete_box(self, image_id: str) -> bool:
         """Forget the box of ``image_id``; ``True`` when there was one."""
-        with self._errors("write to"), self._writer.begin() as connection:
+        with database_errors(self.url, "write to"), self._writer.begin() as connection:
             result = connection.execute(delete(BoxRow).where(BoxRow.image_id == image_id))
             return result.rowcount > 0
 
@@ -641,11 +360,11 @@ class AnnotationStore:
         for the photos' current bytes; a caller naming no bytes changes nothing). Returns
         (inserted, confirmed)."""
         table = TripletRow.__table__
-        ids, shas = _TRIPLET_IDS, _TRIPLET_SHAS
+        ids, shas = TRIPLET_IDS, TRIPLET_SHAS
         now = datetime.now(UTC)
-        with self._errors("write to"), self._writer.begin() as connection:
+        with database_errors(self.url, "write to"), self._writer.begin() as connection:
             stored: dict[Triple, Shas] = {}
-            for chunk in _chunks(sorted({t[0] for t, _ in items})):
+            for chunk in in_chunks(sorted({t[0] for t, _ in items})):
                 query = select(*(table.c[c] for c in (*ids, *shas))).where(
                     table.c.reference.in_(chunk)
                 )
@@ -704,7 +423,7 @@ class AnnotationStore:
             TripletRow.positive == positive,
             TripletRow.negative == negative,
         )
-        with self._errors("write to"), self._writer.begin() as connection:
+        with database_errors(self.url, "write to"), self._writer.begin() as connection:
             return connection.execute(query).rowcount > 0
 
     def triplets(self) -> pd.DataFrame:
@@ -724,7 +443,7 @@ class AnnotationStore:
 
     def counts(self) -> dict[str, int]:
         """How many boxes and triplets are stored."""
-        with self._errors("read"), self._engine.connect() as connection:
+        with database_errors(self.url, "read"), self._engine.connect() as connection:
             return {
                 "boxes": connection.execute(select(func.count()).select_from(BoxRow)).scalar_one(),
                 "triplets": connection.execute(
@@ -758,9 +477,9 @@ class AnnotationStore:
         that triplet exists). Returns how many boxes and triplets moved."""
         if not renames:
             return {"boxes": 0, "triplets": 0}
-        with self._errors("write to"), self._writer.begin() as connection:
-            boxes = _move_boxes(connection, renames)
-            triplets = _rename_triplets(connection, renames)
+        with database_errors(self.url, "write to"), self._writer.begin() as connection:
+            boxes = move_boxes(connection, renames)
+            triplets = rename_triplets(connection, renames)
         return {"boxes": boxes, "triplets": triplets}
 
     def record_missing_bytes(self, manifest: pa.Table) -> int:
@@ -774,27 +493,15 @@ class AnnotationStore:
             for r in manifest.select(["image_id", "sha256", "status"]).to_pylist()
             if r["status"] == "ok"
         }
-        with self._errors("write to"), self._writer.begin() as connection:
-            boxes = _fill_box_bytes(connection, known)
-            triplets = _fill_triplet_bytes(connection, known)
+        with database_errors(self.url, "write to"), self._writer.begin() as connection:
+            boxes = fill_box_bytes(connection, known)
+            triplets = fill_triplet_bytes(connection, known)
         return boxes + triplets
 
     def unheld(self, held: HeldBytes) -> Unheld:
         """Boxes and triplets naming bytes ``held`` does not hold (for a triplet: any of its
         three images): what gc deletes once no retained manifest holds them."""
-        boxes = self.boxes()
-        gone = tuple(
-            str(i)
-            for i, sha in zip(boxes["image_id"], boxes["sha256"], strict=True)
-            if not _held(i, _recorded(sha), held)
-        )
-        triplets = self.triplets().to_dict("records")
-        dead = tuple(
-            (r["reference"], r["positive"], r["negative"])
-            for r in triplets
-            if not all(_held(r[i], _recorded(r[s]), held) for i, s in _ROLES)
-        )
-        return Unheld(gone, dead)
+        return unheld_rows(self.boxes(), self.triplets(), held)
 
     def forget(self, unheld: Unheld) -> None:
         """Delete the boxes and triplets :meth:`unheld` listed — a privacy deletion: on
@@ -802,18 +509,18 @@ class AnnotationStore:
         are not left readable in the file (PostgreSQL: they go with its next VACUUM)."""
         table = TripletRow.__table__
         sqlite = self.url.get_backend_name() == "sqlite"
-        with self._errors("write to"), self._writer.begin() as connection:
+        with database_errors(self.url, "write to"), self._writer.begin() as connection:
             if sqlite:  # a compile-time default in some builds only
                 connection.exec_driver_sql("PRAGMA secure_delete = ON")
-            for chunk in _chunks(unheld.boxes):
+            for chunk in in_chunks(unheld.boxes):
                 connection.execute(delete(BoxRow).where(BoxRow.image_id.in_(chunk)))
             if unheld.triplets:
                 connection.execute(
                     delete(TripletRow).where(
-                        *(table.c[c] == bindparam(f"b_{c}") for c in _TRIPLET_IDS)
+                        *(table.c[c] == bindparam(f"b_{c}") for c in TRIPLET_IDS)
                     ),
                     [
-                        {f"b_{c}": v for c, v in zip(_TRIPLET_IDS, t, strict=True)}
+                        {f"b_{c}": v for c, v in zip(TRIPLET_IDS, t, strict=True)}
                         for t in unheld.triplets
                     ],
                 )
@@ -825,7 +532,7 @@ class AnnotationStore:
                 raw.close()
 
     def _frame(self, query: Any, time_column: str) -> pd.DataFrame:
-        with self._errors("read"), self._engine.connect() as connection:
+        with database_errors(self.url, "read"), self._engine.connect() as connection:
             result = connection.execute(query)
             frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
         frame[time_column] = pd.to_datetime(frame[time_column], utc=True)
@@ -846,194 +553,8 @@ class AnnotationStore:
         if kind not in SNAPSHOT_KINDS:
             raise InputError(f"snapshot kind {kind!r}: choose {' or '.join(SNAPSHOT_KINDS)}")
         catalog = CatalogIndex(read_manifest(store))
-        rows, left_out, stale = (
-            _box_rows(self.boxes(), catalog)
-            if kind == "boxes"
-            else _triplet_rows(self.triplets(), catalog)
-        )
-        schema = _SNAPSHOT_SCHEMAS[kind]
-        canonical = json.dumps(
-            {
-                "format": _SNAPSHOT_FORMAT,
-                "kind": kind,
-                "columns": schema.names,
-                "rows": [[row[name] for name in schema.names] for row in rows],
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
-        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-        snapshot = Snapshot(
-            f"{SNAPSHOT_PREFIX}{kind}-{digest[:16]}.parquet",
-            digest,
-            len(rows),
-            kind,
-            left_out,
-            stale,
-        )
-        if not store.exists(snapshot.key):
-            meta = {"format": _SNAPSHOT_FORMAT, "kind": kind, "digest": digest, "rows": len(rows)}
-            table = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata(
-                {"tiefvision.snapshot": json.dumps(meta)}
-            )
-            store.write_parquet(snapshot.key, table)
-        return snapshot
-
-
-_SNAPSHOT_SCHEMAS = {
-    "boxes": pa.schema(
-        [
-            ("image_id", pa.string()),
-            ("sha256", pa.string()),
-            ("width", pa.int32()),
-            ("height", pa.int32()),
-            ("left", pa.int32()),
-            ("top", pa.int32()),
-            ("right", pa.int32()),
-            ("bottom", pa.int32()),
-            ("source", pa.string()),
-        ]
-    ),
-    "triplets": pa.schema(
-        [
-            ("reference", pa.string()),
-            ("positive", pa.string()),
-            ("negative", pa.string()),
-            ("reference_sha256", pa.string()),
-            ("positive_sha256", pa.string()),
-            ("negative_sha256", pa.string()),
-            ("source", pa.string()),
-        ]
-    ),
-}
-
-
-def _drawn_on_other_bytes(recorded: object, image: CatalogImage) -> bool:
-    """A recorded sha256 (None or NaN: not recorded) that is not the image's current one."""
-    return isinstance(recorded, str) and recorded != image.sha256
-
-
-def _box_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], int, int]:
-    """Snapshot rows of usable, fresh boxes; (rows, left out as unusable, left out as stale)."""
-    rows, left_out, stale = [], 0, 0
-    for record in frame.to_dict("records"):
-        image = catalog.get(record["image_id"])
-        box = Box(
-            int(record["left"]), int(record["top"]), int(record["right"]), int(record["bottom"])
-        )
-        if image is None or box_problem(box, image):
-            left_out += 1
-            continue
-        if _drawn_on_other_bytes(record["sha256"], image):
-            stale += 1
-            continue
-        rows.append(
-            {"image_id": image.image_id, "sha256": image.sha256}
-            | {"width": image.width, "height": image.height}
-            | box._asdict()
-            | {"source": record["source"]}
-        )
-    return sorted(rows, key=lambda row: row["image_id"]), left_out, stale
-
-
-def _triplet_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict], int, int]:
-    """Snapshot rows of triplets whose three images are usable and unchanged since;
-    (rows, left out as unusable, left out as stale)."""
-    rows, left_out, stale = [], 0, 0
-    names = _TRIPLET_IDS
-    for record in frame.to_dict("records"):
-        images = [image for name in names if (image := catalog.get(record[name])) is not None]
-        if len(images) < len(names):
-            left_out += 1
-            continue
-        recorded = (record[f"{name}_sha256"] for name in names)
-        if any(map(_drawn_on_other_bytes, recorded, images)):
-            stale += 1
-            continue
-        row: dict[str, object] = {"source": record["source"]}
-        for name, image in zip(names, images, strict=True):
-            row |= {name: image.image_id, f"{name}_sha256": image.sha256}
-        rows.append(row)
-    rows.sort(key=lambda row: (row["reference"], row["positive"], row["negative"]))
-    return rows, left_out, stale
-
-
-_ROLES = tuple(zip(_TRIPLET_IDS, _TRIPLET_SHAS, strict=True))
-
-
-def _recorded(value: object) -> str | None:
-    """A sha256 cell as read into a frame: a string, or None/NaN when not recorded."""
-    return value if isinstance(value, str) else None
-
-
-def _move_boxes(connection: Connection, renames: Mapping[str, str]) -> int:
-    table = BoxRow.__table__
-    taken: set[str] = set()
-    for chunk in _chunks(sorted(renames.values())):
-        query = select(table.c.image_id).where(table.c.image_id.in_(chunk))
-        taken.update(connection.execute(query).scalars())
-    moved = 0
-    for old, new in sorted(renames.items()):
-        if new not in taken:
-            move = update(BoxRow).where(table.c.image_id == old).values(image_id=new)
-            moved += connection.execute(move).rowcount
-    return moved
-
-
-def _rename_triplets(connection: Connection, renames: Mapping[str, str]) -> int:
-    table = TripletRow.__table__
-    columns = [table.c[c] for c in _TRIPLET_IDS]
-    named: dict[int, Triple] = {}
-    for chunk in _chunks(sorted(renames)):
-        query = select(table.c.id, *columns).where(or_(*(c.in_(chunk) for c in columns)))
-        named.update((row[0], (row[1], row[2], row[3])) for row in connection.execute(query))
-    for row_id, triple in sorted(named.items()):
-        target = tuple(renames.get(image_id, image_id) for image_id in triple)
-        match = and_(*(c == v for c, v in zip(columns, target, strict=True)))
-        if connection.execute(select(table.c.id).where(match)).first() is None:
-            values = dict(zip(_TRIPLET_IDS, target, strict=True))
-            connection.execute(update(TripletRow).where(table.c.id == row_id).values(values))
-        else:  # the renamed triplet is stored already: one row is enough
-            connection.execute(delete(TripletRow).where(table.c.id == row_id))
-    return len(named)
-
-
-def _fill_box_bytes(connection: Connection, known: Mapping[str, str]) -> int:
-    table = BoxRow.__table__
-    ids = connection.execute(select(table.c.image_id).where(table.c.sha256.is_(None))).scalars()
-    values = [{"b_id": i, "b_sha": known[i]} for i in ids if i in known]
-    if values:
-        query = update(BoxRow).where(table.c.image_id == bindparam("b_id"))
-        connection.execute(query.values(sha256=bindparam("b_sha")), values)
-    return len(values)
-
-
-def _fill_triplet_bytes(connection: Connection, known: Mapping[str, str]) -> int:
-    table = TripletRow.__table__
-    filled = 0
-    for name, column in _ROLES:
-        query = select(table.c.id, table.c[name]).where(table.c[column].is_(None))
-        values = [
-            {"b_id": row_id, "b_sha": known[image_id]}
-            for row_id, image_id in connection.execute(query)
-            if image_id in known
-        ]
-        if values:
-            fill = update(TripletRow).where(table.c.id == bindparam("b_id"))
-            connection.execute(fill.values({column: bindparam("b_sha")}), values)
-        filled += len(values)
-    return filled
-
-
-def read_snapshot(store: Store, key: str) -> pd.DataFrame:
-    """The rows of a snapshot written by :meth:`AnnotationStore.export_snapshot`."""
-    return store.read_parquet(key).to_pandas()
-
-
-def _is_connection_error(exc: DBAPIError) -> bool:
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
-    return isinstance(exc, OperationalError | InterfaceError)
+        annotations = self.boxes() if kind == "boxes" else self.triplets()
+        return write_snapshot(store, kind, annotations, catalog)
 
 
 def open_annotations(settings: Settings) -> AnnotationStore:

@@ -72,7 +72,8 @@ from tiefvision_core.vector_index.versions import (
 )
 
 if TYPE_CHECKING:
-    from tiefvision_core.annotations.store import AnnotationStore, HeldBytes
+    from tiefvision_core.annotations.following import HeldBytes
+    from tiefvision_core.annotations.store import AnnotationStore
 
 __all__ = ["GcItem", "GcReport", "Retention", "collect_garbage"]
 

@@ -14,18 +14,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tiefvision_core.annotations.store import (
-    AnnotationStore,
-    Base,
-    Box,
-    _make_engine,
-    _parse_url,
+from tiefvision_core.annotations.database import (
     alembic_config,
     database_url_for,
     head_revision,
-    open_annotations,
-    read_snapshot,
+    make_engine,
+    parse_database_url,
 )
+from tiefvision_core.annotations.files import Box
+from tiefvision_core.annotations.schema import Base
+from tiefvision_core.annotations.snapshots import read_snapshot
+from tiefvision_core.annotations.store import AnnotationStore, open_annotations
 from tiefvision_core.catalog.ingest import (
     find_renames,
     image_id_for,
@@ -519,7 +518,7 @@ def test_a_database_of_revision_0001_upgrades_and_its_rows_get_their_bytes(
     records the bytes of the manifest it replaces, so a photo it replaced is stale."""
     from alembic import command
 
-    engine = _make_engine(_parse_url(db_url))
+    engine = make_engine(parse_database_url(db_url))
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), "0001")
     store = LocalStore(tmp_path / "store")

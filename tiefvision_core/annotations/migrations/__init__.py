@@ -1,10 +1,12 @@
-"""Alembic migrations of the annotations database, run by :mod:`tiefvision_core.annotations.store`
-whenever a database is opened (nobody runs ``alembic`` by hand).
+"""Alembic migrations of the annotations database, run by
+:mod:`tiefvision_core.annotations.database` whenever a database is opened (nobody runs
+``alembic`` by hand).
 
-A new revision, after changing the ORM classes in ``annotations.py``::
+A new revision, after changing the ORM classes in ``schema.py``::
 
     from alembic import command
-    from tiefvision_core.annotations.store import AnnotationStore, alembic_config
+    from tiefvision_core.annotations.database import alembic_config
+    from tiefvision_core.annotations.store import AnnotationStore
 
     with AnnotationStore("sqlite:////tmp/rev.sqlite") as store, store.engine.connect() as c:
         command.revision(alembic_config(c), "what changed", autogenerate=True, rev_id="0002")

@@ -1,4 +1,5 @@
-"""Alembic environment: runs on the connection :mod:`tiefvision_core.annotations.store` passes in.
+"""Alembic environment: runs on the connection :mod:`tiefvision_core.annotations.database` passes
+in.
 
 Why a passed-in connection: the caller holds the migration lock (an immediate SQLite
 transaction, or a PostgreSQL advisory lock) on that very connection, so concurrent opens
@@ -10,7 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from tiefvision_core.annotations.store import Base
+from tiefvision_core.annotations.schema import Base
 
 config = context.config
 target = Base.metadata
