@@ -187,7 +187,8 @@ def encode_grids(
     mirrors' array is empty (0 rows)."""
     from tiefvision_core.catalog.imaging import inspect_image
     from tiefvision_core.config import load_settings
-    from tiefvision_core.encoding.runtime import CropRequest, RuntimeConfig
+    from tiefvision_core.encoding.requests import CropRequest
+    from tiefvision_core.encoding.runtime import RuntimeConfig
     from tiefvision_core.similarity.unsupervised import similarity_grid
 
     requests = []

@@ -36,7 +36,7 @@ def photo_requests(images: Path, labels_csv: Path | None = None) -> tuple[list, 
     (``image,product``, grocery-packages' products.csv)."""
     from tiefvision_core.catalog.imaging import inspect_image
     from tiefvision_core.config import load_settings
-    from tiefvision_core.encoding.runtime import CropRequest
+    from tiefvision_core.encoding.requests import CropRequest
 
     images = images.resolve()
     max_pixels = load_settings().max_image_pixels

@@ -43,7 +43,7 @@ def frozen_part(names: list[str], images: Path, cache: Path) -> tuple[torch.Tens
     from PIL import Image, ImageOps
 
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding.runtime import crop_pixels
+    from tiefvision_core.encoding.pixels import crop_pixels
 
     encoder = get_encoder("efficientnet_lite0")
     plain, mirrored = [], []

@@ -61,7 +61,7 @@ def frozen_part(store: Any, samples: Sequence[Any], cache: Path) -> dict[tuple[s
     from tiefvision_core.catalog.ingest import read_manifest
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding.runtime import CropRequest
+    from tiefvision_core.encoding.requests import CropRequest
     from tiefvision_core.storage.urls import read_source
 
     encoder = get_encoder("efficientnet_lite0")

@@ -27,7 +27,7 @@ import pandas as pd
 def _requests(catalog: Path, crop: str):
     from tiefvision_core.catalog.imaging import inspect_image
     from tiefvision_core.config import load_settings
-    from tiefvision_core.encoding.runtime import CropRequest
+    from tiefvision_core.encoding.requests import CropRequest
 
     boxes = pd.read_csv(catalog / "boxes.csv").set_index("image")
     products = pd.read_csv(catalog / "products.csv").set_index("image")

@@ -71,7 +71,7 @@ def main() -> None:
     from tiefvision_core.catalog.synthetic import generate_catalog
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding.runtime import encode_crops, whole_pixels
+    from tiefvision_core.encoding.pixels import encode_crops, whole_pixels
     from tiefvision_core.index.search import query_box, query_scales
     from tiefvision_core.locator.store import LOCATOR_CURRENT, load_locator, locate_image
     from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors

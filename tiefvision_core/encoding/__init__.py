@@ -1,5 +1,6 @@
-"""Pixels → per-position feature maps: the runtime (device, layout, process pool), shards on
-storage, whole-catalog encoding.
+"""Pixels → per-position feature maps: one image's inputs and encoding (``pixels``), the
+requests a stream is made of (``requests``), the runtime that streams them (``runtime``:
+device, layout, process pool), shards on storage, whole-catalog encoding.
 
 Public names are re-exported here and imported on first use (PEP 562): importing
 one stage's package must not load the heavy dependencies of its other modules
@@ -18,20 +19,21 @@ if TYPE_CHECKING:
         encode_shard,
         summarise_encoding,
     )
-    from tiefvision_core.encoding.runtime import (  # noqa: F401
+    from tiefvision_core.encoding.pixels import (  # noqa: F401
         Box,
-        CropRequest,
-        EncodedBatch,
-        EncodingRuntime,
-        RuntimeConfig,
         crop_pixels,
         encode_crops,
         encode_whole,
         l2_normalise_positions,
-        may_start_processes,
-        resolve_device,
         whole_input_size,
         whole_pixels,
+    )
+    from tiefvision_core.encoding.requests import CropRequest, EncodedBatch  # noqa: F401
+    from tiefvision_core.encoding.runtime import (  # noqa: F401
+        EncodingRuntime,
+        RuntimeConfig,
+        may_start_processes,
+        resolve_device,
     )
     from tiefvision_core.encoding.shards import (  # noqa: F401
         KINDS,
@@ -54,11 +56,11 @@ if TYPE_CHECKING:
 
 #: Public name → the module of this package that defines it.
 _EXPORTS = {
-    "Box": "runtime",
-    "CropRequest": "runtime",
+    "Box": "pixels",
+    "CropRequest": "requests",
     "EncodePlan": "shards",
     "EncodeSummary": "catalog",
-    "EncodedBatch": "runtime",
+    "EncodedBatch": "requests",
     "EncodingRuntime": "runtime",
     "KINDS": "shards",
     "RowKey": "shards",
@@ -67,14 +69,14 @@ _EXPORTS = {
     "ShardSpec": "shards",
     "VectorDType": "shards",
     "build_shard": "shards",
-    "crop_pixels": "runtime",
+    "crop_pixels": "pixels",
     "current_boxes": "shards",
     "encode_catalog": "catalog",
-    "encode_crops": "runtime",
+    "encode_crops": "pixels",
     "encode_shard": "catalog",
-    "encode_whole": "runtime",
+    "encode_whole": "pixels",
     "encoded_keys": "shards",
-    "l2_normalise_positions": "runtime",
+    "l2_normalise_positions": "pixels",
     "load_requests": "shards",
     "may_start_processes": "runtime",
     "plan_encoding": "shards",
@@ -85,8 +87,8 @@ _EXPORTS = {
     "shard_prefix": "shards",
     "summarise_encoding": "catalog",
     "vectors_as_maps": "shards",
-    "whole_input_size": "runtime",
-    "whole_pixels": "runtime",
+    "whole_input_size": "pixels",
+    "whole_pixels": "pixels",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
-from tiefvision_core.encoding.runtime import EncodedBatch, EncodingRuntime
+from tiefvision_core.encoding.requests import EncodedBatch
+from tiefvision_core.encoding.runtime import EncodingRuntime
 from tiefvision_core.encoding.shards import (
     EncodePlan,
     ShardResult,

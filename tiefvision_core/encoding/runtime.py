@@ -1,17 +1,12 @@
-"""Encoding core: pixels → feature maps, for one image or a stream of thousands.
+"""The encoding runtime: a stream of thousands of crops through one encoder, as fast as the
+device allows.
 
-Two ways to encode, both from the same encoder:
-
-* **fixed grid** (:func:`crop_pixels`): a box of the image is resized to the encoder's
-  canonical square (224×224), so every crop of every image yields the same H×W grid —
-  what similarity compares position by position.
-* **whole image** (:func:`whole_pixels`): the image keeps its aspect ratio and the network
-  runs fully convolutionally, one encoding per position — what the locator slides over.
-
-:class:`EncodingRuntime` streams many crops through a model as fast as the device allows:
-decoding in ``DataLoader`` worker processes, batched forward in ``inference_mode``, a batch
-size and memory layout chosen by measurement, autocast and non-blocking copies on CUDA, and
-a batch that runs out of GPU memory split in half instead of failing the run.
+:class:`EncodingRuntime` decodes in ``DataLoader`` worker processes (requests and their
+decoding: :mod:`tiefvision_core.encoding.requests`; the inputs themselves:
+:mod:`tiefvision_core.encoding.pixels`), runs batched forward passes in ``inference_mode``
+with a batch size and memory layout chosen by measurement, autocast and non-blocking copies
+on CUDA, and splits a batch that runs out of GPU memory in half instead of failing the run.
+The processes it starts exit with the command that owns them.
 """
 
 from __future__ import annotations
@@ -22,46 +17,40 @@ import multiprocessing
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cache, lru_cache, partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
+from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS
 from tiefvision_core.encoders import Encoder, get_encoder
 from tiefvision_core.encoding.backends import Forward, backend_candidates, build_forward
-from tiefvision_core.errors import ConfigError, ImageRejected, StorageNotFound
+from tiefvision_core.encoding.requests import (
+    CropDataset,
+    CropRequest,
+    EncodedBatch,
+    Groups,
+    collate,
+)
+from tiefvision_core.errors import ConfigError
 from tiefvision_core.paths import user_cache_dir
 from tiefvision_core.processes import exit_with
-from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES, read_source
+from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES
 
 __all__ = [
-    "Box",
-    "CropRequest",
-    "EncodedBatch",
     "EncodingRuntime",
     "RuntimeConfig",
-    "crop_pixels",
-    "encode_crops",
-    "encode_whole",
-    "l2_normalise_positions",
     "may_start_processes",
     "resolve_device",
     "shared_runtime",
-    "whole_input_size",
-    "whole_pixels",
 ]
 
 log = logging.getLogger(__name__)
-
-Box = tuple[int, int, int, int]  # left, top, right, bottom, in pixels of the oriented image
 
 
 def resolve_device(device: str) -> torch.device:
@@ -73,221 +62,6 @@ def resolve_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"--device {device!r}: choose auto, cpu or cuda")
     return torch.device(device)
-
-
-def _to_tensor(image: Image.Image) -> torch.Tensor:
-    """HWC uint8 PIL → CHW uint8 tensor (no float conversion: that happens on the device)."""
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
-def crop_pixels(
-    image: Image.Image, box: Box | None, size: int, *, flip: bool = False
-) -> torch.Tensor:
-    """The fixed-grid input: ``box`` of ``image`` resized to ``size``×``size`` (uint8 CHW).
-
-    ``box=None`` is the whole image. The box is clipped to the image; an empty box is a bug
-    upstream, so it raises rather than encoding nothing.
-    """
-    width, height = image.size
-    left, top, right, bottom = box if box is not None else (0, 0, width, height)
-    left, top = max(0, int(left)), max(0, int(top))
-    right, bottom = min(width, int(right)), min(height, int(bottom))
-    if right <= left or bottom <= top:
-        raise ValueError(f"empty crop box {box} for a {width}×{height} image")
-    crop = image.crop((left, top, right, bottom)).resize((size, size), Image.Resampling.BILINEAR)
-    if flip:
-        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return _to_tensor(crop)
-
-
-def whole_input_size(width: int, height: int, *, side: int, multiple: int) -> tuple[int, int]:
-    """The fully-convolutional input size of a ``width``×``height`` image: aspect kept, the
-    longer side ``side``, both sides a multiple of the encoder's stride (so positions tile
-    the input exactly). A pure function of the manifest's size, so whoever maps positions
-    back to pixels later computes the same numbers without the image.
-    """
-    scale = side / max(width, height)
-    return (
-        max(multiple, round(width * scale / multiple) * multiple),
-        max(multiple, round(height * scale / multiple) * multiple),
-    )
-
-
-def whole_pixels(
-    image: Image.Image, *, side: int, multiple: int, upscale: bool = True
-) -> tuple[torch.Tensor, float]:
-    """The fully-convolutional input (uint8 CHW) and the scale from original to input pixels.
-
-    ``upscale=False`` caps the longer side at the image's own (``side`` is then a maximum).
-    """
-    width, height = image.size
-    if not upscale:
-        side = min(side, max(width, height))
-    new_w, new_h = whole_input_size(width, height, side=side, multiple=multiple)
-    resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    return _to_tensor(resized), new_w / width
-
-
-def l2_normalise_positions(maps: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Unit length along channels at every position of (N, C, H, W) maps.
-
-    Why per position: the seed's similarity is the mean cosine of corresponding positions,
-    so each position must weigh the same whatever its activation energy.
-    """
-    return maps / maps.norm(dim=1, keepdim=True).clamp_min(eps)
-
-
-@torch.inference_mode()
-def encode_crops(
-    encoder: Encoder,
-    images: Sequence[Image.Image],
-    boxes: Sequence[Box | None],
-    *,
-    flip: bool = False,
-) -> torch.Tensor:
-    """Fixed-grid encodings of a few crops (N, C, H, W) on the encoder's device; the simple
-    API for a query image. Catalogs go through :class:`EncodingRuntime`."""
-    size = encoder.preprocessing.crop_size
-    batch = torch.stack(
-        [crop_pixels(im, box, size, flip=flip) for im, box in zip(images, boxes, strict=True)]
-    )
-    return encoder.encode_maps(batch.to(encoder.device)).float()
-
-
-@torch.inference_mode()
-def encode_whole(
-    encoder: Encoder, image: Image.Image, *, max_side: int = 1024
-) -> tuple[torch.Tensor, float]:
-    """Whole-image encoding (1, C, H', W') and the scale from original pixels to the input."""
-    pixels, scale = whole_pixels(
-        image, side=max_side, multiple=encoder.geometry.stride, upscale=False
-    )
-    return encoder.encode_maps(pixels.unsqueeze(0).to(encoder.device)).float(), scale
-
-
-# -- streaming many crops ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CropRequest:
-    """One image to encode: where its bytes are, what they must hash to, which box.
-
-    ``width``/``height`` are the oriented size recorded at ingest; ``box`` is in those pixels
-    (``None`` = the whole image). ``whole_side`` asks for the fully-convolutional encoding of
-    the whole image instead, its longer side resized to that many pixels (see
-    :func:`whole_input_size`): what the locator slides over.
-    """
-
-    image_id: str
-    sha256: str
-    uri: str
-    width: int
-    height: int
-    box: Box | None = None
-    whole_side: int | None = None
-
-    @classmethod
-    def of_row(
-        cls,
-        row: Mapping[str, Any],
-        *,
-        uri_column: str = "uri",
-        box: Box | None = None,
-        whole_side: int | None = None,
-    ) -> CropRequest:
-        """The request for one row of a plan or manifest table (``image_id``, ``sha256``,
-        the ``uri_column``, ``width``, ``height``): the one reading of such a row that the
-        encoding shards, the crops dataset and the locate plan share."""
-        return cls(
-            image_id=row["image_id"],
-            sha256=row["sha256"],
-            uri=row[uri_column],
-            width=int(row["width"]),
-            height=int(row["height"]),
-            box=box,
-            whole_side=whole_side,
-        )
-
-    @property
-    def full_box(self) -> Box:
-        return self.box if self.box is not None else (0, 0, self.width, self.height)
-
-    def whole_size(self, multiple: int) -> tuple[int, int]:
-        """The input size of a ``whole_side`` request."""
-        if self.whole_side is None:
-            raise ValueError("not a whole-image request")
-        return whole_input_size(self.width, self.height, side=self.whole_side, multiple=multiple)
-
-    def decode_min_side(self, crop_size: int) -> int:
-        """The shorter image side to decode at so the box still spans ≥ ``crop_size`` pixels
-        on its shorter side: a 4000×3000 photo of a 1000-px box decodes at 1/4 (JPEG draft).
-        Orientation-free, since it bounds the shorter side whichever way the photo turns."""
-        if self.whole_side is not None:
-            return int(
-                np.ceil(
-                    min(self.width, self.height) * self.whole_side / max(self.width, self.height)
-                )
-            )
-        left, top, right, bottom = self.full_box
-        shortest_box = max(1, min(right - left, bottom - top))
-        return int(np.ceil(min(self.width, self.height) * crop_size / shortest_box))
-
-
-@dataclass
-class EncodedBatch:
-    """Output of one forward pass: maps for the decodable requests, reasons for the rest."""
-
-    requests: list[CropRequest]
-    maps: np.ndarray  # (n, C, H, W) float32, rows aligned with ``requests``
-    flipped: np.ndarray  # (n,) bool
-    rejects: list[tuple[CropRequest, str, str]]  # request, reason, detail
-
-
-class _CropDataset(Dataset):
-    """Reads, verifies and decodes one request per item, in a worker process.
-
-    A bad item returns its reason instead of raising: one vanished or changed file must not
-    stop the other 255 of its shard. Bytes come through :func:`read_source`: a FIFO or an
-    oversized file swapped in since ingest is a reason, never a hung or bloated worker.
-    """
-
-    def __init__(
-        self,
-        requests: Sequence[CropRequest],
-        size: int,
-        max_pixels: int,
-        multiple: int,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-    ) -> None:
-        self.requests, self.size, self.max_pixels = list(requests), size, max_pixels
-        self.multiple, self.max_bytes = multiple, max_bytes
-
-    def __len__(self) -> int:
-        return len(self.requests)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str, str]:
-        request = self.requests[index]
-        try:
-            data = read_source(request.uri, sha256=request.sha256, max_bytes=self.max_bytes)
-        except StorageNotFound:
-            return index, None, "vanished", "the file is gone since ingest; rerun ingest"
-        except ImageRejected as rejected:  # changed_since_ingest, not_a_regular_file, …
-            return index, None, rejected.reason, rejected.detail
-        try:
-            image = decode_image(
-                data, max_pixels=self.max_pixels, min_side=request.decode_min_side(self.size)
-            )
-            if request.whole_side is not None:
-                size = request.whole_size(self.multiple)
-                resized = image.resize(size, Image.Resampling.BILINEAR)
-                return index, _to_tensor(resized), "", ""
-            scale = image.size[0] / request.width
-            left, top, right, bottom = (round(v * scale) for v in request.full_box)
-            return index, crop_pixels(image, (left, top, right, bottom), self.size), "", ""
-        except ImageRejected as rejected:
-            return index, None, rejected.reason, rejected.detail
-        except ValueError as error:
-            return index, None, "bad_box", str(error)
 
 
 def may_start_processes() -> bool:
@@ -307,23 +81,6 @@ def _decoding_context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     return context
-
-
-_Groups = list[tuple[list[int], torch.Tensor]]
-
-
-def _collate(items: list[tuple[int, torch.Tensor | None, str, str]]) -> tuple[_Groups, list]:
-    """Decoded items stacked by input shape (fixed-grid crops: one group; whole images of
-    several aspect ratios: one group per shape), and the failures with their reasons."""
-    by_shape: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
-    for i, tensor, _, _ in items:
-        if tensor is not None:
-            by_shape.setdefault(tuple(tensor.shape), []).append((i, tensor))
-    groups = [
-        ([i for i, _ in good], torch.stack([t for _, t in good])) for good in by_shape.values()
-    ]
-    bad = [(i, reason, detail) for i, t, reason, detail in items if t is None]
-    return groups, bad
 
 
 @dataclass(frozen=True)
@@ -624,8 +381,8 @@ class EncodingRuntime:
         if pool is not None:
             pool.boot()
 
-    def _dataset(self, requests: Sequence[CropRequest]) -> _CropDataset:
-        return _CropDataset(
+    def _dataset(self, requests: Sequence[CropRequest]) -> CropDataset:
+        return CropDataset(
             requests,
             self.encoder.preprocessing.crop_size,
             self.max_pixels,
@@ -642,7 +399,7 @@ class EncodingRuntime:
             dataset,
             batch_size=self.batch_size,
             num_workers=self.workers,
-            collate_fn=_collate,
+            collate_fn=collate,
             pin_memory=self.cuda,
             prefetch_factor=4 if self.workers else None,
             multiprocessing_context=_decoding_context() if self.workers else None,
@@ -663,7 +420,7 @@ _Encoded = tuple[list[CropRequest], np.ndarray, list[tuple[CropRequest, str, str
 def _encode_collated(
     runtime: EncodingRuntime,
     requests: Sequence[CropRequest],
-    groups: _Groups,
+    groups: Groups,
     bad: list[tuple[int, str, str]],
     flips: bool,
 ) -> list[_Encoded]:
@@ -720,7 +477,7 @@ def _booted() -> None:
 def _encode_in_process(requests: list[CropRequest], flips: bool) -> list[_Encoded]:
     runtime = _PROCESS_RUNTIME[0]
     dataset = runtime._dataset(requests)
-    groups, bad = _collate([dataset[i] for i in range(len(dataset))])
+    groups, bad = collate([dataset[i] for i in range(len(dataset))])
     return _encode_collated(runtime, requests, groups, bad, flips)
 
 

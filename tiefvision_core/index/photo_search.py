@@ -15,7 +15,7 @@ from PIL import Image
 from tiefvision_core.catalog.imaging import DecodedPhoto, ImageInfo, decode_photo
 from tiefvision_core.catalog.live import LiveCatalog
 from tiefvision_core.encoders import Encoder
-from tiefvision_core.encoding.runtime import encode_crops
+from tiefvision_core.encoding.pixels import encode_crops
 from tiefvision_core.errors import IncompatibleModel
 from tiefvision_core.index.search import SearchResult, _ints, _search
 from tiefvision_core.index.spaces import space_transform

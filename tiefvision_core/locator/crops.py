@@ -36,7 +36,7 @@ import torch
 from tiefvision_core.catalog.boxes import as_box
 from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
-from tiefvision_core.encoding.runtime import CropRequest, EncodedBatch
+from tiefvision_core.encoding.requests import CropRequest, EncodedBatch
 from tiefvision_core.errors import InputError
 from tiefvision_core.locator.model import (
     WindowGeometry,

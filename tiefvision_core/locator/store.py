@@ -33,7 +33,9 @@ from PIL import Image
 from tiefvision_core.catalog.boxes import latest_boxes, part_keys, read_boxes, reuse_boxes
 from tiefvision_core.catalog.ingest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
-from tiefvision_core.encoding.runtime import CropRequest, EncodingRuntime, whole_pixels
+from tiefvision_core.encoding.pixels import whole_pixels
+from tiefvision_core.encoding.requests import CropRequest
+from tiefvision_core.encoding.runtime import EncodingRuntime
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.locator.model import (
     BEST_POSITIONS,

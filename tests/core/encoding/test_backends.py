@@ -17,7 +17,8 @@ from tiefvision_core.encoding.backends import (
     backend_candidates,
     onnx_model_path,
 )
-from tiefvision_core.encoding.runtime import EncodingRuntime, whole_input_size
+from tiefvision_core.encoding.pixels import whole_input_size
+from tiefvision_core.encoding.runtime import EncodingRuntime
 from tiefvision_core.errors import ConfigError, WeightsNotFound
 
 

@@ -17,15 +17,14 @@ from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.synthetic import generate_catalog, make_products, render_view
 from tiefvision_core.encoders import get_encoder
 from tiefvision_core.encoding.catalog import encode_catalog
-from tiefvision_core.encoding.runtime import (
-    CropRequest,
-    EncodingRuntime,
-    RuntimeConfig,
+from tiefvision_core.encoding.pixels import (
     crop_pixels,
     encode_crops,
     encode_whole,
     l2_normalise_positions,
 )
+from tiefvision_core.encoding.requests import CropRequest
+from tiefvision_core.encoding.runtime import EncodingRuntime, RuntimeConfig
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.storage.stores import LocalStore
 from tiefvision_core.storage.urls import read_object
@@ -229,7 +228,7 @@ def test_a_fifo_or_an_oversized_file_swapped_in_after_ingest_is_a_reason_not_a_h
     import os
 
     from tests.guards import finishes_within
-    from tiefvision_core.encoding.runtime import _CropDataset
+    from tiefvision_core.encoding.requests import CropDataset
 
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 30, 30)).save(buffer, "JPEG")
@@ -243,7 +242,7 @@ def test_a_fifo_or_an_oversized_file_swapped_in_after_ingest_is_a_reason_not_a_h
     paths["big"].write_bytes(photo + bytes(64 * 1024))
     paths["changed"].write_bytes(photo + b"\0")
     requests = [CropRequest(name, sha, path.as_uri(), 64, 48) for name, path in paths.items()]
-    dataset = _CropDataset(requests, 224, 10_000_000, 32, max_bytes=len(photo) + 1024)
+    dataset = CropDataset(requests, 224, 10_000_000, 32, max_bytes=len(photo) + 1024)
     items = finishes_within(
         30, lambda: [dataset[i] for i in range(len(requests))], fifos=[paths["fifo"]]
     )

@@ -8,7 +8,7 @@ import pyarrow as pa
 import torch
 
 from tiefvision_core.catalog.boxes import read_boxes
-from tiefvision_core.encoding.runtime import EncodedBatch
+from tiefvision_core.encoding.requests import EncodedBatch
 from tiefvision_core.locator.model import LocatorHeads, TargetScaler, WindowGeometry
 from tiefvision_core.locator.store import (
     LocatePlan,

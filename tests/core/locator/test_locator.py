@@ -14,7 +14,7 @@ from torch import nn
 
 from tiefvision_core.catalog.synthetic import make_products, render_view
 from tiefvision_core.encoders.geometry import measure_geometry
-from tiefvision_core.encoding.runtime import crop_pixels, whole_pixels
+from tiefvision_core.encoding.pixels import crop_pixels, whole_pixels
 from tiefvision_core.locator.model import (
     LocatedBox,
     LocatorHeads,
