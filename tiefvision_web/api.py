@@ -21,8 +21,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from tiefvision_core.annotations import files as annotation_files
 from tiefvision_core.errors import ConfigError, InputError, TiefVisionError
-from tiefvision_core.index.photo_search import search_by_photo
-from tiefvision_core.index.search import SearchResult, query_row, search_by_id
+from tiefvision_core.index.search import SearchResult, query_row, search_by_id, search_by_photo
 from tiefvision_core.vector_index.versions import SPACES, OpenedIndex
 from tiefvision_web.auth import holds_token, require_writer, writes_need_token
 from tiefvision_web.catalog_view import CatalogImage, CatalogView, valid_image_id

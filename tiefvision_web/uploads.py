@@ -19,10 +19,10 @@ from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tiefvision_core.errors import ImageRejected
+from tiefvision_core.index.search import QueryPhoto, read_query_photo
 
 if TYPE_CHECKING:
     from tiefvision_core.encoders import Encoder
-    from tiefvision_core.index.photo_search import QueryPhoto
     from tiefvision_core.storage.stores import Store
 
 __all__ = [
@@ -114,9 +114,9 @@ def check_size(data: bytes, limit: int) -> None:
 
 def read_upload(store: Store, encoder: Encoder, data: bytes, *, max_pixels: int) -> QueryPhoto:
     """The photo decoded and located for its search, or the HTTP error that says what is
-    wrong with it."""
-    from tiefvision_core.index.photo_search import read_query_photo
-
+    wrong with it. Decoded here, within ``max_pixels`` (the configured limit), and never
+    again by the search: the returned photo is what
+    :func:`~tiefvision_core.index.search.search_by_photo` encodes."""
     try:
         photo = read_query_photo(store, encoder, data, max_pixels=max_pixels)
     except ImageRejected as rejected:

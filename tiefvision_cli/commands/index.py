@@ -233,7 +233,7 @@ def search(
     else:
         from tiefvision_core.encoders import get_encoder
         from tiefvision_core.errors import InputError
-        from tiefvision_core.index.photo_search import search_by_image
+        from tiefvision_core.index.search import search_by_image  # torch: loaded here only
 
         assert image is not None  # exactly one of image and --id, checked above
         if not image.is_file():

@@ -2,7 +2,9 @@
 cropped, encoded on the canonical grid (projected for the supervised space), searched.
 
 Its own module because it needs torch (the encoder, the locator), which a search by id
-(:mod:`tiefvision_core.index.search`) must never import.
+must never import; callers import these names from :mod:`tiefvision_core.index.search`,
+the one search API, which loads this module on first use. The locator and the projection
+are loaded once per version (:mod:`tiefvision_core.index.models`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from tiefvision_core.catalog.live import LiveCatalog
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.pixels import encode_crops
 from tiefvision_core.errors import IncompatibleModel
-from tiefvision_core.index.search import SearchResult, _ints, _search
+from tiefvision_core.index.models import current_locator
+from tiefvision_core.index.search import SearchResult, search_vector
 from tiefvision_core.index.spaces import space_transform
-from tiefvision_core.locator import store as locator_store
+from tiefvision_core.locator.store import LocatorModel, locate_image
 from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
-from tiefvision_core.storage.layout import LOCATOR_CURRENT
 from tiefvision_core.storage.stores import Store
 from tiefvision_core.vector_index.versions import OpenedIndex
 
@@ -34,30 +36,6 @@ __all__ = [
     "search_by_image",
     "search_by_photo",
 ]
-
-
-#: Locator models by (store, version, encoder version): a version's files never change, so
-#: an upload pays for reading CURRENT alone, not for the weights (several store reads, on S3
-#: round trips) every time.
-_LOCATORS: dict[tuple[str, str, str], object] = {}
-_LOCATORS_KEPT = 4
-
-
-def _current_locator(store: Store, encoder: Encoder):
-    version = store.read_pointer(LOCATOR_CURRENT)
-    if version is None:
-        return None
-    key = (store.uri(), version, encoder.version)
-    model = _LOCATORS.get(key)
-    if model is None:
-        try:
-            model = locator_store.load_locator(store, version, encoder_version=encoder.version)
-        except IncompatibleModel:
-            return None
-        if len(_LOCATORS) >= _LOCATORS_KEPT:
-            _LOCATORS.clear()
-        _LOCATORS[key] = model
-    return model
 
 
 #: The locator's input sides an upload is looked at, of those the model was trained with
@@ -92,18 +70,25 @@ def query_box(
     on this encoder, else the whole photo (never a wrong-space box). ``scales``: see
     :func:`query_scales`; ``size``: the photo's own size when ``image`` was decoded smaller
     (the box is then in the photo's pixels)."""
-    model = _current_locator(store, encoder)
+    model = current_locator(store, encoder)
     return _located(model, encoder, image, _chosen(model, scales), size or image.size)
 
 
-def _chosen(model, scales: Sequence[int] | None) -> tuple[int, ...]:
+def _chosen(model: LocatorModel | None, scales: Sequence[int] | None) -> tuple[int, ...]:
     return () if model is None else query_scales(model.scales, scales)
 
 
-def _located(model, encoder: Encoder, image, chosen: tuple[int, ...], size) -> list[int]:
+def _located(
+    model: LocatorModel | None,
+    encoder: Encoder,
+    image: Image.Image,
+    chosen: tuple[int, ...],
+    size: tuple[int, int],
+) -> list[int]:
     if model is None:
         return [0, 0, *size]
-    return _ints(locator_store.locate_image(model, encoder, image, scales=chosen, size=size).box)
+    box = locate_image(model, encoder, image, scales=chosen, size=size).box
+    return [int(v) for v in box]
 
 
 @dataclass(frozen=True)
@@ -143,7 +128,7 @@ def read_query_photo(
     large photo) is decoded again, as large as a catalog crop of that box would be. The
     pixel limit (``max_pixels``, the setting's) is checked on the header first.
     """
-    model = _current_locator(store, encoder)
+    model = current_locator(store, encoder)
     chosen = _chosen(model, scales)
     crop = encoder.preprocessing.crop_size
     decoded = decode_photo(
@@ -208,5 +193,5 @@ def search_by_photo(
     if transform is not None:
         maps = transform(maps)
     query = similarity_vectors(maps)[0]
-    hits = _search(opened, query, k, None, where, live)
+    hits = search_vector(opened, query, k, where=where, live=live)
     return SearchResult(opened.space, opened.version, hits, photo.box)

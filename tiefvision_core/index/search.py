@@ -1,9 +1,12 @@
-"""Similarity search by image id: neighbours of a catalog photo from its stored vector.
+"""Similarity search, by image id and by photo: the one module the web service and the CLI
+search through.
 
-Light on purpose: ``tiefvision search --id`` must not import torch (~2 s cold), so building
-a space's vectors (:mod:`tiefvision_core.index.spaces`) and searching by an uploaded photo
-(:mod:`tiefvision_core.index.photo_search`), which need the encoder, live in their own
-modules. Their names stay importable from here, loaded on first use (PEP 562).
+A search by id (neighbours of a catalog photo, from its stored vector) is defined here. A
+search by photo (:func:`read_query_photo` decodes and locates an upload once,
+:func:`search_by_photo` searches with it, :func:`search_by_image` does both) needs the
+encoder and the locator, so torch: it is defined in :mod:`tiefvision_core.index.photo_search`
+and importable from here, loaded on first use (PEP 562). Light on purpose: ``tiefvision
+search --id`` must not import torch (~2 s cold).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, SupportsInt
+from typing import TYPE_CHECKING, Any, SupportsInt
 
 import numpy as np
 
@@ -19,19 +22,48 @@ from tiefvision_core.catalog.live import LiveCatalog
 from tiefvision_core.errors import InputError
 from tiefvision_core.vector_index.versions import OpenedIndex
 
-__all__ = ["SearchHit", "SearchResult", "query_row", "search_by_id"]
+if TYPE_CHECKING:
+    from tiefvision_core.index.photo_search import (
+        QUERY_SCALES,
+        QueryPhoto,
+        query_box,
+        query_scales,
+        read_query_photo,
+        search_by_image,
+        search_by_photo,
+    )
 
-#: Names that lived here before the split → the module of this package that has them now:
-#: ``from tiefvision_core.index.search import rebuild_space`` (bench scripts, older callers)
-#: keeps working, and only such an import pays for torch.
-_MOVED = {
+__all__ = [
+    "QUERY_SCALES",
+    "QueryPhoto",
+    "SearchHit",
+    "SearchResult",
+    "query_box",
+    "query_row",
+    "query_scales",
+    "read_query_photo",
+    "search_by_id",
+    "search_by_image",
+    "search_by_photo",
+    "search_vector",
+    "similarity",
+]
+
+#: The search by photo's names (defined with torch at hand), and names that lived here
+#: before the split (``from tiefvision_core.index.search import rebuild_space`` in bench
+#: scripts keeps working) → the module of this package that defines them: only an import
+#: of one of them pays for torch.
+_ELSEWHERE = {
     "QUERY_SCALES": "photo_search",
-    "catalog_rows": "spaces",
-    "id_frame": "spaces",
+    "QueryPhoto": "photo_search",
     "query_box": "photo_search",
     "query_scales": "photo_search",
-    "rebuild_space": "spaces",
+    "read_query_photo": "photo_search",
     "search_by_image": "photo_search",
+    "search_by_photo": "photo_search",
+    "catalog_rows": "spaces",
+    "id_frame": "spaces",
+    "rebuild_space": "spaces",
     "space_source": "spaces",
     "space_transform": "spaces",
     "space_vectors": "spaces",
@@ -111,16 +143,18 @@ def _check_filter(opened: OpenedIndex, where: dict[str, str] | None) -> None:
             )
 
 
-def _search(
+def search_vector(
     opened: OpenedIndex,
     query: np.ndarray,
     k: int,
-    exclude: str | None,
-    where: dict[str, str] | None,
+    *,
+    exclude: str | None = None,
+    where: dict[str, str] | None = None,
     live: LiveCatalog | None = None,
 ) -> list[SearchHit]:
-    """The ``k`` best hits; with ``live``, only photos that catalog lists with the bytes
-    this index holds (see :mod:`tiefvision_core.catalog.live`)."""
+    """The ``k`` best hits for ``query`` (a vector of the index's space), never the photo
+    ``exclude`` names, only rows matching ``where``; with ``live``, only photos that
+    catalog lists with the bytes this index holds (see :mod:`tiefvision_core.catalog.live`)."""
     _check_filter(opened, where)
     drop = frozenset() if live is None else opened.rows_outside(live)
     wanted = k + (exclude is not None)
@@ -170,12 +204,13 @@ def search_by_id(
     the index is live; None searches the index as it is (evaluation, tests)."""
     row = query_row(opened, image_id, live)
     query = np.asarray(opened.index.vectors[row], np.float32)
-    hits = _search(opened, query, k, None if include_self else image_id, where, live)
+    exclude = None if include_self else image_id
+    hits = search_vector(opened, query, k, exclude=exclude, where=where, live=live)
     return SearchResult(opened.space, opened.version, hits, _ints(opened.column("box")[row]))
 
 
 def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
+    module = _ELSEWHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"tiefvision_core.index.{module}"), name)

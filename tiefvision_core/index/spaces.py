@@ -20,7 +20,8 @@ from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, read_encodings, vectors_as_maps
 from tiefvision_core.errors import InputError
 from tiefvision_core.index.gate import DEFAULT_GATE, GatePolicy, regression_gate
-from tiefvision_core.similarity.training import load_projection, projected_maps
+from tiefvision_core.index.models import similarity_projection
+from tiefvision_core.similarity.training import projected_maps
 from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
 from tiefvision_core.storage.layout import SIMILARITY_CURRENT
 from tiefvision_core.storage.stores import Store
@@ -129,12 +130,14 @@ def space_transform(
 ) -> Callable[[np.ndarray], np.ndarray] | None:
     """How a space turns encoder maps into its grid encodings: nothing for the
     unsupervised space, the trained projection for the supervised one: the model that
-    ``source`` (:func:`space_source`, or an index version's) records, else the current one."""
+    ``source`` (:func:`space_source`, or an index version's) records, else the current one.
+    The projection is read once per version (:mod:`tiefvision_core.index.models`): a search
+    by photo in the supervised space does not reload it per upload."""
     if space != "supervised":
         return None
     recorded = (source or {}).get("model_version")
     model_version = None if recorded is None else str(recorded)
-    net, _ = load_projection(store, encoder.version, model_version)
+    net = similarity_projection(store, encoder, model_version)
     return lambda maps: projected_maps(net, maps)
 
 

@@ -17,7 +17,7 @@ from tests.core.locator.test_locator import (
     _RecordingEncoder,
 )
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
-from tiefvision_core.index import photo_search
+from tiefvision_core.index import models, photo_search
 from tiefvision_core.locator.store import save_locator
 from tiefvision_core.storage.stores import LocalStore
 
@@ -30,7 +30,7 @@ class _Encoder(_RecordingEncoder):
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStore:
-    monkeypatch.setattr(photo_search, "_LOCATORS", {})
+    monkeypatch.setattr(models, "MODELS", models.ModelCache())
     return LocalStore(tmp_path)
 
 

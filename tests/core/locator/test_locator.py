@@ -588,6 +588,7 @@ def test_locate_image_looks_at_the_query_scales_when_given(tmp_path) -> None:
 
 
 def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
+    from tiefvision_core.index import models
     from tiefvision_core.index import photo_search as search
     from tiefvision_core.locator import store as locator_store
     from tiefvision_core.storage.stores import LocalStore
@@ -599,7 +600,7 @@ def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(
         locator_store, "load_locator", lambda *a, **k: loads.append(1) or real(*a, **k)
     )
-    monkeypatch.setattr(search, "_LOCATORS", {})
+    monkeypatch.setattr(models, "MODELS", models.ModelCache())
     image = Image.new("RGB", (320, 400))
     first = search.query_box(store, _RecordingEncoder(), image)
     assert search.query_box(store, _RecordingEncoder(), image) == first
