@@ -53,7 +53,7 @@ def ccp_maps(data: Path, work: Path) -> CcpMaps:
     a fifth kept for validation). The caller points Prefect's home first (``prefect_here``).
     """
     from flows.crops import crops
-    from tiefvision_core.catalog.ingest import image_id_for
+    from tiefvision_core.catalog.manifest import image_id_for
     from tiefvision_core.locator.crops import load_samples
     from tiefvision_core.locator.model import WindowGeometry
     from tiefvision_core.locator.training import TrainConfig, validation_split

@@ -60,7 +60,8 @@ def use_encoder(name: str) -> bool:
 def ingest_once(store_dir: Path, images: Path, metadata: Path | None = None) -> Any:
     """The store at ``store_dir`` with ``images`` ingested; a store that already has a
     manifest is reused as it is (what makes a bench's workdir a cache)."""
-    from tiefvision_core.catalog.ingest import ingest_catalog, read_manifest
+    from tiefvision_core.catalog.ingest import ingest_catalog
+    from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.storage.stores import LocalStore
     from tiefvision_core.storage.urls import open_store
 
@@ -74,7 +75,7 @@ def import_boxes(store: Any, boxes_csv: Path) -> None:
     """Import ``boxes_csv`` through the annotations store (upserts: rerunning is a no-op)."""
     from tiefvision_core.annotations.database import database_url_for
     from tiefvision_core.annotations.store import AnnotationStore
-    from tiefvision_core.catalog.ingest import read_manifest
+    from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.config import load_settings
 
     settings = load_settings(store_url=store.url)
@@ -138,7 +139,7 @@ def every_side_copy(store: Any, version: str) -> str:
 def truth_boxes(store: Any, boxes: pd.DataFrame) -> pd.DataFrame:
     """``boxes`` (image, left…bottom; image = path under the ingested folder) with each
     photo's image_id and its width and height from the store's manifest."""
-    from tiefvision_core.catalog.ingest import image_id_for, read_manifest, usable_rows
+    from tiefvision_core.catalog.manifest import image_id_for, read_manifest, usable_rows
 
     sizes = usable_rows(read_manifest(store)).select(["image_id", "width", "height"])
     return boxes.assign(image_id=boxes["image"].map(image_id_for)).merge(

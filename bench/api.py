@@ -59,7 +59,8 @@ def build_store(workdir: Path, images: int, kind: str, encoder) -> str:
     import pandas as pd
 
     from bench.search import Synthetic, _Generator
-    from tiefvision_core.catalog.ingest import ingest_catalog, publish_manifest, read_manifest
+    from tiefvision_core.catalog.ingest import ingest_catalog
+    from tiefvision_core.catalog.manifest import publish_manifest, read_manifest
     from tiefvision_core.catalog.synthetic import generate_catalog
     from tiefvision_core.index.search import space_source
     from tiefvision_core.storage.stores import LocalStore

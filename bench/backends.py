@@ -26,7 +26,7 @@ BACKENDS = ("torch", "onnxruntime")
 
 def scores(store_url: str) -> tuple[np.ndarray, dict]:
     """Stored grid encodings (image-id order) and class retrieval from them."""
-    from tiefvision_core.catalog.ingest import read_manifest
+    from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
     from tiefvision_core.similarity.retrieval import score_vectors

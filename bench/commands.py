@@ -570,7 +570,7 @@ def main() -> None:
             store = local.as_uri()
             folder = catalog(args.cache, args.photos, seed=0)
             photo = sorted((folder / "images").rglob("view-3.jpg"))[0]
-            from tiefvision_core.catalog.ingest import image_id_for
+            from tiefvision_core.catalog.manifest import image_id_for
 
             image_id = image_id_for(photo.relative_to(folder / "images").as_posix())
             if "queries" not in skip:

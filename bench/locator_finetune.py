@@ -58,7 +58,7 @@ def frozen_part(store: Any, samples: Sequence[Any], cache: Path) -> dict[tuple[s
     from PIL import Image
 
     from tiefvision_core.catalog.imaging import decode_image
-    from tiefvision_core.catalog.ingest import read_manifest
+    from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.encoding.requests import CropRequest

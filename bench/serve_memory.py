@@ -71,7 +71,7 @@ def make_store(folder: Path, n: int, ef_construction: int) -> dict[str, float]:
 
     import pandas as pd
 
-    from tiefvision_core.catalog.ingest import MANIFEST_COLUMNS, image_id_for, publish_manifest
+    from tiefvision_core.catalog.manifest import MANIFEST_COLUMNS, image_id_for, publish_manifest
     from tiefvision_core.storage.stores import LocalStore
     from tiefvision_core.vector_index.publish import publish_index
 
@@ -267,7 +267,7 @@ def main() -> None:
     for n in args.sizes:
         folder = root / f"store-{n}"
         if (folder / "indexes/unsupervised/CURRENT").exists():
-            from tiefvision_core.catalog.ingest import read_manifest
+            from tiefvision_core.catalog.manifest import read_manifest
             from tiefvision_core.storage.stores import LocalStore
 
             store = LocalStore(folder)

@@ -40,7 +40,7 @@ def main() -> None:
 
     import torch
 
-    from tiefvision_core.catalog.ingest import read_manifest
+    from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.config import load_settings
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.index.search import search_by_id, search_by_image

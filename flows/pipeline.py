@@ -27,7 +27,7 @@ from flows.train_triplets import train_triplets
 from tasks.stores import get_store
 from tiefvision_core.annotations.database import database_url_for
 from tiefvision_core.annotations.store import AnnotationStore
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import InputError
 from tiefvision_core.pipeline.stages import TrainingPlan, plan_training

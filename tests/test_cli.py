@@ -145,7 +145,7 @@ def _printed_web_ui_serves_the_demo(stdout: str, images: int) -> None:
 
 @pytest.mark.slow
 def test_demo_on_your_own_photos_indexes_them_without_product_ids(tmp_path: Path) -> None:
-    from tiefvision_core.catalog.ingest import image_id_for
+    from tiefvision_core.catalog.manifest import image_id_for
     from tiefvision_core.catalog.synthetic import generate_catalog
 
     generate_catalog(tmp_path / "mine", products=3, views=2, size=(120, 150))
@@ -253,7 +253,7 @@ def test_encode_with_nothing_new_answers_without_prefect(
     """A nightly ``encode`` that finds nothing new answers from its plan: no flow run, so no
     Prefect server to start or reach. Pointed at a Prefect API that does not exist, the
     first (real) run fails and the no-op one still answers."""
-    from tiefvision_core.catalog.ingest import read_manifest
+    from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.encoding.catalog import encode_catalog
     from tiefvision_core.encoding.runtime import EncodingRuntime

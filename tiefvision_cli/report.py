@@ -22,7 +22,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from tiefvision_core.catalog.ingest import IngestSummary, read_rejects
+from tiefvision_core.catalog.ingest import IngestSummary
+from tiefvision_core.catalog.manifest import read_rejects
 from tiefvision_core.storage.urls import open_store
 
 if TYPE_CHECKING:  # torch is heavy: import the type only for checkers

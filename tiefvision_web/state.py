@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.config import Settings
 from tiefvision_core.errors import InputError, StorageError
 from tiefvision_core.storage.layout import MANIFEST_CURRENT, index_current

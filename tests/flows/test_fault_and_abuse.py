@@ -48,7 +48,7 @@ from tests.conftest import harness_api_url
 from tests.flows.test_faults import MAX_BYTES, ODD, REAL, Catalog, _bad_catalog
 from tests.processes import killed_alone_once_its_workers_run, left_running, serving
 from tiefvision_core.annotations.store import AnnotationStore, BoxRecord
-from tiefvision_core.catalog.ingest import image_id_for, read_manifest
+from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.locator.crops import CropDataset, read_dataset
 from tiefvision_core.storage.layout import index_current
 from tiefvision_core.storage.stores import Store

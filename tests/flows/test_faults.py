@@ -28,7 +28,7 @@ import boto3
 import pytest
 
 from tests.conftest import DATA, S3_KEY, S3_SECRET, S3Server, harness_api_url
-from tiefvision_core.catalog.ingest import image_id_for, read_manifest
+from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.index.search import search_by_id
 from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.versions import open_index

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import harness_api_url
 from tiefvision_core.annotations.store import AnnotationStore
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.index.search import search_by_id
 from tiefvision_core.storage.stores import LocalStore

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA, S3Server
-from tiefvision_core.catalog.ingest import read_manifest, read_rejects
+from tiefvision_core.catalog.manifest import read_manifest, read_rejects
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.storage.urls import open_store
 

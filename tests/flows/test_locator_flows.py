@@ -17,7 +17,8 @@ from PIL import Image
 
 from tiefvision_core.annotations.database import database_url_for
 from tiefvision_core.annotations.store import AnnotationStore
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import IncompatibleModel, InputError

@@ -24,7 +24,7 @@ from prefect.states import StateType
 from tests.conftest import harness_api_url
 from tiefvision_core.annotations.store import AnnotationStore
 from tiefvision_core.catalog.boxes import read_boxes
-from tiefvision_core.catalog.ingest import image_id_for, read_manifest
+from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings
 from tiefvision_core.errors import InputError

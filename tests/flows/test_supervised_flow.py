@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest, read_rejects
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import image_id_for, read_manifest, read_rejects
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.index import search_by_id

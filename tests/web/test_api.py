@@ -16,7 +16,8 @@ from PIL import Image
 
 from tests.conftest import S3_KEY, S3_SECRET
 from tiefvision_core.annotations.store import AnnotationStore
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.config import load_settings
 from tiefvision_core.index.search import rebuild_space
 from tiefvision_core.storage.urls import open_store

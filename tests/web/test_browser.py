@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 
 from tests.browser import SHOTS, live_server
 from tiefvision_core.annotations.store import AnnotationStore
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.storage.urls import open_store
 from tiefvision_web import create_app
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from tiefvision_core.catalog.ingest import MANIFEST_SCHEMA
+from tiefvision_core.catalog.manifest import MANIFEST_SCHEMA
 from tiefvision_web.catalog_view import CatalogImage, CatalogView
 
 

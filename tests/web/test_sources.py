@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import image_id_for
 from tiefvision_core.config import load_settings
 from tiefvision_core.storage.stores import LocalStore
 from tiefvision_core.storage.urls import open_store

@@ -59,7 +59,7 @@ def run_import(
     the file, the settings and database URL (an S3 store needs one), the catalog."""
     from tiefvision_core.annotations.files import NO_CATALOG
     from tiefvision_core.annotations.store import open_annotations
-    from tiefvision_core.catalog.ingest import read_manifest
+    from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.errors import InputError
 
     if not file.is_file():

@@ -86,7 +86,7 @@ def _demo_search(store: str, workdir: Path, *, supervised: bool = True) -> None:
     """Retrieval scores side by side (when the catalog has product ids) and an HTML report
     of searches in the best space."""
     from tiefvision_cli.report import print_retrieval
-    from tiefvision_core.catalog.ingest import read_manifest
+    from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.index.report import compare_spaces, search_report_html
     from tiefvision_core.vector_index.versions import open_index

@@ -27,7 +27,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 import pyarrow as pa
 
-from tiefvision_core.catalog.ingest import image_id_for
+from tiefvision_core.catalog.manifest import image_id_for
 from tiefvision_core.errors import InputError
 
 __all__ = [

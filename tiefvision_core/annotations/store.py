@@ -65,7 +65,7 @@ from tiefvision_core.annotations.schema import (
     in_chunks,
 )
 from tiefvision_core.annotations.snapshots import SNAPSHOT_KINDS, Snapshot, write_snapshot
-from tiefvision_core.catalog.ingest import find_renames, read_manifest
+from tiefvision_core.catalog.manifest import find_renames, read_manifest
 from tiefvision_core.errors import InputError
 from tiefvision_core.storage.layout import manifest_key
 

@@ -1,5 +1,5 @@
-"""The catalog: photos listed from a source, safely decoded, ingested into versioned manifests;
-synthetic catalogs for demos and tests.
+"""The catalog: photos listed from a source, safely decoded, ingested (``ingest``) into
+versioned manifests (``manifest``); synthetic catalogs for demos and tests.
 
 Public names are re-exported here and imported on first use (PEP 562): importing
 one stage's package must not load the heavy dependencies of its other modules
@@ -26,29 +26,31 @@ if TYPE_CHECKING:
         inspect_image,
     )
     from tiefvision_core.catalog.ingest import (  # noqa: F401
-        CHANGE_KINDS,
-        MANIFEST_COLUMNS,
         IngestChunk,
         IngestPlan,
         IngestSummary,
-        ManifestVersion,
         assemble_manifest,
         clear_staging,
         finish_ingest,
-        image_id_for,
         ingest_catalog,
         inspect_chunk,
         load_metadata,
         plan_ingest,
-        publish_manifest,
-        read_manifest,
-        read_rejects,
         read_staged,
         stage_chunk,
         summarise,
-        usable_rows,
     )
     from tiefvision_core.catalog.live import LiveCatalog, read_live_catalog  # noqa: F401
+    from tiefvision_core.catalog.manifest import (  # noqa: F401
+        CHANGE_KINDS,
+        MANIFEST_COLUMNS,
+        ManifestVersion,
+        image_id_for,
+        publish_manifest,
+        read_manifest,
+        read_rejects,
+        usable_rows,
+    )
     from tiefvision_core.catalog.sources import (  # noqa: F401
         SKIP_REASONS,
         Refused,
@@ -68,7 +70,7 @@ _EXPORTS = {
     "latest_boxes": "boxes",
     "located_boxes": "boxes",
     "read_boxes": "boxes",
-    "CHANGE_KINDS": "ingest",
+    "CHANGE_KINDS": "manifest",
     "DEFAULT_MAX_PIXELS": "imaging",
     "FILE_REASONS": "imaging",
     "ImageInfo": "imaging",
@@ -76,8 +78,8 @@ _EXPORTS = {
     "IngestPlan": "ingest",
     "IngestSummary": "ingest",
     "LiveCatalog": "live",
-    "MANIFEST_COLUMNS": "ingest",
-    "ManifestVersion": "ingest",
+    "MANIFEST_COLUMNS": "manifest",
+    "ManifestVersion": "manifest",
     "ProductSpec": "synthetic",
     "REJECT_REASONS": "imaging",
     "Refused": "sources",
@@ -89,7 +91,7 @@ _EXPORTS = {
     "decode_image": "imaging",
     "finish_ingest": "ingest",
     "generate_catalog": "synthetic",
-    "image_id_for": "ingest",
+    "image_id_for": "manifest",
     "ingest_catalog": "ingest",
     "inspect_chunk": "ingest",
     "inspect_image": "imaging",
@@ -97,15 +99,15 @@ _EXPORTS = {
     "load_metadata": "ingest",
     "make_products": "synthetic",
     "plan_ingest": "ingest",
-    "publish_manifest": "ingest",
+    "publish_manifest": "manifest",
     "read_live_catalog": "live",
-    "read_manifest": "ingest",
-    "read_rejects": "ingest",
+    "read_manifest": "manifest",
+    "read_rejects": "manifest",
     "read_staged": "ingest",
     "render_view": "synthetic",
     "stage_chunk": "ingest",
     "summarise": "ingest",
-    "usable_rows": "ingest",
+    "usable_rows": "manifest",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiefvision_core.catalog.ingest import read_manifest, usable_rows
+from tiefvision_core.catalog.manifest import read_manifest, usable_rows
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, boxes_prefix
 from tiefvision_core.storage.stores import Store
 

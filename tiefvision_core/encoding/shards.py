@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiefvision_core.catalog.boxes import Box, as_box, located_boxes
-from tiefvision_core.catalog.ingest import read_manifest, usable_rows
+from tiefvision_core.catalog.manifest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.requests import CropRequest, EncodedBatch
 from tiefvision_core.errors import ConfigError, InputError

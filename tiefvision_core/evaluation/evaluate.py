@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tiefvision_core.catalog.boxes import read_boxes
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.errors import StorageNotFound
 from tiefvision_core.evaluation.spaces import VersionScores, held_out_gain, score_version
 from tiefvision_core.locator.evaluation import evaluate_boxes

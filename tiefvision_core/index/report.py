@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from PIL import ImageDraw
 
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.errors import ImageRejected, InputError, StorageNotFound

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, read_encodings, vectors_as_maps
 from tiefvision_core.errors import InputError

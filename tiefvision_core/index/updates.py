@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, row_key, row_keys
 from tiefvision_core.index.gate import DEFAULT_GATE, GatePolicy, regression_gate

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import torch
 
 from tiefvision_core.catalog.boxes import as_box
-from tiefvision_core.catalog.ingest import read_manifest, usable_rows
+from tiefvision_core.catalog.manifest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.requests import CropRequest, EncodedBatch
 from tiefvision_core.errors import InputError

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from tiefvision_core.catalog.boxes import latest_boxes, part_keys, read_boxes, reuse_boxes
-from tiefvision_core.catalog.ingest import read_manifest, usable_rows
+from tiefvision_core.catalog.manifest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.pixels import whole_pixels
 from tiefvision_core.encoding.requests import CropRequest

@@ -38,11 +38,8 @@ from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
-from tiefvision_core.catalog.ingest import (
+from tiefvision_core.catalog.manifest import (
     CURRENT_KEY,
-    MANIFEST_PREFIX,
-    REJECTS_PREFIX,
-    STAGING_PREFIX,
     publish_manifest,
     read_manifest,
     usable_rows,
@@ -55,9 +52,12 @@ from tiefvision_core.storage.layout import (
     CROPS_PREFIX,
     ENCODINGS_PREFIX,
     LOCATOR_PREFIX,
+    MANIFEST_PREFIX,
     MODEL_PREFIXES,
+    REJECTS_PREFIX,
     SIMILARITY_PREFIX,
     SNAPSHOT_PREFIX,
+    STAGING_PREFIX,
     current_key,
 )
 from tiefvision_core.storage.stores import LocalStore, ObjectInfo, Store

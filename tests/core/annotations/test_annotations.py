@@ -25,13 +25,8 @@ from tiefvision_core.annotations.files import Box
 from tiefvision_core.annotations.schema import Base
 from tiefvision_core.annotations.snapshots import read_snapshot
 from tiefvision_core.annotations.store import AnnotationStore, open_annotations
-from tiefvision_core.catalog.ingest import (
-    find_renames,
-    image_id_for,
-    ingest_catalog,
-    read_manifest,
-    usable_rows,
-)
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import find_renames, image_id_for, read_manifest, usable_rows
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import ConfigError, InputError, StorageUnreachable

@@ -14,8 +14,10 @@ from PIL import Image
 
 from tests.guards import finishes_within
 from tiefvision_core.catalog import ingest as catalog
+from tiefvision_core.catalog import manifest
 from tiefvision_core.catalog.boxes import as_box
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest, read_rejects
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import image_id_for, read_manifest, read_rejects
 from tiefvision_core.errors import InputError
 from tiefvision_core.storage.stores import LocalStore
 
@@ -200,9 +202,9 @@ def test_old_versions_are_pruned_and_current_points_to_latest(stores, source_dir
     for i in range(7):
         (source_dir / "four.jpg").write_bytes(_jpeg((i, i, i)))
         versions.append(ingest_catalog(source, store).version)
-    kept = sorted(i.key for i in store.list(catalog.MANIFEST_PREFIX) if i.key.endswith("parquet"))
+    kept = sorted(i.key for i in store.list(manifest.MANIFEST_PREFIX) if i.key.endswith("parquet"))
     assert len(kept) == 5 and kept[-1].endswith(f"{versions[-1]}.parquet")
-    assert store.read_pointer(catalog.CURRENT_KEY) == versions[-1]
+    assert store.read_pointer(manifest.CURRENT_KEY) == versions[-1]
 
 
 MAX_BYTES = 64 * 1024

@@ -16,7 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.evaluation.evaluate import evaluate_catalog, evaluate_space
 from tiefvision_core.storage.layout import (

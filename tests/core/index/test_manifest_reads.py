@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tiefvision_core.catalog.ingest import ingest_catalog, read_manifest, usable_rows
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import read_manifest, usable_rows
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import plan_encoding, shard_prefix
 from tiefvision_core.index.spaces import rebuild_space

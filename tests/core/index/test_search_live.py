@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from tests.core.index.test_index import GRID, random_vectors
-from tiefvision_core.catalog.ingest import MANIFEST_COLUMNS, publish_manifest
 from tiefvision_core.catalog.live import LiveCatalog, read_live_catalog
+from tiefvision_core.catalog.manifest import MANIFEST_COLUMNS, publish_manifest
 from tiefvision_core.errors import InputError
 from tiefvision_core.index.search import search_by_id, similarity
 from tiefvision_core.storage.stores import LocalStore, Store

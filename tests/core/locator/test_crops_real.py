@@ -16,7 +16,8 @@ import pytest
 
 from tiefvision_core.annotations.snapshots import read_snapshot
 from tiefvision_core.annotations.store import AnnotationStore
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog, read_manifest
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.locator.crops import (

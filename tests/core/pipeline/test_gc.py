@@ -17,7 +17,8 @@ import pytest
 from tests.core.catalog.test_usable_rows import rejecting_store, write_box_shard  # noqa: F401
 from tests.core.index.test_index import PREFIX, publish, random_vectors
 from tiefvision_core.annotations.store import AnnotationStore
-from tiefvision_core.catalog.ingest import ingest_catalog, read_manifest, usable_rows
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import read_manifest, usable_rows
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, shard_prefix
 from tiefvision_core.errors import ConfigError

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tiefvision_core.catalog.ingest import image_id_for, ingest_catalog
+from tiefvision_core.catalog.ingest import ingest_catalog
+from tiefvision_core.catalog.manifest import image_id_for
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.catalog import encode_catalog
 from tiefvision_core.encoding.runtime import EncodingRuntime

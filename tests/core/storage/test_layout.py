@@ -70,12 +70,12 @@ def test_every_public_layout_name_is_pinned() -> None:
 
 def test_stages_use_the_layout() -> None:
     """The stages' own names for their keys are the layout's (one spelling, not two)."""
-    from tiefvision_core.catalog import ingest
+    from tiefvision_core.catalog import manifest
     from tiefvision_core.encoding.shards import shard_prefix
     from tiefvision_core.storage.lock import lock_key
     from tiefvision_core.vector_index.versions import space_prefix
 
-    assert ingest.CURRENT_KEY == layout.MANIFEST_CURRENT
+    assert manifest.CURRENT_KEY == layout.MANIFEST_CURRENT
     assert shard_prefix("alexnet", "grid", "a-1") == layout.encodings_prefix(
         "alexnet", "grid", "a-1"
     )
