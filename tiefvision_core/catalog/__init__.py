@@ -58,12 +58,11 @@ if TYPE_CHECKING:
         list_source,
     )
     from tiefvision_core.catalog.synthetic import (  # noqa: F401
-        ProductSpec,
         SyntheticImage,
         generate_catalog,
-        make_products,
         render_view,
     )
+    from tiefvision_core.catalog.synthetic_garments import ProductSpec, make_products  # noqa: F401
 
 #: Public name → the module of this package that defines it.
 _EXPORTS = {
@@ -80,7 +79,7 @@ _EXPORTS = {
     "LiveCatalog": "live",
     "MANIFEST_COLUMNS": "manifest",
     "ManifestVersion": "manifest",
-    "ProductSpec": "synthetic",
+    "ProductSpec": "synthetic_garments",
     "REJECT_REASONS": "imaging",
     "Refused": "sources",
     "SKIP_REASONS": "sources",
@@ -97,7 +96,7 @@ _EXPORTS = {
     "inspect_image": "imaging",
     "list_source": "sources",
     "load_metadata": "ingest",
-    "make_products": "synthetic",
+    "make_products": "synthetic_garments",
     "plan_ingest": "ingest",
     "publish_manifest": "manifest",
     "read_live_catalog": "live",

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiefvision_core.catalog.synthetic import generate_catalog, make_products, render_view
+from tiefvision_core.catalog.synthetic import generate_catalog, render_view
+from tiefvision_core.catalog.synthetic_garments import make_products
 
 
 @pytest.fixture(scope="module")

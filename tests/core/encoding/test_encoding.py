@@ -14,7 +14,8 @@ from PIL import Image
 
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
 from tiefvision_core.catalog.ingest import ingest_catalog
-from tiefvision_core.catalog.synthetic import generate_catalog, make_products, render_view
+from tiefvision_core.catalog.synthetic import generate_catalog, render_view
+from tiefvision_core.catalog.synthetic_garments import make_products
 from tiefvision_core.encoders import get_encoder
 from tiefvision_core.encoding.catalog import encode_catalog
 from tiefvision_core.encoding.pixels import (

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tiefvision_core.catalog.synthetic import make_products, render_view
+from tiefvision_core.catalog.synthetic import render_view
+from tiefvision_core.catalog.synthetic_garments import make_products
 from tiefvision_core.encoders.geometry import measure_geometry
 from tiefvision_core.encoding.pixels import crop_pixels, whole_pixels
 from tiefvision_core.locator.model import (
