@@ -398,3 +398,100 @@ def test_no_cli_module_over_600_lines() -> None:
         if (lines := len(path.read_text().splitlines())) > _CLI_MODULE_LINES
     }
     assert not too_long, too_long
+
+
+# -- size and layering of the packages ----------------------------------------------------------
+
+#: The most lines one module may have (issue 31): past it, a module holds two things.
+_MODULE_LINES = 600
+#: Every package of the project whose modules count, the benches included.
+_SIZED_PACKAGES = (*_PACKAGES, "bench")
+#: Modules over the limit while they are being split in another change; each must still be
+#: over it (a stale entry fails), so the list only ever shrinks.
+_KNOWN_OVER: frozenset[str] = frozenset()
+
+
+def test_no_module_over_600_lines() -> None:
+    """A module past 600 lines is two responsibilities in one file: split it by what it
+    does (see how storage/stores, annotations/store or encoding/runtime were split)."""
+    files = [path for package in _SIZED_PACKAGES for path in sorted((ROOT / package).rglob("*.py"))]
+    assert files, "no project sources found"
+    lines = {str(path.relative_to(ROOT)): len(path.read_text().splitlines()) for path in files}
+    too_long = {name: n for name, n in lines.items() if n > _MODULE_LINES}
+    assert set(too_long) <= _KNOWN_OVER, {n: too_long[n] for n in set(too_long) - _KNOWN_OVER}
+    stale = sorted(name for name in _KNOWN_OVER if lines.get(name, 0) <= _MODULE_LINES)
+    assert not stale, f"no longer over {_MODULE_LINES} lines: remove from _KNOWN_OVER: {stale}"
+
+
+#: How many modules ``tiefvision_core`` may hold beside its stage packages (issue 31).
+_CORE_TOP_LEVEL_MODULES = 8
+
+
+def test_core_holds_few_top_level_modules() -> None:
+    """What belongs to a stage lives in that stage's package; the top level keeps only what
+    every stage shares (settings, errors, paths, processes …)."""
+    top = sorted(p.name for p in (ROOT / "tiefvision_core").glob("*.py") if p.name != "__init__.py")
+    assert top, "no tiefvision_core modules found"
+    assert len(top) <= _CORE_TOP_LEVEL_MODULES, top
+
+
+#: The storage-level index: FAISS kinds and vectors, versions on storage, the CURRENT pointer.
+_LOW_INDEX = "tiefvision_core.vector_index"
+#: What builds on it and so must never be imported by it: the index stage (gate, spaces,
+#: updates, search), evaluation (which the gate uses), similarity, and the cross-stage runs.
+_ABOVE_LOW_INDEX = (
+    "tiefvision_core.index",
+    "tiefvision_core.evaluation",
+    "tiefvision_core.similarity",
+    "tiefvision_core.pipeline",
+)
+
+
+def _all_imports(path: Path, module: str, modules: dict[str, Path]) -> list[tuple[int, str]]:
+    """(line, project module) of every import in the file, TYPE_CHECKING blocks and function
+    bodies included: a type-only import still draws the arrow a reader follows."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_package = path.name == "__init__.py"
+    return [
+        (node.lineno, target)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for target in sorted(_targets(node, module, is_package, modules))
+    ]
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
+def test_the_low_level_index_imports_nothing_above_it() -> None:
+    """Evaluation and similarity read index versions; the index stage's gate scores a
+    version as evaluation does. With the versions in ``tiefvision_core.vector_index`` every
+    one of those arrows points down: an import from it back up into the index stage,
+    evaluation or similarity would close the loop again."""
+    modules = _module_files()
+    low = {name: path for name, path in modules.items() if _within(name, _LOW_INDEX)}
+    assert f"{_LOW_INDEX}.versions" in low, "the storage-level index package moved"
+    offending = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for name, path in sorted(low.items())
+        for line, target in _all_imports(path, name, modules)
+        if any(_within(target, above) for above in _ABOVE_LOW_INDEX)
+    ]
+    assert not offending, "\n".join(offending)
+
+
+def test_evaluation_and_similarity_import_nothing_from_the_index_stage() -> None:
+    """The index stage (its regression gate) uses evaluation and similarity, so they sit
+    below it: what they need of an index is the storage-level ``vector_index``."""
+    modules = _module_files()
+    below = ("tiefvision_core.evaluation", "tiefvision_core.similarity")
+    checked = {name: path for name, path in modules.items() if any(_within(name, b) for b in below)}
+    assert "tiefvision_core.evaluation.spaces" in checked, "evaluation moved"
+    offending = [
+        f"{path.relative_to(ROOT)}:{line} imports {target}"
+        for name, path in sorted(checked.items())
+        for line, target in _all_imports(path, name, modules)
+        if _within(target, "tiefvision_core.index")
+    ]
+    assert not offending, "\n".join(offending)
