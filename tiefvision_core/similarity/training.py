@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import torch
 
-from tiefvision_core.catalog.ingest import read_manifest
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import read_encodings, row_keys, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
@@ -227,7 +227,7 @@ def fit_similarity(
     ones (``test_products`` when given, else a seeded ``test_fraction``), which neither
     training nor stopping sees. ``neighbour_index``: the live unsupervised index, whose
     search then finds the hard negatives (see
-    :func:`tiefvision_core.index.versions.open_live_index`); passed in, not opened here, so
+    :func:`tiefvision_core.vector_index.versions.open_live_index`); passed in, not opened here, so
     similarity training never reaches into the index stage."""
     config = config or DeepRankingConfig()
     ids, maps, flipped = _encodings(store, encoder)
