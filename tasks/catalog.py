@@ -16,8 +16,9 @@ from prefect.artifacts import create_table_artifact
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_source, get_store
 from tiefvision_core.annotations.store import existing_annotations
-from tiefvision_core.catalog import ingest as catalog
+from tiefvision_core.catalog import ingest
 from tiefvision_core.catalog.ingest import IngestChunk, IngestPlan, IngestSummary
+from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.config import load_settings
 from tiefvision_core.storage.layout import MANIFEST_CURRENT
 from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES
@@ -46,7 +47,7 @@ def current_manifest(store_url: str) -> pa.Table | None:
 
 @lru_cache(maxsize=1)  # one catalog table held: the latest run's
 def _manifest(store_url: str, version: str) -> pa.Table | None:
-    return catalog.read_manifest(get_store(store_url), version)
+    return read_manifest(get_store(store_url), version)
 
 
 @task(name="plan-ingest", **RETRYING)
@@ -60,7 +61,7 @@ def plan_ingest(
     max_bytes: int = DEFAULT_MAX_BYTES,
     follow_symlinks: bool = False,
 ) -> IngestPlan:
-    plan = catalog.plan_ingest(
+    plan = ingest.plan_ingest(
         get_source(source_url),
         get_store(store_url),
         chunk_size=chunk_size,
@@ -97,7 +98,7 @@ def inspect_chunk(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> str:
     """Hash and decode-check one chunk; returns the key of its staged Parquet file."""
-    return catalog.stage_chunk(
+    return ingest.stage_chunk(
         get_source(source_url),
         get_store(store_url),
         chunk,
@@ -112,7 +113,7 @@ def publish_manifest(
     store_url: str, plan: IngestPlan, staged_keys: list[str], metadata_path: str | None
 ) -> IngestSummary:
     """Assemble the new manifest, publish it as a version, then drop the staging files."""
-    return catalog.finish_ingest(get_store(store_url), plan, staged_keys, metadata_path)
+    return ingest.finish_ingest(get_store(store_url), plan, staged_keys, metadata_path)
 
 
 @task(name="follow-annotations", **RETRYING)

@@ -20,8 +20,7 @@ from tasks.catalog import current_manifest
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
 from tasks.stores import get_store
-from tiefvision_core.encoding import catalog as catalog_encoding
-from tiefvision_core.encoding import shards as encoding_store
+from tiefvision_core import encoding
 from tiefvision_core.encoding.catalog import EncodeSummary
 from tiefvision_core.encoding.runtime import (
     EncodingRuntime,
@@ -87,7 +86,7 @@ def plan_encoding(
     flips: bool,
     dtype: VectorDType,
 ) -> EncodePlan:
-    plan = encoding_store.plan_encoding(
+    plan = encoding.shards.plan_encoding(
         get_store(store_url),
         get_runtime(config).encoder,
         kind=kind,
@@ -118,7 +117,7 @@ def encode_shard(
     progress_id: str | None = None,
 ) -> ShardResult:
     """Decode, encode and write one shard (skipped when an earlier run wrote it)."""
-    result = catalog_encoding.encode_shard(
+    result = encoding.catalog.encode_shard(
         get_store(store_url),
         get_runtime(config),
         plan,

@@ -17,12 +17,11 @@ from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
 from tasks.stores import get_store
+from tiefvision_core import locator
 from tiefvision_core.annotations.snapshots import Snapshot, read_snapshot
 from tiefvision_core.annotations.store import open_annotations
 from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
-from tiefvision_core.locator import crops as crops_core
-from tiefvision_core.locator import store as locator_store
 from tiefvision_core.locator.crops import CropConfig, CropDataset, CropPart, CropPlan, PartSpec
 from tiefvision_core.locator.runs import LocatorRun, fit_locator
 from tiefvision_core.locator.store import LocatedPart, LocatePlan, LocateShard, LocateSummary
@@ -64,7 +63,7 @@ def plan_crops(
     store_url: str, config: RuntimeConfig, snapshot: Snapshot, crop_config: CropConfig
 ) -> CropPlan:
     store = get_store(store_url)
-    plan = crops_core.plan_crops(
+    plan = locator.crops.plan_crops(
         store,
         get_runtime(config).encoder,
         read_snapshot(store, snapshot.key),
@@ -94,7 +93,7 @@ def build_crop_part(
     scales: tuple[int, ...],
     progress_id: str | None = None,
 ) -> CropPart:
-    result = crops_core.build_part(get_store(store_url), get_runtime(config), plan, spec, scales)
+    result = locator.crops.build_part(get_store(store_url), get_runtime(config), plan, spec, scales)
     advance(progress_id, "crops", spec.stop - spec.start)
     return result
 
@@ -103,7 +102,7 @@ def build_crop_part(
 def finish_crops(
     store_url: str, config: RuntimeConfig, plan: CropPlan, crop_config: CropConfig
 ) -> CropDataset:
-    return crops_core.finish_crops(
+    return locator.crops.finish_crops(
         get_store(store_url), get_runtime(config).encoder, plan, crop_config
     )
 
@@ -135,7 +134,7 @@ def train_locator_heads(
     artifact, the held-out pictures to the model's folder (linked from an artifact)."""
     store = get_store(store_url)
     logger = get_run_logger()
-    dataset = crops_core.read_dataset(store, dataset_id)
+    dataset = locator.crops.read_dataset(store, dataset_id)
     settings = load_settings()
     _, run = fit_locator(
         store,
@@ -178,10 +177,10 @@ def plan_locate(
     store_url: str, config: RuntimeConfig, version: str | None, shard_size: int
 ) -> LocatePlan:
     store = get_store(store_url)
-    model = locator_store.load_locator(
+    model = locator.store.load_locator(
         store, version, encoder_version=get_runtime(config).encoder.version
     )
-    plan = locator_store.plan_locate(store, model, shard_size=shard_size)
+    plan = locator.store.plan_locate(store, model, shard_size=shard_size)
     get_run_logger().info(
         "locator %s: %d images, %d already located, %d to locate in %d shards",
         model.version,
@@ -205,7 +204,7 @@ def locate_shard(
     store = get_store(store_url)
     runtime = get_runtime(config)
     model = _model(store_url, version, runtime.encoder.version)
-    return locator_store.locate_shard(
+    return locator.store.locate_shard(
         store,
         runtime,
         model,
@@ -216,11 +215,11 @@ def locate_shard(
 
 
 @lru_cache(maxsize=2)
-def _model(store_url: str, version: str, encoder_version: str) -> locator_store.LocatorModel:
+def _model(store_url: str, version: str, encoder_version: str) -> locator.store.LocatorModel:
     """One model per process, store, version and encoder version, as :func:`get_runtime`
     keeps one runtime: a version's files never change, and every shard of a run (and every
     run in a worker) would otherwise read the weights again."""
-    return locator_store.load_locator(
+    return locator.store.load_locator(
         get_store(store_url), version, encoder_version=encoder_version
     )
 
