@@ -152,8 +152,8 @@ def score_boxes(
 ) -> Any:
     """Located boxes of locator ``version`` on the ``scored`` image ids against ``truth``,
     with both baselines; the median box is the ``reference`` (training) photos' median."""
+    from tiefvision_core.catalog.boxes import read_boxes
     from tiefvision_core.locator.evaluation import evaluate_boxes
-    from tiefvision_core.locator.store import read_boxes
 
     return evaluate_boxes(
         read_boxes(store, version),

@@ -62,7 +62,7 @@ def build_store(workdir: Path, images: int, kind: str, encoder) -> str:
     from tiefvision_core.catalog.ingest import ingest_catalog
     from tiefvision_core.catalog.manifest import publish_manifest, read_manifest
     from tiefvision_core.catalog.synthetic import generate_catalog
-    from tiefvision_core.index.search import space_source
+    from tiefvision_core.index.spaces import space_source
     from tiefvision_core.storage.stores import LocalStore
     from tiefvision_core.vector_index.publish import publish_index
     from tiefvision_core.vector_index.vectors import IndexConfig

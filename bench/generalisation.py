@@ -352,7 +352,7 @@ def part_style(args: argparse.Namespace) -> dict[str, Any]:
         result[f"locator_{style}"].update(every)
     result.update(_training(bench))
 
-    from tiefvision_core.locator.store import read_boxes
+    from tiefvision_core.catalog.boxes import read_boxes
 
     located = read_boxes(store, bench.run.version).set_index("image_id")
     rooms = truth[truth["image"].str.startswith("rooms/")]

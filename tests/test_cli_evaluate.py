@@ -77,7 +77,8 @@ def test_evaluate_history_shows_every_version_s_stored_scores_oldest_first(
     that refused it, one never — and the locator: ``--history`` lists each with the
     numbers its evaluation.json holds, oldest first, the live one marked; no flow runs."""
     from tiefvision_core.evaluation.evaluate import evaluate_locator, evaluate_space
-    from tiefvision_core.index.gate import RegressionRefused, regression_gate
+    from tiefvision_core.index.gate import regression_gate
+    from tiefvision_core.vector_index.pointer import RegressionRefused
     from tiefvision_core.vector_index.publish import publish_index
 
     url = (tmp_path / "store").as_uri()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from tiefvision_core.catalog.boxes import read_boxes
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest, usable_rows
 from tiefvision_core.locator.evaluation import LocatorEvaluation, evaluate_boxes
-from tiefvision_core.locator.store import read_boxes
 from tiefvision_core.storage.stores import Store
 
 __all__ = ["annotated_half", "score_located"]

@@ -19,9 +19,10 @@ from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Res
 from fastapi import status as http
 from pydantic import BaseModel, Field, field_validator
 
-from tiefvision_core.annotations import files as annotation_files
+from tiefvision_core.annotations import files
 from tiefvision_core.errors import ConfigError, InputError, TiefVisionError
 from tiefvision_core.index.search import SearchResult, query_row, search_by_id, search_by_photo
+from tiefvision_core.storage.layout import LOCATOR_CURRENT, SIMILARITY_CURRENT
 from tiefvision_core.vector_index.versions import SPACES, OpenedIndex
 from tiefvision_web.auth import holds_token, require_writer, writes_need_token
 from tiefvision_web.catalog_view import CatalogImage, CatalogView, valid_image_id
@@ -368,11 +369,11 @@ def get_box(state: State, image_id: str) -> dict[str, Any]:
 )
 def put_box(state: State, image_id: str, body: BoxBody) -> dict[str, Any]:
     image = catalog_image(state, image_id)
-    box = annotation_files.Box(*body.box)
-    shape = annotation_files.CatalogImage(
+    box = files.Box(*body.box)
+    shape = files.CatalogImage(
         image.image_id, image.rel_path, image.sha256, image.width, image.height
     )
-    problem = annotation_files.box_problem(box, shape)
+    problem = files.box_problem(box, shape)
     if problem:
         raise HTTPException(http.HTTP_422_UNPROCESSABLE_CONTENT, f"image {image_id!r}: {problem}")
     state.annotations.set_box(image.image_id, list(box), source="web", sha256=image.sha256)
@@ -417,9 +418,6 @@ def post_triplet(state: State, body: TripletBody, response: Response) -> dict[st
 # -- status and flows -----------------------------------------------------------------------
 def status_report(state: WebState, *, with_prefect: bool = True) -> dict[str, Any]:
     """Versions, counts and (when a Prefect server is configured) deployments and runs."""
-    from tiefvision_core.locator.store import LOCATOR_CURRENT
-    from tiefvision_core.similarity.training import CURRENT as SIMILARITY_CURRENT
-
     indexes: dict[str, Any] = {}
     for space in SPACES:
         try:

@@ -17,13 +17,14 @@ from PIL import Image
 
 from tiefvision_core.annotations.database import database_url_for
 from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.catalog.boxes import read_boxes
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.locator.evaluation import evaluate_boxes
-from tiefvision_core.locator.store import LocateSummary, read_boxes
+from tiefvision_core.locator.store import LocateSummary
 from tiefvision_core.storage.stores import LocalStore, Store
 from tiefvision_core.storage.urls import open_store
 

@@ -113,7 +113,7 @@ def test_local_stack_serves_the_web_service_on_its_store_and_prefect(
     running_stack, monkeypatch
 ) -> None:
     """`tiefvision serve` from start.sh: same store (env.sh's S3) and Prefect server."""
-    from tiefvision_core.locator.store import LOCATOR_CURRENT
+    from tiefvision_core.storage.layout import LOCATOR_CURRENT
 
     web = f"http://127.0.0.1:{running_stack['TIEFVISION_LOCAL_WEB_PORT']}"
     with urllib.request.urlopen(f"{web}/api/health", timeout=10) as response:

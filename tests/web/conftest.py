@@ -13,7 +13,7 @@ from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import Settings, load_settings
 from tiefvision_core.encoding.catalog import encode_catalog
 from tiefvision_core.encoding.runtime import EncodingRuntime
-from tiefvision_core.index.search import rebuild_space
+from tiefvision_core.index.spaces import rebuild_space
 from tiefvision_core.storage.stores import LocalStore
 from tiefvision_core.storage.urls import open_store
 

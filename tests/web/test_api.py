@@ -19,7 +19,7 @@ from tiefvision_core.annotations.store import AnnotationStore
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.config import load_settings
-from tiefvision_core.index.search import rebuild_space
+from tiefvision_core.index.spaces import rebuild_space
 from tiefvision_core.storage.urls import open_store
 from tiefvision_core.vector_index.versions import open_index
 from tiefvision_web import create_app

@@ -21,7 +21,7 @@ from tests.core.index.test_models import save_projection
 from tiefvision_core.catalog import imaging
 from tiefvision_core.config import load_settings
 from tiefvision_core.index import models
-from tiefvision_core.index.search import rebuild_space
+from tiefvision_core.index.spaces import rebuild_space
 from tiefvision_core.storage.urls import open_store
 from tiefvision_web import create_app
 

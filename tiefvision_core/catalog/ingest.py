@@ -31,7 +31,6 @@ import pyarrow as pa
 
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, inspect_image
 from tiefvision_core.catalog.manifest import (
-    CURRENT_KEY,
     MANIFEST_COLUMNS,
     MANIFEST_SCHEMA,
     ManifestVersion,
@@ -41,7 +40,7 @@ from tiefvision_core.catalog.manifest import (
 )
 from tiefvision_core.catalog.sources import Refused, list_source
 from tiefvision_core.errors import ImageRejected, InputError, StorageNotFound
-from tiefvision_core.storage.layout import STAGING_PREFIX
+from tiefvision_core.storage.layout import MANIFEST_CURRENT, STAGING_PREFIX
 from tiefvision_core.storage.stores import ObjectInfo, Store
 from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES
 
@@ -165,7 +164,7 @@ def plan_ingest(
     source_listing = list_source(source, follow_symlinks=follow_symlinks)
     listing = list(source_listing.entries)
     previous_table = read_manifest(store)
-    previous_version = store.read_pointer(CURRENT_KEY)
+    previous_version = store.read_pointer(MANIFEST_CURRENT)
     previous: dict[str, dict[str, object]] = {}
     if previous_table is not None:
         for row in previous_table.to_pylist():

@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # pandas is imported where a frame is built: a no-op plan nev
 
 __all__ = [
     "CHANGE_KINDS",
-    "CURRENT_KEY",
     "MANIFEST_COLUMNS",
     "MANIFEST_SCHEMA",
     "STATUSES",
@@ -47,7 +46,6 @@ __all__ = [
     "usable_rows",
 ]
 
-CURRENT_KEY = MANIFEST_CURRENT
 CHANGE_KINDS = ("new", "changed", "unchanged", "removed")
 STATUSES = ("ok", "rejected", "removed")
 
@@ -115,7 +113,7 @@ def publish_manifest(store: Store, frame: pd.DataFrame, *, keep: int = 5) -> Man
     )
     store.write_parquet(rejects_key, rejects)
     store.write_parquet(manifest_key, table)
-    store.publish_pointer(CURRENT_KEY, version)
+    store.publish_pointer(MANIFEST_CURRENT, version)
     _prune(store, keep)
     return ManifestVersion(version, store.uri(manifest_key), store.uri(rejects_key))
 
@@ -130,14 +128,14 @@ def _prune(store: Store, keep: int) -> None:
 
 def read_manifest(store: Store, version: str | None = None) -> pa.Table | None:
     """The current (or a given) manifest version; ``None`` before the first ingest."""
-    version = version or store.read_pointer(CURRENT_KEY)
+    version = version or store.read_pointer(MANIFEST_CURRENT)
     if version is None:
         return None
     return store.read_parquet(layout.manifest_key(version))
 
 
 def read_rejects(store: Store, version: str | None = None) -> pa.Table | None:
-    version = version or store.read_pointer(CURRENT_KEY)
+    version = version or store.read_pointer(MANIFEST_CURRENT)
     if version is None:
         return None
     return store.read_parquet(layout.rejects_key(version))

@@ -78,7 +78,6 @@ __all__ = [
     "GateDecision",
     "GatePolicy",
     "GateRule",
-    "RegressionRefused",
     "compare_with_live",
     "gate_markdown",
     "regression_gate",

@@ -17,9 +17,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar, cast
 
+from tiefvision_core import locator
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.errors import IncompatibleModel
-from tiefvision_core.locator import store as locator_store
 from tiefvision_core.locator.store import LocatorModel
 from tiefvision_core.similarity import training
 from tiefvision_core.similarity.deep_ranking import ProjectionNet
@@ -95,7 +95,7 @@ def current_locator(store: Store, encoder: Encoder) -> LocatorModel | None:
 
     def load() -> LocatorModel | None:
         try:
-            return locator_store.load_locator(store, version, encoder_version=encoder.version)
+            return locator.store.load_locator(store, version, encoder_version=encoder.version)
         except IncompatibleModel:
             return None  # a version's encoder never changes: remembered as unusable
 

@@ -49,10 +49,8 @@ __all__ = [
     "similarity",
 ]
 
-#: The search by photo's names (defined with torch at hand), and names that lived here
-#: before the split (``from tiefvision_core.index.search import rebuild_space`` in bench
-#: scripts keeps working) → the module of this package that defines them: only an import
-#: of one of them pays for torch.
+#: The search by photo's names (defined with torch at hand) → the module of this package
+#: that defines them: only an import of one of them pays for torch.
 _ELSEWHERE = {
     "QUERY_SCALES": "photo_search",
     "QueryPhoto": "photo_search",
@@ -61,12 +59,6 @@ _ELSEWHERE = {
     "read_query_photo": "photo_search",
     "search_by_image": "photo_search",
     "search_by_photo": "photo_search",
-    "catalog_rows": "spaces",
-    "id_frame": "spaces",
-    "rebuild_space": "spaces",
-    "space_source": "spaces",
-    "space_transform": "spaces",
-    "space_vectors": "spaces",
 }
 
 

@@ -75,7 +75,6 @@ DEFAULT_SCALES = (320, 448, 576)
 #: should span at least this share of a window; never add a side above ``MAX_FITTED_SIDE``.
 WINDOW_COVER = 0.75
 MAX_FITTED_SIDE = 1024
-LATEST_KEY = CROPS_LATEST
 _MAP_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -468,13 +467,13 @@ def finish_crops(store: Store, encoder: Encoder, plan: CropPlan, config: CropCon
         config=asdict(config),
     )
     store.put_bytes(f"{plan.prefix}dataset.json", json.dumps(dataset.as_dict(), indent=1).encode())
-    store.publish_pointer(LATEST_KEY, plan.dataset_id)
+    store.publish_pointer(CROPS_LATEST, plan.dataset_id)
     return dataset
 
 
 def read_dataset(store: Store, dataset_id: str | None = None) -> CropDataset:
     """A finished dataset (default: the latest one written)."""
-    dataset_id = dataset_id or store.read_pointer(LATEST_KEY)
+    dataset_id = dataset_id or store.read_pointer(CROPS_LATEST)
     key = crops_dataset_key(dataset_id) if dataset_id is not None else None
     if key is None or not store.exists(key):
         raise InputError(

@@ -30,7 +30,7 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from tiefvision_core.catalog.boxes import latest_boxes, part_keys, read_boxes, reuse_boxes
+from tiefvision_core.catalog.boxes import part_keys, reuse_boxes
 from tiefvision_core.catalog.manifest import read_manifest, usable_rows
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.pixels import whole_pixels
@@ -44,24 +44,20 @@ from tiefvision_core.locator.model import (
     LocatorHeads,
     TargetScaler,
     WindowGeometry,
+    locate_in_maps,
 )
-from tiefvision_core.locator.model import locate_in_maps as _locate_in_maps
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, LOCATOR_PREFIX, boxes_prefix
 from tiefvision_core.storage.stores import Store
 
 __all__ = [
-    "LOCATOR_CURRENT",
     "LocatePlan",
     "LocateSummary",
     "LocatedPart",
     "LocatorModel",
-    "boxes_prefix",
-    "latest_boxes",
     "load_locator",
     "locate_image",
     "locate_shard",
     "plan_locate",
-    "read_boxes",
     "save_locator",
 ]
 
@@ -101,7 +97,7 @@ class LocatorModel:
         return str(self.metadata["encoder_version"])
 
     def locate(self, maps: Sequence[tuple[torch.Tensor, tuple[float, float]]], size) -> LocatedBox:
-        return _locate_in_maps(
+        return locate_in_maps(
             self.heads,
             maps,
             geometry=self.geometry,

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Literal
 import pyarrow as pa
 
 from tiefvision_core.catalog.manifest import (
-    CURRENT_KEY,
     publish_manifest,
     read_manifest,
     usable_rows,
@@ -52,6 +51,7 @@ from tiefvision_core.storage.layout import (
     CROPS_PREFIX,
     ENCODINGS_PREFIX,
     LOCATOR_PREFIX,
+    MANIFEST_CURRENT,
     MANIFEST_PREFIX,
     MODEL_PREFIXES,
     REJECTS_PREFIX,
@@ -76,10 +76,6 @@ if TYPE_CHECKING:
     from tiefvision_core.annotations.store import AnnotationStore
 
 __all__ = ["GcItem", "GcReport", "Retention", "collect_garbage"]
-
-_MODELS = MODEL_PREFIXES
-_BOXES = BOXES_PREFIX
-_ENCODINGS = ENCODINGS_PREFIX
 
 
 @dataclass(frozen=True)
@@ -210,7 +206,7 @@ def _encodings(c: _Collector, boxes: dict[tuple[str, str], tuple]) -> None:
     """Shards of every encoder, kind and version: rows of photos no longer usable with
     those bytes go; a box crop also when its box is not the photo's current one."""
     whole, cropped = _Liveness(boxes, by_box=False), _Liveness(boxes, by_box=True)
-    for info in c.store.list(_ENCODINGS):
+    for info in c.store.list(ENCODINGS_PREFIX):
         parts = info.key.split("/")  # encodings/<encoder>/<kind>/<version>/shard-<id>
         if len(parts) == 5 and parts[4].startswith("shard-"):
             c.filter_rows("encodings", info, cropped if parts[2] == "box" else whole)
@@ -220,7 +216,7 @@ def _kept_models(store: Store, keep: int, grace_s: float) -> dict[str, set[str]]
     """Model versions that stay per kind: the newest ``keep`` finished ones, the live one,
     and any similarity model a retained index version was built with."""
     kept: dict[str, set[str]] = {}
-    for prefix in _MODELS:
+    for prefix in MODEL_PREFIXES:
         finished = sorted(
             name
             for name, infos in _folders(store, prefix).items()
@@ -260,10 +256,10 @@ def _versioned(
             if name not in kept and (finished or not young):
                 c.delete("model", infos, folder=f"{prefix}{name}/")
     locators = kept_models[LOCATOR_PREFIX]
-    for name, infos in _folders(c.store, _BOXES).items():
+    for name, infos in _folders(c.store, BOXES_PREFIX).items():
         if name not in locators:
             if min(_age(i, c.now) for i in infos) > grace:  # a locate may be starting
-                c.delete("boxes", infos, folder=f"{_BOXES}{name}/")
+                c.delete("boxes", infos, folder=f"{BOXES_PREFIX}{name}/")
             continue
         for part in infos:
             if part.key.rsplit("/", 1)[-1].startswith("part-"):
@@ -284,7 +280,7 @@ def _held_bytes(store: Store, keep: int) -> HeldBytes | None:
     """(image_id, sha256) of every photo a retained manifest version still lists (usable
     or rejected: the bytes are in the source), and those ids; None before the first ingest.
     Whatever names other bytes names a photo removed longer than the retention ago."""
-    current = store.read_pointer(CURRENT_KEY)
+    current = store.read_pointer(MANIFEST_CURRENT)
     if current is None:
         return None
     keys = [*_retained_older(store, current, keep), f"{MANIFEST_PREFIX}{current}.parquet"]
@@ -301,7 +297,7 @@ def _manifests(c: _Collector) -> None:
     """Manifest (and rejects) versions beyond the retention; rows of removed photos leave
     the current manifest once no retained older version holds them as usable."""
     store, keep = c.store, c.retention.versions
-    current = store.read_pointer(CURRENT_KEY)
+    current = store.read_pointer(MANIFEST_CURRENT)
     if current is None:
         return
     names = _manifest_keys(store)
@@ -395,7 +391,7 @@ def _leftovers(c: _Collector) -> None:
     """Work lists, ingest staging, temporary files of killed writes and dead builds'
     staging folders, all older than the grace period."""
     grace = c.retention.grace_s
-    for prefix in (_ENCODINGS, _BOXES):
+    for prefix in (ENCODINGS_PREFIX, BOXES_PREFIX):
         plans = [i for i in c.store.list(prefix) if "/_plans/" in i.key]
         c.delete("temporary", [i for i in plans if _age(i, c.now) > grace])
     staged = list(c.store.list(STAGING_PREFIX))

@@ -51,9 +51,6 @@ if TYPE_CHECKING:  # passed in by the caller: training never opens an index itse
 
 __all__ = ["SimilarityRun", "fit_similarity", "load_projection", "projected_maps"]
 
-PREFIX = SIMILARITY_PREFIX
-CURRENT = SIMILARITY_CURRENT
-
 
 @dataclass(frozen=True)
 class SimilarityRun:
@@ -264,7 +261,7 @@ def fit_similarity(
     version = (
         f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{hashlib.sha256(weights).hexdigest()[:8]}"
     )
-    prefix = f"{PREFIX}{version}/"
+    prefix = f"{SIMILARITY_PREFIX}{version}/"
     triplet_counts = {
         "annotated_train": len(extra_train),
         "annotated_validation": len(extra_validation),
@@ -308,7 +305,7 @@ def fit_similarity(
     )
     store.put_bytes(prefix + "weights.pt", weights)
     store.put_bytes(prefix + "metadata.json", json.dumps(metadata, indent=1).encode())
-    store.publish_pointer(CURRENT, version)
+    store.publish_pointer(SIMILARITY_CURRENT, version)
     return SimilarityRun(
         version=version,
         train_products=len(set(labels[~split & ~validation])),
@@ -330,10 +327,10 @@ def fit_similarity(
 def load_projection(store: Store, encoder_version: str, version: str | None = None):
     """(net, metadata) of the current (or a named) similarity model; refuses one trained on
     another encoder version."""
-    version = version or store.read_pointer(CURRENT)
+    version = version or store.read_pointer(SIMILARITY_CURRENT)
     if version is None:
         raise InputError("no similarity model yet: run `tiefvision train-triplets` first")
-    metadata = json.loads(store.get_bytes(f"{PREFIX}{version}/metadata.json"))
+    metadata = json.loads(store.get_bytes(f"{SIMILARITY_PREFIX}{version}/metadata.json"))
     if metadata["encoder_version"] != encoder_version:
         raise IncompatibleModel(
             f"similarity model {version} was trained on {metadata['encoder_version']}, "
@@ -342,7 +339,7 @@ def load_projection(store: Store, encoder_version: str, version: str | None = No
     # Models saved before the deeper head have no "head": the seed's 1×1 projection.
     net = ProjectionNet(metadata["channels"], int(metadata.get("head", {}).get("hidden", 0)))
     state = torch.load(
-        io.BytesIO(store.get_bytes(f"{PREFIX}{version}/weights.pt")), weights_only=True
+        io.BytesIO(store.get_bytes(f"{SIMILARITY_PREFIX}{version}/weights.pt")), weights_only=True
     )
     net.load_state_dict(state)
     net.eval()

@@ -26,19 +26,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from tiefvision_core.vector_index.kinds import (
-    INDEX_KIND_CHOICES,
-    INDEX_KINDS,
-    IndexKind,
-    IndexKindChoice,
-)
+from tiefvision_core.vector_index.kinds import IndexKind, IndexKindChoice
 
 __all__ = [
-    "INDEX_KINDS",
-    "INDEX_KIND_CHOICES",
     "IndexConfig",
-    "IndexKind",
-    "IndexKindChoice",
     "VectorIndex",
     "build_index",
     "fit_projection",

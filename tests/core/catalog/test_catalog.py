@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from tests.guards import finishes_within
-from tiefvision_core.catalog import ingest as catalog
-from tiefvision_core.catalog import manifest
+from tiefvision_core.catalog import ingest
 from tiefvision_core.catalog.boxes import as_box
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest, read_rejects
 from tiefvision_core.errors import InputError
+from tiefvision_core.storage import layout
 from tiefvision_core.storage.stores import LocalStore
 
 
@@ -72,7 +72,7 @@ def test_first_ingest_records_every_image(stores) -> None:
     assert (one["width"], one["height"], one["format"], one["status"]) == (40, 30, "JPEG", "ok")
     assert len(one["sha256"]) == 64 and one["bytes"] > 0
     assert one["source_uri"].startswith("file://") and one["source_uri"].endswith("a/one.jpg")
-    assert not list(store.list(catalog.STAGING_PREFIX)), "staging is cleared after publish"
+    assert not list(store.list(layout.STAGING_PREFIX)), "staging is cleared after publish"
 
 
 def test_rerun_reports_nothing_new_and_reads_nothing(stores, monkeypatch) -> None:
@@ -95,9 +95,9 @@ def test_touched_but_identical_file_is_hashed_not_decoded(stores, source_dir, mo
     path = source_dir / "four.jpg"
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10_000_000))
     decoded: list[int] = []
-    original = catalog.inspect_image
+    original = ingest.inspect_image
     monkeypatch.setattr(
-        catalog, "inspect_image", lambda data, **kw: decoded.append(1) or original(data, **kw)
+        ingest, "inspect_image", lambda data, **kw: decoded.append(1) or original(data, **kw)
     )
     summary = ingest_catalog(source, store)
     assert (summary.new, summary.changed, summary.unchanged) == (0, 0, 4)
@@ -171,23 +171,23 @@ def test_metadata_without_key_column_is_refused(tmp_path) -> None:
     meta = tmp_path / "m.csv"
     meta.write_text("sku,product_id\nx,1\n")
     with pytest.raises(InputError, match="no key column"):
-        catalog.load_metadata(meta)
+        ingest.load_metadata(meta)
     meta.write_text("image,status\nx,1\n")
     with pytest.raises(InputError, match="reserved"):
-        catalog.load_metadata(meta)
+        ingest.load_metadata(meta)
 
 
 def test_killed_run_resumes_from_staged_chunks(stores, monkeypatch) -> None:
     source, store = stores
-    plan = catalog.plan_ingest(source, store, chunk_size=1)
+    plan = ingest.plan_ingest(source, store, chunk_size=1)
     assert len(plan.chunks) == 4
-    first_key = catalog.stage_chunk(source, store, plan.chunks[0])  # then the run "dies"
+    first_key = ingest.stage_chunk(source, store, plan.chunks[0])  # then the run "dies"
     assert read_manifest(store) is None, "nothing is published before the run finishes"
 
     inspected: list[str] = []
-    original = catalog.inspect_chunk
+    original = ingest.inspect_chunk
     monkeypatch.setattr(
-        catalog,
+        ingest,
         "inspect_chunk",
         lambda src, chunk, **kw: inspected.append(chunk.staging_key) or original(src, chunk, **kw),
     )
@@ -202,9 +202,9 @@ def test_old_versions_are_pruned_and_current_points_to_latest(stores, source_dir
     for i in range(7):
         (source_dir / "four.jpg").write_bytes(_jpeg((i, i, i)))
         versions.append(ingest_catalog(source, store).version)
-    kept = sorted(i.key for i in store.list(manifest.MANIFEST_PREFIX) if i.key.endswith("parquet"))
+    kept = sorted(i.key for i in store.list(layout.MANIFEST_PREFIX) if i.key.endswith("parquet"))
     assert len(kept) == 5 and kept[-1].endswith(f"{versions[-1]}.parquet")
-    assert store.read_pointer(manifest.CURRENT_KEY) == versions[-1]
+    assert store.read_pointer(layout.MANIFEST_CURRENT) == versions[-1]
 
 
 MAX_BYTES = 64 * 1024
@@ -301,9 +301,9 @@ def test_raising_the_byte_limit_admits_a_too_large_photo_without_touching_it(
 
 def test_a_file_removed_between_listing_and_reading_is_a_vanished_reject(stores) -> None:
     source, store = stores
-    plan = catalog.plan_ingest(source, store)
+    plan = ingest.plan_ingest(source, store)
     (source.root / "four.jpg").unlink()
-    tables = [catalog.inspect_chunk(source, chunk) for chunk in plan.chunks]
+    tables = [ingest.inspect_chunk(source, chunk) for chunk in plan.chunks]
     rows = {row["rel_path"]: row for table in tables for row in table.to_pylist()}
     assert (rows["four.jpg"]["status"], rows["four.jpg"]["reason"]) == ("rejected", "vanished")
 

@@ -20,13 +20,13 @@ from tiefvision_core.index.gate import (
     DEFAULT_MAX_QUERIES,
     GateComparison,
     GatePolicy,
-    RegressionRefused,
     compare_with_live,
     gate_markdown,
     regression_gate,
 )
 from tiefvision_core.storage.layout import SIMILARITY_PREFIX, index_current, index_evaluation_key
 from tiefvision_core.storage.stores import LocalStore, Store
+from tiefvision_core.vector_index.pointer import RegressionRefused
 from tiefvision_core.vector_index.publish import publish_index
 from tiefvision_core.vector_index.versions import list_versions, use_version
 

@@ -592,6 +592,7 @@ def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
     from tiefvision_core.index import models
     from tiefvision_core.index import photo_search as search
     from tiefvision_core.locator import store as locator_store
+    from tiefvision_core.storage.layout import LOCATOR_CURRENT
     from tiefvision_core.storage.stores import LocalStore
 
     store = LocalStore(tmp_path)
@@ -608,7 +609,7 @@ def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
     assert len(loads) == 1
     newer = _saved_locator(store, 21.0)  # a new CURRENT is picked up by the next upload
     search.query_box(store, _RecordingEncoder(), image)
-    assert len(loads) == 2 and store.read_pointer(locator_store.LOCATOR_CURRENT) == newer.version
+    assert len(loads) == 2 and store.read_pointer(LOCATOR_CURRENT) == newer.version
 
 
 def test_an_upload_is_located_at_the_query_scales_of_the_trained_ones(tmp_path) -> None:

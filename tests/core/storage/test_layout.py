@@ -75,7 +75,8 @@ def test_stages_use_the_layout() -> None:
     from tiefvision_core.storage.lock import lock_key
     from tiefvision_core.vector_index.versions import space_prefix
 
-    assert manifest.CURRENT_KEY == layout.MANIFEST_CURRENT
+    assert manifest.MANIFEST_CURRENT is layout.MANIFEST_CURRENT
+    assert not hasattr(manifest, "CURRENT_KEY")  # no second name for the same key
     assert shard_prefix("alexnet", "grid", "a-1") == layout.encodings_prefix(
         "alexnet", "grid", "a-1"
     )
