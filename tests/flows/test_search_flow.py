@@ -18,7 +18,7 @@ from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import image_id_for
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.errors import InputError
-from tiefvision_core.index import search_by_id
+from tiefvision_core.index.search import search_by_id
 from tiefvision_core.similarity.retrieval import ranked_neighbours, retrieval_scores
 from tiefvision_core.storage.stores import LocalStore
 from tiefvision_core.storage.urls import open_store

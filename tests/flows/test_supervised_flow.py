@@ -20,7 +20,7 @@ from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest, read_rejects
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
-from tiefvision_core.index import search_by_id
+from tiefvision_core.index.search import search_by_id
 from tiefvision_core.similarity.deep_ranking import ProjectionNet, triplet_accuracy
 from tiefvision_core.similarity.training import SimilarityRun, load_projection
 from tiefvision_core.similarity.unsupervised import similarity_grid

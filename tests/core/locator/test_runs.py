@@ -17,18 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tiefvision_core.locator import (
-    CropDataset,
-    EpochMetrics,
-    LocatedBox,
-    MapSample,
-    TrainConfig,
-    WindowGeometry,
-    evaluate_samples,
-    fit_locator,
-    load_locator,
-)
-from tiefvision_core.locator.training import validation_split
+from tiefvision_core.locator.crops import CropDataset, MapSample
+from tiefvision_core.locator.model import LocatedBox, WindowGeometry
+from tiefvision_core.locator.runs import evaluate_samples, fit_locator
+from tiefvision_core.locator.store import load_locator
+from tiefvision_core.locator.training import EpochMetrics, TrainConfig, validation_split
 from tiefvision_core.storage.stores import LocalStore
 
 GEOMETRY = WindowGeometry(stride=8, crop_size=24, kernel=(3, 3))
@@ -164,7 +157,7 @@ def test_a_run_saves_its_version_and_switches_current(run_setup, caplog) -> None
 
 def model_as_trained(model):
     """A loaded model seen as the ``TrainedLocator`` that ``evaluate_samples`` takes."""
-    from tiefvision_core.locator import TrainedLocator
+    from tiefvision_core.locator.training import TrainedLocator
 
     return TrainedLocator(model.heads, model.scaler)
 
@@ -340,8 +333,8 @@ def test_a_side_no_validation_photo_has_a_map_at_is_scored_as_the_whole_photo(ru
     metadata = json.loads(store.get_bytes(f"models/locator/{run.version}/metadata.json"))
     assert len(metadata["side_choice"]["subsets"]) == 3
     plain = [s for s in state["samples"] if s.side == 48]
-    from tiefvision_core.locator import TrainedLocator
     from tiefvision_core.locator.runs import located_at
+    from tiefvision_core.locator.training import TrainedLocator
 
     located = located_at(TrainedLocator(model.heads, model.scaler), plain, (40,), GEOMETRY, 0.8)
     assert set(located) == {s.image_id for s in plain}
