@@ -58,7 +58,7 @@ def build_store(workdir: Path, images: int, kind: str, encoder) -> str:
     """The catalog, manifest and index described in the module docstring (reused)."""
     import pandas as pd
 
-    from bench.search import Synthetic, _Generator
+    from bench.search import Synthetic, VectorGenerator
     from tiefvision_core.catalog.ingest import ingest_catalog
     from tiefvision_core.catalog.manifest import publish_manifest, read_manifest
     from tiefvision_core.catalog.synthetic import generate_catalog
@@ -84,7 +84,7 @@ def build_store(workdir: Path, images: int, kind: str, encoder) -> str:
     frame["rel_path"] = [f"bench/{n:06d}.jpg" for n in range(images)]
     publish_manifest(store, frame)
 
-    generator = _Generator(Synthetic(grid=GRID, clusters=max(10, images // 100), seed=1))
+    generator = VectorGenerator(Synthetic(grid=GRID, clusters=max(10, images // 100), seed=1))
     vectors = np.empty((images, int(np.prod(GRID))), np.float16)
     for start in range(0, images, 1000):
         count = min(1000, images - start)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _encode(runtime, requests) -> tuple[list[str], np.ndarray]:
+def encode_requests(runtime, requests) -> tuple[list[str], np.ndarray]:
     ids, maps = [], []
     for batch in runtime.stream(requests):
         ids += [r.image_id for r in batch.requests]
@@ -113,7 +113,7 @@ def main() -> None:
     )
     print(f"{'crop':<22}{'space':<40}{'P@1':>8}{'P@5':>8}{'mAP@10':>8}")
     for crop, crop_requests in crops:
-        ids, maps = _encode(runtime, crop_requests)
+        ids, maps = encode_requests(runtime, crop_requests)
         classes = np.array([labels[i] for i in ids])
         for name, vectors in (
             ("baseline: global average pool", global_pool_vectors(maps)),

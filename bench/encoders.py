@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from clothing import _encode, photo_requests, scores_cells
+from clothing import encode_requests, photo_requests, scores_cells
 
 
 def main() -> None:
@@ -46,9 +46,9 @@ def main() -> None:
     first_ms = None
     for name in args.encoders.split(","):
         runtime = RuntimeConfig(encoder=name).build()
-        _encode(runtime, requests[:8])  # warm: threads, allocator, first-batch set-up
+        encode_requests(runtime, requests[:8])  # warm: threads, allocator, first-batch set-up
         started = time.perf_counter()
-        ids, maps = _encode(runtime, requests)
+        ids, maps = encode_requests(runtime, requests)
         ms = (time.perf_counter() - started) * 1000 / len(requests)
         runtime.close()
         first_ms = first_ms or ms

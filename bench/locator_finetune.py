@@ -108,11 +108,11 @@ def main() -> None:
     from tiefvision_core.locator.model import LocatorHeads
     from tiefvision_core.locator.runs import located_iou_score
     from tiefvision_core.locator.training import (
+        LocatorLoss,
         TrainConfig,
         TrainedLocator,
-        _batches,
-        _channel_stats,
-        _Loss,
+        channel_stats,
+        shuffled_batches,
         train_heads,
     )
 
@@ -155,7 +155,7 @@ def main() -> None:
     fit_f, validation_f, scored_f = frozen_maps(fit), frozen_maps(validation), frozen_maps(scored)
     n_fg = sum(int((s.labels == 1).sum()) for s in fit)
     n_bg = sum(int((s.labels == 0).sum()) for s in fit)
-    loss = _Loss(scaler, n_bg / n_fg, config.regression_weight)
+    loss = LocatorLoss(scaler, n_bg / n_fg, config.regression_weight)
     rates = args.rates.split(",")
     runs = [(f"from frozen, lr {r}", float(r), True) for r in rates]
     runs.append((f"fresh heads, lr {rates[0]}", float(rates[0]), False))
@@ -166,7 +166,7 @@ def main() -> None:
             heads, heads_rate = copy.deepcopy(base.heads), 3e-4
         else:
             heads = LocatorHeads(int(fit[0].maps.shape[0]), geometry.kernel)
-            heads.set_channel_stats(*_channel_stats(fit))
+            heads.set_channel_stats(*channel_stats(fit))
             heads_rate = config.learning_rate
         model = TunedLocator(LastStage(), heads)
         optimiser = torch.optim.AdamW(
@@ -182,7 +182,7 @@ def main() -> None:
         for epoch in range(1, args.epochs + 1):
             started = time.perf_counter()
             model.train()
-            for batch in _batches(fit_f, config.batch_size, rng):
+            for batch in shuffled_batches(fit_f, config.batch_size, rng):
                 optimiser.zero_grad(set_to_none=True)
                 value, _, _ = loss(model, batch, "cpu", mirror=rng.random() < 0.5)
                 value.backward()

@@ -76,7 +76,7 @@ class Synthetic:
         return h * w * c
 
 
-class _Generator:
+class VectorGenerator:
     def __init__(self, synth: Synthetic) -> None:
         self.synth = synth
         rng = np.random.default_rng(synth.seed)
@@ -184,7 +184,7 @@ def generate(synth: dict, vectors: int, queries: int, workdir: str) -> dict:
     synth = Synthetic(**{**synth, "grid": tuple(synth["grid"])})
     work = Path(workdir)
     started = time.perf_counter()
-    gen = _Generator(synth)
+    gen = VectorGenerator(synth)
     stored = np.lib.format.open_memmap(
         work / "vectors.npy", mode="w+", dtype=np.float16, shape=(vectors, synth.dim)
     )
@@ -349,9 +349,9 @@ def search(workdir: str, label: str, passive: bool, warmup: int = 5) -> dict:
         [len(set(f.tolist()) & set(t.tolist())) / K for f, t in zip(found, truth, strict=True)]
     )
     # ANN stage alone (the compact index, before re-ranking), for the record
-    from tiefvision_core.vector_index.vectors import _compact
+    from tiefvision_core.vector_index.vectors import compact_vectors
 
-    compact = _compact(queries, index.grid, index.projection)
+    compact = compact_vectors(queries, index.grid, index.projection)
     started = time.perf_counter()
     for row in compact:
         index.index.search(row[None], index.config.rerank)

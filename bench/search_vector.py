@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
-from clothing import _encode, photo_requests  # noqa: E402
+from clothing import encode_requests, photo_requests  # noqa: E402
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -97,7 +97,7 @@ def main() -> None:
         ("clothing-small", photo_requests(args.data / "clothing-small")),
         ("grocery-packages", photo_requests(grocery / "images", grocery / "products.csv")),
     ):
-        ids, maps = _encode(runtime, requests)
+        ids, maps = encode_requests(runtime, requests)
         study(name, maps, np.array([labels[i] for i in ids]), args.shortlist)
 
 

@@ -53,11 +53,14 @@ from tiefvision_core.locator.sides import SIDE_TOLERANCE
 
 __all__ = [
     "EpochMetrics",
+    "LocatorLoss",
     "TrainConfig",
     "TrainedLocator",
+    "channel_stats",
     "fit_temperature",
     "mine_hard_negatives",
     "mirror_windows",
+    "shuffled_batches",
     "train_heads",
     "validation_split",
 ]
@@ -125,7 +128,9 @@ class TrainedLocator:
         return [asdict(m) for m in self.history]
 
 
-def _channel_stats(samples: Sequence[MapSample]) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(samples: Sequence[MapSample]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation over every position of ``samples``' maps:
+    what the heads standardise their input with (``LocatorHeads.set_channel_stats``)."""
     total = None
     squares = None
     count = 0
@@ -140,7 +145,7 @@ def _channel_stats(samples: Sequence[MapSample]) -> tuple[torch.Tensor, torch.Te
     return mean, (squares / count - mean * mean).clamp_min(0).sqrt()
 
 
-def _batches(samples: Sequence[MapSample], size: int, rng: random.Random) -> list[list]:
+def shuffled_batches(samples: Sequence[MapSample], size: int, rng: random.Random) -> list[list]:
     """Mini-batches of same-shape maps (stackable), shuffled."""
     by_shape: dict[tuple, list[MapSample]] = {}
     for s in samples:
@@ -200,7 +205,11 @@ def mine_hard_negatives(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return (labels == 0) & (logits >= 0)
 
 
-class _Loss:
+class LocatorLoss:
+    """The heads' training loss on a batch of windows: P(object), weighted for the rarer
+    positives (optionally focal, hard negatives weighted up), plus the box regression on
+    the positive windows."""
+
     def __init__(
         self,
         scaler: TargetScaler,
@@ -265,12 +274,12 @@ class _Loss:
 
 
 @torch.no_grad()
-def _evaluate(heads, loss: _Loss, samples, device, batch_size) -> tuple[float, float, float]:
+def _evaluate(heads, loss: LocatorLoss, samples, device, batch_size) -> tuple[float, float, float]:
     heads.eval()
     total, windows = 0.0, 0
     hits = {0: [0, 0], 1: [0, 0]}  # label → [correct, count]
     box_error, fg = 0.0, 0
-    for batch in _batches(samples, batch_size, random.Random(0)):
+    for batch in shuffled_batches(samples, batch_size, random.Random(0)):
         value, logits, predicted = loss(heads, batch, device)
         labels = torch.stack([s.labels for s in batch]).to(device)
         n = int((labels >= 0).sum())
@@ -324,9 +333,9 @@ def train_heads(
     heads = LocatorHeads(
         channels, kernel, reduced=config.reduced, hidden=config.hidden, dropout=config.dropout
     )
-    heads.set_channel_stats(*_channel_stats(train))
+    heads.set_channel_stats(*channel_stats(train))
     heads.to(device)
-    loss = _Loss(
+    loss = LocatorLoss(
         scaler,
         n_bg / n_fg,
         config.regression_weight,
@@ -342,7 +351,7 @@ def train_heads(
         started = time.perf_counter()
         heads.train()
         running, seen = 0.0, 0
-        for batch in _batches(train, config.batch_size, rng):
+        for batch in shuffled_batches(train, config.batch_size, rng):
             optimiser.zero_grad(set_to_none=True)
             mirror = config.flip and rng.random() < 0.5
             value, _, _ = loss(heads, batch, device, mirror=mirror, mine=True)
@@ -384,7 +393,7 @@ def train_heads(
 @torch.no_grad()
 def _labelled_logits(heads, samples, device, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
     logits, labels = [], []
-    for batch in _batches(samples, batch_size, random.Random(0)):
+    for batch in shuffled_batches(samples, batch_size, random.Random(0)):
         maps = torch.stack([s.maps for s in batch]).to(device).float()
         got = heads(maps)[0].cpu()
         wanted = torch.stack([s.labels for s in batch])

@@ -32,6 +32,7 @@ __all__ = [
     "IndexConfig",
     "VectorIndex",
     "build_index",
+    "compact_vectors",
     "fit_projection",
     "update_index",
 ]
@@ -82,7 +83,9 @@ def fit_projection(
     return np.ascontiguousarray(eigenvectors[:, ::-1][:, :keep].astype(np.float32))
 
 
-def _compact(vectors: np.ndarray, grid: tuple[int, int, int], projection: np.ndarray):
+def compact_vectors(vectors: np.ndarray, grid: tuple[int, int, int], projection: np.ndarray):
+    """Vectors of a grid as the ANN stage searches them: each position's channels
+    projected onto ``projection`` (from :func:`fit_projection`), positions concatenated."""
     h, w, c_full = grid
     positions = np.asarray(vectors, np.float32).reshape(len(vectors), h * w, c_full)
     return np.ascontiguousarray((positions @ projection).reshape(len(vectors), -1))
@@ -126,7 +129,7 @@ def build_index(
         index = faiss.IndexIVFPQ(quantizer, compact_dim, lists, sub, 8, faiss.METRIC_INNER_PRODUCT)
         training = np.concatenate(  # in chunks: never the float32 full sample at once
             [
-                _compact(vectors[sample[part]], grid, projection)
+                compact_vectors(vectors[sample[part]], grid, projection)
                 for part in _batches(len(sample), 4096)
             ]
         )
@@ -160,7 +163,7 @@ def _add_compact(
     """Add rows ``start:`` of ``vectors`` (their ids = their row numbers)."""
     for part in _batches(len(vectors) - start, 4096):
         rows = slice(start + part.start, start + part.stop)
-        index.add(_compact(vectors[rows], grid, projection))
+        index.add(compact_vectors(vectors[rows], grid, projection))
 
 
 def update_index(previous: VectorIndex, vectors: np.ndarray, kept: np.ndarray) -> BuiltIndex:
@@ -281,7 +284,7 @@ class VectorIndex:
             return scores, rows
         wanted = min(len(self), max(k, candidates or self.config.rerank))
         assert self.projection is not None, "ANN indexes always have a projection"
-        _, found = self.index.search(_compact(queries, self.grid, self.projection), wanted)
+        _, found = self.index.search(compact_vectors(queries, self.grid, self.projection), wanted)
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
         out_rows = np.full((len(queries), k), -1, np.int64)
         for q, rows in enumerate(found):
