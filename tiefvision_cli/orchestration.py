@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from deployments import client
 from deployments.client import TriggeredRun
-from deployments.client import trigger as start_run
 from tiefvision_core.deployments import split_parameters
 
 __all__ = ["trigger"]
@@ -26,7 +26,7 @@ def trigger(
 ) -> TriggeredRun:
     """Start a run of a deployment with ``NAME=VALUE`` parameters; a value is JSON when it
     parses and the deployment's schema does not take it as text (``keep=3``)."""
-    return start_run(
+    return client.trigger(
         name,
         split_parameters(params),
         text_as_json=True,

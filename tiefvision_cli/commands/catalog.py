@@ -83,10 +83,10 @@ def run_ingest(
         store=store, images=images, metadata=metadata, follow_symlinks=follow_symlinks
     ).settings
 
-    from flows.ingest import ingest as ingest_flow
+    import flows.ingest
 
     with flow_run():
-        return ingest_flow(
+        return flows.ingest.ingest(
             images=images,
             store=settings.store_url,
             metadata=str(metadata) if metadata else None,
@@ -141,12 +141,12 @@ def encode(
     if summary is None:  # new work: run the flow (nothing new: no orchestrator to start)
         start_early()  # Prefect's server boots while the encoding processes do
 
-        from flows.encode import encode as encode_flow
+        import flows.encode
         from tasks.encoding import prestart
 
         prestart(config)
         with flow_run(console, progress=not as_json):
-            summary = encode_flow(
+            summary = flows.encode.encode(
                 store=settings.store_url,
                 encoder=settings.encoder,
                 weights=weights,

@@ -45,7 +45,7 @@ def setup_prefect(
     The server is the one at $PREFECT_API_URL; flow results go to an S3 bucket (an S3
     block). Idempotent: running it again changes nothing that is already set up.
     """
-    from deployments.setup import setup_prefect as setup
+    import deployments.setup
 
     if bucket is None:
         from tiefvision_core.config import load_settings
@@ -57,7 +57,7 @@ def setup_prefect(
                 "(TIEFVISION_STORE_URL=s3://BUCKET/PREFIX)"
             )
         bucket = store_url.removeprefix("s3://").split("/", 1)[0]
-    done = setup(
+    done = deployments.setup.setup_prefect(
         bucket=bucket,
         folder=folder,
         endpoint=endpoint,
@@ -98,9 +98,9 @@ def trigger(
     as_json: JsonRunOption = False,
 ) -> None:
     """Run a deployment on the Prefect server at $PREFECT_API_URL (a worker executes it)."""
-    from tiefvision_cli.orchestration import trigger as start
+    from tiefvision_cli import orchestration
 
-    run = start(deployment, param or [], wait=wait, timeout=timeout)
+    run = orchestration.trigger(deployment, param or [], wait=wait, timeout=timeout)
     failed = wait and run.state != "COMPLETED"
     if as_json:
         print_json(run.as_dict())

@@ -66,7 +66,7 @@ def run_evaluate(store: str | None, spaces: list[str] | None = None) -> Evaluati
     """The evaluate flow after the checks (also the demo's last step)."""
     start_early()  # Prefect's server boots while the store is checked
     settings = preflight(store=store).settings
-    from flows.evaluate import evaluate as evaluate_flow
+    import flows.evaluate
 
     with flow_run(console, progress=False):
-        return evaluate_flow(store=settings.store_url, spaces=spaces)
+        return flows.evaluate.evaluate(store=settings.store_url, spaces=spaces)

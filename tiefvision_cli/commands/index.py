@@ -74,10 +74,10 @@ def rebuild_index(
     checked_space = check_space(space)
     kind = check_index_kind(index_kind)
 
-    from flows.rebuild_index import rebuild_index as rebuild_flow
+    import flows.rebuild_index
 
     with flow_run(console):
-        version = rebuild_flow(
+        version = flows.rebuild_index.rebuild_index(
             store=settings.store_url,
             space=checked_space,
             encoder=settings.encoder,
@@ -153,12 +153,12 @@ def reindex(
         regression_tolerance=tolerance,
     ).settings
 
-    from flows.reindex import reindex as reindex_flow
+    import flows.reindex
     from tiefvision_core.pipeline.reindex import ReindexRefused
 
     try:
         with flow_run(console, progress=not as_json):
-            summary = reindex_flow(
+            summary = flows.reindex.reindex(
                 images=images,
                 store=settings.store_url,
                 metadata=str(metadata) if metadata else None,

@@ -50,11 +50,11 @@ def train_locator(
         weights=weights,
     ).settings
 
-    from flows.train_locator import train_locator as train_flow
+    import flows.train_locator
     from tiefvision_cli.report import print_locator_run
 
     with flow_run(console, progress=not as_json):
-        run = train_flow(
+        run = flows.train_locator.train_locator(
             store=settings.store_url,
             database=secret(database),
             encoder=settings.encoder,
@@ -94,11 +94,11 @@ def locate(
         store=store, encoder=encoder, device=device, check_device=True, weights=weights
     ).settings
 
-    from flows.locate import locate as locate_flow
+    import flows.locate
     from tiefvision_cli.report import print_locate_summary
 
     with flow_run(console, progress=not as_json):
-        summary = locate_flow(
+        summary = flows.locate.locate(
             store=settings.store_url,
             encoder=settings.encoder,
             weights=weights,

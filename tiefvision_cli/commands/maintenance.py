@@ -44,10 +44,10 @@ def gc(
     start_early()  # Prefect's server boots while the store is checked
     settings = preflight(store=store).settings  # a wrong URL fails here, before the flow runs
 
-    from flows.gc import gc as gc_flow
+    import flows.gc
 
     with flow_run():
-        report = gc_flow(
+        report = flows.gc.gc(
             store=settings.store_url,
             retention=retention,
             grace_hours=grace_hours,

@@ -36,10 +36,10 @@ def train_triplets(
         store=store, database=database, check_database=True, encoder=encoder, device=device
     ).settings
 
-    from flows.train_triplets import train_triplets as train_flow
+    import flows.train_triplets
 
     with flow_run(console):
-        run = train_flow(
+        run = flows.train_triplets.train_triplets(
             store=settings.store_url,
             database=secret(database),
             encoder=settings.encoder,
