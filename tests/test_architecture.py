@@ -495,3 +495,242 @@ def test_evaluation_and_similarity_import_nothing_from_the_index_stage() -> None
         if _within(target, "tiefvision_core.index")
     ]
     assert not offending, "\n".join(offending)
+
+
+# -- only the surface that is used ----------------------------------------------------------------
+
+#: Where no module may reach into another's private names or rename what it imports: the
+#: project's packages and the benches. The tests are the one exception to the first rule: a
+#: test of one module's private helper may import it (prefer the public API that uses it).
+_SURFACE_CHECKED = (*_PACKAGES, "bench")
+
+
+def _project_modules() -> set[str]:
+    """Every importable name of a project module: dotted from the repository root (tests
+    and benches included), and bare for the benches, which put ``bench/`` on ``sys.path``
+    and import each other by file name (``from _common import …``)."""
+    names: set[str] = set()
+    for package in (*_PACKAGES, "bench", "tests"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            names.add(".".join(parts))
+            if package == "bench" and len(parts) == 2:
+                names.add(parts[1])
+    return names
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _from_module(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The module a ``from … import`` reads, a relative one resolved against ``module``."""
+    if not node.level:
+        return node.module or ""
+    anchor = module.split(".")
+    anchor = anchor if is_package else anchor[:-1]
+    anchor = anchor[: len(anchor) - (node.level - 1)]
+    return ".".join([*anchor, *([node.module] if node.module else [])])
+
+
+def _private_imports(
+    tree: ast.Module, module: str, is_package: bool, known: set[str]
+) -> list[tuple[int, str]]:
+    """(line, what) for each private name of another project module the file uses:
+    ``from x import _y`` and ``x._y`` on an imported project module. A module whose file
+    name starts with an underscore (``bench/_common.py``, ``encoders/_api.py``) is a
+    module, not a private name: importing it is fine, its private names are not."""
+    found: list[tuple[int, str]] = []
+    bound: dict[str, str] = {}  # a name the file binds → the project module it names
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in known or alias.name.split(".")[0] in known:
+                    top = alias.name if alias.asname else alias.name.split(".")[0]
+                    bound[alias.asname or top] = top
+        elif isinstance(node, ast.ImportFrom):
+            base = _from_module(node, module, is_package)
+            if base not in known:
+                continue
+            for alias in node.names:
+                if f"{base}.{alias.name}" in known:
+                    bound[alias.asname or alias.name] = f"{base}.{alias.name}"
+                elif _is_private(alias.name):
+                    found.append((node.lineno, f"from {base} import {alias.name}"))
+
+    def named(node: ast.expr) -> str | None:
+        """The project module an expression names, if it is one."""
+        if isinstance(node, ast.Name):
+            return bound.get(node.id)
+        if isinstance(node, ast.Attribute) and (outer := named(node.value)):
+            inner = f"{outer}.{node.attr}"
+            return inner if inner in known else None
+        return None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr):
+            owner = named(node.value)
+            if owner and f"{owner}.{node.attr}" not in known:
+                found.append((node.lineno, f"{owner}.{node.attr}"))
+    return sorted(found)
+
+
+def _surface_files() -> list[tuple[str, Path]]:
+    """(dotted module, file) for every module the surface checks cover."""
+    files: list[tuple[str, Path]] = []
+    for package in _SURFACE_CHECKED:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            files.append((".".join(parts), path))
+    return files
+
+
+def test_the_private_name_check_sees_each_way_in() -> None:
+    tree = ast.parse(
+        "import tiefvision_core.index.search\n"
+        "import tiefvision_core.vector_index.vectors as vectors\n"
+        "from tiefvision_core.index import models\n"
+        "from tiefvision_core.vector_index.vectors import _compact, IndexConfig\n"
+        "from . import _private_helper, layout\n"
+        "from _common import _cached, ingest_once\n"
+        "from tiefvision_core.encoders import _api\n"
+        "from numpy import _core\n"
+        "def f(box, x):\n"
+        "    tiefvision_core.index.search._ints(box)\n"
+        "    vectors._compact(x)\n"
+        "    models._cache.clear()\n"
+        "    layout.__all__\n"
+        "    _api.Encoder\n"
+        "    x._private\n"
+    )
+    found = _private_imports(tree, "tiefvision_core.storage.lock", False, _project_modules())
+    assert found == [
+        (4, "from tiefvision_core.vector_index.vectors import _compact"),
+        (5, "from tiefvision_core.storage import _private_helper"),
+        (6, "from _common import _cached"),
+        (10, "tiefvision_core.index.search._ints"),
+        (11, "tiefvision_core.vector_index.vectors._compact"),
+        (12, "tiefvision_core.index.models._cache"),
+    ]
+
+
+def test_no_private_name_imported_from_another_module() -> None:
+    """A private name is free to change with its module: a second module using it (the web
+    service, a bench) breaks silently when it does. What two modules share is public in one
+    of them, or moves to where both can import it. The one exception is the tests (not
+    checked here): a test of one module's private helper may import it, though testing
+    through the public API that uses it is preferred."""
+    known = _project_modules()
+    offending = [
+        f"{path.relative_to(ROOT)}:{line} uses {what}"
+        for module, path in _surface_files()
+        for line, what in _private_imports(
+            ast.parse(path.read_text(), filename=str(path)),
+            module,
+            path.name == "__init__.py",
+            known,
+        )
+    ]
+    assert not offending, "\n".join(offending)
+
+
+def _renaming_imports(
+    tree: ast.Module, module: str, is_package: bool, known: set[str]
+) -> list[tuple[int, str]]:
+    """(line, what) for each import that gives a project module or name another name
+    (``import a.b as c``, ``from a import b as c``); ``as`` repeating the name is no
+    renaming, and third-party aliases (``numpy as np``) are left alone."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [
+                (node.lineno, f"import {alias.name} as {alias.asname}")
+                for alias in node.names
+                if alias.asname
+                and alias.asname != alias.name.split(".")[-1]
+                and (alias.name in known or alias.name.split(".")[0] in known)
+            ]
+        elif isinstance(node, ast.ImportFrom):
+            base = _from_module(node, module, is_package)
+            if base in known:
+                found += [
+                    (node.lineno, f"from {base} import {alias.name} as {alias.asname}")
+                    for alias in node.names
+                    if alias.asname and alias.asname != alias.name
+                ]
+    return sorted(found)
+
+
+def test_the_renaming_check_sees_each_way_to_rename() -> None:
+    tree = ast.parse(
+        "import numpy as np\n"
+        "import tiefvision_core.index.spaces as spaces\n"
+        "import tiefvision_core.index.spaces as index_spaces\n"
+        "from tiefvision_core.encoding import shards as encoding_store\n"
+        "from tiefvision_core.catalog.ingest import ingest_catalog as ingest\n"
+        "from . import layout as keys\n"
+        "from generalisation import pick as choose\n"
+        "from pyarrow import parquet as pq\n"
+        "import commands\n"
+    )
+    found = _renaming_imports(tree, "tiefvision_core.storage.lock", False, _project_modules())
+    assert found == [
+        (3, "import tiefvision_core.index.spaces as index_spaces"),
+        (4, "from tiefvision_core.encoding import shards as encoding_store"),
+        (5, "from tiefvision_core.catalog.ingest import ingest_catalog as ingest"),
+        (6, "from tiefvision_core.storage import layout as keys"),
+        (7, "from generalisation import pick as choose"),
+    ]
+
+
+def test_no_import_renames_a_project_module_or_name() -> None:
+    """One thing, one name: ``shards as encoding_store`` makes a reader look for a module
+    that does not exist, and a grep for the real name miss the caller. Where a name would
+    clash, import the module and write ``module.name``."""
+    known = _project_modules()
+    offending = [
+        f"{path.relative_to(ROOT)}:{line} {what}"
+        for module, path in _surface_files()
+        for line, what in _renaming_imports(
+            ast.parse(path.read_text(), filename=str(path)),
+            module,
+            path.name == "__init__.py",
+            known,
+        )
+    ]
+    assert not offending, "\n".join(offending)
+
+
+#: The one package whose ``__init__`` is its way in: importing it registers the encoder
+#: families (as torchvision's models do), and ``get_encoder`` is found there.
+_REGISTRY_PACKAGES = {"tiefvision_core.encoders"}
+
+
+def _only_a_docstring(tree: ast.Module) -> bool:
+    return all(
+        isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and i == 0
+        for i, node in enumerate(tree.body)
+    )
+
+
+def test_core_packages_re_export_nothing() -> None:
+    """A package's ``__init__`` says what the package holds and nothing else: callers import
+    the module that defines a name (one way in, found by grep), and importing a package
+    loads none of its modules (a search by id never imports torch)."""
+    inits = {
+        name: path
+        for name, path in _module_files().items()
+        if path.name == "__init__.py" and name.startswith("tiefvision_core.")
+    }
+    assert "tiefvision_core.index" in inits, "no tiefvision_core packages found"
+    offending = sorted(
+        str(path.relative_to(ROOT))
+        for name, path in inits.items()
+        if name not in _REGISTRY_PACKAGES
+        and not _only_a_docstring(ast.parse(path.read_text(), filename=str(path)))
+    )
+    assert not offending, f"__init__ beyond a docstring: {offending}"
