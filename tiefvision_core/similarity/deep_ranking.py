@@ -35,6 +35,7 @@ from tiefvision_core.similarity.triplets import (
     validation_split,
     with_mirror_positives,
 )
+from tiefvision_core.similarity.whitening import fit_whitening
 
 __all__ = [
     "DeepRankingConfig",
@@ -82,6 +83,14 @@ class ProjectionNet(nn.Module):
                 last.weight.zero_()
                 last.bias.zero_()
 
+    def start_from(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        """Make the 1×1 convolution ``weight @ x + bias`` (e.g. a whitening)."""
+        channels = self.conv.in_channels
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.from_numpy(weight).view(channels, channels, 1, 1))
+            assert self.conv.bias is not None
+            self.conv.bias.copy_(torch.from_numpy(bias))
+
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         out = self.conv(maps)
         return out if self.branch is None else out + self.branch(out)
@@ -122,6 +131,9 @@ class DeepRankingConfig:
     * ``group_negatives``: with a group per photo (a metadata column: category, brand),
       up to this many photos of the *same group* but another product join each training
       anchor's negatives (issue 30, item 4); 0 = none.
+    * ``init``: ``identity`` = training starts from the unsupervised space (the seed);
+      ``whitened`` = from the whitening (``similarity/whitening.py``, ``whitening_shrink``)
+      learned without labels from every photo that is not scored (issue 30, item 1).
     """
 
     margin: float = 0.1
@@ -142,6 +154,8 @@ class DeepRankingConfig:
     stop_on: Literal["triplets", "map10"] = "map10"
     validation_queries: int = 2000
     group_negatives: int = 0
+    init: Literal["identity", "whitened"] = "identity"
+    whitening_shrink: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -310,11 +324,14 @@ def train_projection(
     config: DeepRankingConfig | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
     validation_rows: Sequence[int] = (),
+    initial: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainedProjection:
     """Train the projection; keep the epoch that scores best on the stopping set:
     ``test_triplets`` (triplets among the validation products) and, with
     ``stop_on="map10"``, the retrieval of ``validation_rows``. Never pass the scored
-    products here: what stops training is what it was tuned on.
+    products here: what stops training is what it was tuned on. ``initial``: the first
+    convolution's (weight, bias) before training (default: the identity); the kept model
+    is never worse on the stopping set than this start.
 
     Memory: ``maps`` (and ``flipped``) stay as given (float16 or a memory map is fine);
     only a batch of rows (3 × batch_size maps) is converted to float32 at a time."""
@@ -324,6 +341,8 @@ def train_projection(
     labels = np.asarray(labels)
     rows = _query_sample(validation_rows, config.validation_queries, config.seed)
     net = ProjectionNet(maps.shape[1], config.hidden)
+    if initial is not None:  # (weight, bias) of the first 1×1 convolution, e.g. a whitening
+        net.start_from(*initial)
 
     def score() -> tuple[float, float]:
         return _stopping_score(net, maps, flipped, labels, test_triplets, rows, config)
@@ -432,6 +451,9 @@ def fit_held_out(
     test_triplets += list(extra_test)
     identity = ProjectionNet(maps.shape[1])
     unsupervised_accuracy, _ = triplet_accuracy(identity, maps, flipped, test_triplets)
+    initial = None
+    if config.init == "whitened":  # label-free, from every photo that is not scored
+        initial = fit_whitening(maps, np.flatnonzero(~split), config.whitening_shrink)
     trained = train_projection(
         maps,
         labels,
@@ -443,6 +465,7 @@ def fit_held_out(
         config=config,
         on_epoch=on_epoch,
         validation_rows=validation_rows,
+        initial=initial,
     )
     supervised_accuracy, _ = triplet_accuracy(trained.net, maps, flipped, test_triplets)
 
