@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tiefvision_core.config import Settings, load_settings
+from tiefvision_core.config import Settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.run import settings_for
 
 __all__ = ["runtime_config"]
 
@@ -16,10 +17,18 @@ def runtime_config(
     batch_size: int | None,
     compile: bool = False,
     backend: str | None = None,
+    **flags: object,
 ) -> tuple[Settings, RuntimeConfig]:
-    """Settings from flags and environment, and the runtime every encoding task builds."""
-    settings = load_settings(
-        store_url=store, encoder=encoder, device=device, batch_size=batch_size, backend=backend
+    """Settings from flags and environment (the ones the command or the parent flow built,
+    when these flags give them: :func:`~tiefvision_core.run.settings_for`), and the runtime
+    every encoding task builds. ``flags``: further settings flags (regression_tolerance …)."""
+    settings = settings_for(
+        store_url=store,
+        encoder=encoder,
+        device=device,
+        batch_size=batch_size,
+        backend=backend,
+        **flags,
     )
     return settings, RuntimeConfig(
         encoder=settings.encoder,

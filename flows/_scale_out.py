@@ -24,8 +24,9 @@ from prefect.futures import PrefectFuture, PrefectFutureList, as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from tasks.progress import advance
-from tiefvision_core.config import Settings, load_settings
+from tiefvision_core.config import Settings
 from tiefvision_core.errors import ConfigError
+from tiefvision_core.run import settings_for
 
 __all__ = ["SettingsTaskRunner", "gather", "gpu_request", "local_cluster", "task_runner_for"]
 
@@ -79,7 +80,7 @@ class SettingsTaskRunner(TaskRunner[PrefectFuture[Any]]):
 
     def duplicate(self) -> TaskRunner:  # type: ignore[override]
         try:
-            settings = load_settings()
+            settings = settings_for()
         except ConfigError:
             return ThreadPoolTaskRunner(max_workers=self.max_workers)
         return task_runner_for(settings, max_workers=self.max_workers)

@@ -17,8 +17,8 @@ from flows._runtime import runtime_config
 from flows._scale_out import SettingsTaskRunner, gather, gpu_request
 from tasks.encoding import encode_shard, get_runtime, plan_encoding, report_encoding
 from tasks.progress import advance, start_progress
-from tasks.stores import get_store
 from tiefvision_core.encoding.catalog import EncodeSummary, summarise_encoding
+from tiefvision_core.run import start_run
 
 __all__ = ["encode"]
 
@@ -57,12 +57,13 @@ def encode(
     """
     settings, config = runtime_config(store, encoder, weights, device, batch_size, compile, backend)
     started = time.perf_counter()
-    plan = plan_encoding(settings.store_url, config, kind, shard_size, flips, dtype)
+    run = start_run(settings)  # the catalog as it is now; a parent flow's run shares it
+    plan = plan_encoding(run.key, config, kind, shard_size, flips, dtype)
     progress = start_progress("encode", plan.images, f"Encoding with {config.encoder}")
     advance(progress, "encode", plan.already_encoded)
     with gpu_request():
         futures = encode_shard.map(
-            unmapped(settings.store_url),
+            unmapped(run.key),
             unmapped(config),
             unmapped(plan),
             list(plan.shards),
@@ -72,7 +73,7 @@ def encode(
         )
     results = gather(futures, plan.shards, progress, "encode")
     summary = summarise_encoding(
-        get_store(settings.store_url),
+        run.store,
         get_runtime(config),
         plan,
         results,

@@ -32,6 +32,7 @@ from tasks.evaluate import report_gate
 from tasks.search import build_space_index, report_index
 from tasks.store_lock import store_lock
 from tiefvision_core.index.gate import GatePolicy
+from tiefvision_core.run import start_run
 from tiefvision_core.vector_index.kinds import IndexKindChoice
 from tiefvision_core.vector_index.pointer import RegressionRefused
 from tiefvision_core.vector_index.publish import IndexVersion
@@ -74,7 +75,10 @@ def rebuild_index(
             (default ``TIEFVISION_REGRESSION_TOLERANCE``: 0.02).
         allow_regression: let a larger drop go live too (the comparison is still published).
     """
-    settings, config = runtime_config(store, encoder, weights, device, batch_size)
+    settings, config = runtime_config(
+        store, encoder, weights, device, batch_size, regression_tolerance=tolerance
+    )
+    run = start_run(settings)  # the encode subflow and the index share its catalog snapshot
     gate = GatePolicy(
         settings.regression_tolerance if tolerance is None else tolerance,
         allow_regression,
@@ -92,7 +96,7 @@ def rebuild_index(
         lock.check()  # never switch a pointer once another run took the lock
         try:
             version = build_space_index(
-                settings.store_url, config, space, IndexConfig(kind=index_kind), keep, gate
+                run.key, config, space, IndexConfig(kind=index_kind), keep, gate
             )
         except RegressionRefused as refused:
             report_gate(refused.comparison)

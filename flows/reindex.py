@@ -39,6 +39,7 @@ from tiefvision_core.config import Device
 from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.updates import UpdatePolicy
 from tiefvision_core.pipeline.reindex import ReindexRefused, ReindexSummary, StageClock
+from tiefvision_core.run import start_run
 from tiefvision_core.vector_index.kinds import IndexKindChoice
 from tiefvision_core.vector_index.pointer import RegressionRefused
 
@@ -137,12 +138,13 @@ def reindex(
                 located = locate(**runtime)
         with clock("encode"):
             encoded = encode(**runtime, kind="box")  # no mirror pass: the index never reads one
+        run = start_run(settings).key  # the catalog this run ingested, as encode saw it
         updates, gates, refused = [], [], []
         for space in plan.spaces:
             lock.check()  # never switch a pointer once another run took the lock
             with clock(f"index {space}"):
                 try:
-                    update = update_space_index(url, config, space, index_kind, policy, keep, gate)
+                    update = update_space_index(run, config, space, index_kind, policy, keep, gate)
                 except RegressionRefused as refusal:
                     refused.append(refusal)
                     gates.append(refusal.comparison)

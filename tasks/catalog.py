@@ -7,9 +7,6 @@ or hold results.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
@@ -18,13 +15,10 @@ from tasks.stores import get_source, get_store
 from tiefvision_core.annotations.store import existing_annotations
 from tiefvision_core.catalog import ingest
 from tiefvision_core.catalog.ingest import IngestChunk, IngestPlan, IngestSummary
-from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.config import load_settings
-from tiefvision_core.storage.layout import MANIFEST_CURRENT
 from tiefvision_core.storage.urls import DEFAULT_MAX_BYTES
 
 __all__ = [
-    "current_manifest",
     "follow_annotations",
     "inspect_chunk",
     "plan_ingest",
@@ -33,21 +27,6 @@ __all__ = [
 ]
 
 _SHOWN_SKIPS = 20
-
-
-def current_manifest(store_url: str) -> pa.Table | None:
-    """The store's current manifest, read once per version in this process: the stages of
-    one run (plan the encodings, build the index, update each space) pass this table on
-    instead of each reading the catalog again. A version's file never changes, so the
-    cache is always right; a new ingest moves CURRENT and the next call reads the new one.
-    None before the first ingest."""
-    version = get_store(store_url).read_pointer(MANIFEST_CURRENT)
-    return None if version is None else _manifest(store_url, version)
-
-
-@lru_cache(maxsize=1)  # one catalog table held: the latest run's
-def _manifest(store_url: str, version: str) -> pa.Table | None:
-    return read_manifest(get_store(store_url), version)
 
 
 @task(name="plan-ingest", **RETRYING)

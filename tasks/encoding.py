@@ -16,10 +16,8 @@ import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from tasks.catalog import current_manifest
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
-from tasks.stores import get_store
 from tiefvision_core import encoding
 from tiefvision_core.encoding.catalog import EncodeSummary
 from tiefvision_core.encoding.runtime import (
@@ -29,6 +27,7 @@ from tiefvision_core.encoding.runtime import (
     shared_runtime,
 )
 from tiefvision_core.encoding.shards import EncodePlan, ShardResult, ShardSpec, VectorDType
+from tiefvision_core.run import RunKey, run_context
 
 __all__ = [
     "encode_shard",
@@ -79,21 +78,22 @@ def for_this_process(config: RuntimeConfig) -> RuntimeConfig:
 
 @task(name="plan-encoding", **RETRYING)
 def plan_encoding(
-    store_url: str,
+    run: RunKey,
     config: RuntimeConfig,
     kind: str,
     shard_size: int,
     flips: bool,
     dtype: VectorDType,
 ) -> EncodePlan:
+    context = run_context(run)
     plan = encoding.shards.plan_encoding(
-        get_store(store_url),
+        context.store,
         get_runtime(config).encoder,
         kind=kind,
         shard_size=shard_size,
         flips=flips,
         dtype=dtype,
-        manifest=current_manifest(store_url),
+        catalog=context.catalog,
     )
     get_run_logger().info(
         "%d usable images, %d already encoded, %d to encode in %d shards under %s",
@@ -108,7 +108,7 @@ def plan_encoding(
 
 @task(name="encode-shard", task_run_name="encode-shard-{spec.shard_id:.8}", **RETRYING)
 def encode_shard(
-    store_url: str,
+    run: RunKey,
     config: RuntimeConfig,
     plan: EncodePlan,
     spec: ShardSpec,
@@ -118,7 +118,7 @@ def encode_shard(
 ) -> ShardResult:
     """Decode, encode and write one shard (skipped when an earlier run wrote it)."""
     result = encoding.catalog.encode_shard(
-        get_store(store_url),
+        run_context(run).store,
         get_runtime(config),
         plan,
         spec,

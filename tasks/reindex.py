@@ -7,7 +7,6 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.catalog import current_manifest
 from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
@@ -16,6 +15,7 @@ from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.updates import IndexUpdate, UpdatePolicy, update_space
 from tiefvision_core.pipeline import reindex
 from tiefvision_core.pipeline.reindex import ReindexPlan, ReindexSummary
+from tiefvision_core.run import RunKey, run_context
 from tiefvision_core.vector_index.kinds import IndexKindChoice
 
 __all__ = ["plan_reindex", "report_reindex", "update_space_index"]
@@ -35,7 +35,7 @@ def plan_reindex(store_url: str) -> ReindexPlan:
 
 @task(name="update-space-index", task_run_name="update-index-{space}", **RETRYING)
 def update_space_index(
-    store_url: str,
+    run: RunKey,
     config: RuntimeConfig,
     space: str,
     index_kind: IndexKindChoice | None,
@@ -46,14 +46,15 @@ def update_space_index(
     """Bring one space's index up to the catalog; the update-or-rebuild choice is logged
     with its reason. A new version goes live only past the regression gate (``gate``;
     default policy when None): a refused one raises RegressionRefused."""
+    context = run_context(run)
     update = update_space(
-        get_store(store_url),
+        context.store,
         get_runtime(config).encoder,
         space,
         index_kind=index_kind,
         policy=policy,
         keep=keep,
-        manifest=current_manifest(store_url),
+        catalog=context.catalog,
         gate=gate or GatePolicy(),
     )
     get_run_logger().info(

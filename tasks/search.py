@@ -7,7 +7,6 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from pydantic import SecretStr
 
-from tasks.catalog import current_manifest
 from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
@@ -17,6 +16,7 @@ from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.spaces import rebuild_space
+from tiefvision_core.run import RunKey, run_context
 from tiefvision_core.similarity.deep_ranking import DeepRankingConfig
 from tiefvision_core.similarity.training import SimilarityRun, fit_similarity
 from tiefvision_core.vector_index.publish import IndexVersion
@@ -33,7 +33,7 @@ __all__ = [
 
 @task(name="build-space-index", **RETRYING)
 def build_space_index(
-    store_url: str,
+    run: RunKey,
     config: RuntimeConfig,
     space: str,
     index_config: IndexConfig,
@@ -42,13 +42,14 @@ def build_space_index(
 ) -> IndexVersion:
     """A new version of ``space``, live once it passes its self-check and the regression
     gate (``gate``; default policy when None); a refused one raises RegressionRefused."""
+    context = run_context(run)
     version = rebuild_space(
-        get_store(store_url),
+        context.store,
         get_runtime(config).encoder,
         space,
         config=index_config,
         keep=keep,
-        manifest=current_manifest(store_url),
+        catalog=context.catalog,
         gate=gate or GatePolicy(),
     )
     get_run_logger().info(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from tiefvision_core.run import settings_for, store_for
 from tiefvision_core.storage.stores import Store
 from tiefvision_core.storage.urls import open_store
 
@@ -18,8 +19,9 @@ __all__ = ["get_source", "get_store"]
 
 @lru_cache(maxsize=16)
 def get_store(url: str) -> Store:
-    """The pipeline's own store (created when it is a local folder that does not exist)."""
-    return open_store(url)
+    """The pipeline's own store (created when it is a local folder that does not exist):
+    the run's own (:func:`tiefvision_core.run.store_for`), opened with the run's settings."""
+    return store_for(settings_for(store_url=url))
 
 
 @lru_cache(maxsize=16)

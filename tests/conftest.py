@@ -93,9 +93,11 @@ def harness_api_url() -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_store_cache() -> Iterator[None]:
-    """Stores are cached per URL in tasks; tests change endpoints, so start clean."""
+    """Stores are cached per URL in tasks and runs; tests change endpoints, so start clean."""
     from tasks.stores import get_source, get_store
+    from tiefvision_core.run import forget_runs
 
+    forget_runs()
     get_store.cache_clear()
     get_source.cache_clear()
     yield

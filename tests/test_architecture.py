@@ -705,6 +705,50 @@ def test_no_import_renames_a_project_module_or_name() -> None:
     assert not offending, "\n".join(offending)
 
 
+# -- the catalog a run reads --------------------------------------------------------------------
+
+
+def _manifest_fallbacks(tree: ast.Module) -> list[int]:
+    """Lines of ``X if manifest is None else manifest``: a manifest handed from call to call
+    and read again wherever it was not handed on."""
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.IfExp)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "manifest"
+        and len(node.test.ops) == 1
+        and isinstance(node.test.ops[0], ast.Is)
+        and isinstance(node.test.comparators[0], ast.Constant)
+        and node.test.comparators[0].value is None
+        and isinstance(node.orelse, ast.Name)
+        and node.orelse.id == "manifest"
+    ]
+
+
+def test_the_fallback_check_sees_the_pattern() -> None:
+    tree = ast.parse(
+        "manifest = read_manifest(store) if manifest is None else manifest\n"
+        "table = manifest if manifest is not None else None\n"
+        "x = catalog.manifest\n"
+    )
+    assert _manifest_fallbacks(tree) == [1]
+
+
+def test_no_stage_reads_the_manifest_a_run_did_not_hand_on() -> None:
+    """The stages of a run share its catalog snapshot (``tiefvision_core.catalog.snapshot``:
+    one manifest version, read once, with the located boxes derived from it), passed as
+    ``catalog=`` or found by the run's key (``tiefvision_core.run``) — not a manifest table
+    threaded by hand and re-read, each in its own way, where a caller did not pass it."""
+    offending = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in _module_files().values()
+        for line in _manifest_fallbacks(ast.parse(path.read_text(), filename=str(path)))
+    ]
+    assert not offending, "\n".join(offending)
+
+
 #: The one package whose ``__init__`` is its way in: importing it registers the encoder
 #: families (as torchvision's models do), and ``get_encoder`` is found there.
 _REGISTRY_PACKAGES = {"tiefvision_core.encoders"}

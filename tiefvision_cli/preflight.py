@@ -59,17 +59,17 @@ def preflight(
         overrides: further settings flags (encoder, device, batch_size, follow_symlinks…);
             ``None`` means "not given".
     """
-    from tiefvision_core.config import load_settings
+    from tiefvision_core.run import settings_for, store_for
     from tiefvision_core.storage.urls import open_store
 
-    settings = load_settings(store_url=store, database_url=database, **overrides)
+    settings = settings_for(store_url=store, database_url=database, **overrides)
     if check_database:
         from tiefvision_core.annotations.database import database_url_for
 
         database_url_for(settings)  # an S3 store needs a database URL: say so now
     if images is not None:
         open_store(images, settings, create=False)
-    target = open_store(settings.store_url, settings)
+    target = store_for(settings)  # the flow's tasks find this one again
     if metadata is not None:
         from tiefvision_core.catalog.ingest import load_metadata
 

@@ -3,8 +3,9 @@ later stage (encoding, gc, training) reads.
 
 Why here, below the locator: reading boxes needs only Parquet and the manifest, so the
 encoding stage reads them without importing the locator (and its torch model code), and
-no stage reaches into another's package for them. Each function takes the manifest a run
-already read (``manifest=``), so one run reads it once.
+no stage reaches into another's package for them. Each function takes the run's catalog
+snapshot (``catalog=``), so one run reads the manifest once and the current locator's box
+parts once.
 
     boxes/<locator version>/part-<id>.parquet   one row per (image, sha256), see docs/formats.md
 """
@@ -20,7 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiefvision_core.catalog.manifest import read_manifest, usable_rows
+from tiefvision_core.catalog.manifest import usable_rows
+from tiefvision_core.catalog.snapshot import CatalogSnapshot, catalog_snapshot
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, boxes_prefix
 from tiefvision_core.storage.stores import Store
 
@@ -62,18 +64,20 @@ def read_boxes(
     version: str,
     *,
     current_only: bool = True,
-    manifest: pa.Table | None = None,
+    catalog: CatalogSnapshot | None = None,
+    keys: list[str] | None = None,
 ) -> pd.DataFrame:
     """Located boxes of one locator version as image_id, sha256, left…bottom, score,
     positions_kept, fallback, low_confidence (rejects excluded; only images still in the
-    catalog, by ``manifest`` when given, else the store's current one).
+    catalog, by the run's snapshot ``catalog`` when given, else the store's current one).
+    ``keys``: its part files when the caller listed them already.
 
     Parts written before the ``low_confidence`` column existed (a locate run resumed across
     the upgrade mixes both) are promoted to the newer schema; their rows read as False.
     """
     import pandas as pd
 
-    keys = part_keys(store, boxes_prefix(version))
+    keys = part_keys(store, boxes_prefix(version)) if keys is None else keys
     if not keys:
         return pd.DataFrame(columns=_BOX_COLUMNS)
     table = pa.concat_tables((store.read_parquet(k) for k in keys), promote_options="default")
@@ -83,24 +87,34 @@ def read_boxes(
     boxes = np.stack(frame["box"].to_numpy()) if len(frame) else np.zeros((0, 4))
     frame[["left", "top", "right", "bottom"]] = boxes.astype(int)
     if current_only:
-        manifest = read_manifest(store) if manifest is None else manifest
+        manifest = catalog_snapshot(store, catalog).manifest
         if manifest is not None:
             ok = usable_rows(manifest).select(["image_id", "sha256"])
             frame = frame.merge(ok.to_pandas(), on=["image_id", "sha256"])
     return frame[_BOX_COLUMNS].sort_values("image_id")
 
 
-def latest_boxes(store: Store, *, manifest: pa.Table | None = None) -> pd.DataFrame | None:
+def latest_boxes(store: Store, *, catalog: CatalogSnapshot | None = None) -> pd.DataFrame | None:
     """Boxes of the current locator, or None when there is none (later stages then use the
-    whole image)."""
+    whole image). Read once per snapshot and set of part files: the stages of one run
+    (plan the encodings, filter them for the index) share one read."""
     version = store.read_pointer(LOCATOR_CURRENT)
-    return None if version is None else read_boxes(store, version, manifest=manifest)
+    if version is None:
+        return None
+    snapshot = catalog_snapshot(store, catalog)
+    keys = part_keys(store, boxes_prefix(version))
+    return snapshot.remember(
+        ("latest_boxes", version, tuple(keys)),
+        lambda: read_boxes(store, version, catalog=snapshot, keys=keys),
+    )
 
 
-def located_boxes(store: Store, *, manifest: pa.Table | None = None) -> dict[tuple[str, str], Box]:
+def located_boxes(
+    store: Store, *, catalog: CatalogSnapshot | None = None
+) -> dict[tuple[str, str], Box]:
     """(image_id, sha256) → box of the current locator (fallback rows are the whole image
     already); empty when no locator exists yet."""
-    boxes = latest_boxes(store, manifest=manifest)
+    boxes = latest_boxes(store, catalog=catalog)
     if boxes is None or boxes.empty:
         return {}
     coords = boxes[["left", "top", "right", "bottom"]].astype(int).itertuples(index=False)

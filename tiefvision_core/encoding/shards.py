@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tiefvision_core.catalog.boxes import Box, as_box, located_boxes
-from tiefvision_core.catalog.manifest import read_manifest, usable_rows
+from tiefvision_core.catalog.manifest import usable_rows
+from tiefvision_core.catalog.snapshot import CatalogSnapshot, catalog_snapshot
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.requests import CropRequest, EncodedBatch
 from tiefvision_core.errors import ConfigError, InputError
@@ -146,20 +147,21 @@ def plan_encoding(
     shard_size: int = 256,
     flips: bool = False,
     dtype: VectorDType = "float16",
-    manifest: pa.Table | None = None,
+    catalog: CatalogSnapshot | None = None,
 ) -> EncodePlan:
     """Select manifest images without an encoding for (sha256, encoder version, box) and
     split them into content-named shards. The work list is written to storage once.
-    ``manifest``: the catalog this run already read (read here when not given)."""
+    ``catalog``: the run's snapshot of the catalog (the current one when not given)."""
     if shard_size < 1:
         raise ConfigError("--shard-size must be at least 1")
     prefix = shard_prefix(encoder.name, kind, encoder.version)
-    manifest = read_manifest(store) if manifest is None else manifest
+    catalog = catalog_snapshot(store, catalog)
+    manifest = catalog.manifest
     if manifest is None:
         raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
     usable = usable_rows(manifest)
     done = encoded_keys(store, prefix)
-    located = located_boxes(store, manifest=manifest) if kind == "box" else {}
+    located = located_boxes(store, catalog=catalog) if kind == "box" else {}
     missing = []
     for row in usable.select(["image_id", "sha256", "source_uri", "width", "height"]).to_pylist():
         whole = (0, 0, int(row["width"]), int(row["height"]))
@@ -403,7 +405,7 @@ def read_encodings(
     columns: list[str] | None = None,
     current_only: bool = True,
     only: Collection[RowKey] | None = None,
-    manifest: pa.Table | None = None,
+    catalog: CatalogSnapshot | None = None,
 ) -> pa.Table:
     """All encoded rows (rejects excluded) of one encoder version.
 
@@ -412,7 +414,7 @@ def read_encodings(
     the rows of these (image_id, sha256, box) keys: each shard's key columns are read first,
     and the other columns (the vectors) only from shards that hold one of them — an
     incremental index update reads the encodings of what changed, not of the catalog.
-    ``manifest``: the catalog this run already read (read here, once, when not given).
+    ``catalog``: the run's snapshot of the catalog (the current one when not given).
     """
     prefix = shard_prefix(encoder, kind, version)
     wanted = (
@@ -434,42 +436,41 @@ def read_encodings(
         return pa.table({})
     table = pa.concat_tables(tables)
     table = table.filter(pc.is_null(table["reason"]))
-    if current_only or kind == "box":
-        manifest = read_manifest(store) if manifest is None else manifest
+    snapshot = catalog_snapshot(store, catalog) if current_only or kind == "box" else None
+    manifest = None if snapshot is None else snapshot.manifest
     if current_only and manifest is not None:
         ok = usable_rows(manifest)
         current = pc.binary_join_element_wise(ok["image_id"], ok["sha256"], "\0")
         keys = pc.binary_join_element_wise(table["image_id"], table["sha256"], "\0")
         table = table.filter(pc.is_in(keys, value_set=current))
-    if kind == "box":
-        table = _current_boxes_only(store, table, manifest)
+    if snapshot is not None and kind == "box":
+        table = _current_boxes_only(store, table, snapshot)
     return table.sort_by([("image_id", "ascending"), ("flipped", "ascending")])
 
 
 def current_boxes(
-    store: Store, *, manifest: pa.Table | None = None
+    store: Store, *, catalog: CatalogSnapshot | None = None
 ) -> dict[tuple[str, str], Box] | None:
     """(image_id, sha256) → the box its box crop is encoded with now: the current
     locator's box, else the whole photo; usable photos only (a reject has no size). None
-    before the first ingest. ``manifest``: the catalog a run already read."""
-    manifest = read_manifest(store) if manifest is None else manifest
+    before the first ingest. ``catalog``: the run's snapshot of the catalog."""
+    catalog = catalog_snapshot(store, catalog)
+    manifest = catalog.manifest
     if manifest is None:
         return None
     expected = {
         (r["image_id"], r["sha256"]): (0, 0, int(r["width"]), int(r["height"]))
         for r in usable_rows(manifest).select(["image_id", "sha256", "width", "height"]).to_pylist()
     }
-    located = located_boxes(store, manifest=manifest)
+    located = located_boxes(store, catalog=catalog)
     expected.update((k, v) for k, v in located.items() if k in expected)
     return expected
 
 
-def _current_boxes_only(store: Store, table: pa.Table, manifest: pa.Table | None) -> pa.Table:
+def _current_boxes_only(store: Store, table: pa.Table, catalog: CatalogSnapshot) -> pa.Table:
     """A photo re-located by a newer locator keeps its old rows on storage; only the rows of
     its current box (the whole image when it has none) count."""
-    if manifest is None:  # before the first ingest
-        return table
-    expected = current_boxes(store, manifest=manifest)
+    expected = current_boxes(store, catalog=catalog)  # None before the first ingest
     if expected is None:
         return table
     keys = zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True)

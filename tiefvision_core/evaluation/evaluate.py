@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from tiefvision_core.catalog.boxes import read_boxes
-from tiefvision_core.catalog.manifest import read_manifest
+from tiefvision_core.catalog.snapshot import CatalogSnapshot
 from tiefvision_core.errors import StorageNotFound
 from tiefvision_core.evaluation.spaces import VersionScores, held_out_gain, score_version
 from tiefvision_core.locator.evaluation import evaluate_boxes
@@ -143,7 +142,7 @@ def evaluate_locator(
     store: Store,
     annotated: pd.DataFrame | None = None,
     *,
-    manifest: pa.Table | None = None,
+    catalog: CatalogSnapshot | None = None,
 ) -> tuple[dict[str, object] | None, str | None]:
     """(scores, None) of the live locator on the annotated photos it did not train on, or
     (None, why not). Writes them to ``<locator version>/evaluation.json``.
@@ -161,7 +160,7 @@ def evaluate_locator(
     trained_on = set(work.loc[work["split"] == "train", "image_id"])
     truth = _truth_of_work(work) if annotated is None else annotated
     held_out = truth[~truth["image_id"].isin(trained_on)]
-    predicted = read_boxes(store, version, manifest=manifest)
+    predicted = read_boxes(store, version, catalog=catalog)
     if "sha256" in held_out:
         predicted = predicted.merge(held_out[["image_id", "sha256"]], on=["image_id", "sha256"])
     scored = held_out[held_out["image_id"].isin(predicted["image_id"])]
@@ -207,10 +206,10 @@ def evaluate_catalog(
     spaces: Iterable[str] = SPACES,
 ) -> EvaluationReport:
     """Locator and every live space scored, each written next to its version."""
-    manifest = read_manifest(store)
+    catalog = CatalogSnapshot.current(store)
     notes: list[str] = []
     written: list[str] = []
-    locator, why = evaluate_locator(store, annotated, manifest=manifest)
+    locator, why = evaluate_locator(store, annotated, catalog=catalog)
     if locator is None:
         notes.append(str(why))
     else:

@@ -1,8 +1,8 @@
 """A search space's vectors from the stored box-crop encodings, and a new index version of
 them: what ``rebuild-index`` and the nightly update compute.
 
-The manifest is read once per build and passed on (``manifest=``): the encodings' filter,
-the current boxes and the id frame's metadata all come from that one table.
+The run's catalog snapshot is passed on (``catalog=``): the encodings' filter, the current
+boxes and the id frame's metadata all come from its one manifest read.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tiefvision_core.catalog.manifest import read_manifest
+from tiefvision_core.catalog.snapshot import CatalogSnapshot, catalog_snapshot
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, read_encodings, vectors_as_maps
 from tiefvision_core.errors import InputError
@@ -47,13 +47,13 @@ def catalog_rows(
     *,
     vectors: bool = True,
     only: Collection[RowKey] | None = None,
-    manifest: pa.Table | None = None,
+    catalog: CatalogSnapshot | None = None,
 ) -> pa.Table:
     """The current box-crop encodings (no mirrors) of the catalog, one row per photo.
 
     ``vectors=False`` reads the keys (image_id, sha256, box) alone; ``only`` reads the rows
-    of these keys alone (see :func:`read_encodings`); ``manifest``: the catalog this run
-    already read."""
+    of these keys alone (see :func:`read_encodings`); ``catalog``: the run's snapshot of
+    the catalog."""
     extra = ["vector", "grid_h", "grid_w", "channels"] if vectors else []
     table = read_encodings(
         store,
@@ -62,7 +62,7 @@ def catalog_rows(
         kind="box",
         columns=[*_ID_COLUMNS, *extra],
         only=only,
-        manifest=manifest,
+        catalog=catalog,
     )
     if table.num_rows == 0:
         if only is not None:
@@ -110,13 +110,15 @@ def space_vectors(
     return out, grid
 
 
-def id_frame(store: Store, table: pa.Table, *, manifest: pa.Table | None = None) -> pd.DataFrame:
+def id_frame(
+    store: Store, table: pa.Table, *, catalog: CatalogSnapshot | None = None
+) -> pd.DataFrame:
     """Row → image_id, sha256, box, and the manifest's product_id/category when present
     (category is a search filter; product_id is the evaluation's ground truth).
-    ``manifest``: the catalog this run already read."""
+    ``catalog``: the run's snapshot of the catalog."""
     frame = table.select(_ID_COLUMNS).to_pandas()
     frame["box"] = frame["box"].map(lambda b: [int(v) for v in b])
-    manifest = read_manifest(store) if manifest is None else manifest
+    manifest = catalog_snapshot(store, catalog).manifest
     if manifest is not None:
         extra = [c for c in _METADATA_COLUMNS if c in manifest.column_names]
         if extra:
@@ -161,26 +163,27 @@ def rebuild_space(
     *,
     config: IndexConfig | None = None,
     keep: int = 3,
-    manifest: pa.Table | None = None,
+    catalog: CatalogSnapshot | None = None,
     gate: GatePolicy | None = DEFAULT_GATE,
 ) -> IndexVersion:
     """A new version of ``space``'s index from the current box-crop encodings (through the
-    current similarity model for the supervised space). ``manifest``: the catalog this run
-    already read (else read here, once, for the encodings' filter and the ids' metadata).
+    current similarity model for the supervised space). ``catalog``: the run's snapshot of
+    the catalog (else the current one: its manifest read once, for the encodings' filter
+    and the ids' metadata).
     ``gate``: the regression gate's policy (None: no gate, the version goes live as soon as
     it passes its self-check); a refused version raises
     :class:`~tiefvision_core.vector_index.pointer.RegressionRefused`."""
     read_at = time.time()  # before any input is read: orders this version among rebuilds
     source = space_source(store, encoder, space)
     transform = space_transform(store, space, encoder, source)
-    manifest = read_manifest(store) if manifest is None else manifest
-    table = catalog_rows(store, encoder, manifest=manifest)
+    catalog = catalog_snapshot(store, catalog)
+    table = catalog_rows(store, encoder, catalog=catalog)
     vectors, grid = space_vectors(table, transform)
     return publish_index(
         store,
         space,
         vectors,
-        id_frame(store, table, manifest=manifest),
+        id_frame(store, table, catalog=catalog),
         grid=grid,
         source=source,
         config=config,

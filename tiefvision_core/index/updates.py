@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from tiefvision_core.catalog.manifest import read_manifest
+from tiefvision_core.catalog.snapshot import CatalogSnapshot, catalog_snapshot
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import RowKey, row_key, row_keys
 from tiefvision_core.index.gate import DEFAULT_GATE, GatePolicy, regression_gate
@@ -289,17 +289,17 @@ def update_space(
     index_kind: IndexKindChoice | None = None,
     policy: UpdatePolicy | None = None,
     keep: int = 3,
-    manifest: pa.Table | None = None,
+    catalog: CatalogSnapshot | None = None,
     gate: GatePolicy | None = DEFAULT_GATE,
 ) -> IndexUpdate:
     """Bring ``space``'s index up to the catalog's current box-crop encodings: decide
     (:func:`decide_update`), then publish a new version built from reused and new vectors —
     or leave the live one when nothing changed. ``index_kind`` forces a kind (default: the
-    live version's configuration; ``auto`` for a first build). ``manifest``: the catalog
-    this run already read (else read here, once, for every step below). ``gate``: the
+    live version's configuration; ``auto`` for a first build). ``catalog``: the run's
+    snapshot of the catalog (else the current one, read once for every step below). ``gate``: the
     regression gate's policy, as for :func:`~tiefvision_core.index.spaces.rebuild_space`."""
     started, read_at = time.perf_counter(), time.time()  # read_at: before any input is read
-    manifest = read_manifest(store) if manifest is None else manifest
+    catalog = catalog_snapshot(store, catalog)
     before = store.read_pointer(current_key(space_prefix(space)))
     opened = open_index(store, space, before) if before else None
     live = LiveIndex.from_metadata(opened.version, opened.metadata) if opened else None
@@ -319,9 +319,9 @@ def update_space(
         ]
     )
     diff = diff_rows(
-        old_keys, row_keys(catalog_rows(store, encoder, manifest=manifest, vectors=False))
+        old_keys, row_keys(catalog_rows(store, encoder, catalog=catalog, vectors=False))
     )
-    ids = id_frame(store, _keys_table(diff.kept + diff.added), manifest=manifest)
+    ids = id_frame(store, _keys_table(diff.kept + diff.added), catalog=catalog)
     delta = diff.delta
     if opened is not None and delta.touched == 0:
         moved = not _same_frame(ids, opened.ids.reset_index(drop=True))
@@ -363,7 +363,7 @@ def update_space(
         grid = tuple(opened.metadata["grid"])
         blocks: list = [_RowView(opened.index.vectors, diff.kept_rows)]
         if diff.added:
-            table = catalog_rows(store, encoder, manifest=manifest, only=diff.added)
+            table = catalog_rows(store, encoder, catalog=catalog, only=diff.added)
             if row_keys(table) != diff.added:
                 raise RuntimeError("box-crop encodings changed while the index was updated")
             fresh, fresh_grid = space_vectors(table, transform)
@@ -372,9 +372,9 @@ def update_space(
             blocks.append(fresh)
         computed = len(diff.added)
     else:
-        table = catalog_rows(store, encoder, manifest=manifest)
+        table = catalog_rows(store, encoder, catalog=catalog)
         vectors, grid = space_vectors(table, transform)
-        blocks, ids, computed = [vectors], id_frame(store, table, manifest=manifest), table.num_rows
+        blocks, ids, computed = [vectors], id_frame(store, table, catalog=catalog), table.num_rows
     build, training = None, None
     if decision.action == "update":
         assert opened is not None and live is not None

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import torch
 
 from tiefvision_core.catalog.manifest import read_manifest
+from tiefvision_core.catalog.snapshot import CatalogSnapshot
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import read_encodings, row_keys, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
@@ -80,9 +81,9 @@ def _encodings(store: Store, encoder: Encoder, block: int = _BLOCK):
     """(ids, maps, flipped): the box crops on the similarity grid, float16, and their
     mirrors in the same order (None unless every photo has one). Read ``block`` photos at
     a time, so the full encoder maps of the whole catalog are never in memory at once."""
-    manifest = read_manifest(store)
+    catalog = CatalogSnapshot.current(store)
     name, version = encoder.name, encoder.version
-    keys = read_encodings(store, name, version, kind="box", columns=["box"], manifest=manifest)
+    keys = read_encodings(store, name, version, kind="box", columns=["box"], catalog=catalog)
     if keys.num_rows == 0:
         raise InputError("no box-crop encodings yet: run `tiefvision rebuild-index` first")
     plain_keys = keys.filter(pc.invert(keys["flipped"]))
@@ -98,7 +99,7 @@ def _encodings(store: Store, encoder: Encoder, block: int = _BLOCK):
             version,
             kind="box",
             only=all_keys[start : start + block],
-            manifest=manifest,
+            catalog=catalog,
         )
         for mirrored in (False, True):
             if mirrored and not has_mirrors:

@@ -13,6 +13,7 @@ import pytest
 
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import read_manifest, usable_rows
+from tiefvision_core.catalog.snapshot import CatalogSnapshot
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.encoding.shards import plan_encoding, shard_prefix
 from tiefvision_core.index.spaces import rebuild_space
@@ -88,9 +89,10 @@ def test_a_rebuild_reads_the_manifest_once(store: CountingStore) -> None:
 def test_a_rebuild_given_the_manifest_reads_none(store: CountingStore) -> None:
     manifest = read_manifest(store)
     store.manifest_reads = 0
-    rebuild_space(store, ENCODER, "unsupervised", manifest=manifest)
-    update_space(store, ENCODER, "unsupervised", manifest=manifest)
-    plan_encoding(store, ENCODER, kind="box", manifest=manifest)
+    catalog = CatalogSnapshot.of(store, manifest)
+    rebuild_space(store, ENCODER, "unsupervised", catalog=catalog)
+    update_space(store, ENCODER, "unsupervised", catalog=catalog)
+    plan_encoding(store, ENCODER, kind="box", catalog=catalog)
     assert store.manifest_reads == 0
 
 
@@ -104,11 +106,12 @@ def test_an_update_and_a_plan_read_the_manifest_once_each(store: CountingStore) 
 
 def test_the_stages_of_one_run_share_one_read(store: CountingStore, monkeypatch) -> None:
     """What the tasks of a rebuild-index (plan the encodings, build the index) or a reindex
-    run pass on: the table read once per manifest version."""
-    from tasks import catalog
+    run share: the run's context, found again by its key, whose catalog snapshot reads the
+    table once per manifest version."""
+    from tiefvision_core import run
 
-    monkeypatch.setattr(catalog, "get_store", lambda url: store)
-    catalog._manifest.cache_clear()
-    first = catalog.current_manifest(store.uri())
-    assert catalog.current_manifest(store.uri()) is first
+    monkeypatch.setattr(run, "store_for", lambda settings: store)
+    key = run.start_run(run.settings_for(store_url=store.uri())).key
+    first = run.run_context(key).catalog.manifest
+    assert run.run_context(key).catalog.manifest is first
     assert store.manifest_reads == 1
