@@ -29,7 +29,7 @@ from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
 from flows.encode import encode
 from tasks.evaluate import report_gate
-from tasks.search import build_space_index, report_index
+from tasks.indexes import build_space_index, report_index
 from tasks.store_lock import store_lock
 from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.run import start_run

@@ -19,7 +19,7 @@ from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
 from flows.encode import encode
 from flows.rebuild_index import rebuild_index
-from tasks.search import export_triplet_snapshot, train_projection
+from tasks.similarity import export_triplet_snapshot, train_projection
 from tiefvision_core.errors import ConfigError
 from tiefvision_core.similarity.deep_ranking import DeepRankingConfig
 from tiefvision_core.similarity.training import SimilarityRun

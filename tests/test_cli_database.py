@@ -86,7 +86,7 @@ def test_snapshot_tasks_read_the_database_they_are_given(
     ingested: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The argument wins over the environment; without it, the environment's database."""
-    from tasks import locator, search
+    from tasks import locator, similarity
 
     out, store = ingested
     given = f"sqlite:///{tmp_path / 'given.sqlite'}"
@@ -97,6 +97,6 @@ def test_snapshot_tasks_read_the_database_they_are_given(
     monkeypatch.setattr(locator, "get_run_logger", lambda: logging.getLogger("test"))
 
     assert locator.export_box_snapshot.fn(store, SecretStr(given)).rows == 4
-    assert search.export_triplet_snapshot.fn(store, SecretStr(given)).rows == 1
+    assert similarity.export_triplet_snapshot.fn(store, SecretStr(given)).rows == 1
     assert locator.export_box_snapshot.fn(store).rows == 0  # the environment's, empty
-    assert search.export_triplet_snapshot.fn(store, None).rows == 0
+    assert similarity.export_triplet_snapshot.fn(store, None).rows == 0
