@@ -74,12 +74,12 @@ def ingest_once(store_dir: Path, images: Path, metadata: Path | None = None) -> 
 def import_boxes(store: Any, boxes_csv: Path) -> None:
     """Import ``boxes_csv`` through the annotations store (upserts: rerunning is a no-op)."""
     from tiefvision_core.annotations.database import database_url_for
-    from tiefvision_core.annotations.store import AnnotationStore
+    from tiefvision_core.annotations.repository import AnnotationDatabase
     from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.config import load_settings
 
     settings = load_settings(store_url=store.url)
-    with AnnotationStore(database_url_for(settings)) as annotations:
+    with AnnotationDatabase(database_url_for(settings)) as annotations:
         annotations.import_boxes(boxes_csv, read_manifest(store))
 
 

@@ -65,7 +65,7 @@ def main() -> None:
     from flows.train_locator import train_locator
     from tiefvision_cli.demo import annotated_half
     from tiefvision_core.annotations.database import database_url_for
-    from tiefvision_core.annotations.store import AnnotationStore
+    from tiefvision_core.annotations.repository import AnnotationDatabase
     from tiefvision_core.catalog.imaging import decode_image
     from tiefvision_core.catalog.ingest import ingest_catalog
     from tiefvision_core.catalog.manifest import image_id_for, read_manifest
@@ -94,7 +94,7 @@ def main() -> None:
         store = open_store(store_url)
         ingest_catalog(LocalStore(catalog / "images", create=False), store)
         boxes_csv, annotated = annotated_half(catalog)
-        with AnnotationStore(database_url_for(settings)) as annotations:
+        with AnnotationDatabase(database_url_for(settings)) as annotations:
             annotations.import_boxes(boxes_csv, read_manifest(store))
         started = time.perf_counter()
         train_locator(store=store_url)

@@ -26,7 +26,7 @@ from flows.train_locator import train_locator
 from flows.train_triplets import train_triplets
 from tasks.stores import get_store
 from tiefvision_core.annotations.database import database_url_for
-from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.annotations.repository import AnnotationDatabase
 from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import InputError
@@ -56,7 +56,7 @@ def _training_plan(store: str, min_boxes: int, min_products: int) -> TrainingPla
     except InputError:  # an S3 store without a database: no annotations to train on
         counts = {"boxes": 0, "triplets": 0}
     else:
-        with AnnotationStore(url) as annotations:
+        with AnnotationDatabase(url) as annotations:
             counts = annotations.counts()
     manifest = read_manifest(get_store(store))
     products = 0

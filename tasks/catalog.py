@@ -12,7 +12,7 @@ from prefect.artifacts import create_table_artifact
 
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_source, get_store
-from tiefvision_core.annotations.store import existing_annotations
+from tiefvision_core.annotations.repository import existing_annotations
 from tiefvision_core.catalog import ingest
 from tiefvision_core.catalog.ingest import IngestChunk, IngestPlan, IngestSummary
 from tiefvision_core.config import load_settings

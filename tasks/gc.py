@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 
 from tasks.policies import RETRYING
 from tasks.stores import get_store
-from tiefvision_core.annotations.store import existing_annotations
+from tiefvision_core.annotations.repository import existing_annotations
 from tiefvision_core.config import load_settings
 from tiefvision_core.pipeline.gc import GcReport, Retention, collect_garbage
 from tiefvision_core.pipeline.reindex import LOCK_NAME

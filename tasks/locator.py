@@ -18,8 +18,8 @@ from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
 from tasks.stores import get_store
 from tiefvision_core import locator
+from tiefvision_core.annotations.repository import open_annotations
 from tiefvision_core.annotations.snapshots import Snapshot, read_snapshot
-from tiefvision_core.annotations.store import open_annotations
 from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.locator.crops import CropConfig, CropDataset, CropPart, CropPlan, PartSpec

@@ -10,8 +10,8 @@ from pydantic import SecretStr
 from tasks.encoding import get_runtime
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.stores import get_store
+from tiefvision_core.annotations.repository import open_annotations
 from tiefvision_core.annotations.snapshots import Snapshot, read_snapshot
-from tiefvision_core.annotations.store import open_annotations
 from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.similarity.deep_ranking import DeepRankingConfig

@@ -32,7 +32,7 @@ from tiefvision_web.catalog_view import CatalogView
 from tiefvision_web.live_pointer import LivePointer
 
 if TYPE_CHECKING:
-    from tiefvision_core.annotations.store import AnnotationStore
+    from tiefvision_core.annotations.repository import AnnotationDatabase
     from tiefvision_core.encoders import Encoder
 
 __all__ = ["HEALTH_TTL", "WebState"]
@@ -82,7 +82,7 @@ class WebState:
             for space in SPACES
         }
         self._lock = threading.Lock()
-        self._annotations: AnnotationStore | None = None
+        self._annotations: AnnotationDatabase | None = None
         self._encoder: Encoder | None = encoder
         self.thumbnails: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self.thumbnail_lock = threading.Lock()
@@ -121,12 +121,12 @@ class WebState:
         return CatalogView(version, manifest)
 
     @property
-    def annotations(self) -> AnnotationStore:
+    def annotations(self) -> AnnotationDatabase:
         """The annotations database (opened, and migrated, on first use)."""
         if self._annotations is None:
             with self._lock:
                 if self._annotations is None:
-                    from tiefvision_core.annotations.store import open_annotations
+                    from tiefvision_core.annotations.repository import open_annotations
 
                     self._annotations = open_annotations(self.settings)
         return self._annotations

@@ -47,7 +47,7 @@ from bench.serve_flood import Watch, photo_jpeg, upload
 from tests.conftest import harness_api_url
 from tests.flows.test_faults import MAX_BYTES, ODD, REAL, Catalog, _bad_catalog
 from tests.processes import killed_alone_once_its_workers_run, left_running, serving
-from tiefvision_core.annotations.store import AnnotationStore, BoxRecord
+from tiefvision_core.annotations.repository import AnnotationDatabase, BoxRecord
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.locator.crops import CropDataset, read_dataset
 from tiefvision_core.storage.layout import index_current
@@ -148,7 +148,7 @@ class World:
         return sha
 
     def box(self, image_id: str) -> BoxRecord | None:
-        with AnnotationStore(self.database) as annotations:
+        with AnnotationDatabase(self.database) as annotations:
             return annotations.get_box(image_id)
 
     def assert_indexed_once(self) -> None:

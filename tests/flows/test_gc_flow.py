@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import harness_api_url
-from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.annotations.repository import AnnotationDatabase
 from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.index.search import search_by_id
@@ -75,7 +75,7 @@ def test_rejects_never_stop_a_run_and_gc_forgets_a_removed_photo(tmp_path: Path)
     gone = rows["images/p0001/view-1.jpg"]
     needles = {gone["image_id"], gone["sha256"]}
     # A hand-drawn box and a training snapshot of it: derived from the photo too.
-    with AnnotationStore(f"sqlite:///{root / 'annotations.sqlite'}") as annotations:
+    with AnnotationDatabase(f"sqlite:///{root / 'annotations.sqlite'}") as annotations:
         for path in ("images/p0001/view-1.jpg", "images/p0000/view-1.jpg"):
             annotations.set_box(path, (1, 1, 40, 40), manifest=read_manifest(store))
         annotations.export_snapshot(store, "boxes")

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tiefvision_core.annotations.database import database_url_for
-from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.annotations.repository import AnnotationDatabase
 from tiefvision_core.catalog.boxes import read_boxes
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest
@@ -55,7 +55,7 @@ def _truth(catalog: Path, store: Store) -> pd.DataFrame:
 def _import_boxes(store_url: str, rows: pd.DataFrame, path: Path) -> None:
     rows[["image", "left", "top", "right", "bottom"]].to_csv(path, index=False)
     store = open_store(store_url)
-    with AnnotationStore(database_url_for(load_settings(store_url=store_url))) as annotations:
+    with AnnotationDatabase(database_url_for(load_settings(store_url=store_url))) as annotations:
         report = annotations.import_boxes(path, read_manifest(store))
     assert not report.refused and report.imported == len(rows)
 

@@ -22,7 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.states import StateType
 
 from tests.conftest import harness_api_url
-from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.annotations.repository import AnnotationDatabase
 from tiefvision_core.catalog.boxes import read_boxes
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
@@ -287,7 +287,7 @@ def test_a_renamed_photo_keeps_its_box_and_is_neither_located_nor_encoded_again(
 
     old = image_id_for("p0000/view-1.jpg")
     database = f"sqlite:///{tmp_path / 'store' / 'annotations.sqlite'}"
-    with AnnotationStore(database) as annotations:
+    with AnnotationDatabase(database) as annotations:
         annotations.set_box(old, (10, 20, 150, 190), manifest=read_manifest(store))
     (images / "p0000" / "view-1.jpg").rename(images / "p0000" / "front.jpg")
 
@@ -295,7 +295,7 @@ def test_a_renamed_photo_keeps_its_box_and_is_neither_located_nor_encoded_again(
     new = image_id_for("p0000/front.jpg")
     assert (second.new, second.removed, second.images) == (1, 1, 3)
     assert (second.located, second.encoded) == (0, 0)  # the bytes were done already
-    with AnnotationStore(database) as annotations:
+    with AnnotationDatabase(database) as annotations:
         assert annotations.get_box(old) is None
         assert annotations.get_box(new).box == (10, 20, 150, 190)
     located = read_boxes(store, locator)

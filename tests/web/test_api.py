@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.conftest import S3_KEY, S3_SECRET
-from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.annotations.repository import AnnotationDatabase
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.config import load_settings
@@ -54,8 +54,8 @@ def ids(client: TestClient) -> list[str]:
     return [image["image_id"] for image in listing["images"]]
 
 
-def _annotations(database: Path) -> AnnotationStore:
-    return AnnotationStore(f"sqlite:///{database}")
+def _annotations(database: Path) -> AnnotationDatabase:
+    return AnnotationDatabase(f"sqlite:///{database}")
 
 
 # -- health, docs, listing ------------------------------------------------------------------

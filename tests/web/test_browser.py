@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser import SHOTS, live_server
-from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.annotations.repository import AnnotationDatabase
 from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.storage.urls import open_store
 from tiefvision_web import create_app
@@ -90,7 +90,7 @@ def test_a_stale_box_is_flagged_until_saved_again(server, page, database, indexe
     image_id = sorted(
         r["image_id"] for r in read_manifest(open_store(indexed_catalog.store_url)).to_pylist()
     )[-1]
-    with AnnotationStore(f"sqlite:///{database}") as annotations:
+    with AnnotationDatabase(f"sqlite:///{database}") as annotations:
         annotations.set_box(image_id, (2, 3, 40, 50), sha256="0" * 64)
     page.goto(f"{server}/boxes/{image_id}")
     expect(page.locator("#stale")).to_be_visible()
@@ -128,7 +128,7 @@ def test_draw_a_box_and_it_is_stored(server, page, database) -> None:
     page.mouse.up()
     page.locator("#save").click()
     expect(page.locator("#message")).to_contain_text("Saved box")
-    with AnnotationStore(f"sqlite:///{database}") as annotations:
+    with AnnotationDatabase(f"sqlite:///{database}") as annotations:
         record = annotations.get_box(image_id)
     assert record is not None and record.source == "web"
     expected = (0.2 * width, 0.25 * height, 0.9 * width, 0.9 * height)
@@ -162,7 +162,7 @@ def test_pick_positive_and_negative_and_the_triplet_is_stored(server, page, data
     page.screenshot(path=str(SHOTS / "triplet-picked.png"), full_page=True)
     save.click()
     expect(page.locator("#message")).to_contain_text("Saved triplet")
-    with AnnotationStore(f"sqlite:///{database}") as annotations:
+    with AnnotationDatabase(f"sqlite:///{database}") as annotations:
         stored = annotations.triplets()
     rows = stored[(stored["reference"] == reference)]
     assert [tuple(r) for r in rows[["positive", "negative"]].itertuples(index=False)] == [ids]

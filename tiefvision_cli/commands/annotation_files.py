@@ -13,7 +13,7 @@ from tiefvision_cli.options import DatabaseOption, JsonReportOption, StoreOption
 from tiefvision_cli.preflight import preflight
 
 if TYPE_CHECKING:
-    from tiefvision_core.annotations.store import ImportReport
+    from tiefvision_core.annotations.repository import ImportReport
 
 __all__ = ["import_boxes", "import_triplets", "print_import_report", "run_import"]
 
@@ -58,7 +58,7 @@ def run_import(
     """Import one file into the annotations database, after cheap checks that fail fast:
     the file, the settings and database URL (an S3 store needs one), the catalog."""
     from tiefvision_core.annotations.files import NO_CATALOG
-    from tiefvision_core.annotations.store import open_annotations
+    from tiefvision_core.annotations.repository import open_annotations
     from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.errors import InputError
 

@@ -164,5 +164,5 @@ def _triplet_rows(frame: pd.DataFrame, catalog: CatalogIndex) -> tuple[list[dict
 
 
 def read_snapshot(store: Store, key: str) -> pd.DataFrame:
-    """The rows of a snapshot written by :meth:`AnnotationStore.export_snapshot`."""
+    """The rows of a snapshot written by :meth:`AnnotationDatabase.export_snapshot`."""
     return store.read_parquet(key).to_pandas()

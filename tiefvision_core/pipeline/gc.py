@@ -73,7 +73,7 @@ from tiefvision_core.vector_index.versions import (
 
 if TYPE_CHECKING:
     from tiefvision_core.annotations.following import HeldBytes
-    from tiefvision_core.annotations.store import AnnotationStore
+    from tiefvision_core.annotations.repository import AnnotationDatabase
 
 __all__ = ["GcItem", "GcReport", "Retention", "collect_garbage"]
 
@@ -376,7 +376,7 @@ def _crops(c: _Collector, held: HeldBytes) -> None:
                 c.delete("crops", c.store.list(CROPS_LATEST))
 
 
-def _annotations(c: _Collector, held: HeldBytes, annotations: AnnotationStore) -> None:
+def _annotations(c: _Collector, held: HeldBytes, annotations: AnnotationDatabase) -> None:
     """Boxes and triplets of bytes no retained manifest lists, from the database."""
     unheld = annotations.unheld(held)
     c.items += [GcItem("annotations", f"annotations:boxes/{i}", 0) for i in unheld.boxes]
@@ -426,7 +426,7 @@ def collect_garbage(
     retention: Retention | None = None,
     *,
     dry_run: bool = False,
-    annotations: AnnotationStore | None = None,
+    annotations: AnnotationDatabase | None = None,
 ) -> GcReport:
     """Remove (or, ``dry_run``, list) everything nothing live refers to. The caller holds
     the store's reindex lock: a run that is half-way would otherwise lose its work.

@@ -22,9 +22,9 @@ from tiefvision_core.annotations.database import (
     parse_database_url,
 )
 from tiefvision_core.annotations.files import Box
+from tiefvision_core.annotations.repository import AnnotationDatabase, open_annotations
 from tiefvision_core.annotations.schema import Base
 from tiefvision_core.annotations.snapshots import read_snapshot
-from tiefvision_core.annotations.store import AnnotationStore, open_annotations
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import find_renames, image_id_for, read_manifest, usable_rows
 from tiefvision_core.catalog.synthetic import generate_catalog
@@ -66,7 +66,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def db(db_url: str):
-    with AnnotationStore(db_url) as annotations:
+    with AnnotationDatabase(db_url) as annotations:
         yield annotations
 
 
@@ -84,13 +84,13 @@ def test_open_migrates_to_head_and_matches_the_models(db_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    with AnnotationStore(db_url) as first:
+    with AnnotationDatabase(db_url) as first:
         assert first.schema_revision() == head_revision() == "0002"
         assert first.counts() == {"boxes": 0, "triplets": 0}
         with first._engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
-    with AnnotationStore(db_url) as again:  # reopening is a no-op
+    with AnnotationDatabase(db_url) as again:  # reopening is a no-op
         assert again.schema_revision() == head_revision()
 
 
@@ -101,7 +101,7 @@ def test_concurrent_opens_of_a_new_database_all_succeed(db_url: str) -> None:
     def open_one() -> None:
         try:
             start.wait()
-            with AnnotationStore(db_url) as annotations:
+            with AnnotationDatabase(db_url) as annotations:
                 annotations.set_box(f"img-{threading.get_ident()}", (0, 0, 5, 5))
         except BaseException as exc:
             errors.append(exc)
@@ -112,7 +112,7 @@ def test_concurrent_opens_of_a_new_database_all_succeed(db_url: str) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    with AnnotationStore(db_url) as annotations:
+    with AnnotationDatabase(db_url) as annotations:
         assert annotations.counts()["boxes"] == 6
         assert annotations.schema_revision() == head_revision()
 
@@ -529,7 +529,7 @@ def test_a_database_of_revision_0001_upgrades_and_its_rows_get_their_bytes(
         )
     engine.dispose()
 
-    with AnnotationStore(db_url) as upgraded:
+    with AnnotationDatabase(db_url) as upgraded:
         assert upgraded.schema_revision() == "0002"
         record = upgraded.get_box(image_id)
         assert (record.box, record.sha256) == (Box(1, 2, 30, 40), None)
@@ -569,9 +569,9 @@ def test_urls_are_normalised_or_refused() -> None:
     settings = load_settings(database_url="postgresql://u:pw@db.example/tv")
     assert database_url_for(settings).drivername == "postgresql+psycopg"
     with pytest.raises(ConfigError, match="mysql is not supported"):
-        AnnotationStore("mysql://u:hunter2-secret@h/db")
+        AnnotationDatabase("mysql://u:hunter2-secret@h/db")
     with pytest.raises(ConfigError, match="not a URL") as caught:
-        AnnotationStore("hunter2-secret-not-a-url")
+        AnnotationDatabase("hunter2-secret-not-a-url")
     assert "hunter2" not in str(caught.value)
 
 
@@ -579,7 +579,7 @@ def test_password_never_in_messages_or_logs(caplog: pytest.LogCaptureFixture) ->
     caplog.set_level(logging.DEBUG)
     secret = "pw-Zz91-never-shown"
     with pytest.raises(StorageUnreachable) as caught:
-        AnnotationStore(f"postgresql+psycopg://tiefvision:{secret}@127.0.0.1:9/tv")
+        AnnotationDatabase(f"postgresql+psycopg://tiefvision:{secret}@127.0.0.1:9/tv")
     message = str(caught.value)
     assert "tiefvision:***@127.0.0.1:9/tv" in message and "TIEFVISION_DATABASE_URL" in message
     assert secret not in message and secret not in caplog.text
@@ -591,7 +591,7 @@ def test_password_hidden_on_a_live_server(postgres_db_url: str, caplog) -> None:
     caplog.set_level(logging.DEBUG)
     secret = "pw-Zz92-never-shown"  # the test server trusts loopback: any password works
     url = make_url(postgres_db_url).set(password=secret)
-    with AnnotationStore(url) as annotations:
+    with AnnotationDatabase(url) as annotations:
         assert secret not in repr(annotations) and "***" in annotations.display_url
         annotations.set_box("x", (0, 0, 1, 1))
     assert secret not in caplog.text

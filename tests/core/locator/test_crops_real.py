@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from tiefvision_core.annotations.repository import AnnotationDatabase
 from tiefvision_core.annotations.snapshots import read_snapshot
-from tiefvision_core.annotations.store import AnnotationStore
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest
 from tiefvision_core.catalog.synthetic import generate_catalog
@@ -141,7 +141,7 @@ def test_a_box_of_a_replaced_photo_is_counted_stale_and_not_trained_on(
     images = tmp_path / "catalog" / "images"
     store = LocalStore(str(tmp_path / "store"))
     ingest_catalog(LocalStore(str(images)), store)
-    with AnnotationStore(f"sqlite:///{tmp_path / 'annotations.sqlite'}") as annotations:
+    with AnnotationDatabase(f"sqlite:///{tmp_path / 'annotations.sqlite'}") as annotations:
         for path in sorted(p.relative_to(images).as_posix() for p in images.rglob("*.jpg")):
             annotations.set_box(path, (10, 10, 150, 190), manifest=read_manifest(store))
         replaced = images / "p0000" / "view-1.jpg"

@@ -16,7 +16,7 @@ import pytest
 
 from tests.core.catalog.test_usable_rows import rejecting_store, write_box_shard  # noqa: F401
 from tests.core.index.test_index import PREFIX, publish, random_vectors
-from tiefvision_core.annotations.store import AnnotationStore
+from tiefvision_core.annotations.repository import AnnotationDatabase
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import read_manifest, usable_rows
 from tiefvision_core.catalog.synthetic import generate_catalog
@@ -150,7 +150,7 @@ def test_a_removed_photo_leaves_no_annotation_snapshot_or_crops_once_retention_p
         rows[p]["image_id"]
         for p in ("p0001/view-1.jpg", "p0000/view-1.jpg", "p0000/view-2.jpg", "p0002/view-1.jpg")
     )
-    with AnnotationStore(f"sqlite:///{tmp_path / 'annotations.sqlite'}") as db:
+    with AnnotationDatabase(f"sqlite:///{tmp_path / 'annotations.sqlite'}") as db:
         for image_id in (gone, kept):
             db.set_box(image_id, (1, 1, 50, 50), manifest=manifest)
         db.add_triplet(kept, gone, other, manifest=manifest)

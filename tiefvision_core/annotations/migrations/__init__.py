@@ -6,9 +6,9 @@ A new revision, after changing the ORM classes in ``schema.py``::
 
     from alembic import command
     from tiefvision_core.annotations.database import alembic_config
-    from tiefvision_core.annotations.store import AnnotationStore
+    from tiefvision_core.annotations.repository import AnnotationDatabase
 
-    with AnnotationStore("sqlite:////tmp/rev.sqlite") as store, store.engine.connect() as c:
+    with AnnotationDatabase("sqlite:////tmp/rev.sqlite") as db, db.engine.connect() as c:
         command.revision(alembic_config(c), "what changed", autogenerate=True, rev_id="0002")
 
 then read the generated file in ``versions/`` and make it work on SQLite and PostgreSQL.

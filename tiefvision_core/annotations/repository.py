@@ -3,7 +3,7 @@
 Why SQL when everything else is Parquet on storage: people edit annotations one at a time
 (the box and triplet editors) while pipelines read them; that needs row updates, uniqueness
 and concurrent writers, which a database gives and a folder of immutable files does not.
-What a model was trained on is frozen the other way round: :meth:`AnnotationStore.
+What a model was trained on is frozen the other way round: :meth:`AnnotationDatabase.
 export_snapshot` writes a content-addressed Parquet snapshot to storage and the model
 records its key and digest.
 
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from tiefvision_core.storage.stores import Store
 
 __all__ = [
-    "AnnotationStore",
+    "AnnotationDatabase",
     "BoxRecord",
     "ImportReport",
     "existing_annotations",
@@ -161,7 +161,7 @@ def _triplet_values(triple: Triple, shas: Shas) -> dict[str, str | None]:
 
 
 # -- the store ----------------------------------------------------------------------------
-class AnnotationStore:
+class AnnotationDatabase:
     """Boxes and triplets in one database; opening it brings the schema to head."""
 
     def __init__(self, url: str | URL, *, migrate: bool = True) -> None:
@@ -179,14 +179,14 @@ class AnnotationStore:
         return self.url.render_as_string(hide_password=True)
 
     def __repr__(self) -> str:
-        return f"AnnotationStore({self.display_url})"
+        return f"AnnotationDatabase({self.display_url})"
 
     @property
     def engine(self) -> Engine:
         """The SQLAlchemy engine, for tools (new migrations, ad-hoc queries)."""
         return self._engine
 
-    def __enter__(self) -> AnnotationStore:
+    def __enter__(self) -> AnnotationDatabase:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -557,12 +557,12 @@ class AnnotationStore:
         return write_snapshot(store, kind, annotations, catalog)
 
 
-def open_annotations(settings: Settings) -> AnnotationStore:
+def open_annotations(settings: Settings) -> AnnotationDatabase:
     """The annotations database the settings name (see :func:`database_url_for`)."""
-    return AnnotationStore(database_url_for(settings))
+    return AnnotationDatabase(database_url_for(settings))
 
 
-def existing_annotations(settings: Settings) -> AnnotationStore | None:
+def existing_annotations(settings: Settings) -> AnnotationDatabase | None:
     """The annotations database when one can hold annotations: a configured URL, or the
     default SQLite file of a local store once it exists; else None.
 
@@ -574,4 +574,4 @@ def existing_annotations(settings: Settings) -> AnnotationStore | None:
     url = database_url_for(settings)
     if not settings.database_url and not Path(url.database or "").exists():
         return None
-    return AnnotationStore(url)
+    return AnnotationDatabase(url)
