@@ -117,7 +117,7 @@ def every_side_copy(store: Any, version: str) -> str:
     """An unpublished copy of locator ``version`` that locates at every side it was trained
     at (the path before sides were measured): the same heads, so locating the catalog with
     both compares the measured choice with all sides in one run."""
-    from tiefvision_core.locator.store import load_locator, save_locator
+    from tiefvision_core.locator.model_files import load_locator, save_locator
 
     model = load_locator(store, version)
     copy = save_locator(

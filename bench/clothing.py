@@ -73,7 +73,8 @@ def _located(requests, store_url: str, encoder):
 
     from tiefvision_core.catalog.imaging import decode_image
     from tiefvision_core.config import load_settings
-    from tiefvision_core.locator.store import load_locator, locate_image
+    from tiefvision_core.locator.locate import locate_image
+    from tiefvision_core.locator.model_files import load_locator
     from tiefvision_core.storage.urls import open_store
 
     model = load_locator(open_store(store_url, create=False), encoder_version=encoder.version)

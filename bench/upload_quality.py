@@ -74,7 +74,8 @@ def main() -> None:
     from tiefvision_core.encoders import get_encoder
     from tiefvision_core.encoding.pixels import encode_crops, whole_pixels
     from tiefvision_core.index.search import query_box, query_scales
-    from tiefvision_core.locator.store import load_locator, locate_image
+    from tiefvision_core.locator.locate import locate_image
+    from tiefvision_core.locator.model_files import load_locator
     from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
     from tiefvision_core.storage.layout import LOCATOR_CURRENT
     from tiefvision_core.storage.stores import LocalStore

@@ -20,7 +20,7 @@ from flows._scale_out import SettingsTaskRunner, gather, gpu_request
 from tasks.locator import locate_shard, plan_locate, report_locate
 from tasks.progress import advance, start_progress
 from tasks.stores import get_store
-from tiefvision_core.locator.store import LocateSummary
+from tiefvision_core.locator.locate import LocateSummary
 
 __all__ = ["locate"]
 

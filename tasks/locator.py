@@ -23,8 +23,8 @@ from tiefvision_core.annotations.snapshots import Snapshot, read_snapshot
 from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
 from tiefvision_core.locator.crops import CropConfig, CropDataset, CropPart, CropPlan, PartSpec
+from tiefvision_core.locator.locate import LocatedPart, LocatePlan, LocateShard, LocateSummary
 from tiefvision_core.locator.runs import LocatorRun, fit_locator
-from tiefvision_core.locator.store import LocatedPart, LocatePlan, LocateShard, LocateSummary
 from tiefvision_core.locator.training import TrainConfig
 
 __all__ = [
@@ -177,10 +177,10 @@ def plan_locate(
     store_url: str, config: RuntimeConfig, version: str | None, shard_size: int
 ) -> LocatePlan:
     store = get_store(store_url)
-    model = locator.store.load_locator(
+    model = locator.model_files.load_locator(
         store, version, encoder_version=get_runtime(config).encoder.version
     )
-    plan = locator.store.plan_locate(store, model, shard_size=shard_size)
+    plan = locator.locate.plan_locate(store, model, shard_size=shard_size)
     get_run_logger().info(
         "locator %s: %d images, %d already located, %d to locate in %d shards",
         model.version,
@@ -204,7 +204,7 @@ def locate_shard(
     store = get_store(store_url)
     runtime = get_runtime(config)
     model = _model(store_url, version, runtime.encoder.version)
-    return locator.store.locate_shard(
+    return locator.locate.locate_shard(
         store,
         runtime,
         model,
@@ -215,11 +215,11 @@ def locate_shard(
 
 
 @lru_cache(maxsize=2)
-def _model(store_url: str, version: str, encoder_version: str) -> locator.store.LocatorModel:
+def _model(store_url: str, version: str, encoder_version: str) -> locator.model_files.LocatorModel:
     """One model per process, store, version and encoder version, as :func:`get_runtime`
     keeps one runtime: a version's files never change, and every shard of a run (and every
     run in a worker) would otherwise read the weights again."""
-    return locator.store.load_locator(
+    return locator.model_files.load_locator(
         get_store(store_url), version, encoder_version=encoder_version
     )
 

@@ -173,7 +173,7 @@ def test_the_graph_sees_what_python_imports() -> None:
         "from . import layout\n"
         "from ..vector_index.versions import open_index\n"
         "if TYPE_CHECKING:\n"
-        "    from tiefvision_core.locator.store import LocatorModel\n"
+        "    from tiefvision_core.locator.model_files import LocatorModel\n"
         "def f():\n"
         "    import tiefvision_core.encoders\n"
     )

@@ -36,7 +36,7 @@ _WRAPPER = textwrap.dedent(
     torch = "torch" in sys.modules
     timm = "timm" in sys.modules or "torchvision" in sys.modules
     # The single-photo locate path, which `locate FILE` and `search FILE` share.
-    import tiefvision_core.locator.store  # noqa: F401
+    import tiefvision_core.locator.locate  # noqa: F401
     prefect = any(name.split(".")[0] == "prefect" for name in sys.modules)
     report = {"code": code, "prefect": prefect, "torch": torch, "timm": timm}
     print(json.dumps(report), file=sys.stderr)

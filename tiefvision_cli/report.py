@@ -34,9 +34,9 @@ if TYPE_CHECKING:  # torch is heavy: import the type only for checkers
     from tiefvision_core.encoding.catalog import EncodeSummary
     from tiefvision_core.evaluation.evaluate import EvaluationReport
     from tiefvision_core.index.search import SearchResult
+    from tiefvision_core.locator.locate import LocateSummary
     from tiefvision_core.locator.model import LocatedBox
     from tiefvision_core.locator.runs import LocatorRun
-    from tiefvision_core.locator.store import LocateSummary
     from tiefvision_core.pipeline.gc import GcReport
     from tiefvision_core.pipeline.reindex import ReindexSummary
     from tiefvision_core.vector_index.versions import VersionInfo

@@ -21,7 +21,7 @@ from flows._results import FLOW_RESULTS
 from tiefvision_core.catalog.ingest import IngestSummary
 from tiefvision_core.evaluation.evaluate import EvaluationReport
 from tiefvision_core.locator.crops import CropDataset
-from tiefvision_core.locator.store import LocateSummary
+from tiefvision_core.locator.locate import LocateSummary
 from tiefvision_core.vector_index.publish import IndexVersion
 
 

@@ -24,7 +24,7 @@ from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.locator.evaluation import evaluate_boxes
-from tiefvision_core.locator.store import LocateSummary
+from tiefvision_core.locator.locate import LocateSummary
 from tiefvision_core.storage.stores import LocalStore, Store
 from tiefvision_core.storage.urls import open_store
 

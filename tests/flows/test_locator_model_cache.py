@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import tasks.locator as locator_tasks
-from tiefvision_core.locator import store as locator_store
+from tiefvision_core.locator import model_files
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]:
         seen.append((version, encoder_version))
         return object()
 
-    monkeypatch.setattr(locator_store, "load_locator", load)
+    monkeypatch.setattr(model_files, "load_locator", load)
     monkeypatch.setattr(locator_tasks, "get_store", lambda url: url)
     locator_tasks._model.cache_clear()
     yield seen

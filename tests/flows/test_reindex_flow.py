@@ -254,7 +254,7 @@ def _random_locator(store: Store, encoder) -> str:
     (what box it finds does not matter here, only whether it locates at all)."""
     from tiefvision_core.locator.crops import window_geometry
     from tiefvision_core.locator.model import LocatorHeads, TargetScaler
-    from tiefvision_core.locator.store import save_locator
+    from tiefvision_core.locator.model_files import save_locator
 
     torch.manual_seed(0)
     geometry = window_geometry(encoder)

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS
 from tiefvision_core.errors import ImageRejected
 from tiefvision_core.locator.model import LocatorHeads, TargetScaler, WindowGeometry
-from tiefvision_core.locator.store import save_locator
+from tiefvision_core.locator.model_files import save_locator
 from tiefvision_core.storage.urls import open_store
 from tiefvision_web import create_app
 

@@ -125,7 +125,8 @@ def _locate_one(
     low_confidence)."""
     from tiefvision_core.catalog.imaging import decode_photo
     from tiefvision_core.errors import InputError
-    from tiefvision_core.locator.store import load_locator, locate_image
+    from tiefvision_core.locator.locate import locate_image
+    from tiefvision_core.locator.model_files import load_locator
 
     checked = preflight(
         store=store, encoder=encoder, device=device, check_device=True, weights=weights

@@ -20,7 +20,7 @@ from typing import TypeVar, cast
 from tiefvision_core import locator
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.errors import IncompatibleModel
-from tiefvision_core.locator.store import LocatorModel
+from tiefvision_core.locator.model_files import LocatorModel
 from tiefvision_core.similarity import training
 from tiefvision_core.similarity.deep_ranking import ProjectionNet
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, SIMILARITY_CURRENT
@@ -95,7 +95,7 @@ def current_locator(store: Store, encoder: Encoder) -> LocatorModel | None:
 
     def load() -> LocatorModel | None:
         try:
-            return locator.store.load_locator(store, version, encoder_version=encoder.version)
+            return locator.model_files.load_locator(store, version, encoder_version=encoder.version)
         except IncompatibleModel:
             return None  # a version's encoder never changes: remembered as unusable
 

@@ -22,7 +22,8 @@ from tiefvision_core.errors import IncompatibleModel
 from tiefvision_core.index.models import current_locator
 from tiefvision_core.index.search import SearchResult, search_vector
 from tiefvision_core.index.spaces import space_transform
-from tiefvision_core.locator.store import LocatorModel, locate_image
+from tiefvision_core.locator.locate import locate_image
+from tiefvision_core.locator.model_files import LocatorModel
 from tiefvision_core.similarity.unsupervised import similarity_grid, similarity_vectors
 from tiefvision_core.storage.stores import Store
 from tiefvision_core.vector_index.versions import OpenedIndex

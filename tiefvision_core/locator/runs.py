@@ -31,8 +31,8 @@ from tiefvision_core.locator.model import (
     WindowGeometry,
     locate_in_maps,
 )
+from tiefvision_core.locator.model_files import LocatorModel, save_locator
 from tiefvision_core.locator.sides import SideChoice, choose_sides
-from tiefvision_core.locator.store import LocatorModel, save_locator
 from tiefvision_core.locator.training import (
     EpochMetrics,
     TrainConfig,

@@ -18,7 +18,7 @@ from tests.core.locator.test_locator import (
 )
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
 from tiefvision_core.index import models, photo_search
-from tiefvision_core.locator.store import save_locator
+from tiefvision_core.locator.model_files import save_locator
 from tiefvision_core.storage.stores import LocalStore
 
 PHOTO = (4000, 3000)  # 12 MP; the locator looks at 576 pixels at most

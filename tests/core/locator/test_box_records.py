@@ -9,14 +9,9 @@ import torch
 
 from tiefvision_core.catalog.boxes import read_boxes
 from tiefvision_core.encoding.requests import EncodedBatch
+from tiefvision_core.locator.locate import LocatePlan, LocateShard, locate_shard
 from tiefvision_core.locator.model import LocatorHeads, TargetScaler, WindowGeometry
-from tiefvision_core.locator.store import (
-    LocatePlan,
-    LocateShard,
-    load_locator,
-    locate_shard,
-    save_locator,
-)
+from tiefvision_core.locator.model_files import load_locator, save_locator
 from tiefvision_core.storage.stores import LocalStore
 
 GEOMETRY = WindowGeometry(stride=32, crop_size=224, kernel=(7, 7))

@@ -560,7 +560,7 @@ class _RecordingEncoder:
 
 
 def _saved_locator(store, logit: float = 20.0):
-    from tiefvision_core.locator.store import save_locator
+    from tiefvision_core.locator.model_files import save_locator
 
     return save_locator(
         store,
@@ -574,7 +574,7 @@ def _saved_locator(store, logit: float = 20.0):
 
 
 def test_locate_image_looks_at_the_query_scales_when_given(tmp_path) -> None:
-    from tiefvision_core.locator.store import locate_image
+    from tiefvision_core.locator.locate import locate_image
     from tiefvision_core.storage.stores import LocalStore
 
     model = _saved_locator(LocalStore(tmp_path))
@@ -591,16 +591,16 @@ def test_locate_image_looks_at_the_query_scales_when_given(tmp_path) -> None:
 def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
     from tiefvision_core.index import models
     from tiefvision_core.index import photo_search as search
-    from tiefvision_core.locator import store as locator_store
+    from tiefvision_core.locator import model_files
     from tiefvision_core.storage.layout import LOCATOR_CURRENT
     from tiefvision_core.storage.stores import LocalStore
 
     store = LocalStore(tmp_path)
     _saved_locator(store)
     loads = []
-    real = locator_store.load_locator
+    real = model_files.load_locator
     monkeypatch.setattr(
-        locator_store, "load_locator", lambda *a, **k: loads.append(1) or real(*a, **k)
+        model_files, "load_locator", lambda *a, **k: loads.append(1) or real(*a, **k)
     )
     monkeypatch.setattr(models, "MODELS", models.ModelCache())
     image = Image.new("RGB", (320, 400))

@@ -19,8 +19,8 @@ from PIL import Image
 
 from tiefvision_core.locator.crops import CropDataset, MapSample
 from tiefvision_core.locator.model import LocatedBox, WindowGeometry
+from tiefvision_core.locator.model_files import load_locator
 from tiefvision_core.locator.runs import evaluate_samples, fit_locator
-from tiefvision_core.locator.store import load_locator
 from tiefvision_core.locator.training import EpochMetrics, TrainConfig, validation_split
 from tiefvision_core.storage.stores import LocalStore
 

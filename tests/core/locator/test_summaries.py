@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from tiefvision_core.locator.crops import CropPart, build_part
-from tiefvision_core.locator.store import (
+from tiefvision_core.locator.locate import (
     LocatedPart,
     LocatePlan,
     LocateShard,
