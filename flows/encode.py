@@ -17,7 +17,7 @@ from flows._runtime import runtime_config
 from flows._scale_out import SettingsTaskRunner, gather, gpu_request
 from tasks.encoding import encode_shard, get_runtime, plan_encoding, report_encoding
 from tasks.progress import advance, start_progress
-from tiefvision_core.encoding.catalog import EncodeSummary, summarise_encoding
+from tiefvision_core.encoding.encode import EncodeSummary, summarise_encoding
 from tiefvision_core.run import start_run
 
 __all__ = ["encode"]

@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows._results import FLOW_RESULTS
-from tasks.catalog import (
+from tasks.ingest import (
     follow_annotations,
     inspect_chunk,
     plan_ingest,

@@ -1,4 +1,4 @@
-"""Prefect tasks around :mod:`tiefvision_core.encoding.catalog`.
+"""Prefect tasks around :mod:`tiefvision_core.encoding.encode`.
 
 The model is built once per process (:func:`get_runtime`) from a small, hashable
 :class:`RuntimeConfig`; tasks exchange the plan (a work-list key and shard slices), never
@@ -19,7 +19,7 @@ from prefect.artifacts import create_table_artifact
 from tasks.policies import EPHEMERAL, RETRYING
 from tasks.progress import advance
 from tiefvision_core import encoding
-from tiefvision_core.encoding.catalog import EncodeSummary
+from tiefvision_core.encoding.encode import EncodeSummary
 from tiefvision_core.encoding.runtime import (
     EncodingRuntime,
     RuntimeConfig,
@@ -117,7 +117,7 @@ def encode_shard(
     progress_id: str | None = None,
 ) -> ShardResult:
     """Decode, encode and write one shard (skipped when an earlier run wrote it)."""
-    result = encoding.catalog.encode_shard(
+    result = encoding.encode.encode_shard(
         run_context(run).store,
         get_runtime(config),
         plan,

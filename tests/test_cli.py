@@ -255,7 +255,7 @@ def test_encode_with_nothing_new_answers_without_prefect(
     first (real) run fails and the no-op one still answers."""
     from tiefvision_core.catalog.manifest import read_manifest
     from tiefvision_core.encoders import get_encoder
-    from tiefvision_core.encoding.catalog import encode_catalog
+    from tiefvision_core.encoding.encode import encode_catalog
     from tiefvision_core.encoding.runtime import EncodingRuntime
     from tiefvision_core.storage.urls import open_store
 

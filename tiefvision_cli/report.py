@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # torch is heavy: import the type only for checkers
 
     from deployments.client import TriggeredRun
     from flows.pipeline import PipelineRun
-    from tiefvision_core.encoding.catalog import EncodeSummary
+    from tiefvision_core.encoding.encode import EncodeSummary
     from tiefvision_core.evaluation.evaluate import EvaluationReport
     from tiefvision_core.index.search import SearchResult
     from tiefvision_core.locator.locate import LocateSummary

@@ -11,7 +11,7 @@ import pytest
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.synthetic import generate_catalog
 from tiefvision_core.config import Settings, load_settings
-from tiefvision_core.encoding.catalog import encode_catalog
+from tiefvision_core.encoding.encode import encode_catalog
 from tiefvision_core.encoding.runtime import EncodingRuntime
 from tiefvision_core.index.spaces import rebuild_space
 from tiefvision_core.storage.stores import LocalStore

@@ -21,7 +21,7 @@ from tests.test_cli import _one_line_error, _run
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.config import load_settings
-from tiefvision_core.encoding.catalog import encode_catalog
+from tiefvision_core.encoding.encode import encode_catalog
 from tiefvision_core.encoding.runtime import EncodingRuntime
 from tiefvision_core.index import updates
 from tiefvision_core.index.gate import GatePolicy

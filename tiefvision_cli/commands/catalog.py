@@ -128,7 +128,7 @@ def encode(
 
     from flows._runtime import runtime_config
     from tiefvision_cli.report import print_encode_summary
-    from tiefvision_core.encoding.catalog import idle_summary
+    from tiefvision_core.encoding.encode import idle_summary
     from tiefvision_core.encoding.runtime import shared_runtime
 
     # The flow's tasks run in this process and reuse this runtime and its encoding processes.

@@ -17,7 +17,7 @@ from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.synthetic import generate_catalog, render_view
 from tiefvision_core.catalog.synthetic_garments import make_products
 from tiefvision_core.encoders import get_encoder
-from tiefvision_core.encoding.catalog import encode_catalog
+from tiefvision_core.encoding.encode import encode_catalog
 from tiefvision_core.encoding.pixels import (
     crop_pixels,
     encode_crops,

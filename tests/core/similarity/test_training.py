@@ -16,7 +16,7 @@ import pytest
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import image_id_for
 from tiefvision_core.catalog.synthetic import generate_catalog
-from tiefvision_core.encoding.catalog import encode_catalog
+from tiefvision_core.encoding.encode import encode_catalog
 from tiefvision_core.encoding.runtime import EncodingRuntime
 from tiefvision_core.encoding.shards import read_encodings, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
