@@ -22,10 +22,10 @@ spaces in the same run. Variants (what training sees besides the 8 products' pho
   word of the product id (``Alpro-Fresh-Soy-Milk`` → ``Alpro``), what a catalog's brand
   column would hold.
 
-No photo of a held-out or validation product, nor a view of one, reaches training
-(``training_rows`` asserts it): the validation products (those that stop training) are
-chosen among the packaged training products only, as ``fit_held_out`` would. Views and grid
-encodings are cached in ``--workdir``, so a rerun only trains.
+No photo of a held-out or validation product, nor a view of one, reaches training (views
+are made of the training products' photos only): the validation products (those that stop
+training) are chosen among the packaged training products only, as ``fit_held_out`` would.
+Views and grid encodings are cached in ``--workdir``, so a rerun only trains.
 """
 
 from __future__ import annotations
@@ -38,22 +38,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 from _common import encode_grids, use_encoder  # noqa: E402
-from generalisation import cached_grids, pick, retrieval  # noqa: E402
+from generalisation import catalog_grids, pick, retrieval  # noqa: E402
 
 P1 = "precision_at_1"
-
-
-def _catalog(work: Path, data: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(names, grid maps, product ids) of a catalog's whole photos (cached)."""
-    products = pd.read_csv(data / "products.csv").set_index("image")["product"]
-    work.mkdir(parents=True, exist_ok=True)
-    names, maps, _ = cached_grids(work, data / "images", dict.fromkeys(products.index))
-    return names, maps, products[names].to_numpy().astype(str)
 
 
 def _views(work: Path, images: Path, names: list[str], view: int) -> np.ndarray:
@@ -82,16 +73,6 @@ def _views(work: Path, images: Path, names: list[str], view: int) -> np.ndarray:
     return maps
 
 
-def training_rows(
-    labels: np.ndarray, held: list[str], validation_products: set[str], rows_of: np.ndarray
-) -> np.ndarray:
-    """Mask of the view rows allowed in training: views of products neither held out nor
-    validating (``rows_of`` = each view's source label)."""
-    keep = ~np.isin(rows_of, held) & ~np.isin(rows_of, list(validation_products))
-    assert not set(rows_of[keep]) & (set(held) | validation_products)
-    return keep
-
-
 def main() -> None:
     from tiefvision_core.similarity.deep_ranking import DeepRankingConfig
     from tiefvision_core.similarity.triplets import validation_split
@@ -105,8 +86,8 @@ def main() -> None:
     args = parser.parse_args()
     use_encoder("efficientnet_lite0")
     pk_dir, pr_dir = args.data / "grocery-packages", args.data / "grocery-produce"
-    pk_names, pk_maps, pk_labels = _catalog(args.workdir / "grocery", pk_dir)
-    pr_names, pr_maps, _ = _catalog(args.workdir / "produce", pr_dir)
+    pk_names, pk_maps, _, pk_labels = catalog_grids(args.workdir / "grocery", pk_dir)
+    pr_names, pr_maps, _, _ = catalog_grids(args.workdir / "produce", pr_dir)
     pk_views = [
         _views(args.workdir / "grocery", pk_dir / "images", pk_names, v) for v in range(args.views)
     ]
@@ -120,8 +101,7 @@ def main() -> None:
         held = pick(sorted(set(pk_labels)), 5, seed)
         split = np.isin(pk_labels, held)
         validation = validation_split(pk_labels, split, config)
-        chosen = set(pk_labels[validation])
-        keep = training_rows(pk_labels, held, chosen, pk_labels)
+        keep = ~split & ~validation  # views of training products only
         views = (
             np.concatenate([m[keep] for m in pk_views]),
             np.concatenate([pk_labels[keep]] * args.views),

@@ -195,6 +195,16 @@ def cached_grids(
     return names, maps, flipped
 
 
+def catalog_grids(work: Path, data: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(names, grid maps, maps of the mirrors, product ids) of the whole photos of a
+    catalog folder holding ``images/`` and ``products.csv`` (``image,product``), cached in
+    ``work``."""
+    products = pd.read_csv(data / "products.csv").set_index("image")["product"]
+    work.mkdir(parents=True, exist_ok=True)
+    names, maps, flipped = cached_grids(work, data / "images", dict.fromkeys(products.index))
+    return names, maps, flipped, products[names].to_numpy().astype(str)
+
+
 def _supervised_vectors(net: Any, maps: np.ndarray, rows: list[int]) -> np.ndarray:
     """The trained space's vectors of ``rows`` (``space_vectors`` where the similarity code
     on disk has it, else ``embed`` — the bench runs against either)."""

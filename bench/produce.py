@@ -25,19 +25,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 from _common import use_encoder  # noqa: E402
-from generalisation import cached_grids, pick, retrieval  # noqa: E402
-
-
-def _grids(work: Path, data: Path, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    products = pd.read_csv(data / "products.csv").set_index("image")[column]
-    work.mkdir(parents=True, exist_ok=True)
-    names, maps, flipped = cached_grids(work, data / "images", dict.fromkeys(products.index))
-    return maps, flipped, products[names].to_numpy().astype(str)
+from generalisation import catalog_grids, pick, retrieval  # noqa: E402
 
 
 def main() -> None:
@@ -47,8 +39,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     args = parser.parse_args()
     use_encoder("efficientnet_lite0")
-    packages = _grids(args.workdir / "grocery", args.data / "grocery-packages", "product")
-    produce = _grids(args.workdir / "produce", args.data / "grocery-produce", "product")
+    packages = catalog_grids(args.workdir / "grocery", args.data / "grocery-packages")[1:]
+    produce = catalog_grids(args.workdir / "produce", args.data / "grocery-produce")[1:]
     produce = (produce[0], produce[1], np.char.add("produce:", produce[2]))
     results = []
     print(f"{'seed':<6}{'trained on':<22}{'classes':>8}{'photos':>8}"

@@ -27,20 +27,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT)]
 from clothing import encode_requests, photo_requests  # noqa: E402
-from generalisation import cached_grids, pick, retrieval  # noqa: E402
-
-
-def grids(work: Path, data: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(grid maps, product ids) of a catalog's whole photos (cached)."""
-    products = pd.read_csv(data / "products.csv").set_index("image")["product"]
-    work.mkdir(parents=True, exist_ok=True)
-    names, maps, _ = cached_grids(work, data / "images", dict.fromkeys(products.index))
-    return maps, products[names].to_numpy().astype(str)
+from generalisation import catalog_grids, pick, retrieval  # noqa: E402
 
 
 def whitened(maps: np.ndarray, fit_rows: np.ndarray, shrink: float) -> np.ndarray:
@@ -70,7 +61,7 @@ def main() -> None:
     use_encoder("efficientnet_lite0")
     results: dict[str, object] = {}
 
-    maps, labels = grids(args.workdir / "produce", args.data / "grocery-produce")
+    _, maps, _, labels = catalog_grids(args.workdir / "produce", args.data / "grocery-produce")
     sample = np.sort(np.random.default_rng(0).choice(len(maps), 1500, replace=False))
     every = np.arange(len(maps))
     sweep = {"unsupervised": score_vectors(similarity_vectors(maps[sample]), labels[sample])}
@@ -83,7 +74,7 @@ def main() -> None:
     print(f"grocery-produce (choosing the shrink), mAP@10: {line} → {chosen}", flush=True)
     results["produce"] = {k: v.as_dict() for k, v in sweep.items()} | {"shrink": shrink}
 
-    maps, labels = grids(args.workdir / "grocery", args.data / "grocery-packages")
+    _, maps, _, labels = catalog_grids(args.workdir / "grocery", args.data / "grocery-packages")
     print(f"\n{'seed':<6}{'space (held-out packages)':<36}{'P@1':>7}{'mAP@10':>8}{'gain':>8}"
           f"{'95 % interval':>18}")  # fmt: skip
     config = DeepRankingConfig()

@@ -7,6 +7,7 @@ lazy import inside a function body slips past any check that only imports module
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -619,23 +620,31 @@ def test_the_private_name_check_sees_each_way_in() -> None:
     ]
 
 
-def test_no_private_name_imported_from_another_module() -> None:
-    """A private name is free to change with its module: a second module using it (the web
-    service, a bench) breaks silently when it does. What two modules share is public in one
-    of them, or moves to where both can import it. The one exception is the tests (not
-    checked here): a test of one module's private helper may import it, though testing
-    through the public API that uses it is preferred."""
+def _surface_findings(
+    check: Callable[[ast.Module, str, bool, set[str]], list[tuple[int, str]]],
+) -> list[str]:
+    """``path:line what`` for each finding of ``check`` (tree, module, is a package,
+    project modules) over the project's modules."""
     known = _project_modules()
-    offending = [
-        f"{path.relative_to(ROOT)}:{line} uses {what}"
+    return [
+        f"{path.relative_to(ROOT)}:{line} {what}"
         for module, path in _surface_files()
-        for line, what in _private_imports(
+        for line, what in check(
             ast.parse(path.read_text(), filename=str(path)),
             module,
             path.name == "__init__.py",
             known,
         )
     ]
+
+
+def test_no_private_name_imported_from_another_module() -> None:
+    """A private name is free to change with its module: a second module using it (the web
+    service, a bench) breaks silently when it does. What two modules share is public in one
+    of them, or moves to where both can import it. The one exception is the tests (not
+    checked here): a test of one module's private helper may import it, though testing
+    through the public API that uses it is preferred."""
+    offending = _surface_findings(_private_imports)
     assert not offending, "\n".join(offending)
 
 
@@ -692,17 +701,7 @@ def test_no_import_renames_a_project_module_or_name() -> None:
     """One thing, one name: ``shards as encoding_store`` makes a reader look for a module
     that does not exist, and a grep for the real name miss the caller. Where a name would
     clash, import the module and write ``module.name``."""
-    known = _project_modules()
-    offending = [
-        f"{path.relative_to(ROOT)}:{line} {what}"
-        for module, path in _surface_files()
-        for line, what in _renaming_imports(
-            ast.parse(path.read_text(), filename=str(path)),
-            module,
-            path.name == "__init__.py",
-            known,
-        )
-    ]
+    offending = _surface_findings(_renaming_imports)
     assert not offending, "\n".join(offending)
 
 
