@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tiefvision_core.config import Settings
     from tiefvision_core.encoders import Encoder
+    from tiefvision_core.parameters.groups import StageParameters
     from tiefvision_core.storage.stores import Store
 
 __all__ = ["Checked", "preflight"]
@@ -37,6 +38,7 @@ class Checked:
 
 def preflight(
     *,
+    parameters: StageParameters | None = None,
     store: str | None = None,
     images: str | None = None,
     metadata: Path | None = None,
@@ -49,6 +51,8 @@ def preflight(
     """Check a command's inputs in the fixed order; raise the first problem as one line.
 
     Args:
+        parameters: a stage's parameters: the settings flags they give (store, encoder,
+            device, database …) apply as if passed one by one.
         store: ``--store`` (``None``: the environment's, else the local store).
         images: a source folder or S3 prefix that must exist (never created).
         metadata: a metadata file that must parse (``load_metadata`` names what is wrong).
@@ -62,7 +66,10 @@ def preflight(
     from tiefvision_core.run import settings_for, store_for
     from tiefvision_core.storage.urls import open_store
 
-    settings = settings_for(store_url=store, database_url=database, **overrides)
+    flags = {"store_url": store, "database_url": database, **overrides}
+    if parameters is not None:
+        flags.update(parameters.settings_flags())
+    settings = settings_for(**flags)
     if check_database:
         from tiefvision_core.annotations.database import database_url_for
 

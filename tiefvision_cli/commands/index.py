@@ -35,9 +35,11 @@ from tiefvision_cli.options import (
     VerifyHashesOption,
     WeightsOption,
 )
+from tiefvision_cli.parameters import stage_options
 from tiefvision_cli.prefect_server import flow_run, start_early
 from tiefvision_cli.preflight import preflight
 from tiefvision_core.errors import ConfigError
+from tiefvision_core.parameters.stages import RebuildIndexParameters
 from tiefvision_core.vector_index.kinds import check_index_kind, spelled_choices
 
 if TYPE_CHECKING:
@@ -47,47 +49,21 @@ if TYPE_CHECKING:
 __all__ = ["index_app", "rebuild_index", "reindex", "search"]
 
 
-def rebuild_index(
-    store: StoreOption = None,
-    space: SpaceOption = "unsupervised",
-    encoder: EncoderOption = None,
-    device: DeviceOption = None,
-    index_kind: Annotated[str, typer.Option(help=f"{spelled_choices()} (compressed).")] = "auto",
-    lock_timeout: LockTimeoutOption = 600.0,
-    lock_ttl: LockTtlOption = 120.0,
-    tolerance: ToleranceOption = None,
-    allow_regression: AllowRegressionOption = False,
-    as_json: JsonOption = False,
-) -> None:
+@stage_options(RebuildIndexParameters)
+def rebuild_index(parameters: RebuildIndexParameters, as_json: JsonOption = False) -> None:
     """Encode the catalog's box crops (incremental) and publish a new index version.
 
     One rebuild or reindex runs at a time per store. The new version goes live only when
     its mAP@10 is no worse than the live version's beyond the tolerance (the regression
     gate).
     """
-    from tiefvision_core.vector_index.versions import check_space
-
     start_early()  # Prefect's server boots while the checks below run
-    settings = preflight(
-        store=store, encoder=encoder, device=device, regression_tolerance=tolerance
-    ).settings
-    checked_space = check_space(space)
-    kind = check_index_kind(index_kind)
+    settings = preflight(parameters=parameters).settings
 
     import flows.rebuild_index
 
     with flow_run(console):
-        version = flows.rebuild_index.rebuild_index(
-            store=settings.store_url,
-            space=checked_space,
-            encoder=settings.encoder,
-            device=settings.device,
-            index_kind=kind,
-            lock_timeout=lock_timeout,
-            lock_ttl=lock_ttl,
-            tolerance=settings.regression_tolerance,
-            allow_regression=allow_regression,
-        )
+        version = flows.rebuild_index.rebuild_index(**parameters.resolved(settings).arguments())
     published = version.as_dict()
     if as_json:
         print_json(published)
