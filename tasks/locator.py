@@ -7,8 +7,6 @@ weights stay on storage and are opened where they are used.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import SecretStr
@@ -22,6 +20,7 @@ from tiefvision_core.annotations.repository import open_annotations
 from tiefvision_core.annotations.snapshots import Snapshot, read_snapshot
 from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.index.models import locator_model
 from tiefvision_core.locator.crops import CropConfig, CropDataset, CropPart, CropPlan, PartSpec
 from tiefvision_core.locator.locate import LocatedPart, LocatePlan, LocateShard, LocateSummary
 from tiefvision_core.locator.runs import LocatorRun, fit_locator
@@ -203,7 +202,7 @@ def locate_shard(
 ) -> LocatedPart:
     store = get_store(store_url)
     runtime = get_runtime(config)
-    model = _model(store_url, version, runtime.encoder.version)
+    model = locator_model(store, version, runtime.encoder.version)  # once per process
     return locator.locate.locate_shard(
         store,
         runtime,
@@ -211,16 +210,6 @@ def locate_shard(
         plan,
         shard,
         on_image=lambda n: advance(progress_id, "locate", n),
-    )
-
-
-@lru_cache(maxsize=2)
-def _model(store_url: str, version: str, encoder_version: str) -> locator.model_files.LocatorModel:
-    """One model per process, store, version and encoder version, as :func:`get_runtime`
-    keeps one runtime: a version's files never change, and every shard of a run (and every
-    run in a worker) would otherwise read the weights again."""
-    return locator.model_files.load_locator(
-        get_store(store_url), version, encoder_version=encoder_version
     )
 
 

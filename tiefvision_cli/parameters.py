@@ -66,17 +66,14 @@ def _option_type(annotation: Any) -> Any:
 
 
 def _bounds(field: FieldInfo) -> dict[str, Any]:
-    """A field's numeric bounds as Typer's ``min``/``max`` (open where the field is)."""
+    """A field's closed numeric bounds as Typer's ``min``/``max`` (shown in ``--help``);
+    an open bound (``gt``, ``lt``) is left to the model, which names the option too."""
     bounds: dict[str, Any] = {}
     for rule in field.metadata:
         if isinstance(rule, annotated_types.Ge):
             bounds["min"] = rule.ge
-        elif isinstance(rule, annotated_types.Gt):
-            bounds.update(min=rule.gt, min_open=True)
         elif isinstance(rule, annotated_types.Le):
             bounds["max"] = rule.le
-        elif isinstance(rule, annotated_types.Lt):
-            bounds.update(max=rule.lt, max_open=True)
     return bounds
 
 

@@ -26,7 +26,7 @@ from tiefvision_core.similarity.deep_ranking import ProjectionNet
 from tiefvision_core.storage.layout import LOCATOR_CURRENT, SIMILARITY_CURRENT
 from tiefvision_core.storage.stores import Store
 
-__all__ = ["MODELS", "ModelCache", "current_locator", "similarity_projection"]
+__all__ = ["MODELS", "ModelCache", "current_locator", "locator_model", "similarity_projection"]
 
 T = TypeVar("T")
 
@@ -85,6 +85,24 @@ class ModelCache:
 MODELS = ModelCache()
 
 
+def locator_model(store: Store, version: str, encoder_version: str) -> LocatorModel:
+    """Locator ``version`` for ``encoder_version``, loaded once per process (the locate
+    stage's shards and the searches by photo share it). IncompatibleModel when it was
+    trained on another encoder version: remembered too, since a version's encoder never
+    changes, so an unusable locator is read once."""
+
+    def load() -> LocatorModel | IncompatibleModel:
+        try:
+            return locator.model_files.load_locator(store, version, encoder_version=encoder_version)
+        except IncompatibleModel as unusable:
+            return unusable
+
+    model = MODELS.get("locator", store, version, encoder_version, load)
+    if isinstance(model, IncompatibleModel):
+        raise model
+    return model
+
+
 def current_locator(store: Store, encoder: Encoder) -> LocatorModel | None:
     """The current locator when it was trained on ``encoder``, else None (none trained, or
     trained on another encoder: the caller searches the whole photo, never a wrong-space
@@ -92,14 +110,10 @@ def current_locator(store: Store, encoder: Encoder) -> LocatorModel | None:
     version = store.read_pointer(LOCATOR_CURRENT)
     if version is None:
         return None
-
-    def load() -> LocatorModel | None:
-        try:
-            return locator.model_files.load_locator(store, version, encoder_version=encoder.version)
-        except IncompatibleModel:
-            return None  # a version's encoder never changes: remembered as unusable
-
-    return MODELS.get("locator", store, version, encoder.version, load)
+    try:
+        return locator_model(store, version, encoder.version)
+    except IncompatibleModel:
+        return None
 
 
 def similarity_projection(
