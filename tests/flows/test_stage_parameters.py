@@ -77,7 +77,7 @@ def test_bounds_help_and_secrets_reach_the_form() -> None:
     assert rebuild["lock_ttl"]["minimum"] == 1
     assert "heartbeat" in rebuild["lock_ttl"]["description"]
     assert rebuild["space"]["enum"] == ["unsupervised", "supervised"]
-    assert list(rebuild)[0] == "store"
+    assert next(iter(rebuild)) == "store"
     triplets = parameter_schema(_flow(FLOWS["train-triplets"])).model_dump()["properties"]
     assert {"type": "string", "format": "password", "writeOnly": True} in triplets["database"][
         "anyOf"
