@@ -8,11 +8,12 @@ plan_ingest ──► inspect_chunk × N (threads: hashing and decoding release 
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from flows._results import FLOW_RESULTS
+from flows._stage import stage_flow
 from tasks.ingest import (
     follow_annotations,
     inspect_chunk,
@@ -21,37 +22,23 @@ from tasks.ingest import (
     report_ingest,
 )
 from tiefvision_core.catalog.ingest import IngestSummary
-from tiefvision_core.config import load_settings
+from tiefvision_core.parameters.stages import IngestParameters
+from tiefvision_core.run import settings_for
 
 __all__ = ["ingest"]
 
 
-# Prefect types task_runner TaskRunner[PrefectFuture[Any]], invariant: no concrete runner fits.
-@flow(name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4), **FLOW_RESULTS)  # type: ignore[arg-type]
-def ingest(
-    images: str,
-    store: str | None = None,
-    metadata: str | None = None,
-    chunk_size: int = 256,
-    verify_hashes: bool = False,
-    follow_symlinks: bool | None = None,
-) -> IngestSummary:
-    """Bring a folder or S3 prefix of photos into the catalog manifest, incrementally.
-
-    Args:
-        images: the source: a local folder or ``s3://bucket/prefix``.
-        store: where the pipeline writes (default: ``TIEFVISION_STORE_URL``, else local).
-        metadata: optional CSV/Parquet with ``product_id``, ``category``, … per image.
-        chunk_size: images per parallel task; smaller = finer resume, more overhead.
-        verify_hashes: re-hash every image even when size and mtime/ETag are unchanged.
-        follow_symlinks: read files that symbolic links lead to outside the source folder
-            (default: ``TIEFVISION_FOLLOW_SYMLINKS``, off); links inside it are always read.
-    """
-    settings = load_settings(store_url=store, follow_symlinks=follow_symlinks)
+@stage_flow(
+    IngestParameters, name="ingest", task_runner=ThreadPoolTaskRunner(max_workers=4), **FLOW_RESULTS
+)
+def ingest(parameters: IngestParameters) -> IngestSummary:
+    """Bring a folder or S3 prefix of photos into the catalog manifest, incrementally."""
+    settings = settings_for(**parameters.settings_flags())
+    images, verify_hashes = parameters.images, parameters.verify_hashes
     plan = plan_ingest(
         images,
         settings.store_url,
-        chunk_size,
+        parameters.chunk_size,
         settings.workers,
         verify_hashes,
         settings.max_image_pixels,
@@ -68,7 +55,9 @@ def ingest(
         unmapped(settings.max_image_bytes),
     )
     # Prefect unwraps quote() before the call, which its typing of task calls cannot express.
-    summary = publish_manifest(settings.store_url, quote(plan), staged.result(), metadata)  # type: ignore[call-overload]
+    summary = publish_manifest(
+        settings.store_url, quote(plan), staged.result(), parameters.metadata
+    )  # type: ignore[call-overload]
     follow_annotations(settings.store_url, summary)
     report_ingest(summary)
     return summary

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows._results import FLOW_RESULTS
+from flows._stage import stage_flow
 from flows.encode import encode
 from flows.ingest import ingest
 from flows.locate import locate
@@ -30,7 +31,17 @@ from tiefvision_core.annotations.repository import AnnotationDatabase
 from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.config import load_settings
 from tiefvision_core.errors import InputError
+from tiefvision_core.parameters.stages import (
+    EncodeParameters,
+    IngestParameters,
+    LocateParameters,
+    PipelineParameters,
+    RebuildIndexParameters,
+    TrainLocatorParameters,
+    TrainTripletsParameters,
+)
 from tiefvision_core.pipeline.stages import TrainingPlan, plan_training
+from tiefvision_core.run import settings_for
 
 __all__ = ["PipelineRun", "pipeline"]
 
@@ -71,30 +82,12 @@ def _training_plan(store: str, min_boxes: int, min_products: int) -> TrainingPla
     )
 
 
-@flow(name="pipeline", **FLOW_RESULTS)
-def pipeline(
-    images: str,
-    store: str | None = None,
-    metadata: str | None = None,
-    encoder: str | None = None,
-    device: Literal["auto", "cpu", "cuda"] | None = None,
-    min_boxes: int = 20,
-    min_products: int = 8,
-) -> PipelineRun:
-    """Ingest, encode, train and locate, index and train similarity: the whole chain.
-
-    Args:
-        images: the catalog: a local folder or ``s3://bucket/prefix``.
-        store: storage root (default: ``TIEFVISION_STORE_URL``, else the local store).
-        metadata: optional CSV/Parquet with ``product_id``, ``category``, … per image.
-        encoder: encoder name (default ``TIEFVISION_ENCODER``: efficientnet_lite0).
-        device: auto, cpu or cuda.
-        min_boxes: annotated photos needed to train the locator.
-        min_products: products (``product_id``) needed to train Deep Ranking.
-    """
+@stage_flow(PipelineParameters, name="pipeline", **FLOW_RESULTS)
+def pipeline(parameters: PipelineParameters) -> PipelineRun:
+    """Ingest, encode, train and locate, index and train similarity: the whole chain."""
     logger = get_run_logger()
-    settings = load_settings(store_url=store, encoder=encoder, device=device)
-    common = {"store": settings.store_url, "encoder": settings.encoder, "device": settings.device}
+    settings = settings_for(**parameters.settings_flags())
+    given = parameters.resolved(settings)  # the subflows see what the settings decided
     seconds: dict[str, float] = {}
 
     def stage(name: str, call, **kwargs):
@@ -103,24 +96,27 @@ def pipeline(
         seconds[name] = round(time.perf_counter() - started, 2)
         return result
 
-    ingested = stage("ingest", ingest, images=images, store=settings.store_url, metadata=metadata)
-    plan = _training_plan(settings.store_url, min_boxes, min_products)
+    ingested = stage("ingest", ingest, **given.arguments_for(IngestParameters))
+    plan = _training_plan(settings.store_url, given.min_boxes, given.min_products)
     run = PipelineRun(plan=plan, ingest=ingested, seconds=seconds)
-    run.encode = stage("encode", encode, **common)
+    run.encode = stage("encode", encode, **given.arguments_for(EncodeParameters))
     if run.plan.train_locator:
-        run.locator = stage("train-locator", train_locator, **common, min_images=min_boxes)
-        run.locate = stage("locate", locate, **common)
+        locator = given.arguments_for(TrainLocatorParameters, min_images=given.min_boxes)
+        run.locator = stage("train-locator", train_locator, **locator)
+        run.locate = stage("locate", locate, **given.arguments_for(LocateParameters))
     else:
         logger.info("Locator skipped: %s; search uses whole photos", run.plan.locator_reason)
-    run.unsupervised_index = stage("rebuild-index", rebuild_index, **common)
+    index = given.arguments_for(RebuildIndexParameters)
+    run.unsupervised_index = stage("rebuild-index", rebuild_index, **index)
     if run.plan.train_similarity:
-        run.similarity = stage("train-triplets", train_triplets, **common)
+        similarity = given.arguments_for(TrainTripletsParameters)
+        run.similarity = stage("train-triplets", train_triplets, **similarity)
     else:
         logger.info("Deep Ranking skipped: %s", run.plan.similarity_reason)
     create_table_artifact(
         key="pipeline-run",
         table=[{"stage": name, "seconds": seconds} for name, seconds in run.seconds.items()],
-        description=f"Pipeline on {images}: locator — {run.plan.locator_reason}; "
+        description=f"Pipeline on {given.images}: locator — {run.plan.locator_reason}; "
         f"similarity — {run.plan.similarity_reason}",
     )
     return run

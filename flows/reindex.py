@@ -22,12 +22,10 @@ already did, and each index reuses its live version's vectors (see
 from __future__ import annotations
 
 import time
-from typing import Literal, TypedDict
-
-from prefect import flow
 
 from flows._results import FLOW_RESULTS
 from flows._runtime import runtime_config
+from flows._stage import stage_flow
 from flows.encode import encode
 from flows.ingest import ingest
 from flows.locate import locate
@@ -35,116 +33,52 @@ from tasks.evaluate import report_gate
 from tasks.gc import collect_garbage_task
 from tasks.reindex import plan_reindex, report_reindex, update_space_index
 from tasks.store_lock import store_lock
-from tiefvision_core.config import Device
 from tiefvision_core.index.gate import GatePolicy
 from tiefvision_core.index.updates import UpdatePolicy
+from tiefvision_core.parameters.stages import (
+    EncodeParameters,
+    IngestParameters,
+    LocateParameters,
+    ReindexParameters,
+)
 from tiefvision_core.pipeline.reindex import ReindexRefused, ReindexSummary, StageClock
 from tiefvision_core.run import start_run
-from tiefvision_core.vector_index.kinds import IndexKindChoice
 from tiefvision_core.vector_index.pointer import RegressionRefused
 
 __all__ = ["reindex"]
 
 
-class _RuntimeArgs(TypedDict):
-    """The arguments this run's locate and encode flows share."""
-
-    store: str
-    encoder: str
-    weights: str
-    device: Device
-    batch_size: int | None
-    shard_size: int
-
-
-@flow(name="reindex", **FLOW_RESULTS)
-def reindex(
-    images: str,
-    store: str | None = None,
-    metadata: str | None = None,
-    encoder: str | None = None,
-    weights: str = "default",
-    device: Literal["auto", "cpu", "cuda"] | None = None,
-    batch_size: int | None = None,
-    shard_size: int = 256,
-    index_kind: IndexKindChoice | None = None,
-    keep: int = 3,
-    max_churn: float = 0.2,
-    max_growth: float = 2.0,
-    lock_timeout: float = 600.0,
-    lock_ttl: float = 120.0,
-    verify_hashes: bool = False,
-    retention: int | None = None,
-    gc_grace_hours: float = 6.0,
-    tolerance: float | None = None,
-    allow_regression: bool = False,
-) -> ReindexSummary:
-    """Bring the catalog, its boxes, encodings and every live index up to the source.
-
-    Args:
-        images: the source: a local folder or ``s3://bucket/prefix``.
-        store: storage root (default: ``TIEFVISION_STORE_URL``, else the local store).
-        metadata: optional CSV/Parquet with ``product_id``, ``category``, … per image.
-        encoder: encoder name (default ``TIEFVISION_ENCODER``: efficientnet_lite0).
-        weights: encoder weights: "default" (pretrained, offline), "none", or a .pth path.
-        device: auto, cpu or cuda.
-        batch_size: images per forward pass; empty = measured per device.
-        shard_size: photos per locate part and encoding shard (the unit of resume).
-        index_kind: force an index kind; empty = keep each live index's configuration
-            (auto for a first build).
-        keep: index versions kept on storage (the live one included).
-        max_churn: rebuild an ANN index when more than this share of the rows its training
-            saw were added, changed or removed since.
-        max_growth: rebuild an ANN index when the catalog grew or shrank by this factor
-            since its training.
-        lock_timeout: seconds to wait for a reindex or rebuild-index already running on
-            this store.
-        lock_ttl: seconds without a heartbeat after which a holder counts as dead.
-        verify_hashes: re-hash every image, even when size and mtime/ETag are unchanged.
-        retention: versions kept by the closing gc step per kind (index, model, manifest),
-            the live one included (default ``TIEFVISION_RETENTION``: 3); encodings and
-            boxes of removed or re-shot photos go at once.
-        gc_grace_hours: leftovers (temporary files, work lists) younger than this are kept.
-        tolerance: mAP@10 a new index version may lose against the live one and still go
-            live (default ``TIEFVISION_REGRESSION_TOLERANCE``: 0.02).
-        allow_regression: let a larger drop go live too (the comparison is still published).
-    """
+@stage_flow(ReindexParameters, name="reindex", **FLOW_RESULTS)
+def reindex(parameters: ReindexParameters) -> ReindexSummary:
+    """Bring the catalog, its boxes, encodings and every live index up to the source."""
     started = time.perf_counter()
-    settings, config = runtime_config(store, encoder, weights, device, batch_size)
-    policy = UpdatePolicy(max_churn=max_churn, max_growth=max_growth)
+    settings, config = runtime_config(parameters)
+    given = parameters.resolved(settings)  # the subflows see what the settings decided
+    policy = UpdatePolicy(max_churn=given.max_churn, max_growth=given.max_growth)
     gate = GatePolicy(
-        settings.regression_tolerance if tolerance is None else tolerance,
-        allow_regression,
-        rule=settings.regression_rule,
+        settings.regression_tolerance, given.allow_regression, rule=settings.regression_rule
     )
     url, clock = settings.store_url, StageClock()
-    runtime: _RuntimeArgs = {
-        "store": url,
-        "encoder": settings.encoder,
-        "weights": weights,
-        "device": settings.device,
-        "batch_size": settings.batch_size,
-        "shard_size": shard_size,
-    }
-    with store_lock(url, lock_timeout, lock_ttl, job="reindex") as lock:
+    with store_lock(url, given.lock_timeout, given.lock_ttl, job="reindex") as lock:
         with clock("ingest"):
-            catalog = ingest(
-                images=images, store=url, metadata=metadata, verify_hashes=verify_hashes
-            )
+            catalog = ingest(**given.arguments_for(IngestParameters))
         plan = plan_reindex(url)
         located = None
         if plan.locator:
             with clock("locate"):
-                located = locate(**runtime)
+                located = locate(**given.arguments_for(LocateParameters))
         with clock("encode"):
-            encoded = encode(**runtime, kind="box")  # no mirror pass: the index never reads one
+            # no mirror pass: the index never reads one
+            encoded = encode(**given.arguments_for(EncodeParameters, kind="box"))
         run = start_run(settings).key  # the catalog this run ingested, as encode saw it
         updates, gates, refused = [], [], []
         for space in plan.spaces:
             lock.check()  # never switch a pointer once another run took the lock
             with clock(f"index {space}"):
                 try:
-                    update = update_space_index(run, config, space, index_kind, policy, keep, gate)
+                    update = update_space_index(
+                        run, config, space, given.index_kind, policy, given.keep, gate
+                    )
                 except RegressionRefused as refusal:
                     refused.append(refusal)
                     gates.append(refusal.comparison)
@@ -157,7 +91,7 @@ def reindex(
             lock.check()  # the lock is still ours: nothing another run needs is deleted
             with clock("gc"):
                 freed = collect_garbage_task(
-                    url, retention or settings.retention, gc_grace_hours * 3600
+                    url, settings.retention, given.gc_grace_hours * 3600
                 ).bytes
     summary = ReindexSummary(
         store_url=url,

@@ -778,3 +778,72 @@ def test_core_packages_re_export_nothing() -> None:
         and not _only_a_docstring(ast.parse(path.read_text(), filename=str(path)))
     )
     assert not offending, f"__init__ beyond a docstring: {offending}"
+
+
+# -- each stage's parameters, declared once ----------------------------------------------------
+
+
+def _decorator_name(node: ast.expr) -> str:
+    """``flow`` for ``@flow(...)``, ``@flow`` and ``@prefect.flow(...)``."""
+    target = node.func if isinstance(node, ast.Call) else node
+    if isinstance(target, ast.Attribute):
+        return target.attr
+    return target.id if isinstance(target, ast.Name) else ""
+
+
+def _stage_flows(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    """The module's flows built by ``stage_flow``, by name."""
+    return {
+        node.name: node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef)
+        and any(_decorator_name(d) == "stage_flow" for d in node.decorator_list)
+    }
+
+
+def _parameter_findings(tree: ast.Module, flow_names: set[str]) -> list[tuple[int, str]]:
+    """What spells a stage's parameters outside its model: a plain ``@flow`` (its signature
+    declares them), a stage body taking more than the model, and a call of a flow with
+    parameters written out by name instead of ``**parameters.arguments…()``."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names = {_decorator_name(d) for d in node.decorator_list}
+            if "flow" in names:
+                found.append((node.lineno, f"@flow on {node.name}: use stage_flow(Model)"))
+            if "stage_flow" in names and len(node.args.args) + len(node.args.kwonlyargs) != 1:
+                found.append((node.lineno, f"{node.name} takes more than its parameters model"))
+        elif isinstance(node, ast.Call) and _decorator_name(node) in flow_names:
+            spelled = [k.arg for k in node.keywords if k.arg is not None]
+            if spelled:
+                found.append((node.lineno, f"{_decorator_name(node)}({', '.join(spelled)}=…)"))
+    return found
+
+
+def test_the_parameter_check_sees_each_way_to_spell_them_again() -> None:
+    tree = ast.parse(
+        "@flow(name='x')\ndef x(store=None): ...\n"
+        "@stage_flow(M)\ndef y(parameters, extra): ...\n"
+        "@stage_flow(M)\ndef z(parameters): ...\n"
+        "flows.encode.encode(store=url, kind='box')\n"
+        "encode(**given.arguments_for(EncodeParameters, kind='box'))\n"
+    )
+    assert sorted(_stage_flows(tree)) == ["y", "z"]
+    assert [line for line, _ in _parameter_findings(tree, {"encode"})] == [2, 4, 7]
+
+
+def test_each_stage_declares_its_parameters_once() -> None:
+    """A stage's parameters are its model (``tiefvision_core.parameters.stages``): the
+    flow's signature and the command's options are derived from it, and flows are started
+    with the model's arguments, so a parameter is never written again in a flow, a subflow
+    call or a command."""
+    flow_files = sorted((ROOT / "flows").glob("*.py"))
+    flow_names = {name for path in flow_files for name in _stage_flows(ast.parse(path.read_text()))}
+    assert {"encode", "reindex", "rebuild_index"} <= flow_names, "no stage flows found"
+    files = [*flow_files, *sorted((ROOT / "tiefvision_cli").rglob("*.py"))]
+    offending = [
+        f"{path.relative_to(ROOT)}:{line}: {what}"
+        for path in files
+        for line, what in _parameter_findings(ast.parse(path.read_text()), flow_names)
+    ]
+    assert not offending, "\n".join(offending)

@@ -85,7 +85,7 @@ def _option(name: str, field: FieldInfo) -> inspect.Parameter:
     if not field.is_required():
         value = field.get_default(call_default_factory=True)
         default = None if isinstance(value, tuple | list) else value  # None: the model's
-    if option_type is bool and default is not False:  # off unless given: the flag alone
+    if option_type is bool:  # both spellings, as the commands always took them
         flag = f"{flag}/--no-{flag[2:]}"
     choices = _choices(field.annotation)
     metavar = f"[{'|'.join(choices)}]" if choices else None

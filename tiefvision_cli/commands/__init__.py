@@ -25,15 +25,12 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 from rich.console import Console
 
-if TYPE_CHECKING:
-    from pydantic import SecretStr
-
-__all__ = ["console", "err_console", "print_json", "register", "secret", "terminal_help"]
+__all__ = ["console", "err_console", "print_json", "register", "terminal_help"]
 
 #: The command's output (stdout) and its warnings and failures (stderr).
 console = Console()
@@ -56,15 +53,3 @@ def register(app: typer.Typer, command: Callable[..., Any], name: str | None = N
 def print_json(document: object) -> None:
     """``--json``: the one JSON document on stdout."""
     print(json.dumps(document))
-
-
-def secret(value: str | None) -> SecretStr | None:
-    """A flag's value as a flow takes a secret (``--database``, whose URL may hold a
-    password): a pydantic ``SecretStr``, which Prefect records masked among the run's
-    parameters. None when the flag was not given: the flow then reads its settings
-    (``TIEFVISION_DATABASE_URL``) as it always did."""
-    if not value:
-        return None
-    from pydantic import SecretStr
-
-    return SecretStr(value)

@@ -45,7 +45,9 @@ def demo(
         generate_catalog(catalog_dir, products=products, views=views, seed=0)
         images, metadata = str(catalog_dir / "images"), catalog_dir / "products.csv"
         console.print(f"Ingesting {images} and annotating the boxes of half the products …")
-        run_ingest(images, store, metadata)
+        from tiefvision_core.parameters.stages import IngestParameters
+
+        run_ingest(IngestParameters(images=images, store=store, metadata=str(metadata)))
         from tiefvision_cli.demo import annotated_half
 
         boxes_csv, annotated = annotated_half(catalog_dir)
@@ -55,9 +57,13 @@ def demo(
         "Deep Ranking (stages without enough annotations are skipped, with the reason) …"
     )
     from flows.pipeline import pipeline
+    from tiefvision_core.parameters.stages import PipelineParameters
 
+    given = PipelineParameters(
+        images=images, store=store, metadata=str(metadata) if metadata else None
+    )
     with flow_run(console):
-        run = pipeline(images=images, store=store, metadata=str(metadata) if metadata else None)
+        run = pipeline(**given.arguments())
     from tiefvision_cli.report import print_box_scores, print_pipeline
 
     print_pipeline(console, run)

@@ -64,9 +64,12 @@ def evaluate(
 
 def run_evaluate(store: str | None, spaces: list[str] | None = None) -> EvaluationReport:
     """The evaluate flow after the checks (also the demo's last step)."""
+    from tiefvision_core.parameters.stages import EvaluateParameters
+
     start_early()  # Prefect's server boots while the store is checked
-    settings = preflight(store=store).settings
+    parameters = EvaluateParameters.model_validate({"store": store, "spaces": spaces})
+    settings = preflight(parameters=parameters).settings
     import flows.evaluate
 
     with flow_run(console, progress=False):
-        return flows.evaluate.evaluate(store=settings.store_url, spaces=spaces)
+        return flows.evaluate.evaluate(**parameters.resolved(settings).arguments())

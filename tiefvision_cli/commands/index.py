@@ -18,29 +18,19 @@ import typer
 
 from tiefvision_cli.commands import console, print_json, register
 from tiefvision_cli.options import (
-    AllowRegressionOption,
-    BatchSizeOption,
-    DeviceOption,
     EncoderOption,
     JsonOption,
     JsonSummaryOption,
     LockTimeoutOption,
-    LockTtlOption,
-    MetadataOption,
-    SourceOption,
     SpaceOption,
     SpacesOption,
     StoreOption,
-    ToleranceOption,
-    VerifyHashesOption,
-    WeightsOption,
 )
 from tiefvision_cli.parameters import stage_options
 from tiefvision_cli.prefect_server import flow_run, start_early
 from tiefvision_cli.preflight import preflight
 from tiefvision_core.errors import ConfigError
-from tiefvision_core.parameters.stages import RebuildIndexParameters
-from tiefvision_core.vector_index.kinds import check_index_kind, spelled_choices
+from tiefvision_core.parameters.stages import RebuildIndexParameters, ReindexParameters
 
 if TYPE_CHECKING:
     from tiefvision_core.pipeline.reindex import ReindexSummary
@@ -73,44 +63,8 @@ def rebuild_index(parameters: RebuildIndexParameters, as_json: JsonOption = Fals
     print_index_version(console, published)
 
 
-def reindex(
-    images: SourceOption,
-    store: StoreOption = None,
-    metadata: MetadataOption = None,
-    encoder: EncoderOption = None,
-    weights: WeightsOption = "default",
-    device: DeviceOption = None,
-    batch_size: BatchSizeOption = None,
-    shard_size: Annotated[
-        int, typer.Option(min=1, help="Photos per locate part and encoding shard.")
-    ] = 256,
-    index_kind: Annotated[
-        str | None,
-        typer.Option(help=f"{spelled_choices()} (default: keep each live index's kind)."),
-    ] = None,
-    max_churn: Annotated[
-        float,
-        typer.Option(
-            min=0.001, help="Rebuild an ANN index when this share of its trained rows changed."
-        ),
-    ] = 0.2,
-    max_growth: Annotated[
-        float,
-        typer.Option(min=1.001, help="Rebuild an ANN index when the catalog grew/shrank this ×."),
-    ] = 2.0,
-    lock_timeout: LockTimeoutOption = 600.0,
-    lock_ttl: LockTtlOption = 120.0,
-    verify_hashes: VerifyHashesOption = False,
-    retention: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Versions the closing gc keeps per kind (default: $TIEFVISION_RETENTION)."
-        ),
-    ] = None,
-    tolerance: ToleranceOption = None,
-    allow_regression: AllowRegressionOption = False,
-    as_json: JsonSummaryOption = False,
-) -> None:
+@stage_options(ReindexParameters)
+def reindex(parameters: ReindexParameters, as_json: JsonSummaryOption = False) -> None:
     """The nightly incremental reindex, one run at a time per store.
 
     Ingest, locate and encode what is new or changed, drop what was removed, and update
@@ -118,15 +72,11 @@ def reindex(
     mAP@10 against the live one's).
     """
     start_early()  # Prefect's server boots while the checks below run
-    kind = None if index_kind is None else check_index_kind(index_kind)
+    metadata = parameters.metadata
     settings = preflight(
-        store=store,
-        images=images,
-        metadata=metadata,
-        encoder=encoder,
-        device=device,
-        batch_size=batch_size,
-        regression_tolerance=tolerance,
+        parameters=parameters,
+        images=parameters.images,
+        metadata=Path(metadata) if metadata else None,
     ).settings
 
     import flows.reindex
@@ -134,25 +84,7 @@ def reindex(
 
     try:
         with flow_run(console, progress=not as_json):
-            summary = flows.reindex.reindex(
-                images=images,
-                store=settings.store_url,
-                metadata=str(metadata) if metadata else None,
-                encoder=settings.encoder,
-                weights=weights,
-                device=settings.device,
-                batch_size=settings.batch_size,
-                shard_size=shard_size,
-                index_kind=kind,
-                max_churn=max_churn,
-                max_growth=max_growth,
-                lock_timeout=lock_timeout,
-                lock_ttl=lock_ttl,
-                verify_hashes=verify_hashes,
-                retention=retention,
-                tolerance=settings.regression_tolerance,
-                allow_regression=allow_regression,
-            )
+            summary = flows.reindex.reindex(**parameters.resolved(settings).arguments())
     except ReindexRefused as refusal:  # the run's work is done: its summary still prints
         if refusal.summary is not None:
             _print_reindex(refusal.summary, as_json)

@@ -8,119 +8,68 @@ from typing import Annotated
 
 import typer
 
-from tiefvision_cli.commands import console, print_json, secret
-from tiefvision_cli.options import (
-    DatabaseOption,
-    DeviceOption,
-    EncoderOption,
-    JsonOption,
-    JsonRunOption,
-    MaxEpochsOption,
-    StoreOption,
-    WeightsOption,
-)
+from tiefvision_cli.commands import console, print_json
+from tiefvision_cli.options import JsonOption, JsonRunOption
+from tiefvision_cli.parameters import stage_options
 from tiefvision_cli.prefect_server import flow_run, start_early
 from tiefvision_cli.preflight import preflight
+from tiefvision_core.parameters.stages import LocateParameters, TrainLocatorParameters
 
 __all__ = ["locate", "train_locator"]
 
 
-def train_locator(
-    store: StoreOption = None,
-    database: DatabaseOption = None,
-    encoder: EncoderOption = None,
-    weights: WeightsOption = ("default"),
-    device: DeviceOption = None,
-    threshold: Annotated[
-        float, typer.Option(min=0.01, max=0.99, help="P(object) a position needs to count.")
-    ] = 0.8,
-    max_epochs: MaxEpochsOption = 40,
-    min_images: Annotated[int, typer.Option(min=2, help="Fewest annotated photos.")] = 20,
-    as_json: JsonRunOption = False,
-) -> None:
+@stage_options(TrainLocatorParameters)
+def train_locator(parameters: TrainLocatorParameters, as_json: JsonRunOption = False) -> None:
     """Train the product locator on the annotated photos (builds the crops dataset)."""
     start_early()  # Prefect's server boots while the checks below run
     settings = preflight(
-        store=store,
-        database=database,
+        parameters=parameters,
         check_database=True,
-        encoder=encoder,
-        device=device,
         check_device=True,
-        weights=weights,
+        weights=parameters.weights,
     ).settings
 
     import flows.train_locator
     from tiefvision_cli.report import print_locator_run
 
     with flow_run(console, progress=not as_json):
-        run = flows.train_locator.train_locator(
-            store=settings.store_url,
-            database=secret(database),
-            encoder=settings.encoder,
-            weights=weights,
-            device=settings.device,
-            threshold=threshold,
-            max_epochs=max_epochs,
-            min_images=min_images,
-        )
+        run = flows.train_locator.train_locator(**parameters.resolved(settings).arguments())
     if as_json:
         print_json(run.as_dict())
     else:
         print_locator_run(console, run)
 
 
+@stage_options(LocateParameters)
 def locate(
+    parameters: LocateParameters,
     image: Annotated[
         Path | None,
         typer.Argument(help="A photo to locate the product in; none = the whole catalog."),
-    ] = None,
-    store: StoreOption = None,
-    encoder: EncoderOption = None,
-    weights: WeightsOption = ("default"),
-    device: DeviceOption = None,
-    locator: Annotated[
-        str | None, typer.Option(help="Locator version (default: the current one).")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Locate the product: in one photo (prints its box) or in every catalog photo."""
     if image is not None:  # a query: no flow, so no Prefect server either
-        _locate_one(image, store, encoder=encoder, weights=weights, device=device,
-                    locator=locator, as_json=as_json)  # fmt: skip
+        _locate_one(image, parameters, as_json=as_json)
         return
     start_early()  # Prefect's server boots while the checks below run
     settings = preflight(
-        store=store, encoder=encoder, device=device, check_device=True, weights=weights
+        parameters=parameters, check_device=True, weights=parameters.weights
     ).settings
 
     import flows.locate
     from tiefvision_cli.report import print_locate_summary
 
     with flow_run(console, progress=not as_json):
-        summary = flows.locate.locate(
-            store=settings.store_url,
-            encoder=settings.encoder,
-            weights=weights,
-            device=settings.device,
-            locator=locator,
-        )
+        summary = flows.locate.locate(**parameters.resolved(settings).arguments())
     if as_json:
         print_json(summary.as_dict())
     else:
         print_locate_summary(console, summary)
 
 
-def _locate_one(
-    image: Path,
-    store: str | None,
-    *,
-    encoder: str | None,
-    weights: str,
-    device: str | None,
-    locator: str | None,
-    as_json: bool,
-) -> None:
+def _locate_one(image: Path, parameters: LocateParameters, *, as_json: bool) -> None:
     """One photo's box with the locator, printed (``--json``: box, score, fallback,
     low_confidence)."""
     from tiefvision_core.catalog.imaging import decode_photo
@@ -128,14 +77,12 @@ def _locate_one(
     from tiefvision_core.locator.locate import locate_image
     from tiefvision_core.locator.model_files import load_locator
 
-    checked = preflight(
-        store=store, encoder=encoder, device=device, check_device=True, weights=weights
-    )
+    checked = preflight(parameters=parameters, check_device=True, weights=parameters.weights)
     if not image.is_file():
         raise InputError(f"image {image} does not exist: check the path")
     encoder_model = checked.encoder
     assert encoder_model is not None  # built because weights were given
-    model = load_locator(checked.store, locator, encoder_version=encoder_model.version)
+    model = load_locator(checked.store, parameters.locator, encoder_version=encoder_model.version)
     # Decoded as an upload is: within the configured pixel limit, at the smallest JPEG
     # scale the locator's largest side needs; the box is in the photo's own pixels.
     photo = decode_photo(

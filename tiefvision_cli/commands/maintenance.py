@@ -7,33 +7,18 @@ publish meanwhile).
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
 from tiefvision_cli.commands import console, print_json
-from tiefvision_cli.options import JsonOption, LockTimeoutOption, StoreOption
+from tiefvision_cli.options import JsonOption
+from tiefvision_cli.parameters import stage_options
 from tiefvision_cli.prefect_server import flow_run, start_early
 from tiefvision_cli.preflight import preflight
+from tiefvision_core.parameters.stages import GcParameters
 
 __all__ = ["gc"]
 
 
-def gc(
-    store: StoreOption = None,
-    retention: Annotated[
-        int | None,
-        typer.Option(min=1, help="Versions kept per kind (default: $TIEFVISION_RETENTION, 3)."),
-    ] = None,
-    grace_hours: Annotated[
-        float, typer.Option(min=0, help="Leftovers younger than this are kept (running jobs).")
-    ] = 6.0,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List what would go and its bytes; delete nothing.")
-    ] = False,
-    lock_timeout: LockTimeoutOption = 600.0,
-    as_json: JsonOption = False,
-) -> None:
+@stage_options(GcParameters)
+def gc(parameters: GcParameters, as_json: JsonOption = False) -> None:
     """Delete what nothing live refers to; waits for a running reindex or rebuild.
 
     Encodings and boxes of removed or re-shot photos; index, model and manifest versions
@@ -42,21 +27,16 @@ def gc(
     lists.
     """
     start_early()  # Prefect's server boots while the store is checked
-    settings = preflight(store=store).settings  # a wrong URL fails here, before the flow runs
+    # a wrong URL fails here, before the flow runs
+    settings = preflight(parameters=parameters).settings
 
     import flows.gc
 
     with flow_run():
-        report = flows.gc.gc(
-            store=settings.store_url,
-            retention=retention,
-            grace_hours=grace_hours,
-            dry_run=dry_run,
-            lock_timeout=lock_timeout,
-        )
+        report = flows.gc.gc(**parameters.resolved(settings).arguments())
     if as_json:
         print_json(report.as_dict())
         return
     from tiefvision_cli.report import print_gc_report
 
-    print_gc_report(console, report, dry_run=dry_run)
+    print_gc_report(console, report, dry_run=parameters.dry_run)

@@ -2,50 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
-from tiefvision_cli.commands import console, print_json, secret
-from tiefvision_cli.options import (
-    DatabaseOption,
-    DeviceOption,
-    EncoderOption,
-    JsonRunOption,
-    MaxEpochsOption,
-    StoreOption,
-)
+from tiefvision_cli.commands import console, print_json
+from tiefvision_cli.options import JsonRunOption
+from tiefvision_cli.parameters import stage_options
 from tiefvision_cli.prefect_server import flow_run, start_early
 from tiefvision_cli.preflight import preflight
+from tiefvision_core.parameters.stages import TrainTripletsParameters
 
 __all__ = ["train_triplets"]
 
 
-def train_triplets(
-    store: StoreOption = None,
-    database: DatabaseOption = None,
-    encoder: EncoderOption = None,
-    device: DeviceOption = None,
-    margin: Annotated[float, typer.Option(min=0.001, max=2.0, help="Hinge-loss margin.")] = 0.1,
-    max_epochs: MaxEpochsOption = 30,
-    as_json: JsonRunOption = False,
-) -> None:
+@stage_options(TrainTripletsParameters)
+def train_triplets(parameters: TrainTripletsParameters, as_json: JsonRunOption = False) -> None:
     """Train the supervised similarity (Deep Ranking) and rebuild the supervised index."""
     start_early()  # Prefect's server boots while the checks below run
-    settings = preflight(
-        store=store, database=database, check_database=True, encoder=encoder, device=device
-    ).settings
+    settings = preflight(parameters=parameters, check_database=True).settings
 
     import flows.train_triplets
 
     with flow_run(console):
         run = flows.train_triplets.train_triplets(
-            store=settings.store_url,
-            database=secret(database),
-            encoder=settings.encoder,
-            device=settings.device,
-            margin=margin,
-            max_epochs=max_epochs,
+            **parameters.resolved(settings).arguments()
         ).as_dict()
     if as_json:
         print_json(run)

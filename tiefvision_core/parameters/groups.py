@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from tiefvision_core.config import Backend, Device, Settings
 
@@ -231,6 +231,14 @@ class DatabaseParameters(StageParameters):
         description="Annotations database: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
         "(default: $TIEFVISION_DATABASE_URL, else annotations.sqlite under a local store).",
     )
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _empty_is_not_given(cls, value: object) -> object:
+        """``--database ""`` (an unset variable in a script) means "not given"."""
+        if value == "" or (isinstance(value, SecretStr) and not value.get_secret_value()):
+            return None
+        return value
 
     def settings_flags(self) -> dict[str, object]:
         """The URL unwrapped for the settings; it is never written back by

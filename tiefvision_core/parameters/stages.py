@@ -57,13 +57,16 @@ class IngestParameters(StoreParameters):
     images: Images
     metadata: Metadata = None
     chunk_size: int = Field(
-        default=256, ge=1, description="Images per parallel task; smaller = finer resume."
+        default=256,
+        ge=1,
+        description="Images per parallel task; smaller = finer resume, more overhead.",
     )
     verify_hashes: VerifyHashes = False
     follow_symlinks: bool | None = Field(
         default=None,
-        description="Read files that links lead to outside the folder (default: "
-        "$TIEFVISION_FOLLOW_SYMLINKS, off: such links are rejects, never read).",
+        description="Read files that links lead to outside the folder; links inside it are "
+        "always read (default: $TIEFVISION_FOLLOW_SYMLINKS, off: such links are rejects, "
+        "never read).",
     )
 
 
@@ -105,7 +108,8 @@ class CropDatasetParameters(WeightsParameters, DatabaseParameters):
         default=0.2,
         gt=0.0,
         lt=1.0,
-        description="Share of annotated photos held out (split by photo, stratified).",
+        description="Share of annotated photos held out (split by photo, stratified); the "
+        "locator's early stopping and scores use them.",
     )
     seed: Seed = 0
     min_images: int = Field(
@@ -114,7 +118,8 @@ class CropDatasetParameters(WeightsParameters, DatabaseParameters):
     fit_scales: bool = Field(
         default=True,
         description="Add one larger side when the annotated products are narrow (a window "
-        "would not fit inside them at any of the scales).",
+        'would not fit inside them at any of the scales; see the README, "Locating the '
+        'product").',
     )
 
 
@@ -138,7 +143,9 @@ class TrainLocatorParameters(CropDatasetParameters):
     )
     max_epochs: int = Field(default=40, ge=1, description="Upper bound on training epochs.")
     patience: int = Field(
-        default=6, ge=1, description="Stop after this many epochs without a better loss."
+        default=6,
+        ge=1,
+        description="Stop after this many epochs without a better held-out loss.",
     )
     learning_rate: float = Field(default=1e-3, gt=0.0, description="AdamW learning rate.")
 
@@ -147,7 +154,9 @@ class LocateParameters(WeightsParameters, BatchParameters):
     """locate: the product's box in every catalog photo without one."""
 
     locator: str | None = Field(
-        default=None, description="Locator version (default: the current one)."
+        default=None,
+        description="Locator version (default: the current one); the encoder must be the one "
+        "it was trained with.",
     )
     shard_size: ShardSize = 256
 
@@ -184,8 +193,8 @@ class ReindexParameters(WeightsParameters, BatchParameters, LockParameters, Gate
     max_churn: float = Field(
         default=0.2,
         ge=0.001,
-        description="Rebuild an ANN index when this share of the rows its training saw "
-        "changed since.",
+        description="Rebuild an ANN index when more than this share of the rows its training "
+        "saw were added, changed or removed since.",
     )
     max_growth: float = Field(
         default=2.0,
@@ -194,7 +203,12 @@ class ReindexParameters(WeightsParameters, BatchParameters, LockParameters, Gate
         "since its training.",
     )
     verify_hashes: VerifyHashes = False
-    retention: Retention = None
+    retention: Retention = Field(
+        default=None,
+        description="Versions the closing gc step keeps per kind (index, model, manifest), "
+        "the live one included (default: $TIEFVISION_RETENTION, else 3); encodings and boxes "
+        "of removed or re-shot photos go at once.",
+    )
     gc_grace_hours: float = Field(
         default=6.0,
         ge=0.0,
@@ -214,7 +228,8 @@ class TrainTripletsParameters(WeightsParameters, DatabaseParameters):
     max_epochs: int = Field(
         default=30,
         ge=1,
-        description="Upper bound on epochs (early stopping on validation products).",
+        description="Upper bound on epochs (early stopping on validation products: a quarter "
+        "of the products that are not held out).",
     )
     learning_rate: float = Field(default=1e-3, gt=0.0, description="Adam learning rate.")
     test_fraction: float = Field(
@@ -248,7 +263,8 @@ class GcParameters(StoreParameters, LockParameters):
     grace_hours: float = Field(
         default=6.0,
         ge=0.0,
-        description="Leftovers younger than this are kept (they may belong to a running job).",
+        description="Leftovers (temporary files, work lists, staging) younger than this are "
+        "kept (they may belong to a job still running).",
     )
     dry_run: bool = Field(
         default=False, description="List what would go and its bytes; delete nothing."

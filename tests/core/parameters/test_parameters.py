@@ -101,3 +101,10 @@ def test_the_form_lists_the_store_first_then_the_stages_own_fields() -> None:
     order = RebuildIndexParameters.field_order()
     assert order[:4] == ["store", "space", "index_kind", "keep"]
     assert sorted(order) == sorted(RebuildIndexParameters.model_fields)
+
+
+@pytest.mark.parametrize("empty", ["", SecretStr("")])
+def test_an_empty_database_url_is_not_given(empty: object) -> None:
+    # `--database "$DB"` with DB unset: the settings decide, as without the flag.
+    given = TrainTripletsParameters.model_validate({"database": empty})
+    assert given.database is None and "database_url" not in given.settings_flags()
