@@ -90,3 +90,15 @@ def test_a_run_out_of_bounds_fails_before_its_body(tmp_path: Path) -> None:
     with pytest.raises(ParameterTypeError, match="lock_ttl"):
         _flow(FLOWS["gc"])(store=store.as_uri(), lock_ttl=0)
     assert not store.exists()  # the body never ran: nothing opened, no lock taken
+
+
+def test_trigger_refuses_what_the_model_bounds_before_a_run_exists() -> None:
+    from deployments.client import validate_parameters
+    from tiefvision_core.errors import ConfigError
+
+    schema = parameter_schema(_flow(FLOWS["rebuild-index"])).model_dump()
+    validate_parameters({"lock_ttl": 30, "space": "supervised"}, schema, "rebuild-index")
+    with pytest.raises(ConfigError, match="lock_ttl"):
+        validate_parameters({"lock_ttl": 0}, schema, "rebuild-index")
+    with pytest.raises(ConfigError, match="space"):
+        validate_parameters({"space": "both"}, schema, "rebuild-index")
