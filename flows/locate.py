@@ -19,9 +19,9 @@ from flows._scale_out import SettingsTaskRunner, gather, gpu_request
 from flows._stage import stage_flow
 from tasks.locator import locate_shard, plan_locate, report_locate
 from tasks.progress import advance, start_progress
-from tasks.stores import get_store
 from tiefvision_core.locator.locate import LocateSummary
 from tiefvision_core.parameters.stages import LocateParameters
+from tiefvision_core.run import start_run
 
 __all__ = ["locate"]
 
@@ -33,13 +33,14 @@ def locate(parameters: LocateParameters) -> LocateSummary:
     """Locate the product in every catalog photo that has no box for this locator yet."""
     settings, config = runtime_config(parameters)
     started = time.perf_counter()
-    plan = plan_locate(settings.store_url, config, parameters.locator, parameters.shard_size)
+    run = start_run(settings)  # the catalog as it is now; a parent flow's run shares it
+    plan = plan_locate(run.key, config, parameters.locator, parameters.shard_size)
     version = plan.locator_version
     progress = start_progress("locate", plan.images, f"Locating products with {version}")
     advance(progress, "locate", plan.already_located)
     with gpu_request():
         futures = locate_shard.map(
-            unmapped(settings.store_url),
+            unmapped(run.key),
             unmapped(config),
             unmapped(version),
             unmapped(plan),
@@ -51,7 +52,7 @@ def locate(parameters: LocateParameters) -> LocateSummary:
         plan,
         parts,
         seconds=time.perf_counter() - started,
-        boxes_uri=get_store(settings.store_url).uri(plan.prefix),
+        boxes_uri=run.store.uri(plan.prefix),
     )
     report_locate(summary)
     return summary

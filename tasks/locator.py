@@ -25,6 +25,7 @@ from tiefvision_core.locator.crops import CropConfig, CropDataset, CropPart, Cro
 from tiefvision_core.locator.locate import LocatedPart, LocatePlan, LocateShard, LocateSummary
 from tiefvision_core.locator.runs import LocatorRun, fit_locator
 from tiefvision_core.locator.training import TrainConfig
+from tiefvision_core.run import RunKey, run_context
 
 __all__ = [
     "build_crop_part",
@@ -173,13 +174,15 @@ def train_locator_heads(
 
 @task(name="plan-locate", **RETRYING)
 def plan_locate(
-    store_url: str, config: RuntimeConfig, version: str | None, shard_size: int
+    run: RunKey, config: RuntimeConfig, version: str | None, shard_size: int
 ) -> LocatePlan:
-    store = get_store(store_url)
+    context = run_context(run)
     model = locator.model_files.load_locator(
-        store, version, encoder_version=get_runtime(config).encoder.version
+        context.store, version, encoder_version=get_runtime(config).encoder.version
     )
-    plan = locator.locate.plan_locate(store, model, shard_size=shard_size)
+    plan = locator.locate.plan_locate(
+        context.store, model, shard_size=shard_size, catalog=context.catalog
+    )
     get_run_logger().info(
         "locator %s: %d images, %d already located, %d to locate in %d shards",
         model.version,
@@ -193,14 +196,14 @@ def plan_locate(
 
 @task(name="locate-shard", task_run_name="locate-shard-{shard.shard_id:.8}", **RETRYING)
 def locate_shard(
-    store_url: str,
+    run: RunKey,
     config: RuntimeConfig,
     version: str,
     plan: LocatePlan,
     shard: LocateShard,
     progress_id: str | None = None,
 ) -> LocatedPart:
-    store = get_store(store_url)
+    store = run_context(run).store
     runtime = get_runtime(config)
     model = locator_model(store, version, runtime.encoder.version)  # once per process
     return locator.locate.locate_shard(

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 
 from tiefvision_core.catalog.boxes import part_keys, reuse_boxes
-from tiefvision_core.catalog.manifest import read_manifest, usable_rows
+from tiefvision_core.catalog.manifest import usable_rows
+from tiefvision_core.catalog.snapshot import CatalogSnapshot, catalog_snapshot
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.pixels import whole_pixels
 from tiefvision_core.encoding.requests import CropRequest
@@ -167,10 +168,17 @@ class LocateSummary:
         return asdict(self)
 
 
-def plan_locate(store: Store, model: LocatorModel, *, shard_size: int = 256) -> LocatePlan:
+def plan_locate(
+    store: Store,
+    model: LocatorModel,
+    *,
+    shard_size: int = 256,
+    catalog: CatalogSnapshot | None = None,
+) -> LocatePlan:
     """Catalog images (status ok) without a box for this locator version and these bytes;
-    bytes it boxed under another id (a renamed photo) get a copy of that box instead."""
-    manifest = read_manifest(store)
+    bytes it boxed under another id (a renamed photo) get a copy of that box instead.
+    ``catalog``: the run's snapshot (default: the store's current manifest)."""
+    manifest = catalog_snapshot(store, catalog).manifest
     if manifest is None:
         raise InputError("the catalog is empty: run `tiefvision ingest --images DIR` first")
     prefix = boxes_prefix(model.version)

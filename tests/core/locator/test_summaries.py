@@ -73,3 +73,28 @@ def test_a_written_crops_part_is_skipped(tmp_path) -> None:
     part = build_part(store, None, Plan(), None, (320,))  # type: ignore[arg-type]
     assert part == CropPart("crops/d/part-1.parquet", skipped=True, maps=0, rejected=0)
     assert part.seconds == 0.0
+
+
+def test_the_locate_plan_covers_the_runs_catalog_not_a_later_one(tmp_path) -> None:
+    """A run pins one manifest version (tiefvision_core.run): its locate plan lists that
+    version's photos even when an ingest moved CURRENT meanwhile, as its encode does."""
+    from types import SimpleNamespace
+
+    from tiefvision_core.catalog.ingest import ingest_catalog
+    from tiefvision_core.catalog.snapshot import CatalogSnapshot
+    from tiefvision_core.catalog.synthetic import generate_catalog
+    from tiefvision_core.locator.locate import plan_locate
+
+    generate_catalog(tmp_path / "one", products=2, views=2, seed=1, size=(64, 80))
+    store = LocalStore(tmp_path / "store")
+    ingest_catalog(LocalStore(tmp_path / "one" / "images", create=False), store)
+    pinned = CatalogSnapshot.current(store)  # the run's catalog: 4 photos
+    generate_catalog(tmp_path / "one", products=3, views=2, seed=2, size=(64, 80))
+    ingest_catalog(LocalStore(tmp_path / "one" / "images", create=False), store)
+    assert CatalogSnapshot.current(store).version != pinned.version
+
+    model = SimpleNamespace(version="loc-1")
+    ran = plan_locate(store, model, catalog=pinned)  # type: ignore[arg-type]
+    now = plan_locate(store, model)  # type: ignore[arg-type]
+    assert ran.images == pinned.manifest.num_rows == 4
+    assert now.images > ran.images
