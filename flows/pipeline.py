@@ -25,11 +25,9 @@ from flows.locate import locate
 from flows.rebuild_index import rebuild_index
 from flows.train_locator import train_locator
 from flows.train_triplets import train_triplets
-from tasks.stores import get_store
 from tiefvision_core.annotations.database import database_url_for
 from tiefvision_core.annotations.repository import AnnotationDatabase
-from tiefvision_core.catalog.manifest import read_manifest
-from tiefvision_core.config import load_settings
+from tiefvision_core.config import Settings
 from tiefvision_core.errors import InputError
 from tiefvision_core.parameters.stages import (
     EncodeParameters,
@@ -41,7 +39,7 @@ from tiefvision_core.parameters.stages import (
     TrainTripletsParameters,
 )
 from tiefvision_core.pipeline.stages import TrainingPlan, plan_training
-from tiefvision_core.run import settings_for
+from tiefvision_core.run import settings_for, start_run
 
 __all__ = ["PipelineRun", "pipeline"]
 
@@ -60,8 +58,9 @@ class PipelineRun:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _training_plan(store: str, min_boxes: int, min_products: int) -> TrainingPlan:
-    settings = load_settings(store_url=store)
+def _training_plan(settings: Settings, min_boxes: int, min_products: int) -> TrainingPlan:
+    """What the catalog as ingested (the run's snapshot, which encode then shares) and the
+    annotations allow training."""
     try:
         url = database_url_for(settings)
     except InputError:  # an S3 store without a database: no annotations to train on
@@ -69,7 +68,7 @@ def _training_plan(store: str, min_boxes: int, min_products: int) -> TrainingPla
     else:
         with AnnotationDatabase(url) as annotations:
             counts = annotations.counts()
-    manifest = read_manifest(get_store(store))
+    manifest = start_run(settings).catalog.manifest
     products = 0
     if manifest is not None and "product_id" in manifest.column_names:
         products = len(set(manifest["product_id"].drop_null().to_pylist()))
@@ -97,7 +96,7 @@ def pipeline(parameters: PipelineParameters) -> PipelineRun:
         return result
 
     ingested = stage("ingest", ingest, **given.arguments_for(IngestParameters))
-    plan = _training_plan(settings.store_url, given.min_boxes, given.min_products)
+    plan = _training_plan(settings, given.min_boxes, given.min_products)
     run = PipelineRun(plan=plan, ingest=ingested, seconds=seconds)
     run.encode = stage("encode", encode, **given.arguments_for(EncodeParameters))
     if run.plan.train_locator:

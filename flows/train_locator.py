@@ -11,12 +11,11 @@ from flows._results import FLOW_RESULTS
 from flows._stage import stage_flow
 from flows.crops import crops
 from tasks.locator import train_locator_heads
-from tasks.stores import get_store
 from tiefvision_core.locator.crops import read_dataset
 from tiefvision_core.locator.runs import LocatorRun
 from tiefvision_core.locator.training import TrainConfig
 from tiefvision_core.parameters.stages import CropsParameters, TrainLocatorParameters
-from tiefvision_core.run import settings_for
+from tiefvision_core.run import settings_for, store_for
 
 __all__ = ["train_locator"]
 
@@ -35,7 +34,7 @@ def train_locator(parameters: TrainLocatorParameters) -> LocatorRun:
     if dataset is None:
         dataset = crops(**given.arguments_for(CropsParameters)).dataset_id
     else:
-        read_dataset(get_store(settings.store_url), dataset)  # fails fast when missing
+        read_dataset(store_for(settings), dataset)  # fails fast when missing
     config = TrainConfig(
         max_epochs=given.max_epochs,
         patience=given.patience,

@@ -21,6 +21,7 @@ from tiefvision_core.parameters.stages import (
     RebuildIndexParameters,
     TrainTripletsParameters,
 )
+from tiefvision_core.run import start_run
 from tiefvision_core.similarity.deep_ranking import DeepRankingConfig
 from tiefvision_core.similarity.training import SimilarityRun
 
@@ -31,6 +32,7 @@ __all__ = ["train_triplets"]
 def train_triplets(parameters: TrainTripletsParameters) -> SimilarityRun:
     """Train the supervised similarity (Deep Ranking) and rebuild its index."""
     settings, config = runtime_config(parameters)
+    run = start_run(settings)  # the encode subflow and the training share its catalog
     given = parameters.resolved(settings)  # the subflows see what the settings decided
     # No mirror pass: a product with one photo trains on its map mirrored along the
     # width (deep_ranking._tensor), measured equal on grocery-packages (docs).
@@ -43,7 +45,7 @@ def train_triplets(parameters: TrainTripletsParameters) -> SimilarityRun:
         test_fraction=given.test_fraction,
         seed=given.seed,
     )
-    run = train_projection(settings.store_url, config, snapshot, ranking)
+    trained = train_projection(run.key, config, snapshot, ranking)
     if given.rebuild:
         rebuild_index(**given.arguments_for(RebuildIndexParameters, space="supervised"))
-    return run
+    return trained

@@ -14,6 +14,7 @@ from tiefvision_core.annotations.repository import open_annotations
 from tiefvision_core.annotations.snapshots import Snapshot, read_snapshot
 from tiefvision_core.config import load_settings
 from tiefvision_core.encoding.runtime import RuntimeConfig
+from tiefvision_core.run import RunKey, run_context
 from tiefvision_core.similarity.deep_ranking import DeepRankingConfig
 from tiefvision_core.similarity.training import SimilarityRun, fit_similarity
 from tiefvision_core.vector_index.versions import open_live_index
@@ -34,19 +35,22 @@ def export_triplet_snapshot(store_url: str, database: SecretStr | None = None) -
 
 @task(name="train-projection", **EPHEMERAL)
 def train_projection(
-    store_url: str, config: RuntimeConfig, snapshot: Snapshot, ranking: DeepRankingConfig
+    run: RunKey, config: RuntimeConfig, snapshot: Snapshot, ranking: DeepRankingConfig
 ) -> SimilarityRun:
-    """Deep Ranking on the box crops; per-epoch metrics logged and published."""
-    store = get_store(store_url)
+    """Deep Ranking on the box crops of the run's catalog; per-epoch metrics logged and
+    published."""
+    context = run_context(run)
+    store = context.store
     logger = get_run_logger()
     triplets = read_snapshot(store, snapshot.key) if snapshot.rows else None
-    run = fit_similarity(
+    trained = fit_similarity(
         store,
         get_runtime(config).encoder,
         triplets=triplets,
         snapshot=snapshot.as_dict(),
         neighbour_index=open_live_index(store, "unsupervised"),
         config=ranking,
+        catalog=context.catalog,
         on_epoch=lambda e: logger.info(
             "epoch %d: train loss %.4f, held-out loss %.4f, held-out triplet accuracy %.3f",
             e.epoch,
@@ -56,22 +60,24 @@ def train_projection(
         ),
     )
     create_table_artifact(
-        key="deep-ranking-epochs", table=run.metrics, description=f"Deep Ranking {run.version}"
+        key="deep-ranking-epochs",
+        table=trained.metrics,
+        description=f"Deep Ranking {trained.version}",
     )
     create_table_artifact(
         key="deep-ranking-evaluation",
         table=[
             {
                 "space": "unsupervised",
-                "held-out triplet accuracy": run.unsupervised_accuracy,
-                "held-out mAP@10": run.unsupervised_map10,
+                "held-out triplet accuracy": trained.unsupervised_accuracy,
+                "held-out mAP@10": trained.unsupervised_map10,
             },
             {
-                "space": f"supervised {run.version}",
-                "held-out triplet accuracy": run.supervised_accuracy,
-                "held-out mAP@10": run.supervised_map10,
+                "space": f"supervised {trained.version}",
+                "held-out triplet accuracy": trained.supervised_accuracy,
+                "held-out mAP@10": trained.supervised_map10,
             },
         ],
-        description=f"Loss curves: {run.model_uri}loss-curves.png",
+        description=f"Loss curves: {trained.model_uri}loss-curves.png",
     )
-    return run
+    return trained

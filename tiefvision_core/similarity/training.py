@@ -31,8 +31,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import torch
 
-from tiefvision_core.catalog.manifest import read_manifest
-from tiefvision_core.catalog.snapshot import CatalogSnapshot
+from tiefvision_core.catalog.snapshot import CatalogSnapshot, catalog_snapshot
 from tiefvision_core.encoders import Encoder
 from tiefvision_core.encoding.shards import read_encodings, row_keys, vectors_as_maps
 from tiefvision_core.errors import IncompatibleModel, InputError
@@ -48,6 +47,8 @@ from tiefvision_core.storage.layout import SIMILARITY_CURRENT, SIMILARITY_PREFIX
 from tiefvision_core.storage.stores import Store
 
 if TYPE_CHECKING:  # passed in by the caller: training never opens an index itself
+    import pyarrow as pa
+
     from tiefvision_core.vector_index.versions import OpenedIndex
 
 __all__ = ["SimilarityRun", "fit_similarity", "load_projection", "projected_maps"]
@@ -77,11 +78,13 @@ class SimilarityRun:
 _BLOCK = 1024  # photos whose full encoder maps are read at once (~0.8 GB transient, Lite0)
 
 
-def _encodings(store: Store, encoder: Encoder, block: int = _BLOCK):
+def _encodings(
+    store: Store, encoder: Encoder, block: int = _BLOCK, catalog: CatalogSnapshot | None = None
+):
     """(ids, maps, flipped): the box crops on the similarity grid, float16, and their
     mirrors in the same order (None unless every photo has one). Read ``block`` photos at
     a time, so the full encoder maps of the whole catalog are never in memory at once."""
-    catalog = CatalogSnapshot.current(store)
+    catalog = catalog_snapshot(store, catalog)
     name, version = encoder.name, encoder.version
     keys = read_encodings(store, name, version, kind="box", columns=["box"], catalog=catalog)
     if keys.num_rows == 0:
@@ -139,8 +142,8 @@ def _index_neighbours(
     return neighbours
 
 
-def _labels(store: Store, ids: list[str]) -> np.ndarray:
-    manifest = read_manifest(store)
+def _labels(manifest: pa.Table | None, ids: list[str]) -> np.ndarray:
+    """Each photo's product id from the manifest the encodings were read against."""
     if manifest is None or "product_id" not in manifest.column_names:
         raise InputError(
             "Deep Ranking needs same-product ground truth: ingest with `--metadata FILE` "
@@ -218,6 +221,7 @@ def fit_similarity(
     on_epoch: Callable[[EpochReport], None] | None = None,
     neighbour_index: OpenedIndex | None = None,
     test_products: Collection[str] | None = None,
+    catalog: CatalogSnapshot | None = None,
 ) -> SimilarityRun:
     """Train the projection on the catalog's box crops; save it and switch CURRENT.
 
@@ -226,10 +230,13 @@ def fit_similarity(
     training nor stopping sees. ``neighbour_index``: the live unsupervised index, whose
     search then finds the hard negatives (see
     :func:`tiefvision_core.vector_index.versions.open_live_index`); passed in, not opened here, so
-    similarity training never reaches into the index stage."""
+    similarity training never reaches into the index stage. ``catalog``: the run's
+    snapshot (default: the store's current catalog), read once for the encodings and the
+    product ids."""
     config = config or DeepRankingConfig()
-    ids, maps, flipped = _encodings(store, encoder)
-    labels = _labels(store, ids)
+    catalog = catalog_snapshot(store, catalog)  # the run's: encodings and labels agree
+    ids, maps, flipped = _encodings(store, encoder, catalog=catalog)
+    labels = _labels(catalog.manifest, ids)
     try:
         split = held_out_split(labels, config, test_products)
         validation = validation_split(labels, split, config)

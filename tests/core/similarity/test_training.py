@@ -224,3 +224,26 @@ def test_encodings_read_a_block_at_a_time_match_one_read(store: LocalStore, lite
     np.testing.assert_array_equal(flipped, one_flipped)
     np.testing.assert_allclose(maps, _maps(store, lite0), atol=2e-3, rtol=2e-3)
     assert not np.allclose(flipped.astype(np.float32), maps.astype(np.float32), atol=1e-2)
+
+
+def test_a_run_reads_its_catalog_once_for_encodings_and_product_ids(
+    store: LocalStore, lite0, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's snapshot (``catalog=``) is the one manifest the encodings are filtered by
+    and the product ids are read from: no second read that an ingest meanwhile could make
+    disagree with the first."""
+    from tiefvision_core.catalog.snapshot import CatalogSnapshot
+    from tiefvision_core.storage import layout
+
+    reads: list[str] = []
+    original = LocalStore.read_parquet
+
+    def counted(self: LocalStore, key: str, *args: object, **kwargs: object):
+        if key.startswith(layout.MANIFEST_PREFIX):
+            reads.append(key)
+        return original(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "read_parquet", counted)
+    catalog = CatalogSnapshot.current(store)
+    run = fit_similarity(store, lite0, config=replace(FAST, max_epochs=1), catalog=catalog)
+    assert run.version and len(reads) == 1
