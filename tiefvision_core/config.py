@@ -25,11 +25,10 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tiefvision_core.errors import ConfigError
+from tiefvision_core.parameters.choices import Backend, Device
 
 __all__ = ["Settings", "default_store_url", "load_settings", "normalise_store_url"]
 
-Device = Literal["auto", "cpu", "cuda"]
-Backend = Literal["auto", "torch", "onnxruntime"]
 TaskRunnerName = Literal["default", "dask"]
 
 #: Address schemes a Dask scheduler listens on (``dask scheduler`` prints ``tcp://…:8786``).

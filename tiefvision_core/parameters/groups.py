@@ -9,11 +9,14 @@ parameter names, kept stable for deployments that already pass them).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from tiefvision_core.config import Backend, Device, Settings
+from tiefvision_core.parameters.choices import Backend, Device
+
+if TYPE_CHECKING:
+    from tiefvision_core.config import Settings
 
 __all__ = [
     "BackendParameters",
