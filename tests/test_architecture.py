@@ -502,8 +502,9 @@ def test_evaluation_and_similarity_import_nothing_from_the_index_stage() -> None
 # -- only the surface that is used ----------------------------------------------------------------
 
 #: Where no module may reach into another's private names or rename what it imports: the
-#: project's packages and the benches. The tests are the one exception to the first rule: a
-#: test of one module's private helper may import it (prefer the public API that uses it).
+#: project's packages and the benches. The tests rename nothing either, and have a rule of
+#: their own for private names: a test may use those of the module it tests, no others
+#: (see :func:`_test_private_imports`).
 _SURFACE_CHECKED = (*_PACKAGES, "bench")
 
 
@@ -579,10 +580,11 @@ def _private_imports(
     return sorted(found)
 
 
-def _surface_files() -> list[tuple[str, Path]]:
-    """(dotted module, file) for every module the surface checks cover."""
+def _surface_files(packages: tuple[str, ...] = _SURFACE_CHECKED) -> list[tuple[str, Path]]:
+    """(dotted module, file) for every module of ``packages`` (by default, those the surface
+    checks cover)."""
     files: list[tuple[str, Path]] = []
-    for package in _SURFACE_CHECKED:
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
             if parts[-1] == "__init__":
@@ -622,13 +624,14 @@ def test_the_private_name_check_sees_each_way_in() -> None:
 
 def _surface_findings(
     check: Callable[[ast.Module, str, bool, set[str]], list[tuple[int, str]]],
+    packages: tuple[str, ...] = _SURFACE_CHECKED,
 ) -> list[str]:
     """``path:line what`` for each finding of ``check`` (tree, module, is a package,
-    project modules) over the project's modules."""
+    project modules) over the modules of ``packages``."""
     known = _project_modules()
     return [
         f"{path.relative_to(ROOT)}:{line} {what}"
-        for module, path in _surface_files()
+        for module, path in _surface_files(packages)
         for line, what in check(
             ast.parse(path.read_text(), filename=str(path)),
             module,
@@ -641,11 +644,119 @@ def _surface_findings(
 def test_no_private_name_imported_from_another_module() -> None:
     """A private name is free to change with its module: a second module using it (the web
     service, a bench) breaks silently when it does. What two modules share is public in one
-    of them, or moves to where both can import it. The one exception is the tests (not
-    checked here): a test of one module's private helper may import it, though testing
-    through the public API that uses it is preferred."""
+    of them, or moves to where both can import it. The tests have their own rule (below): a
+    test of one module's private helper may import it, though testing through the public
+    API that uses it is preferred."""
     offending = _surface_findings(_private_imports)
     assert not offending, "\n".join(offending)
+
+
+#: Test modules that test a production module other than their namesake (or reach into one
+#: for a piece nothing public shows), so may use its private names: (test module, production
+#: module) → why. Each entry must still be used (a stale one fails): the list only shrinks.
+_TESTS_REACHING_IN: dict[tuple[str, str], str] = {
+    ("tests.core.encoders.test_geometry_cache", "tiefvision_core.encoders.geometry"): (
+        "the geometry module's own tests, named for its disk cache: that the one-channel "
+        "shortcut refuses a layer mixing channels (_single_channel of _linearise raising "
+        "_NeedsChannels) is invisible from measure_geometry, which then measures at full width"
+    ),
+    ("tests.core.storage.test_store_lock", "tiefvision_core.storage.lock"): (
+        "the lock module's own tests, named for StoreLock: a dead holder's record carries this "
+        "machine's process space (_process_space), which only acquire writes, so that it is "
+        "taken over at once; tests/flows/test_store_lock_flows.py uses its dead_holder"
+    ),
+    ("tests.core.locator.test_training", "tiefvision_core.locator.crops"): (
+        "training's inputs are the window labels and targets the crops stage stores; "
+        "_windows_for builds them for one hand-made photo, where the public finish_crops "
+        "needs an encoder and a store of encoded maps"
+    ),
+    ("tests.web.test_search_path", "tiefvision_core.catalog.imaging"): (
+        "counts how often an upload is opened and decoded by spying on _open (the header "
+        "look, with its pixel limit) and _load (the decode): nothing public tells a second "
+        "decode from the first"
+    ),
+}
+
+
+def _tested_module(module: str) -> str | None:
+    """The production module a test module tests, by its name: ``tests.core.x.test_y`` tests
+    ``tiefvision_core.x.y``; None for the other tests (flows, web, command line)."""
+    parts = module.split(".")
+    if parts[:2] != ["tests", "core"] or not parts[-1].startswith("test_"):
+        return None
+    return ".".join(["tiefvision_core", *parts[2:-1], parts[-1].removeprefix("test_")])
+
+
+def _private_owner(what: str) -> str:
+    """The module whose private name a finding of :func:`_private_imports` names."""
+    return what.split()[1] if what.startswith("from ") else what.rsplit(".", 1)[0]
+
+
+def _test_private_imports(
+    tree: ast.Module, module: str, is_package: bool, known: set[str]
+) -> list[tuple[int, str]]:
+    """:func:`_private_imports` of a test module, less the private names of the production
+    module it tests (:func:`_tested_module`, or an entry of :data:`_TESTS_REACHING_IN`).
+    Another test module's private names are never its to use."""
+    tested = {_tested_module(module)} | {m for t, m in _TESTS_REACHING_IN if t == module}
+    return [
+        (line, what)
+        for line, what in _private_imports(tree, module, is_package, known)
+        if _private_owner(what) not in tested
+    ]
+
+
+def test_the_test_private_name_check_sees_a_test_reaching_into_another() -> None:
+    tree = ast.parse(
+        "import tests.core.locator.test_locator\n"
+        "import tiefvision_core.catalog.imaging\n"
+        "from tests.test_cli import _run, CLI\n"
+        "from tests.cli import run_cli\n"
+        "from tiefvision_core.storage.layout import _private\n"
+        "from tiefvision_core.storage.lock import _process_space\n"
+        "def f():\n"
+        "    tests.core.locator.test_locator._saved_locator()\n"
+        "    tiefvision_core.catalog.imaging._load\n"
+    )
+    assert _tested_module("tests.core.storage.test_layout") == "tiefvision_core.storage.layout"
+    assert _tested_module("tests.core.test_processes") == "tiefvision_core.processes"
+    assert _tested_module("tests.web.test_search_path") is None
+    known = _project_modules()
+    assert _test_private_imports(tree, "tests.core.storage.test_layout", False, known) == [
+        (3, "from tests.test_cli import _run"),
+        (6, "from tiefvision_core.storage.lock import _process_space"),
+        (8, "tests.core.locator.test_locator._saved_locator"),
+        (9, "tiefvision_core.catalog.imaging._load"),
+    ]
+    assert _test_private_imports(tree, "tests.web.test_search_path", False, known) == [
+        (3, "from tests.test_cli import _run"),
+        (5, "from tiefvision_core.storage.layout import _private"),
+        (6, "from tiefvision_core.storage.lock import _process_space"),
+        (8, "tests.core.locator.test_locator._saved_locator"),
+    ]
+
+
+def test_no_test_uses_private_names_but_those_of_what_it_tests() -> None:
+    """A unit test of a module may test its private helpers (``tests/core/x/test_y.py`` those
+    of ``tiefvision_core.x.y``); anything else a test needs of another module goes through
+    that module's public API, or is listed in :data:`_TESTS_REACHING_IN` with its reason. A
+    helper two test modules share is public, in a helper module (``tests/cli.py``,
+    ``tests/locators.py``) or under a public name where it is defined."""
+    offending = _surface_findings(_test_private_imports, ("tests",))
+    assert not offending, "\n".join(offending)
+    known = _project_modules()
+    used = {
+        (test, _private_owner(what))
+        for test in {test for test, _ in _TESTS_REACHING_IN}
+        for _, what in _private_imports(
+            ast.parse(ROOT.joinpath(*test.split(".")).with_suffix(".py").read_text()),
+            test,
+            False,
+            known,
+        )
+    }
+    stale = sorted(set(_TESTS_REACHING_IN) - used)
+    assert not stale, f"no private name used any more: remove from _TESTS_REACHING_IN: {stale}"
 
 
 def _renaming_imports(
@@ -700,8 +811,9 @@ def test_the_renaming_check_sees_each_way_to_rename() -> None:
 def test_no_import_renames_a_project_module_or_name() -> None:
     """One thing, one name: ``shards as encoding_store`` makes a reader look for a module
     that does not exist, and a grep for the real name miss the caller. Where a name would
-    clash, import the module and write ``module.name``."""
-    offending = _surface_findings(_renaming_imports)
+    clash, import the module and write ``module.name``. The tests too: a monkeypatch names
+    the module it patches (``monkeypatch.setattr(flows.reindex, "encode", …)``)."""
+    offending = _surface_findings(_renaming_imports, (*_SURFACE_CHECKED, "tests"))
     assert not offending, "\n".join(offending)
 
 

@@ -12,35 +12,19 @@ from pathlib import Path
 
 import pytest
 
-CLI = str(Path(sys.executable).parent / "tiefvision")
-
-
-def _run(*args: str, env: dict[str, str] | None = None, timeout: int = 300):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TIEFVISION_", "AWS_"))}
-    full_env.update(env or {})
-    return subprocess.run(
-        [CLI, *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False
-    )
-
-
-def _one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
+from tests.cli import CLI, one_line_error, run_cli
 
 
 def test_missing_source_folder(tmp_path: Path) -> None:
-    line = _one_line_error(
-        _run("ingest", "--images", str(tmp_path / "nope"), "--store", str(tmp_path / "s"))
+    line = one_line_error(
+        run_cli("ingest", "--images", str(tmp_path / "nope"), "--store", str(tmp_path / "s"))
     )
     assert "does not exist" in line and "nope" in line
 
 
 def test_invalid_setting_names_it(tmp_path: Path) -> None:
-    result = _run("ingest", "--images", str(tmp_path), env={"TIEFVISION_DEVICE": "gpu"})
-    line = _one_line_error(result)
+    result = run_cli("ingest", "--images", str(tmp_path), env={"TIEFVISION_DEVICE": "gpu"})
+    line = one_line_error(result)
     assert "TIEFVISION_DEVICE" in line and "cuda" in line
 
 
@@ -50,46 +34,46 @@ def test_unreachable_s3_endpoint_fails_fast(tmp_path: Path) -> None:
         "AWS_ACCESS_KEY_ID": "k",
         "AWS_SECRET_ACCESS_KEY": "secret-never-shown",
     }
-    result = _run("ingest", "--images", "s3://photos/x", "--store", str(tmp_path), env=env)
-    line = _one_line_error(result)
+    result = run_cli("ingest", "--images", "s3://photos/x", "--store", str(tmp_path), env=env)
+    line = one_line_error(result)
     assert "cannot reach" in line and "secret-never-shown" not in result.stderr
 
 
 def test_metadata_without_key_column(tmp_path: Path) -> None:
     meta = tmp_path / "meta.csv"
     meta.write_text("sku,product_id\n1,2\n")
-    line = _one_line_error(_run("ingest", "--images", str(tmp_path), "--metadata", str(meta)))
+    line = one_line_error(run_cli("ingest", "--images", str(tmp_path), "--metadata", str(meta)))
     assert "no key column" in line and "image" in line
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    result = _run("--debug", "ingest", "--images", str(tmp_path / "nope"))
+    result = run_cli("--debug", "ingest", "--images", str(tmp_path / "nope"))
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
 def test_usage_error_exit_code(tmp_path: Path) -> None:
-    result = _run("synth")
+    result = run_cli("synth")
     assert result.returncode == 2 and "--out" in result.stderr
 
 
 @pytest.mark.slow
 def test_synth_then_ingest_json(tmp_path: Path) -> None:
     out = tmp_path / "cat"
-    assert _run("synth", "--out", str(out), "--products", "3", "--views", "2").returncode == 0
+    assert run_cli("synth", "--out", str(out), "--products", "3", "--views", "2").returncode == 0
     assert len(list((out / "images").rglob("*.jpg"))) == 6
     store = (tmp_path / "store").as_uri()
     args = ("ingest", "--images", str(out / "images"), "--store", store, "--json")
-    first = _run(*args, "--metadata", str(out / "products.csv"))
+    first = run_cli(*args, "--metadata", str(out / "products.csv"))
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
     assert (summary["images"], summary["new"], summary["rejected"]) == (6, 6, 0)
-    second = json.loads(_run(*args).stdout)
+    second = json.loads(run_cli(*args).stdout)
     assert (second["new"], second["changed"], second["unchanged"]) == (0, 0, 6)
 
 
 @pytest.mark.slow
 def test_demo_prints_summary_and_where_output_is(tmp_path: Path) -> None:
-    result = _run("demo", "--workdir", str(tmp_path / "demo"), "--products", "4", "--views", "2")
+    result = run_cli("demo", "--workdir", str(tmp_path / "demo"), "--products", "4", "--views", "2")
     assert result.returncode == 0, result.stderr
     assert "images (usable)" in result.stdout and "Manifest:" in result.stdout
     assert (tmp_path / "demo" / "store" / "catalog" / "manifest" / "CURRENT").is_file()
@@ -150,7 +134,7 @@ def test_demo_on_your_own_photos_indexes_them_without_product_ids(tmp_path: Path
 
     generate_catalog(tmp_path / "mine", products=3, views=2, size=(120, 150))
     images = tmp_path / "mine" / "images"
-    result = _run("demo", "--images", str(images), "--workdir", str(tmp_path / "demo"))
+    result = run_cli("demo", "--images", str(images), "--workdir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
     assert "search uses whole photos" in result.stdout
     assert "retrieval scores skipped" in result.stdout
@@ -176,18 +160,18 @@ def test_import_boxes_reports_refused_lines(ingested: tuple[Path, str], tmp_path
     out, store = ingested
     boxes = tmp_path / "boxes.csv"
     boxes.write_text((out / "boxes.csv").read_text() + "p0009/view-1.jpg,1,1,5,5\n")
-    result = _run("import-boxes", str(boxes), "--store", store, "--json")
+    result = run_cli("import-boxes", str(boxes), "--store", store, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert (report["imported"], report["updated"], report["unchanged"]) == (4, 0, 0)
     assert [(r["line"], r["image"]) for r in report["refused"]] == [(6, "p0009/view-1.jpg")]
     assert (tmp_path / "store" / "annotations.sqlite").is_file()
 
-    again = _run("import-boxes", str(boxes), "--store", store)
+    again = run_cli("import-boxes", str(boxes), "--store", store)
     assert again.returncode == 0, again.stderr
     assert "0 imported, 0 updated, 4 unchanged, 1 refused" in again.stdout
     assert "p0009/view-1.jpg" in again.stdout and "unknown image" in again.stdout
-    strict = _run("import-boxes", str(boxes), "--store", store, "--strict")
+    strict = run_cli("import-boxes", str(boxes), "--store", store, "--strict")
     assert strict.returncode == 1
 
 
@@ -197,7 +181,7 @@ def test_import_triplets_cli(ingested: tuple[Path, str], tmp_path: Path) -> None
     triplets.write_text(
         "reference,positive,negative\np0000/view-1.jpg,p0000/view-2.jpg,p0001/view-1.jpg\n"
     )
-    result = _run("import-triplets", str(triplets), "--store", store, "--json")
+    result = run_cli("import-triplets", str(triplets), "--store", store, "--json")
     assert result.returncode == 0, result.stderr
     assert (json.loads(result.stdout)["imported"], json.loads(result.stdout)["refused"]) == (1, [])
 
@@ -206,19 +190,19 @@ def test_import_errors_are_one_line(ingested: tuple[Path, str], tmp_path: Path) 
     _, store = ingested
     bad = tmp_path / "bad.csv"
     bad.write_text("image,left,top\nx,1,2\n")
-    line = _one_line_error(_run("import-boxes", str(bad), "--store", store))
+    line = one_line_error(run_cli("import-boxes", str(bad), "--store", store))
     assert "image,left,top,right,bottom" in line
-    line = _one_line_error(_run("import-boxes", str(tmp_path / "nope.csv"), "--store", store))
+    line = one_line_error(run_cli("import-boxes", str(tmp_path / "nope.csv"), "--store", store))
     assert "does not exist" in line
     empty = (tmp_path / "empty-store").as_uri()
-    line = _one_line_error(_run("import-triplets", str(bad), "--store", empty))
+    line = one_line_error(run_cli("import-triplets", str(bad), "--store", empty))
     assert "tiefvision ingest" in line
-    line = _one_line_error(_run("import-boxes", str(bad), "--store", "s3://bucket/prefix"))
+    line = one_line_error(run_cli("import-boxes", str(bad), "--store", "s3://bucket/prefix"))
     assert "TIEFVISION_DATABASE_URL" in line
     secret = "pw-Zq77-never-shown"
     database = f"postgresql+psycopg://tv:{secret}@127.0.0.1:9/tv"
-    result = _run("import-boxes", str(bad), "--store", store, "--database", database)
-    line = _one_line_error(result)
+    result = run_cli("import-boxes", str(bad), "--store", store, "--database", database)
+    line = one_line_error(result)
     assert "cannot open the annotations database" in line and secret not in result.stderr
 
 
@@ -233,7 +217,7 @@ def test_an_unexpected_error_is_one_line_naming_the_stage_and_the_exception_type
     (store / "catalog" / "manifest" / "CURRENT").write_text("v1")
     (store / "catalog" / "manifest" / "v1.parquet").write_bytes(b"not a parquet file")
 
-    result = _run("encode", "--store", str(store))
+    result = run_cli("encode", "--store", str(store))
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -242,7 +226,7 @@ def test_an_unexpected_error_is_one_line_naming_the_stage_and_the_exception_type
     assert "in tiefvision_core." in line and "--debug" in line
     assert "magic bytes" not in result.stderr and "Traceback" not in result.stderr
 
-    debug = _run("--debug", "encode", "--store", str(store))
+    debug = run_cli("--debug", "encode", "--store", str(store))
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "magic bytes" in debug.stderr
 
@@ -261,12 +245,12 @@ def test_encode_with_nothing_new_answers_without_prefect(
 
     _, store = ingested
     nowhere = {"PREFECT_API_URL": "http://127.0.0.1:9/api", "PREFECT_HOME": str(tmp_path / "ph")}
-    first = _run("encode", "--store", store, "--json", env=nowhere, timeout=120)
+    first = run_cli("encode", "--store", store, "--json", env=nowhere, timeout=120)
     assert first.returncode != 0  # there was work: the flow needs the (missing) server
     runtime = EncodingRuntime(get_encoder("efficientnet_lite0"), device="cpu", workers=0)
     encode_catalog(open_store(store), runtime)  # now everything is encoded
 
-    again = _run("encode", "--store", store, "--json", env=nowhere, timeout=120)
+    again = run_cli("encode", "--store", store, "--json", env=nowhere, timeout=120)
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout.strip().splitlines()[-1])
     images = read_manifest(open_store(store)).num_rows

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.test_cli import _one_line_error, _run
+from tests.cli import one_line_error, run_cli
 
 
 def test_missing_source_folder_is_one_line(tmp_path: Path) -> None:
-    line = _one_line_error(
-        _run("reindex", "--images", str(tmp_path / "nope"), "--store", str(tmp_path / "s"))
+    line = one_line_error(
+        run_cli("reindex", "--images", str(tmp_path / "nope"), "--store", str(tmp_path / "s"))
     )
     assert "does not exist" in line and "nope" in line
     assert not (tmp_path / "s" / "locks").exists()  # failed before taking the lock
 
 
 def test_unknown_index_kind_names_the_choices(tmp_path: Path) -> None:
-    line = _one_line_error(
-        _run(
+    line = one_line_error(
+        run_cli(
             "reindex",
             "--images",
             str(tmp_path),
@@ -34,8 +34,8 @@ def test_unknown_index_kind_names_the_choices(tmp_path: Path) -> None:
 def test_bad_metadata_file_is_refused_before_the_run(tmp_path: Path) -> None:
     metadata = tmp_path / "products.csv"
     metadata.write_text("sku,colour\n1,red\n")
-    line = _one_line_error(
-        _run(
+    line = one_line_error(
+        run_cli(
             "reindex",
             "--images",
             str(tmp_path),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import typer.main
 
-from tests.test_cli import _one_line_error, _run
+from tests.cli import one_line_error, run_cli
 from tiefvision_cli.main import app
 from tiefvision_cli.parameters import option_flag
 from tiefvision_core.parameters import stages
@@ -45,6 +45,8 @@ def test_bounds_of_the_model_bound_the_option() -> None:
 
 
 def test_a_refused_choice_is_one_line_naming_the_choices(tmp_path: Path) -> None:
-    line = _one_line_error(_run("rebuild-index", "--space", "both", "--store", str(tmp_path / "s")))
+    line = one_line_error(
+        run_cli("rebuild-index", "--space", "both", "--store", str(tmp_path / "s"))
+    )
     assert "--space 'both': choose unsupervised or supervised" in line
     assert not (tmp_path / "s").exists()  # refused before the store was opened

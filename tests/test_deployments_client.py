@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from deployments import client as prefect_client
+from deployments import client
 from deployments.client import DeploymentNotFound, PrefectUnavailable
 from tests.conftest import free_port
 from tiefvision_core.errors import ConfigError, InputError, TiefVisionError
@@ -70,11 +70,11 @@ def use_server(monkeypatch: pytest.MonkeyPatch, fake: FakeServer) -> None:
     def server() -> Iterator[FakeServer]:
         yield fake
 
-    monkeypatch.setattr(prefect_client, "server", server)
+    monkeypatch.setattr(client, "server", server)
 
 
 def test_typed_parameters_reach_the_run_as_given(started: list[dict[str, Any]]) -> None:
-    run = prefect_client.trigger("reindex", {"keep": 5, "encoder": "lite0"})
+    run = client.trigger("reindex", {"keep": 5, "encoder": "lite0"})
     assert run.deployment == "reindex/nightly" and run.state == "SCHEDULED"
     assert started == [{"keep": 5, "encoder": "lite0"}]
 
@@ -82,10 +82,10 @@ def test_typed_parameters_reach_the_run_as_given(started: list[dict[str, Any]]) 
 def test_text_values_are_read_as_json_only_with_text_as_json(
     started: list[dict[str, Any]],
 ) -> None:
-    prefect_client.trigger("nightly", {"keep": "4", "encoder": 123}, text_as_json=True)
+    client.trigger("nightly", {"keep": "4", "encoder": 123}, text_as_json=True)
     assert started == [{"keep": 4, "encoder": "123"}]  # a text parameter stays text
     with pytest.raises(ConfigError, match="keep"):
-        prefect_client.trigger("nightly", {"keep": "4"})  # typed: "4" is not an integer
+        client.trigger("nightly", {"keep": "4"})  # typed: "4" is not an integer
     assert len(started) == 1  # nothing started on a wrong value
 
 
@@ -93,7 +93,7 @@ def test_unknown_parameters_are_a_config_error_before_any_run(
     started: list[dict[str, Any]],
 ) -> None:
     with pytest.raises(ConfigError, match="takes no parameter colour") as raised:
-        prefect_client.trigger("reindex", {"colour": "red"})
+        client.trigger("reindex", {"colour": "red"})
     assert not isinstance(raised.value, (PrefectUnavailable, DeploymentNotFound))
     assert started == []
 
@@ -102,10 +102,10 @@ def test_unknown_or_unrunnable_deployments_are_deployment_not_found(
     monkeypatch: pytest.MonkeyPatch, started: list[dict[str, Any]]
 ) -> None:
     with pytest.raises(DeploymentNotFound, match="no deployment 'reindexx'"):
-        prefect_client.trigger("reindexx")
+        client.trigger("reindexx")
     use_server(monkeypatch, FakeServer(work_pool=None))
     with pytest.raises(DeploymentNotFound, match="has no work pool"):
-        prefect_client.trigger("reindex")
+        client.trigger("reindex")
     assert started == []
     assert issubclass(DeploymentNotFound, InputError)  # the CLI's one line and exit code 2
 
@@ -116,7 +116,7 @@ def test_an_unset_or_silent_server_is_prefect_unavailable() -> None:
     assert issubclass(PrefectUnavailable, TiefVisionError)
     unset = temporary_settings(updates={PREFECT_API_URL: None})
     with unset, pytest.raises(PrefectUnavailable, match="PREFECT_API_URL is not set"):
-        prefect_client.trigger("reindex")
+        client.trigger("reindex")
     silent = temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"})
     with silent, pytest.raises(PrefectUnavailable, match="does not answer"):
-        prefect_client.trigger("reindex")
+        client.trigger("reindex")

@@ -1,6 +1,6 @@
 """The fault-and-abuse test (issue 28's acceptance): items 1–6 of the issue end to end, in
 one scenario on one small catalog of real photos, odd but valid files and rejects
-(``test_faults._bad_catalog``), run as a user runs it: one CLI command per step on a local
+(``test_faults.bad_catalog``), run as a user runs it: one CLI command per step on a local
 ``file://`` store with a SQLite annotations database, and ``tiefvision serve`` as its own
 process.
 
@@ -45,7 +45,7 @@ from PIL import Image
 
 from bench.serve_flood import Watch, photo_jpeg, upload
 from tests.conftest import harness_api_url
-from tests.flows.test_faults import MAX_BYTES, ODD, REAL, Catalog, _bad_catalog
+from tests.flows.test_faults import MAX_BYTES, ODD, REAL, Catalog, bad_catalog
 from tests.processes import killed_alone_once_its_workers_run, left_running, serving
 from tiefvision_core.annotations.repository import AnnotationDatabase, BoxRecord
 from tiefvision_core.catalog.manifest import image_id_for, read_manifest
@@ -202,7 +202,7 @@ def _get(base: str, path: str) -> tuple[int, Any]:
 
 
 def test_faults_and_abuse_end_to_end(tmp_path: Path) -> None:
-    catalog = _bad_catalog(tmp_path / "catalog")
+    catalog = bad_catalog(tmp_path / "catalog")
     store_url = (tmp_path / "store").as_uri()
     database = f"sqlite:///{tmp_path / 'annotations.sqlite'}"
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("TIEFVISION_", "AWS_"))}

@@ -52,7 +52,7 @@ class Catalog:
     bad: dict[str, str] = field(default_factory=dict)  # rel path -> reject reason
 
 
-def _bad_catalog(root: Path) -> Catalog:
+def bad_catalog(root: Path) -> Catalog:
     """Real photos, odd valid files and every kind of bad file, in one source folder."""
     catalog = Catalog(root)
     for sub in ("ccp-dresses", "grocery-packages"):
@@ -163,7 +163,7 @@ def test_pipeline_survives_bad_files_a_kill_and_an_s3_restart(
     kill_stage, restart_stage = rng.choice(KILLABLE), rng.choice(KILLABLE)
     log = Log()
     log.append(f"seed {seed}: SIGKILL in {kill_stage}, S3 restart in {restart_stage}")
-    catalog = _bad_catalog(tmp_path / "catalog")
+    catalog = bad_catalog(tmp_path / "catalog")
     bucket = s3_env.new_bucket()
     store_url = f"s3://{bucket}/tv"
     scratch = tmp_path / "tmp"

@@ -59,7 +59,7 @@ class RefusingRun:
 
 @pytest.fixture
 def refusing_run(monkeypatch: pytest.MonkeyPatch) -> RefusingRun:
-    import flows.reindex as module
+    import flows.reindex
 
     run = RefusingRun()
 
@@ -73,27 +73,29 @@ def refusing_run(monkeypatch: pytest.MonkeyPatch) -> RefusingRun:
                            "exact", 10, 0, 0, 0, 0, 10, 0.1, gate=run.passed)  # fmt: skip
 
     catalog = SimpleNamespace(version="m1", images=10, new=0, changed=0, removed=0, rejected=0)
-    monkeypatch.setattr(module, "ingest", lambda **_: catalog)
+    monkeypatch.setattr(flows.reindex, "ingest", lambda **_: catalog)
     monkeypatch.setattr(
-        module, "plan_reindex", lambda url: ReindexPlan(None, "m", ("unsupervised", "supervised"))
+        flows.reindex,
+        "plan_reindex",
+        lambda url: ReindexPlan(None, "m", ("unsupervised", "supervised")),
     )
-    monkeypatch.setattr(module, "encode", lambda **_: SimpleNamespace(encoded=0, rejected=0))
-    monkeypatch.setattr(module, "update_space_index", update)
-    monkeypatch.setattr(module, "collect_garbage_task", lambda *_: run.calls.append("gc"))
-    monkeypatch.setattr(module, "report_reindex", run.summaries.append)
-    monkeypatch.setattr(module, "report_gate", run.gates.append)
+    monkeypatch.setattr(flows.reindex, "encode", lambda **_: SimpleNamespace(encoded=0, rejected=0))
+    monkeypatch.setattr(flows.reindex, "update_space_index", update)
+    monkeypatch.setattr(flows.reindex, "collect_garbage_task", lambda *_: run.calls.append("gc"))
+    monkeypatch.setattr(flows.reindex, "report_reindex", run.summaries.append)
+    monkeypatch.setattr(flows.reindex, "report_gate", run.gates.append)
     return run
 
 
 def test_a_refused_space_fails_the_run_after_the_other_space_and_the_summary(
     refusing_run: RefusingRun, tmp_path: Path
 ) -> None:
-    import flows.reindex as module
+    import flows.reindex
 
     run = refusing_run
     store = (tmp_path / "store").as_uri()
     with pytest.raises(RegressionRefused, match=r"mAP@10 0\.600 <") as raised:
-        module.reindex(images=str(tmp_path), store=store, tolerance=0.05)
+        flows.reindex.reindex(images=str(tmp_path), store=store, tolerance=0.05)
 
     assert run.calls == [
         "index unsupervised (tolerance 0.05)",

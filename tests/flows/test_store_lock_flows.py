@@ -8,8 +8,6 @@ is which run may be between "read encodings" and "publish" at a time, not the in
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +18,8 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.states import Running, StateType
 
-from tiefvision_core.storage.lock import LockBusy, LockHolder, StoreLock, _process_space
+from tests.core.storage.test_store_lock import dead_holder
+from tiefvision_core.storage.lock import LockBusy, StoreLock
 from tiefvision_core.storage.stores import LocalStore
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness")]
@@ -51,16 +50,16 @@ class Stages:
 @pytest.fixture
 def rebuild(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """``rebuild(seconds)`` → (the rebuild-index flow with recording stages, its store)."""
-    import flows.rebuild_index as module
+    import flows.rebuild_index
 
     store = LockView(tmp_path / "store")
 
     def make(seconds: float) -> tuple[Stages, str]:
         stages = Stages(store, seconds)
-        monkeypatch.setattr(module, "encode", stages.encode)
-        monkeypatch.setattr(module, "build_space_index", stages.build)
-        monkeypatch.setattr(module, "report_index", lambda version: None)
-        monkeypatch.setattr(module, "report_gate", lambda comparison: None)
+        monkeypatch.setattr(flows.rebuild_index, "encode", stages.encode)
+        monkeypatch.setattr(flows.rebuild_index, "build_space_index", stages.build)
+        monkeypatch.setattr(flows.rebuild_index, "report_index", lambda version: None)
+        monkeypatch.setattr(flows.rebuild_index, "report_gate", lambda comparison: None)
         return stages, store.url
 
     return make
@@ -142,20 +141,12 @@ def take_the_lock(store_url: str) -> str:
         return lock.holder().label
 
 
-def _dead_pid() -> int:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    return int(done.stdout)
-
-
 def test_breaking_a_dead_holders_lock_marks_its_flow_run_crashed(tmp_path: Path) -> None:
     with get_client(sync_client=True) as client:
         dead_run = client.create_flow_run(victim, state=Running())
         done_run = client.create_flow_run(victim, state=Running())
     store = LocalStore(tmp_path / "store")
-    now = time.time()
-    holder = LockHolder("tok", f"reindex flow run killed ({dead_run.id})", "here", _dead_pid(),
-                        _process_space(), now, now, 3600.0, str(dead_run.id))  # fmt: skip
+    holder = dead_holder(str(dead_run.id), label=f"reindex flow run killed ({dead_run.id})")
     assert store.put_if_absent(KEY, holder.to_bytes())
 
     assert take_the_lock(store.url).startswith("lock-taker flow run ")
@@ -187,14 +178,14 @@ def test_an_unreachable_prefect_server_is_a_warning(caplog: pytest.LogCaptureFix
 
 
 def test_rebuild_index_cli_gives_up_in_one_line_naming_the_holder(tmp_path: Path) -> None:
+    from tests.cli import run_cli
     from tests.conftest import harness_api_url
-    from tests.test_cli import _run
 
     store = LocalStore(tmp_path / "store")
     reindex = StoreLock(store, "reindex", label="reindex flow run busy-fox (1234)", ttl_s=30)
     env = {"PREFECT_API_URL": harness_api_url(), "PREFECT_LOGGING_LEVEL": "ERROR"}
     with reindex.hold(timeout_s=5):
-        done = _run("rebuild-index", "--store", store.url, "--lock-timeout", "1", env=env)
+        done = run_cli("rebuild-index", "--store", store.url, "--lock-timeout", "1", env=env)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]

@@ -459,7 +459,6 @@ def test_flow_trigger_errors(client, monkeypatch) -> None:
 @pytest.fixture
 def triggered(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict, dict]]:
     """Runs the trigger route starts, through a stand-in of the shared Prefect client."""
-    from deployments import client as prefect_client
     from deployments.client import TriggeredRun
 
     calls: list[tuple[str, dict, dict]] = []
@@ -468,7 +467,7 @@ def triggered(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict, dict]]:
         calls.append((name, parameters, options))
         return TriggeredRun(name, "id-1", "brave-fox", "SCHEDULED", None, None, 0.0)
 
-    monkeypatch.setattr(prefect_client, "trigger", trigger)
+    monkeypatch.setattr("deployments.client.trigger", trigger)
     monkeypatch.setattr("tiefvision_web.prefect_status.prefect_configured", lambda: True)
     return calls
 

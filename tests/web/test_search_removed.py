@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.test_cli import _one_line_error, _run
+from tests.cli import one_line_error, run_cli
 from tiefvision_core.catalog.ingest import ingest_catalog
 from tiefvision_core.catalog.manifest import read_manifest
 from tiefvision_core.config import load_settings
@@ -125,7 +125,7 @@ def cli_hits(copy: Copy, gone: Gone, query: str) -> set[str]:
     own bytes) answer with, k = the whole catalog."""
     found: set[str] = set()
     for target in (["--id", query], [str(gone.removed_file)]):
-        done = _run("search", *target, "-k", "100", "--store", copy.url, "--json")
+        done = run_cli("search", *target, "-k", "100", "--store", copy.url, "--json")
         assert done.returncode == 0, done.stderr
         found |= {hit["image_id"] for hit in json.loads(done.stdout)["results"]}
     return found
@@ -140,7 +140,7 @@ def assert_gone_everywhere(copy: Copy, gone: Gone) -> None:
     assert not cli_hits(copy, gone, live[0]) & gone.ids
     removed = sorted(gone.removed)[0]
     assert copy.client.get("/api/search", params={"id": removed}).status_code == 404
-    line = _one_line_error(_run("search", "--id", removed, "--store", copy.url))
+    line = one_line_error(run_cli("search", "--id", removed, "--store", copy.url))
     assert "is not in the catalog any more" in line
     [reshot] = gone.reshot
     answer = copy.client.get("/api/search", params={"id": reshot})

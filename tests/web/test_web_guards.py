@@ -30,7 +30,6 @@ def open_server(indexed_catalog, database) -> TestClient:
 @pytest.fixture
 def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The flow runs the trigger route starts (through a stand-in of the Prefect client)."""
-    from deployments import client as prefect_client
     from deployments.client import TriggeredRun
 
     started: list[str] = []
@@ -39,7 +38,7 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         started.append(name)
         return TriggeredRun(name, "id-1", "brave-fox", "SCHEDULED", None, None, 0.0)
 
-    monkeypatch.setattr(prefect_client, "trigger", trigger)
+    monkeypatch.setattr("deployments.client.trigger", trigger)
     monkeypatch.setattr("tiefvision_web.prefect_status.prefect_configured", lambda: True)
     return started
 

@@ -11,8 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tiefvision_core.encoders import geometry as geo
-from tiefvision_core.encoders import get_encoder
+from tiefvision_core.encoders import geometry, get_encoder
 from tiefvision_core.encoders.efficientnet_lite import LITE_SPECS, lite_architecture
 from tiefvision_core.encoders.geometry import GeometryKey, builtin_geometries, encoder_geometry
 from tiefvision_core.encoders.torchvision_backbones import architecture
@@ -30,15 +29,15 @@ def measured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[nn.Module]
     """A spy on ``measure_geometry`` (the real one still runs), an empty process memo and an
     empty cache folder: each test starts as a new process on a new machine."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(geo, "_MEMO", {})
+    monkeypatch.setattr(geometry, "_MEMO", {})
     calls: list[nn.Module] = []
-    real = geo.measure_geometry
+    real = geometry.measure_geometry
 
     def spy(features: nn.Module, crop_size: int = 224, **kwargs: object):
         calls.append(features)
         return real(features, crop_size, **kwargs)
 
-    monkeypatch.setattr(geo, "measure_geometry", spy)
+    monkeypatch.setattr(geometry, "measure_geometry", spy)
     return calls
 
 
@@ -51,7 +50,7 @@ def _key(version: str = "tiny-random-00000000", crop_size: int = 32) -> Geometry
 
 
 def _new_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(geo, "_MEMO", {})
+    monkeypatch.setattr(geometry, "_MEMO", {})
 
 
 def _cache_files(tmp_path: Path) -> list[Path]:
@@ -141,7 +140,7 @@ def test_any_torchvision_backbone_is_measured_once_per_machine(
 @pytest.mark.parametrize("table_key", sorted(builtin_geometries()))
 def test_builtin_geometries_equal_measured_ones(table_key: str) -> None:
     crop_size = int(table_key.rsplit("/", 1)[1])
-    measured = geo.measure_geometry(_builder(table_key)(), crop_size)
+    measured = geometry.measure_geometry(_builder(table_key)(), crop_size)
     assert builtin_geometries()[table_key] == measured, f"{table_key}: measured {measured}"
 
 
@@ -155,8 +154,8 @@ def test_builtin_geometries_equal_measured_ones(table_key: str) -> None:
 )
 def test_one_channel_measurement_equals_the_full_width_one(table_key: str) -> None:
     features = _builder(table_key)()
-    fast = geo.measure_geometry(features, 224)
-    assert fast == geo.measure_geometry(features, 224, single_channel=False)
+    fast = geometry.measure_geometry(features, 224)
+    assert fast == geometry.measure_geometry(features, 224, single_channel=False)
 
 
 def test_networks_with_other_channel_parameters_fall_back_to_full_width() -> None:
@@ -171,8 +170,8 @@ def test_networks_with_other_channel_parameters_fall_back_to_full_width() -> Non
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.conv(x) * self.scale
 
-    with pytest.raises(geo._NeedsChannels):
-        geo._single_channel(geo._linearise(Scaled()))
-    fast = geo.measure_geometry(Scaled(), 32)
-    assert fast == geo.measure_geometry(Scaled(), 32, single_channel=False)
+    with pytest.raises(geometry._NeedsChannels):
+        geometry._single_channel(geometry._linearise(Scaled()))
+    fast = geometry.measure_geometry(Scaled(), 32)
+    assert fast == geometry.measure_geometry(Scaled(), 32, single_channel=False)
     assert (fast.stride, fast.receptive_field, fast.channels) == (2, 3, 8)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.core.index.test_index import _private_cache, random_vectors  # noqa: F401
-from tests.core.index.test_index import publish as publish_vectors
+from tests.core.index.test_index import publish, random_vectors
 from tiefvision_core.storage.stores import Store
 from tiefvision_core.vector_index.pointer import StaleIndexInputs
 from tiefvision_core.vector_index.publish import IndexVersion
@@ -19,8 +19,15 @@ from tiefvision_core.vector_index.versions import versions
 CURRENT = "indexes/unsupervised/CURRENT"
 
 
-def publish(store: Store, read_at: float | None, seed: int) -> IndexVersion:
-    return publish_vectors(store, random_vectors(40, seed=seed), inputs_read_at=read_at)
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 versions are cached locally: keep that cache inside the test's folder."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def publish_at(store: Store, read_at: float | None, seed: int) -> IndexVersion:
+    """A version of 40 random vectors whose inputs were read at ``read_at``."""
+    return publish(store, random_vectors(40, seed=seed), inputs_read_at=read_at)
 
 
 def stamp(store: Store, version: str) -> float:
@@ -30,29 +37,29 @@ def stamp(store: Store, version: str) -> float:
 
 def test_a_version_from_older_inputs_never_replaces_the_live_one(store: Store) -> None:
     read_early = time.time() - 120  # a slow run read the encodings first …
-    live = publish(store, read_early + 60, seed=1)  # … a faster one read later, published
+    live = publish_at(store, read_early + 60, seed=1)  # … a faster one read later, published
     assert store.read_pointer(CURRENT) == live.version
     assert stamp(store, live.version) == read_early + 60
 
     with pytest.raises(StaleIndexInputs, match="built from newer inputs") as refused:
-        publish(store, read_early, seed=2)
+        publish_at(store, read_early, seed=2)
     assert "CURRENT stays" in str(refused.value)
     assert store.read_pointer(CURRENT) == live.version
     assert versions(store, "unsupervised") == [live.version]  # the refused one is discarded
 
     before = time.time()
-    newer = publish(store, None, seed=3)  # no stamp given: read now, newer than the live one
+    newer = publish_at(store, None, seed=3)  # no stamp given: read now, newer than the live one
     assert store.read_pointer(CURRENT) == newer.version
     assert stamp(store, newer.version) >= before
 
 
 def test_a_live_version_without_a_stamp_counts_as_oldest(store: Store) -> None:
-    old = publish(store, time.time(), seed=4)
+    old = publish_at(store, time.time(), seed=4)
     key = f"indexes/unsupervised/{old.version}/metadata.json"
     metadata = json.loads(store.get_bytes(key))
     del metadata["inputs_read_at"]  # as written before the stamp existed
     store.put_bytes(key, json.dumps(metadata).encode())
-    replacement = publish(store, 1.0, seed=5)
+    replacement = publish_at(store, 1.0, seed=5)
     assert store.read_pointer(CURRENT) == replacement.version
 
 
@@ -64,7 +71,7 @@ def test_racing_publishes_end_at_the_newest_inputs(store: Store) -> None:
     def run(read_at: float, seed: int) -> None:
         barrier.wait()
         try:
-            outcome[read_at] = publish(store, read_at, seed).version
+            outcome[read_at] = publish_at(store, read_at, seed).version
         except StaleIndexInputs:
             outcome[read_at] = "refused"
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.core.locator.test_locator import _saved_locator
+from tests.locators import saved_locator
 from tiefvision_core.errors import IncompatibleModel, InputError
 from tiefvision_core.index import models
 from tiefvision_core.index.spaces import space_transform
@@ -124,7 +124,7 @@ def test_a_locator_of_another_encoder_is_read_once(
 ) -> None:
     """It is never used (the whole photo is searched) and its files never change: uploads
     do not read its metadata again (before: every upload did)."""
-    _saved_locator(store)  # trained on fake-1
+    saved_locator(store)  # trained on fake-1
     encoder = SimpleNamespace(version="another-encoder")
     assert models.current_locator(store, encoder) is None
     before = len(store.reads)
@@ -134,9 +134,9 @@ def test_a_locator_of_another_encoder_is_read_once(
 
 def test_the_locator_is_cached_per_version(store: CountingStore) -> None:
     encoder = SimpleNamespace(version="fake-1")
-    first = _saved_locator(store)
+    first = saved_locator(store)
     assert models.current_locator(store, encoder) is models.current_locator(store, encoder)
-    newer = _saved_locator(store, 21.0)
+    newer = saved_locator(store, 21.0)
     located = models.current_locator(store, encoder)
     assert located is not None and located.version == newer.version != first.version
     assert store.weight_reads() == 2

@@ -10,12 +10,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from tests.core.locator.test_locator import (
-    GEOMETRY,
-    IDENTITY_SCALER,
-    _constant_heads,
-    _RecordingEncoder,
-)
+from tests.locators import GEOMETRY, IDENTITY_SCALER, RecordingEncoder, constant_heads
 from tiefvision_core.catalog.imaging import DEFAULT_MAX_PIXELS, decode_image
 from tiefvision_core.index import models, photo_search
 from tiefvision_core.locator.model_files import save_locator
@@ -24,7 +19,7 @@ from tiefvision_core.storage.stores import LocalStore
 PHOTO = (4000, 3000)  # 12 MP; the locator looks at 576 pixels at most
 
 
-class _Encoder(_RecordingEncoder):
+class _Encoder(RecordingEncoder):
     preprocessing = SimpleNamespace(crop_size=224)
 
 
@@ -38,7 +33,7 @@ def _locator(store: LocalStore, target: tuple[float, float, float, float]) -> No
     """A locator whose windows all say "the product is at ``target`` of me"."""
     save_locator(
         store,
-        _constant_heads(20.0, target),
+        constant_heads(20.0, target),
         IDENTITY_SCALER,
         geometry=GEOMETRY,
         scales=(320, 448, 576),

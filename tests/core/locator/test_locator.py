@@ -12,6 +12,14 @@ import torch
 from PIL import Image
 from torch import nn
 
+from tests.locators import (
+    GEOMETRY,
+    IDENTITY_SCALER,
+    RecordingEncoder,
+    constant_heads,
+    saved_locator,
+    seeded_heads,
+)
 from tiefvision_core.catalog.synthetic import render_view
 from tiefvision_core.catalog.synthetic_garments import make_products
 from tiefvision_core.encoders.geometry import measure_geometry
@@ -328,15 +336,8 @@ def test_crop_of_a_window_encodes_like_the_whole_maps_window(lite0) -> None:
 # -- heads -----------------------------------------------------------------------------------
 
 
-def _heads(channels: int = 8, kernel: tuple[int, int] = (7, 7)) -> LocatorHeads:
-    torch.manual_seed(0)
-    heads = LocatorHeads(channels, kernel, reduced=4, hidden=6, dropout=0.2)
-    heads.set_channel_stats(torch.randn(channels) * 0.1, torch.rand(channels) + 0.5)
-    return heads.eval()
-
-
 def test_heads_output_shapes() -> None:
-    heads = _heads()
+    heads = seeded_heads()
     logits, targets = heads(torch.randn(3, 8, 10, 12))
     assert logits.shape == (3, 4, 6)
     assert targets.shape == (3, 4, 4, 6)
@@ -345,7 +346,7 @@ def test_heads_output_shapes() -> None:
 
 
 def test_heads_slide_unchanged_over_a_larger_map() -> None:
-    heads = _heads()
+    heads = seeded_heads()
     big = torch.randn(1, 8, 10, 12)
     with torch.no_grad():
         logits, targets = heads(big)
@@ -381,21 +382,6 @@ def test_average_box_clips_and_rounds() -> None:
     assert all(isinstance(v, int) for v in average_box(boxes, 80, 70))
     # Entirely outside the image: clipping leaves nothing, so the whole image.
     assert average_box(np.array([[200.0, 0.0, 300.0, 50.0]]), 100, 70) == (0, 0, 100, 70)
-
-
-def _constant_heads(logit: float, target: tuple[float, float, float, float]) -> LocatorHeads:
-    """Heads whose outputs are constant everywhere: last layers' weights zero, bias given."""
-    heads = _heads()
-    with torch.no_grad():
-        heads.classifier[-1].weight.zero_()
-        heads.classifier[-1].bias.fill_(logit)
-        heads.regressor[-1].weight.zero_()
-        heads.regressor[-1].bias.copy_(torch.tensor(target))
-    return heads
-
-
-GEOMETRY = WindowGeometry(stride=32, crop_size=224, kernel=(7, 7))
-IDENTITY_SCALER = TargetScaler((0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 1.0, 1.0))
 
 
 def _graded_heads() -> LocatorHeads:
@@ -460,7 +446,7 @@ def test_few_positions_over_the_threshold_take_the_best_ones_weighted_by_p() -> 
 
 
 def test_no_position_over_the_threshold_is_located_low_confidence_not_the_whole_image() -> None:
-    heads = _constant_heads(-20.0, (0.0, 0.0, 1.0, 1.0))
+    heads = constant_heads(-20.0, (0.0, 0.0, 1.0, 1.0))
     maps = [(torch.randn(8, 9, 10), (1.0, 1.0)), (torch.randn(1, 8, 7, 8), (0.5, 0.5))]
     located = locate_in_maps(
         heads, maps, geometry=GEOMETRY, scaler=IDENTITY_SCALER, image_size=(320, 288)
@@ -485,7 +471,7 @@ def test_no_position_over_the_threshold_is_located_low_confidence_not_the_whole_
 
 def test_constant_heads_average_the_windows_of_every_scale() -> None:
     # Targets (0, 0, 1, 1) after restoring: every kept box is its window.
-    heads = _constant_heads(20.0, (0.0, 0.0, 1.0, 1.0))
+    heads = constant_heads(20.0, (0.0, 0.0, 1.0, 1.0))
     maps = [
         (torch.randn(8, 9, 10), (1.0, 1.0)),  # 3×4 positions, lefts 0…96, tops 0…64
         (torch.randn(1, 8, 7, 8), (0.5, 0.5)),  # 1×2 positions: (0,0,448,448), (64,0,512,448)
@@ -509,7 +495,7 @@ def test_constant_heads_average_the_windows_of_every_scale() -> None:
 
 
 def test_kept_boxes_are_restored_targets_around_their_windows() -> None:
-    heads = _heads()
+    heads = seeded_heads()
     with torch.no_grad():
         heads.classifier[-1].bias.fill_(30.0)  # every position passes
     scaler = TargetScaler((0.1, 0.05, 0.9, 0.95), (0.2, 0.1, 0.3, 0.25))
@@ -534,7 +520,7 @@ def test_kept_boxes_are_restored_targets_around_their_windows() -> None:
 
 
 def test_threshold_is_inclusive_and_selects_positions() -> None:
-    heads = _constant_heads(0.0, (0.0, 0.0, 1.0, 1.0))  # P = 0.5 everywhere
+    heads = constant_heads(0.0, (0.0, 0.0, 1.0, 1.0))  # P = 0.5 everywhere
     maps = [(torch.randn(8, 7, 7), (1.0, 1.0))]
     kwargs = {"geometry": GEOMETRY, "scaler": IDENTITY_SCALER, "image_size": (224, 224)}
     at = locate_in_maps(heads, maps, threshold=0.5, **kwargs)
@@ -546,40 +532,13 @@ def test_threshold_is_inclusive_and_selects_positions() -> None:
 # -- the query path: scales chosen at query time, the model read once per version ----------
 
 
-class _RecordingEncoder:
-    """Stride-32 maps of 8 channels; remembers each input's size."""
-
-    name, version, device = "fake", "fake-1", torch.device("cpu")
-
-    def __init__(self) -> None:
-        self.inputs: list[tuple[int, int]] = []
-
-    def encode_maps(self, pixels: torch.Tensor) -> torch.Tensor:
-        self.inputs.append((int(pixels.shape[3]), int(pixels.shape[2])))
-        return torch.ones(1, 8, pixels.shape[2] // 32, pixels.shape[3] // 32)
-
-
-def _saved_locator(store, logit: float = 20.0):
-    from tiefvision_core.locator.model_files import save_locator
-
-    return save_locator(
-        store,
-        _constant_heads(logit, (0.0, 0.0, 1.0, 1.0)),
-        IDENTITY_SCALER,
-        geometry=GEOMETRY,
-        scales=(320, 448, 576),
-        threshold=0.8,
-        metadata={"encoder_version": "fake-1"},
-    )
-
-
 def test_locate_image_looks_at_the_query_scales_when_given(tmp_path) -> None:
     from tiefvision_core.locator.locate import locate_image
     from tiefvision_core.storage.stores import LocalStore
 
-    model = _saved_locator(LocalStore(tmp_path))
+    model = saved_locator(LocalStore(tmp_path))
     image = Image.new("RGB", (320, 400))
-    encoder = _RecordingEncoder()
+    encoder = RecordingEncoder()
     locate_image(model, encoder, image)
     assert [max(size) for size in encoder.inputs] == [320, 448, 576]  # as trained
     encoder.inputs.clear()
@@ -589,14 +548,13 @@ def test_locate_image_looks_at_the_query_scales_when_given(tmp_path) -> None:
 
 
 def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
-    from tiefvision_core.index import models
-    from tiefvision_core.index import photo_search as search
+    from tiefvision_core.index import models, photo_search
     from tiefvision_core.locator import model_files
     from tiefvision_core.storage.layout import LOCATOR_CURRENT
     from tiefvision_core.storage.stores import LocalStore
 
     store = LocalStore(tmp_path)
-    _saved_locator(store)
+    saved_locator(store)
     loads = []
     real = model_files.load_locator
     monkeypatch.setattr(
@@ -604,31 +562,31 @@ def test_query_box_reads_a_locator_version_once(tmp_path, monkeypatch) -> None:
     )
     monkeypatch.setattr(models, "MODELS", models.ModelCache())
     image = Image.new("RGB", (320, 400))
-    first = search.query_box(store, _RecordingEncoder(), image)
-    assert search.query_box(store, _RecordingEncoder(), image) == first
+    first = photo_search.query_box(store, RecordingEncoder(), image)
+    assert photo_search.query_box(store, RecordingEncoder(), image) == first
     assert len(loads) == 1
-    newer = _saved_locator(store, 21.0)  # a new CURRENT is picked up by the next upload
-    search.query_box(store, _RecordingEncoder(), image)
+    newer = saved_locator(store, 21.0)  # a new CURRENT is picked up by the next upload
+    photo_search.query_box(store, RecordingEncoder(), image)
     assert len(loads) == 2 and store.read_pointer(LOCATOR_CURRENT) == newer.version
 
 
 def test_an_upload_is_located_at_the_query_scales_of_the_trained_ones(tmp_path) -> None:
-    from tiefvision_core.index import photo_search as search
+    from tiefvision_core.index import photo_search
     from tiefvision_core.storage.stores import LocalStore
 
-    assert search.query_scales((320, 448, 576)) == search.QUERY_SCALES == (448, 576)
-    assert search.query_scales((320, 448, 576), (576, 320)) == (320, 576)  # trained order
-    assert search.query_scales((256, 512)) == (256, 512)  # none wanted: all trained ones
+    assert photo_search.query_scales((320, 448, 576)) == photo_search.QUERY_SCALES == (448, 576)
+    assert photo_search.query_scales((320, 448, 576), (576, 320)) == (320, 576)  # trained order
+    assert photo_search.query_scales((256, 512)) == (256, 512)  # none wanted: all trained ones
     # A side fitted to narrow products (above the query scales) is kept by default.
-    assert search.query_scales((320, 448, 576, 768)) == (448, 576, 768)
-    assert search.query_scales((320, 448, 576, 768), (448, 576)) == (448, 576)
+    assert photo_search.query_scales((320, 448, 576, 768)) == (448, 576, 768)
+    assert photo_search.query_scales((320, 448, 576, 768), (448, 576)) == (448, 576)
     store = LocalStore(tmp_path)
-    _saved_locator(store)
-    encoder = _RecordingEncoder()
-    search.query_box(store, encoder, Image.new("RGB", (320, 400)))
+    saved_locator(store)
+    encoder = RecordingEncoder()
+    photo_search.query_box(store, encoder, Image.new("RGB", (320, 400)))
     assert [max(size) for size in encoder.inputs] == [448, 576]
     encoder.inputs.clear()
-    search.query_box(store, encoder, Image.new("RGB", (320, 400)), scales=(320, 448, 576))
+    photo_search.query_box(store, encoder, Image.new("RGB", (320, 400)), scales=(320, 448, 576))
     assert [max(size) for size in encoder.inputs] == [320, 448, 576]
 
 

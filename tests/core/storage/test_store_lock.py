@@ -107,12 +107,12 @@ def test_a_stale_heartbeat_is_taken_over_and_the_old_holder_cannot_publish(store
     successor.release()
 
 
-def dead_holder(run_id: str = "") -> LockHolder:
+def dead_holder(run_id: str = "", label: str = "killed run") -> LockHolder:
     """A lock record of a process of this machine that has exited, fresh heartbeat."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
     now = time.time()
-    return LockHolder("tok", "killed run", "here", int(dead.stdout), _process_space(),
+    return LockHolder("tok", label, "here", int(dead.stdout), _process_space(),
                       now, now, 3600.0, run_id)  # fmt: skip
 
 
