@@ -12,8 +12,9 @@ Why cache it: that measurement (double precision, probes up to 3,584 pixels tall
 on a 2-core machine, 90 s when it is busy, and every new process — a CLI query, a flow run, an
 encoding worker — used to pay it. :func:`encoder_geometry` answers from, in order: this
 process's memo, the table of the built-in encoders shipped in ``builtin_geometry.json``
-(checked against a fresh measurement by ``tests/core/encoders/test_geometry_cache.py``), a per-user disk
-cache (``~/.cache/tiefvision/geometry/``), and only then measures — once per machine.
+(checked against a fresh measurement by ``tests/core/encoders/test_geometry_cache.py``),
+a per-user disk cache (``~/.cache/tiefvision/geometry/``), and only then measures — once
+per machine.
 """
 
 from __future__ import annotations
