@@ -47,8 +47,8 @@ def rebuild_index(parameters: RebuildIndexParameters) -> IndexVersion:
     gate = GatePolicy(
         settings.regression_tolerance, given.allow_regression, rule=settings.regression_rule
     )
-    lock_args = (given.lock_timeout, given.lock_ttl)
-    with store_lock(settings.store_url, *lock_args, job="rebuild-index") as lock:
+    url = settings.store_url
+    with store_lock(url, given.lock_timeout, given.lock_ttl, job="rebuild-index") as lock:
         # no mirror pass: an index never reads mirrors
         encode(**given.arguments_for(EncodeParameters, kind="box"))
         lock.check()  # never switch a pointer once another run took the lock

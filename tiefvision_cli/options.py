@@ -18,6 +18,7 @@ from tiefvision_core.parameters.groups import (
     DatabaseParameters,
     EncoderParameters,
     LockParameters,
+    StageParameters,
     StoreParameters,
 )
 
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-def _help(model: type[StoreParameters | LockParameters | DatabaseParameters], name: str) -> str:
+def _help(model: type[StageParameters], name: str) -> str:
     """The help of a stage parameter, from its model."""
     return model.model_fields[name].description or ""
 

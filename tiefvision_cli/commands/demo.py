@@ -16,6 +16,7 @@ from tiefvision_cli.commands.evaluate import run_evaluate
 from tiefvision_cli.options import StoreOption
 from tiefvision_cli.prefect_server import flow_run, start_early
 from tiefvision_cli.preflight import preflight
+from tiefvision_core.parameters.stages import IngestParameters, PipelineParameters
 
 __all__ = ["demo"]
 
@@ -45,8 +46,6 @@ def demo(
         generate_catalog(catalog_dir, products=products, views=views, seed=0)
         images, metadata = str(catalog_dir / "images"), catalog_dir / "products.csv"
         console.print(f"Ingesting {images} and annotating the boxes of half the products …")
-        from tiefvision_core.parameters.stages import IngestParameters
-
         run_ingest(IngestParameters(images=images, store=store, metadata=str(metadata)))
         from tiefvision_cli.demo import annotated_half
 
@@ -57,7 +56,6 @@ def demo(
         "Deep Ranking (stages without enough annotations are skipped, with the reason) …"
     )
     from flows.pipeline import pipeline
-    from tiefvision_core.parameters.stages import PipelineParameters
 
     given = PipelineParameters(
         images=images, store=store, metadata=str(metadata) if metadata else None

@@ -88,13 +88,12 @@ class StageParameters(BaseModel):
     def arguments(self) -> dict[str, Any]:
         """The flow's keyword arguments: every field by name, secrets still wrapped (so
         Prefect records them masked)."""
-        return {name: getattr(self, name) for name in type(self).model_fields}
+        return dict(self)  # iterating a model yields its fields, values as they are
 
     def arguments_for(self, stage: type[P], **values: Any) -> dict[str, Any]:
         """Another stage's flow arguments (a subflow's): the fields it shares with these
         parameters, then ``values``, validated by that stage's model."""
-        mine = type(self).model_fields
-        shared = {name: getattr(self, name) for name in stage.model_fields if name in mine}
+        shared = {name: value for name, value in self if name in stage.model_fields}
         return stage.model_validate({**shared, **values}).arguments()
 
 
